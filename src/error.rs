@@ -1,0 +1,247 @@
+//! Status codes of the C API (fixed values, never renumbered) and the Rust
+//! error enum they map to one for one.
+
+use std::fmt;
+use std::io;
+
+/// Status codes returned by the C API: `RB_OK` (0) or a negative error.
+/// Values are part of the ABI and never change; new codes only get new values.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RbStatus {
+    /// Success.
+    RB_OK = 0,
+    /// A NULL pointer, a closed or unknown handle, or an argument out of range.
+    RB_ERR_INVALID_ARG = -1,
+    /// The name is empty, 64 bytes or longer, or contains `/`, `..` or a
+    /// control character.
+    RB_ERR_INVALID_NAME = -2,
+    /// No queue of that name exists.
+    RB_ERR_NOT_FOUND = -3,
+    /// A queue of that name exists already (exclusive create).
+    RB_ERR_EXISTS = -4,
+    /// The object belongs to another user or its mode forbids access.
+    RB_ERR_PERMISSION = -5,
+    /// Shared memory (tmpfs) is full.
+    RB_ERR_NO_SPACE = -6,
+    /// The object is not a queue of a layout this library knows (bad magic,
+    /// version or size).
+    RB_ERR_INCOMPATIBLE = -7,
+    /// The queue's shared state is inconsistent (overwritten by someone).
+    RB_ERR_CORRUPT = -8,
+    /// No message is queued (non-blocking get).
+    RB_ERR_EMPTY = -9,
+    /// No room for the message (non-blocking put).
+    RB_ERR_FULL = -10,
+    /// The timeout passed before the operation could complete.
+    RB_ERR_TIMEOUT = -11,
+    /// The message can never fit in this queue.
+    RB_ERR_TOO_LARGE = -12,
+    /// The caller's buffer cannot hold the next message; nothing was consumed.
+    RB_ERR_BUFFER_TOO_SMALL = -13,
+    /// The queue was shut down (gets return this once it is drained).
+    RB_ERR_SHUTDOWN = -14,
+    /// A system call failed; `errno` holds the reason.
+    RB_ERR_SYSTEM = -15,
+    /// An internal error (a bug): the library caught a panic.
+    RB_ERR_PANIC = -16,
+}
+
+impl RbStatus {
+    /// Every status, in code order.
+    pub const ALL: [RbStatus; 17] = [
+        RbStatus::RB_OK,
+        RbStatus::RB_ERR_INVALID_ARG,
+        RbStatus::RB_ERR_INVALID_NAME,
+        RbStatus::RB_ERR_NOT_FOUND,
+        RbStatus::RB_ERR_EXISTS,
+        RbStatus::RB_ERR_PERMISSION,
+        RbStatus::RB_ERR_NO_SPACE,
+        RbStatus::RB_ERR_INCOMPATIBLE,
+        RbStatus::RB_ERR_CORRUPT,
+        RbStatus::RB_ERR_EMPTY,
+        RbStatus::RB_ERR_FULL,
+        RbStatus::RB_ERR_TIMEOUT,
+        RbStatus::RB_ERR_TOO_LARGE,
+        RbStatus::RB_ERR_BUFFER_TOO_SMALL,
+        RbStatus::RB_ERR_SHUTDOWN,
+        RbStatus::RB_ERR_SYSTEM,
+        RbStatus::RB_ERR_PANIC,
+    ];
+
+    /// The status with this code, if any.
+    pub fn from_code(code: i32) -> Option<RbStatus> {
+        RbStatus::ALL.iter().copied().find(|s| *s as i32 == code)
+    }
+
+    /// Static, NUL-terminated description (what went wrong and what to do).
+    pub fn message(self) -> &'static str {
+        match self {
+            RbStatus::RB_OK => "success\0",
+            RbStatus::RB_ERR_INVALID_ARG => {
+                "invalid argument: a NULL pointer, a closed or unknown handle, or a value out of range\0"
+            }
+            RbStatus::RB_ERR_INVALID_NAME => {
+                "invalid queue name: use 1 to 63 bytes without '/' or NUL\0"
+            }
+            RbStatus::RB_ERR_NOT_FOUND => "no queue of that name exists: create it first\0",
+            RbStatus::RB_ERR_EXISTS => "a queue of that name exists already: open it or pick another name\0",
+            RbStatus::RB_ERR_PERMISSION => {
+                "permission denied: the queue belongs to another user or its mode forbids access\0"
+            }
+            RbStatus::RB_ERR_NO_SPACE => {
+                "no space left in shared memory (/dev/shm): free some or ask for a smaller queue\0"
+            }
+            RbStatus::RB_ERR_INCOMPATIBLE => {
+                "not a queue this library can use: bad magic, version or size\0"
+            }
+            RbStatus::RB_ERR_CORRUPT => {
+                "the queue's shared state is corrupt: destroy it and create a new one\0"
+            }
+            RbStatus::RB_ERR_EMPTY => "the queue is empty\0",
+            RbStatus::RB_ERR_FULL => "the queue is full\0",
+            RbStatus::RB_ERR_TIMEOUT => "timed out\0",
+            RbStatus::RB_ERR_TOO_LARGE => {
+                "message too large: it can never fit in this queue; create a larger queue\0"
+            }
+            RbStatus::RB_ERR_BUFFER_TOO_SMALL => {
+                "buffer too small for the next message: retry with the length reported\0"
+            }
+            RbStatus::RB_ERR_SHUTDOWN => "the queue was shut down\0",
+            RbStatus::RB_ERR_SYSTEM => "a system call failed (see errno)\0",
+            RbStatus::RB_ERR_PANIC => "internal error in libring_buffer (a bug; please report it)\0",
+        }
+    }
+}
+
+/// Why an operation failed. Each variant has a fixed [`RbStatus`] code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    InvalidArg,
+    InvalidName,
+    NotFound,
+    Exists,
+    Permission,
+    NoSpace,
+    Incompatible,
+    Corrupt,
+    Empty,
+    Full,
+    Timeout,
+    TooLarge,
+    /// The next message needs `needed` bytes.
+    BufferTooSmall {
+        needed: u32,
+    },
+    Shutdown,
+    /// A system call failed with this `errno`.
+    System(i32),
+    Panic,
+}
+
+impl Error {
+    /// The C status code of this error.
+    pub fn status(self) -> RbStatus {
+        match self {
+            Error::InvalidArg => RbStatus::RB_ERR_INVALID_ARG,
+            Error::InvalidName => RbStatus::RB_ERR_INVALID_NAME,
+            Error::NotFound => RbStatus::RB_ERR_NOT_FOUND,
+            Error::Exists => RbStatus::RB_ERR_EXISTS,
+            Error::Permission => RbStatus::RB_ERR_PERMISSION,
+            Error::NoSpace => RbStatus::RB_ERR_NO_SPACE,
+            Error::Incompatible => RbStatus::RB_ERR_INCOMPATIBLE,
+            Error::Corrupt => RbStatus::RB_ERR_CORRUPT,
+            Error::Empty => RbStatus::RB_ERR_EMPTY,
+            Error::Full => RbStatus::RB_ERR_FULL,
+            Error::Timeout => RbStatus::RB_ERR_TIMEOUT,
+            Error::TooLarge => RbStatus::RB_ERR_TOO_LARGE,
+            Error::BufferTooSmall { .. } => RbStatus::RB_ERR_BUFFER_TOO_SMALL,
+            Error::Shutdown => RbStatus::RB_ERR_SHUTDOWN,
+            Error::System(_) => RbStatus::RB_ERR_SYSTEM,
+            Error::Panic => RbStatus::RB_ERR_PANIC,
+        }
+    }
+
+    /// The negative `int` the C API returns for this error.
+    pub fn code(self) -> i32 {
+        self.status() as i32
+    }
+
+    /// Maps an `errno` from a system call on a queue object to the closest
+    /// status; what has no closer match stays `System(errno)`.
+    pub(crate) fn from_errno(errno: i32) -> Error {
+        match errno {
+            libc::ENOENT => Error::NotFound,
+            libc::EEXIST => Error::Exists,
+            libc::EACCES | libc::EPERM => Error::Permission,
+            libc::ENOSPC | libc::ENOMEM | libc::EFBIG => Error::NoSpace,
+            libc::ENAMETOOLONG => Error::InvalidName,
+            // O_NOFOLLOW on a symbolic link: somebody planted it there.
+            libc::ELOOP => Error::Permission,
+            e => Error::System(e),
+        }
+    }
+
+    /// The error of the last failed system call (`errno`).
+    pub(crate) fn last_os() -> Error {
+        Error::from_errno(
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        )
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error::from_errno(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.status().message().trim_end_matches('\0');
+        match self {
+            Error::BufferTooSmall { needed } => write!(f, "{text} ({needed} bytes needed)"),
+            Error::System(errno) => {
+                write!(f, "{text}: {}", io::Error::from_raw_os_error(*errno))
+            }
+            _ => f.write_str(text),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Result of the safe API.
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_fixed() {
+        let codes: Vec<i32> = RbStatus::ALL.iter().map(|s| *s as i32).collect();
+        assert_eq!(codes, (-16..=0).rev().collect::<Vec<_>>());
+        for s in RbStatus::ALL {
+            assert_eq!(RbStatus::from_code(s as i32), Some(s));
+            assert!(s.message().ends_with('\0'));
+            assert_eq!(s.message().matches('\0').count(), 1);
+        }
+        assert_eq!(RbStatus::from_code(1), None);
+        assert_eq!(RbStatus::from_code(-17), None);
+    }
+
+    #[test]
+    fn errors_map_to_their_codes() {
+        assert_eq!(Error::Empty.code(), -9);
+        assert_eq!(Error::BufferTooSmall { needed: 3 }.code(), -13);
+        assert_eq!(Error::System(libc::EIO).code(), -15);
+        assert_eq!(Error::from_errno(libc::ENOSPC), Error::NoSpace);
+        assert_eq!(Error::from_errno(libc::ELOOP), Error::Permission);
+        assert!(Error::System(libc::EIO).to_string().contains("system call"));
+    }
+}

@@ -1,0 +1,192 @@
+//! Creating, inspecting and retiring queues; errors and version.
+
+use std::os::raw::{c_char, c_int};
+use std::ptr;
+
+use super::boundary::{call, last_error, status};
+use super::handles;
+use super::{RB_CREATE_EXCLUSIVE, RB_OPEN_ALLOW_FOREIGN_OWNER};
+use crate::error::{Error, RbStatus};
+use crate::layout::{RingBuffer, RingBufferStatsEx};
+use crate::object::{self, buffer_size_for};
+use crate::queue::{Options, Queue};
+use crate::sync::deadline::Wait;
+
+/// Static, NUL-terminated text for any status code (also unknown ones).
+#[no_mangle]
+pub extern "C" fn ring_buffer_strerror(code: c_int) -> *const c_char {
+    let text = RbStatus::from_code(code).map_or("unknown status code\0", RbStatus::message);
+    text.as_ptr() as *const c_char
+}
+
+/// The code of this thread's last failing call (`RB_OK` if none failed yet).
+#[no_mangle]
+pub extern "C" fn ring_buffer_last_error() -> c_int {
+    last_error()
+}
+
+/// The library version, e.g. "1.0.0" (static string).
+#[no_mangle]
+pub extern "C" fn ring_buffer_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
+}
+
+/// Creates the queue `name` (data area of `size` bytes, rounded up to a power
+/// of two, at least 1024; `size` 0 or above 2^31 is `RB_ERR_INVALID_ARG`)
+/// with permission bits `mode` (0 means 0600; only 0777 bits allowed),
+/// applied whatever the umask. `flags`: `RB_CREATE_EXCLUSIVE` fails with
+/// `RB_ERR_EXISTS` if the queue exists, otherwise it is opened (size and
+/// mode ignored); `RB_OPEN_ALLOW_FOREIGN_OWNER` accepts an existing queue of
+/// another user. NULL on failure (see `ring_buffer_last_error()`).
+///
+/// # Safety
+/// `name` must be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_create_ex(
+    name: *const c_char,
+    size: u32,
+    mode: u32,
+    flags: u32,
+) -> *mut RingBuffer {
+    call(ptr::null_mut(), || {
+        // SAFETY: forwarded contract.
+        let name = unsafe { handles::name(name)? };
+        if flags & !(RB_CREATE_EXCLUSIVE | RB_OPEN_ALLOW_FOREIGN_OWNER) != 0 || size == 0 {
+            return Err(Error::InvalidArg);
+        }
+        let size = buffer_size_for(size).ok_or(Error::InvalidArg)?;
+        let options = Options::default()
+            .mode(if mode == 0 { 0o600 } else { mode })
+            .allow_foreign_owner(flags & RB_OPEN_ALLOW_FOREIGN_OWNER != 0);
+        let queue = if flags & RB_CREATE_EXCLUSIVE != 0 {
+            Queue::create_named(&name, size, &options)?
+        } else {
+            Queue::open_or_create_named(&name, size, &options)?
+        };
+        Ok(handles::register(queue))
+    })
+}
+
+/// Opens the existing queue `name`; `flags` may hold
+/// `RB_OPEN_ALLOW_FOREIGN_OWNER`. NULL on failure.
+///
+/// # Safety
+/// `name` must be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_open_ex(name: *const c_char, flags: u32) -> *mut RingBuffer {
+    call(ptr::null_mut(), || {
+        // SAFETY: forwarded contract.
+        let name = unsafe { handles::name(name)? };
+        if flags & !RB_OPEN_ALLOW_FOREIGN_OWNER != 0 {
+            return Err(Error::InvalidArg);
+        }
+        let options = Options::default().allow_foreign_owner(flags != 0);
+        Queue::open_named(&name, &options).map(handles::register)
+    })
+}
+
+/// Processes that have the queue open right now (each open handle holds a
+/// shared `flock`; handles inherited across `fork` count with their opener).
+///
+/// # Safety
+/// None; any handle value is checked.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_attached_processes(rb: *mut RingBuffer) -> c_int {
+    status(|| Ok(handles::queue(rb)?.attached_processes()? as c_int))
+}
+
+/// Removes the queue `name` only if no live process has it open: 1 removed,
+/// 0 in use, or a negative code (`RB_ERR_NOT_FOUND`, ...).
+///
+/// # Safety
+/// `name` must be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_remove_if_unused(name: *const c_char) -> c_int {
+    status(|| {
+        // SAFETY: forwarded contract.
+        let name = unsafe { handles::name(name)? };
+        Ok(object::remove_if_unused(&name)? as c_int)
+    })
+}
+
+/// Messages queued, exact across processes; 0 on error (see
+/// `ring_buffer_last_error()`).
+///
+/// # Safety
+/// None; any handle value is checked.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_msg_count(rb: *mut RingBuffer) -> u64 {
+    call(0, || handles::queue(rb)?.view().msg_count())
+}
+
+/// Shuts the queue down for every process: later puts fail with
+/// `RB_ERR_SHUTDOWN`; gets drain what is queued, then fail the same way;
+/// every sleeper wakes. `RB_ERR_INCOMPATIBLE` on a legacy (version 1) queue.
+///
+/// # Safety
+/// None; any handle value is checked.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_shutdown(rb: *mut RingBuffer) -> c_int {
+    status(|| handles::queue(rb)?.shutdown().map(|()| 0))
+}
+
+/// 1 if the queue was shut down, 0 if not, or a negative code.
+///
+/// # Safety
+/// None; any handle value is checked.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_is_shutdown(rb: *mut RingBuffer) -> c_int {
+    status(|| Ok(handles::queue(rb)?.is_shutdown() as c_int))
+}
+
+/// Fills `stats` with every statistic (left untouched on failure; see
+/// `ring_buffer_last_error()`).
+///
+/// # Safety
+/// `stats` must be NULL or writable for a `ring_buffer_stats_ex_t`.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_get_stats_ex(
+    rb: *mut RingBuffer,
+    stats: *mut RingBufferStatsEx,
+) {
+    call((), || {
+        // SAFETY: forwarded contract.
+        let stats = unsafe { handles::out(stats)? };
+        stats.set(handles::queue(rb)?.stats()?);
+        Ok(())
+    })
+}
+
+/// Marks one received message as processed (`queue.Queue.task_done`).
+/// `RB_ERR_INVALID_ARG` if called more often than messages were received.
+///
+/// # Safety
+/// None; any handle value is checked.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_task_done(rb: *mut RingBuffer) -> c_int {
+    status(|| handles::queue(rb)?.task_done().map(|()| 0))
+}
+
+/// Waits (per `timeout_ns`, as for `ring_buffer_get_msg`) until every message
+/// put so far was marked done: `RB_OK` or `RB_ERR_TIMEOUT`.
+///
+/// # Safety
+/// None; any handle value is checked.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_join(rb: *mut RingBuffer, timeout_ns: i64) -> c_int {
+    status(|| {
+        handles::queue(rb)?
+            .view()
+            .join(Wait::from_timeout_ns(timeout_ns))?;
+        Ok(0)
+    })
+}
+
+/// Messages put and not yet marked done; 0 on error.
+///
+/// # Safety
+/// None; any handle value is checked.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_unfinished_tasks(rb: *mut RingBuffer) -> u64 {
+    call(0, || handles::queue(rb)?.unfinished_tasks())
+}

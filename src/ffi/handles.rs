@@ -1,0 +1,155 @@
+//! Turning C arguments into safe values: the handle registry, names, byte
+//! slices, output pointers. Every check the C API makes on a pointer is here.
+
+use std::collections::BTreeMap;
+use std::os::raw::{c_char, c_void};
+use std::slice;
+use std::sync::RwLock;
+
+use crate::error::{Error, Result};
+use crate::layout::{RingBuffer, MAX_NAME_LEN};
+use crate::name::QueueName;
+use crate::queue::Queue;
+
+/// Live handles of this process, by header address.
+static HANDLES: RwLock<BTreeMap<usize, Queue>> = RwLock::new(BTreeMap::new());
+
+/// Records `queue` as open and returns its handle.
+pub(super) fn register(queue: Queue) -> *mut RingBuffer {
+    let rb = queue.header_ptr();
+    HANDLES
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(rb as usize, queue);
+    rb
+}
+
+/// The queue behind a handle: `InvalidArg` for NULL, for a handle already
+/// closed, and for anything this library never handed out. The queue stays
+/// mapped while the returned clone lives, even if another thread closes the
+/// handle meanwhile.
+pub(super) fn queue(rb: *const RingBuffer) -> Result<Queue> {
+    if rb.is_null() {
+        return Err(Error::InvalidArg);
+    }
+    let handles = HANDLES.read().unwrap_or_else(|e| e.into_inner());
+    handles
+        .get(&(rb as usize))
+        .cloned()
+        .ok_or(Error::InvalidArg)
+}
+
+/// Forgets a handle; the mapping goes once no call uses it any more.
+pub(super) fn unregister(rb: *const RingBuffer) -> Result<Queue> {
+    if rb.is_null() {
+        return Err(Error::InvalidArg);
+    }
+    let mut handles = HANDLES.write().unwrap_or_else(|e| e.into_inner());
+    handles.remove(&(rb as usize)).ok_or(Error::InvalidArg)
+}
+
+/// A validated queue name from a C string. Reads at most 64 bytes, so an
+/// unterminated string cannot make us read past it further than that.
+///
+/// # Safety
+/// `name` must be NULL or point to a NUL-terminated string or to at least 64
+/// readable bytes.
+pub(super) unsafe fn name(name: *const c_char) -> Result<QueueName> {
+    if name.is_null() {
+        return Err(Error::InvalidArg);
+    }
+    // SAFETY: per the contract, the first MAX_NAME_LEN bytes (or up to the
+    // NUL) are readable.
+    let len = unsafe { libc::strnlen(name, MAX_NAME_LEN) };
+    if len == MAX_NAME_LEN {
+        return Err(Error::InvalidName);
+    }
+    // SAFETY: `len` bytes before the NUL are readable.
+    QueueName::new(unsafe { slice::from_raw_parts(name as *const u8, len) })
+}
+
+/// The name stored in a fixed 64-byte field (a `ring_buffer_ref_t`).
+pub(super) fn field_name(field: &[c_char; MAX_NAME_LEN]) -> Result<QueueName> {
+    let len = field
+        .iter()
+        .position(|&c| c == 0)
+        .ok_or(Error::InvalidName)?;
+    let bytes: Vec<u8> = field[..len].iter().map(|&c| c as u8).collect();
+    QueueName::new(&bytes)
+}
+
+/// `len` bytes at `data`; NULL is accepted only for an empty slice.
+///
+/// # Safety
+/// A non-NULL `data` must be readable for `len` bytes for `'a`.
+pub(super) unsafe fn bytes<'a>(data: *const c_void, len: u32) -> Result<&'a [u8]> {
+    match (data.is_null(), len) {
+        (_, 0) => Ok(&[]),
+        (true, _) => Err(Error::InvalidArg),
+        // SAFETY: per the contract.
+        (false, len) => Ok(unsafe { slice::from_raw_parts(data as *const u8, len as usize) }),
+    }
+}
+
+/// `len` writable bytes at `data`; NULL is accepted only for an empty slice.
+///
+/// # Safety
+/// A non-NULL `data` must be writable for `len` bytes for `'a`, and not be
+/// aliased meanwhile.
+pub(super) unsafe fn bytes_mut<'a>(data: *mut c_void, len: u32) -> Result<&'a mut [u8]> {
+    match (data.is_null(), len) {
+        (_, 0) => Ok(&mut []),
+        (true, _) => Err(Error::InvalidArg),
+        // SAFETY: per the contract.
+        (false, len) => Ok(unsafe { slice::from_raw_parts_mut(data as *mut u8, len as usize) }),
+    }
+}
+
+/// An array of `count` elements at `ptr`, which must not be NULL.
+///
+/// # Safety
+/// A non-NULL `ptr` must be readable for `count` elements for `'a`.
+pub(super) unsafe fn array<'a, T>(ptr: *const T, count: u32) -> Result<&'a [T]> {
+    if ptr.is_null() {
+        return Err(Error::InvalidArg);
+    }
+    // SAFETY: per the contract.
+    Ok(unsafe { slice::from_raw_parts(ptr, count as usize) })
+}
+
+/// A writable array of `count` elements at `ptr`, which must not be NULL.
+///
+/// # Safety
+/// A non-NULL `ptr` must be writable for `count` elements for `'a`, and not be
+/// aliased meanwhile.
+pub(super) unsafe fn array_mut<'a, T>(ptr: *mut T, count: u32) -> Result<&'a mut [T]> {
+    if ptr.is_null() {
+        return Err(Error::InvalidArg);
+    }
+    // SAFETY: per the contract.
+    Ok(unsafe { slice::from_raw_parts_mut(ptr, count as usize) })
+}
+
+/// A checked, write-only output parameter.
+pub(super) struct Out<T>(std::ptr::NonNull<T>);
+
+impl<T> Out<T> {
+    /// Stores the result (the caller's memory may have been uninitialised).
+    pub(super) fn set(self, value: T) {
+        // SAFETY: `out`'s contract made the pointer valid for writes of a T;
+        // `write` does not read or drop the old contents.
+        unsafe { self.0.as_ptr().write(value) }
+    }
+}
+
+/// An output parameter, which must not be NULL. Checked up front and written
+/// only on success.
+///
+/// # Safety
+/// A non-NULL `ptr` must be valid for writes of a `T` until the returned
+/// value is used.
+pub(super) unsafe fn out<T>(ptr: *mut T) -> Result<Out<T>> {
+    std::ptr::NonNull::new(ptr)
+        .map(Out)
+        .ok_or(Error::InvalidArg)
+}

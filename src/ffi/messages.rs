@@ -1,0 +1,249 @@
+//! The message API: whole framed messages, atomic with respect to every other
+//! producer and consumer, blocking with timeouts.
+//!
+//! Timeouts (`timeout_ns`): 0 tries once and never waits, a negative value
+//! waits as long as it takes, a positive one waits at most that many
+//! nanoseconds (`RB_ERR_TIMEOUT`). Waiting costs no CPU: a short spin, then a
+//! shared futex.
+
+use std::os::raw::{c_int, c_void};
+
+use super::boundary::status;
+use super::handles::{self, array, array_mut, bytes};
+use crate::error::Error;
+use crate::layout::RingBuffer;
+use crate::ops::{Incoming, Outgoing};
+use crate::sync::deadline::Wait;
+
+/// Puts one message of `len` bytes (`data` may be NULL when `len` is 0).
+/// Returns `RB_OK`, `RB_ERR_FULL` (timeout 0), `RB_ERR_TIMEOUT`,
+/// `RB_ERR_TOO_LARGE` (can never fit: returned at once), `RB_ERR_SHUTDOWN`,
+/// or another code.
+///
+/// # Safety
+/// `data` must be readable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_put_msg(
+    rb: *mut RingBuffer,
+    data: *const c_void,
+    len: u32,
+    timeout_ns: i64,
+) -> c_int {
+    status(|| {
+        let queue = handles::queue(rb)?;
+        // SAFETY: forwarded contract.
+        let msg = unsafe { bytes(data, len)? };
+        queue.send_batch_wait(&[msg][..], Wait::from_timeout_ns(timeout_ns))?;
+        Ok(0)
+    })
+}
+
+/// Takes one whole message into `buf` (`cap` bytes) and stores its length in
+/// `*out_len`. If it does not fit: `RB_ERR_BUFFER_TOO_SMALL`, `*out_len` =
+/// the length needed, nothing consumed. Otherwise `RB_OK`, `RB_ERR_EMPTY`
+/// (timeout 0), `RB_ERR_TIMEOUT`, `RB_ERR_SHUTDOWN` (shut down and drained),
+/// `RB_ERR_CORRUPT`, or another code.
+///
+/// # Safety
+/// `buf` must be writable for `cap` bytes (it may be NULL if `cap` is 0);
+/// `out_len` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_get_msg(
+    rb: *mut RingBuffer,
+    buf: *mut c_void,
+    cap: u32,
+    out_len: *mut u32,
+    timeout_ns: i64,
+) -> c_int {
+    status(|| {
+        let queue = handles::queue(rb)?;
+        // SAFETY: forwarded contract.
+        let out_len = unsafe { handles::out(out_len)? };
+        if buf.is_null() && cap > 0 {
+            return Err(Error::InvalidArg);
+        }
+        let mut sink = Packed {
+            buf: buf as *mut u8,
+            cap: cap as usize,
+            used: 0,
+            lens: &mut [],
+            max: 1,
+        };
+        match queue
+            .view()
+            .recv(&mut sink, Wait::from_timeout_ns(timeout_ns))
+        {
+            Ok(_) => out_len.set(sink.used as u32),
+            Err(Error::BufferTooSmall { needed }) => {
+                out_len.set(needed);
+                return Err(Error::BufferTooSmall { needed });
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(0)
+    })
+}
+
+/// Waits (per `timeout_ns`) until the first message fits, then puts, in
+/// order, as many of the `count` messages as fit, under one lock and with
+/// one wake-up. Returns how many (at least 1) or a negative code;
+/// `RB_ERR_TOO_LARGE` at once if any message can never fit.
+///
+/// # Safety
+/// `datas` and `lens` must be readable arrays of `count` elements, each
+/// `datas[i]` readable for `lens[i]` bytes (NULL allowed when 0).
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_put_many(
+    rb: *mut RingBuffer,
+    datas: *const *const c_void,
+    lens: *const u32,
+    count: u32,
+    timeout_ns: i64,
+) -> c_int {
+    status(|| {
+        let queue = handles::queue(rb)?;
+        // SAFETY: forwarded contract.
+        let (ptrs, lens) = unsafe { (array(datas, count)?, array(lens, count)?) };
+        let msgs = ptrs
+            .iter()
+            .zip(lens)
+            // SAFETY: forwarded contract, element by element.
+            .map(|(&p, &len)| unsafe { bytes(p, len) })
+            .collect::<Result<Vec<&[u8]>, Error>>()?;
+        Ok(queue.send_batch_wait(&msgs[..], Wait::from_timeout_ns(timeout_ns))? as c_int)
+    })
+}
+
+/// Like `ring_buffer_put_many`, with the `count` payloads stored back to back
+/// in `data` (message `i` is `lens[i]` bytes, right after message `i-1`): the
+/// layout `ring_buffer_get_many` produces, and the cheapest one to build from
+/// languages without pointer arrays.
+///
+/// # Safety
+/// `lens` must be a readable array of `count` elements and `data` readable
+/// for their sum.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_put_packed(
+    rb: *mut RingBuffer,
+    data: *const c_void,
+    lens: *const u32,
+    count: u32,
+    timeout_ns: i64,
+) -> c_int {
+    status(|| {
+        let queue = handles::queue(rb)?;
+        // SAFETY: forwarded contract.
+        let lens = unsafe { array(lens, count)? };
+        let total = lens
+            .iter()
+            .try_fold(0u32, |sum, &l| sum.checked_add(l))
+            .ok_or(Error::TooLarge)?;
+        // SAFETY: forwarded contract.
+        let data = unsafe { bytes(data, total)? };
+        let mut offsets = Vec::with_capacity(lens.len());
+        let mut at = 0usize;
+        for &len in lens {
+            offsets.push(at);
+            at += len as usize;
+        }
+        let batch = PackedOut {
+            data,
+            lens,
+            offsets,
+        };
+        Ok(queue.send_batch_wait(&batch, Wait::from_timeout_ns(timeout_ns))? as c_int)
+    })
+}
+
+/// Waits (per `timeout_ns`) until a message is queued, then copies up to
+/// `max_count` whole messages back to back into `buf`, stopping before one
+/// that would overflow `cap`, and stores each length in `lens`. Returns how
+/// many (at least 1) or a negative code. If even the first message does not
+/// fit: `RB_ERR_BUFFER_TOO_SMALL`, `lens[0]` = the length needed, nothing
+/// consumed.
+///
+/// # Safety
+/// `buf` must be writable for `cap` bytes (NULL allowed if `cap` is 0) and
+/// `lens` for `max_count` elements.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_get_many(
+    rb: *mut RingBuffer,
+    buf: *mut c_void,
+    cap: u32,
+    lens: *mut u32,
+    max_count: u32,
+    timeout_ns: i64,
+) -> c_int {
+    status(|| {
+        let queue = handles::queue(rb)?;
+        if max_count == 0 || (buf.is_null() && cap > 0) {
+            return Err(Error::InvalidArg);
+        }
+        // SAFETY: forwarded contract.
+        let lens = unsafe { array_mut(lens, max_count)? };
+        let mut sink = Packed {
+            buf: buf as *mut u8,
+            cap: cap as usize,
+            used: 0,
+            lens,
+            max: max_count as usize,
+        };
+        match queue
+            .view()
+            .recv(&mut sink, Wait::from_timeout_ns(timeout_ns))
+        {
+            Ok(n) => Ok(n as c_int),
+            Err(Error::BufferTooSmall { needed }) => {
+                sink.lens[0] = needed;
+                Err(Error::BufferTooSmall { needed })
+            }
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// Messages received back to back into one caller buffer.
+struct Packed<'a> {
+    buf: *mut u8,
+    cap: usize,
+    used: usize,
+    /// Where to store each length (empty for a single message).
+    lens: &'a mut [u32],
+    max: usize,
+}
+
+// SAFETY: a pointer is handed out only for `len` bytes inside the caller's
+// `cap`-byte buffer (the C contract makes that writable and not the mapping).
+unsafe impl Incoming for Packed<'_> {
+    fn slot(&mut self, index: usize, len: u32) -> Option<*mut u8> {
+        let len = len as usize;
+        if index >= self.max || self.cap - self.used < len {
+            return None;
+        }
+        if let Some(slot) = self.lens.get_mut(index) {
+            *slot = len as u32;
+        }
+        // SAFETY: `used + len <= cap`, inside the caller's buffer (or a
+        // zero-length access at its start, also for a NULL buffer of cap 0).
+        let dst = unsafe { self.buf.add(self.used) };
+        self.used += len;
+        Some(dst)
+    }
+}
+
+/// Payloads stored back to back.
+struct PackedOut<'a> {
+    data: &'a [u8],
+    lens: &'a [u32],
+    offsets: Vec<usize>,
+}
+
+impl Outgoing for PackedOut<'_> {
+    fn count(&self) -> usize {
+        self.lens.len()
+    }
+    fn message(&self, index: usize) -> &[u8] {
+        let at = self.offsets[index];
+        &self.data[at..at + self.lens[index] as usize]
+    }
+}

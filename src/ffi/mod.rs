@@ -1,0 +1,35 @@
+//! The C API. Every `extern "C"` function of the library lives below this
+//! module, as a thin shim over the safe core: it converts pointers through the
+//! helpers of `handles`, runs behind the panic boundary of `boundary`, and
+//! maps errors to the fixed status codes of [`crate::RbStatus`].
+//!
+//! Handles are the address of the mapped header (the legacy ABI: callers may
+//! read `rb->buffer_size` directly). A process-local registry maps each live
+//! handle to its queue, so a NULL, closed, twice-closed or made-up pointer is
+//! recognised without ever being dereferenced, and a `ring_buffer_close` in
+//! one thread cannot unmap a queue another thread is using.
+
+mod admin;
+mod boundary;
+mod handles;
+mod legacy;
+mod messages;
+
+pub use admin::*;
+pub use legacy::*;
+pub use messages::*;
+
+/// `ring_buffer_create_ex` flag: fail with `RB_ERR_EXISTS` if the queue
+/// exists (without it, an existing queue is opened, as `ring_buffer_create`
+/// does).
+pub const RB_CREATE_EXCLUSIVE: u32 = 1;
+
+/// `ring_buffer_create_ex`/`ring_buffer_open_ex` flag: open a queue owned by
+/// another user instead of refusing it with `RB_ERR_PERMISSION`.
+pub const RB_OPEN_ALLOW_FOREIGN_OWNER: u32 = 2;
+
+/// Timeout value for "wait as long as it takes" (any negative value works).
+pub const RB_WAIT_FOREVER: i64 = -1;
+
+/// Timeout value for "try once, never wait".
+pub const RB_NO_WAIT: i64 = 0;

@@ -1,0 +1,318 @@
+//! The bytes other processes see: the legacy 200-byte header, the legacy
+//! helper structs, and the extension block this library adds after the data
+//! area.
+//!
+//! The three legacy structs are declared with plain C field types so that
+//! cbindgen reproduces the legacy header field for field. Rust code never holds
+//! a reference to them: [`crate::segment::Header`] reaches each control word
+//! through a raw field pointer turned into an atomic. The extension block is
+//! never seen by C, so it is declared with atomics directly and may be borrowed.
+
+use std::cell::UnsafeCell;
+use std::mem::{align_of, offset_of, size_of};
+use std::os::raw::c_char;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use static_assertions::const_assert_eq;
+
+/// `"SAGEBLKR"` read as a big-endian integer (`0x53414745424C4B52`); the first
+/// eight bytes of every queue object.
+pub const RING_BUFFER_MAGIC: u64 = 0x5341_4745_424C_4B52;
+
+/// Size of the `name` field, terminating NUL included: names are 1..=63 bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Layout version this library creates: the legacy header, the data area,
+/// then the extension block (locks, futex words, message counters).
+pub const RING_BUFFER_VERSION: u32 = 2;
+
+/// Layout version of objects made by the legacy C library: header and data
+/// only. Such objects still open, with the legacy one-writer/one-reader
+/// guarantee.
+pub const RING_BUFFER_VERSION_LEGACY: u32 = 1;
+
+/// Smallest data area; requested sizes are rounded up to a power of two and to
+/// at least this.
+pub const RING_BUFFER_MIN_SIZE: u32 = 1024;
+
+/// Largest data area (2 GiB): the largest power of two a `uint32_t` holds.
+pub const RING_BUFFER_MAX_SIZE: u32 = 0x8000_0000;
+
+/// Bytes before the data area (`sizeof(ring_buffer_t)`).
+pub const RING_BUFFER_HEADER_SIZE: u32 = 200;
+
+/// Bytes of the 4-byte little-endian length prefix framing every message.
+pub const RING_BUFFER_FRAME_PREFIX: u32 = 4;
+
+/// The shared header at offset 0 of every queue object, byte for byte the
+/// legacy `ring_buffer_t`. Handles returned by this library point here.
+///
+/// `head` and `tail` count bytes ever read and written; the read position is
+/// `head & (buffer_size - 1)`. They are the authoritative counters for legacy
+/// and new calls alike.
+#[repr(C)]
+pub struct RingBuffer {
+    /// [`RING_BUFFER_MAGIC`].
+    pub magic: u64,
+    /// [`RING_BUFFER_VERSION_LEGACY`] or [`RING_BUFFER_VERSION`].
+    pub version: u32,
+    /// Size of the data area, a power of two, at least 1024.
+    pub buffer_size: u32,
+    /// Total bytes ever consumed.
+    pub head: u64,
+    /// Total bytes ever published.
+    pub tail: u64,
+    /// Readers currently inside a legacy read call.
+    pub readers: u32,
+    /// Writers currently inside a legacy write call.
+    pub writers: u32,
+    /// Reference count, guarded by `ref_mutex`.
+    pub ref_count: u32,
+    /// Processes that have the object mapped.
+    pub process_count: u32,
+    /// Process-shared (and, in objects this library creates, robust) mutex
+    /// guarding `ref_count`.
+    pub ref_mutex: libc::pthread_mutex_t,
+    /// Queue name without the `/sage_ringbuf_` prefix, NUL-terminated.
+    pub name: [c_char; MAX_NAME_LEN],
+    /// Process that created the object.
+    pub creator_pid: libc::pid_t,
+    /// Bytes written since creation or the last `ring_buffer_reset_stats`.
+    pub total_bytes_written: u64,
+    /// Bytes read since creation or the last `ring_buffer_reset_stats`.
+    pub total_bytes_read: u64,
+    /// Unused, zero.
+    pub padding: [c_char; 24],
+    /// The ring's bytes (`buffer_size` of them).
+    pub data: [c_char; 0],
+}
+
+/// A serialisable reference to a queue (legacy `ring_buffer_ref_t`), allocated
+/// by `ring_buffer_get_ref` and freed by `ring_buffer_release_ref`.
+#[repr(C)]
+pub struct RingBufferRef {
+    /// Queue name, NUL-terminated.
+    pub name: [c_char; MAX_NAME_LEN],
+    /// The queue's `buffer_size`.
+    pub size: u32,
+    /// Whether the holder means to remove the queue when done with it.
+    pub auto_cleanup: bool,
+    /// Process that created the queue.
+    pub creator_pid: libc::pid_t,
+}
+
+/// Legacy statistics (`ring_buffer_stats_t`), filled by `ring_buffer_get_stats`.
+#[repr(C)]
+pub struct RingBufferStats {
+    pub buffer_size: u32,
+    pub available_read: u32,
+    pub available_write: u32,
+    pub readers: u32,
+    pub writers: u32,
+    pub ref_count: u32,
+    pub total_bytes_written: u64,
+    pub total_bytes_read: u64,
+    /// `available_read / buffer_size`.
+    pub utilization: f64,
+}
+
+/// Everything `ring_buffer_get_stats` reports, plus the message-level and
+/// synchronisation counters of this library (`ring_buffer_get_stats_ex`).
+/// Counters of the extension block read as 0 on a legacy (version 1) object.
+#[repr(C)]
+pub struct RingBufferStatsEx {
+    pub buffer_size: u32,
+    pub available_read: u32,
+    pub available_write: u32,
+    pub readers: u32,
+    pub writers: u32,
+    pub ref_count: u32,
+    pub total_bytes_written: u64,
+    pub total_bytes_read: u64,
+    pub utilization: f64,
+    /// Layout version of the object (1 legacy, 2 this library).
+    pub version: u32,
+    /// Processes that have the queue open right now (`flock` liveness).
+    pub attached_processes: u32,
+    /// Messages ever published.
+    pub messages_in: u64,
+    /// Messages ever consumed.
+    pub messages_out: u64,
+    /// Messages queued now.
+    pub messages_queued: u64,
+    /// Producers asleep waiting for space right now.
+    pub sleeping_producers: u32,
+    /// Consumers asleep waiting for messages right now.
+    pub sleeping_consumers: u32,
+    /// Times a producer went to sleep because the ring was full.
+    pub producer_waits: u64,
+    /// Times a consumer went to sleep because the ring was empty.
+    pub consumer_waits: u64,
+    /// Futex wake-ups issued.
+    pub wakeups: u64,
+    /// Locks recovered from a process that died holding them.
+    pub owner_died_recoveries: u64,
+    /// Most bytes ever queued at once (since the last reset).
+    pub high_water_bytes: u64,
+    /// Messages marked done with `ring_buffer_task_done`.
+    pub tasks_done: u64,
+    /// 1 once `ring_buffer_shutdown` was called.
+    pub shutdown: u32,
+    /// Always 0 (keeps the size a multiple of 8).
+    pub reserved: u32,
+}
+
+// The legacy ABI, pinned (LEGACY_ABI.md, x86_64 glibc).
+const_assert_eq!(size_of::<libc::pthread_mutex_t>(), 40);
+const_assert_eq!(offset_of!(RingBuffer, magic), 0);
+const_assert_eq!(offset_of!(RingBuffer, version), 8);
+const_assert_eq!(offset_of!(RingBuffer, buffer_size), 12);
+const_assert_eq!(offset_of!(RingBuffer, head), 16);
+const_assert_eq!(offset_of!(RingBuffer, tail), 24);
+const_assert_eq!(offset_of!(RingBuffer, readers), 32);
+const_assert_eq!(offset_of!(RingBuffer, writers), 36);
+const_assert_eq!(offset_of!(RingBuffer, ref_count), 40);
+const_assert_eq!(offset_of!(RingBuffer, process_count), 44);
+const_assert_eq!(offset_of!(RingBuffer, ref_mutex), 48);
+const_assert_eq!(offset_of!(RingBuffer, name), 88);
+const_assert_eq!(offset_of!(RingBuffer, creator_pid), 152);
+const_assert_eq!(offset_of!(RingBuffer, total_bytes_written), 160);
+const_assert_eq!(offset_of!(RingBuffer, total_bytes_read), 168);
+const_assert_eq!(offset_of!(RingBuffer, padding), 176);
+const_assert_eq!(offset_of!(RingBuffer, data), 200);
+const_assert_eq!(size_of::<RingBuffer>(), RING_BUFFER_HEADER_SIZE as usize);
+const_assert_eq!(align_of::<RingBuffer>(), 8);
+
+const_assert_eq!(offset_of!(RingBufferRef, name), 0);
+const_assert_eq!(offset_of!(RingBufferRef, size), 64);
+const_assert_eq!(offset_of!(RingBufferRef, auto_cleanup), 68);
+const_assert_eq!(offset_of!(RingBufferRef, creator_pid), 72);
+const_assert_eq!(size_of::<RingBufferRef>(), 76);
+const_assert_eq!(align_of::<RingBufferRef>(), 4);
+
+const_assert_eq!(offset_of!(RingBufferStats, buffer_size), 0);
+const_assert_eq!(offset_of!(RingBufferStats, available_read), 4);
+const_assert_eq!(offset_of!(RingBufferStats, available_write), 8);
+const_assert_eq!(offset_of!(RingBufferStats, readers), 12);
+const_assert_eq!(offset_of!(RingBufferStats, writers), 16);
+const_assert_eq!(offset_of!(RingBufferStats, ref_count), 20);
+const_assert_eq!(offset_of!(RingBufferStats, total_bytes_written), 24);
+const_assert_eq!(offset_of!(RingBufferStats, total_bytes_read), 32);
+const_assert_eq!(offset_of!(RingBufferStats, utilization), 40);
+const_assert_eq!(size_of::<RingBufferStats>(), 48);
+const_assert_eq!(align_of::<RingBufferStats>(), 8);
+
+// The extended stats start with the legacy ones, so a caller may read the
+// first 48 bytes as a `ring_buffer_stats_t`.
+const_assert_eq!(offset_of!(RingBufferStatsEx, utilization), 40);
+const_assert_eq!(offset_of!(RingBufferStatsEx, version), 48);
+const_assert_eq!(size_of::<RingBufferStatsEx>(), 144);
+
+/// `"SAGEXT02"`: first word of the extension block of a version-2 object.
+pub(crate) const EXTENSION_MAGIC: u64 = 0x5341_4745_5854_3032;
+
+/// Where the extension block of a version-2 object with this data-area size
+/// starts: after the data area, rounded up to a cache line so that the
+/// producer- and consumer-owned parts below do not share lines.
+pub(crate) const fn extension_offset(buffer_size: u32) -> u64 {
+    (RING_BUFFER_HEADER_SIZE as u64 + buffer_size as u64 + 63) & !63
+}
+
+/// Exact size of a well-formed object of `version` with this data-area size,
+/// or `None` for a version this library does not know.
+pub(crate) const fn object_size(version: u32, buffer_size: u32) -> Option<u64> {
+    match version {
+        RING_BUFFER_VERSION_LEGACY => Some(RING_BUFFER_HEADER_SIZE as u64 + buffer_size as u64),
+        RING_BUFFER_VERSION => Some(extension_offset(buffer_size) + size_of::<Extension>() as u64),
+        _ => None,
+    }
+}
+
+/// The extension block of a version-2 object. Every field is an atomic or an
+/// `UnsafeCell`, so a shared reference to it is sound although other
+/// processes write it concurrently.
+#[repr(C, align(64))]
+pub(crate) struct Extension {
+    pub identity: Identity,
+    pub signals: Signals,
+    /// State owned by whoever holds the writer lock.
+    pub writer: Side,
+    /// State owned by whoever holds the reader lock.
+    pub reader: Side,
+}
+
+/// Written once at creation, read at open to validate the block.
+#[repr(C, align(64))]
+pub(crate) struct Identity {
+    /// [`EXTENSION_MAGIC`].
+    pub magic: AtomicU64,
+    /// `size_of::<Extension>()` of the creator.
+    pub size: AtomicU32,
+    /// Reserved, zero.
+    pub flags: AtomicU32,
+    /// `task_done` calls so far; `messages_in - tasks_done` tasks are open.
+    pub tasks_done: AtomicU64,
+}
+
+/// Futex words and sleeper counts. Read by every producer and consumer after
+/// each operation, written only when someone goes to sleep or is woken, so
+/// this line stays shared in every cache while the queue streams.
+#[repr(C, align(64))]
+pub(crate) struct Signals {
+    /// Bumped by producers (when consumers sleep) and by shutdown.
+    pub data_seq: AtomicU32,
+    /// Consumers asleep (or about to sleep) on `data_seq`.
+    pub consumer_sleepers: AtomicU32,
+    /// Bumped by consumers (when producers sleep) and by shutdown.
+    pub space_seq: AtomicU32,
+    /// Producers asleep (or about to sleep) on `space_seq`.
+    pub producer_sleepers: AtomicU32,
+    /// Bumped by `task_done` when it completes the last open task.
+    pub join_seq: AtomicU32,
+    /// Callers asleep in `join`.
+    pub join_sleepers: AtomicU32,
+    /// 1 once the queue is shut down; never goes back to 0.
+    pub shutdown: AtomicU32,
+    pub reserved: AtomicU32,
+    /// Futex wake-ups issued (statistics).
+    pub wakeups: AtomicU64,
+}
+
+/// One side (producers or consumers) of the queue. Everything but the wait
+/// counter is written only by the holder of `lock`.
+#[repr(C, align(64))]
+pub(crate) struct Side {
+    /// Robust, process-shared: a holder that dies hands the next locker
+    /// `EOWNERDEAD`, which repairs this side from the journal below.
+    pub lock: UnsafeCell<libc::pthread_mutex_t>,
+    /// Last value of the other side's counter seen (writer: `head`, reader:
+    /// `tail`), so the hot path touches the shared header line only when the
+    /// cached view says the ring is full (writer) or empty (reader).
+    pub cached_peer: AtomicU64,
+    /// Whole messages this side has published (writer) or consumed (reader).
+    pub messages: AtomicU64,
+    /// Framing tracker (see [`crate::frame::Tracker`]), so that raw legacy
+    /// writes and reads count messages too.
+    pub track: AtomicU64,
+    /// Journal of the operation in progress: the `tail`/`head` it will
+    /// publish, then the counters that go with it. Written before the
+    /// publication, so a locker that finds the owner dead can tell whether the
+    /// publication happened and make the counters agree with it.
+    pub journal_pos: AtomicU64,
+    pub journal_messages: AtomicU64,
+    pub journal_track: AtomicU64,
+    /// Times a member of this side went to sleep (statistics).
+    pub waits: AtomicU64,
+    /// Times this side's lock was recovered from a dead owner.
+    pub recoveries: AtomicU64,
+    /// Writer only: most bytes ever queued at once.
+    pub high_water: AtomicU64,
+}
+
+const_assert_eq!(size_of::<Identity>(), 64);
+const_assert_eq!(size_of::<Signals>(), 64);
+const_assert_eq!(size_of::<Side>(), 128);
+const_assert_eq!(offset_of!(Extension, signals), 64);
+const_assert_eq!(offset_of!(Extension, writer), 128);
+const_assert_eq!(offset_of!(Extension, reader), 256);
+const_assert_eq!(size_of::<Extension>(), 384);

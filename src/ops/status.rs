@@ -1,0 +1,161 @@
+//! What observers ask: fill levels, message counts, statistics, reference
+//! counts, shutdown.
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+
+use crate::error::{Error, Result};
+use crate::frame::frame_len;
+use crate::layout::{RingBufferStats, RingBufferStatsEx};
+use crate::segment::View;
+use crate::sync::mutex;
+
+impl View<'_> {
+    /// Bytes queued now (`tail - head`, read without locks).
+    pub(crate) fn available_read(&self) -> Result<u32> {
+        // `head` first: `tail` never falls behind a `head` read earlier.
+        let head = self.ring.head.load(Acquire);
+        let tail = self.ring.tail.load(Acquire);
+        let used = tail.checked_sub(head).ok_or(Error::Corrupt)?;
+        // Both sides may have moved between the two loads; clamp.
+        Ok(used.min(self.ring.capacity()) as u32)
+    }
+
+    /// Bytes that can be written now (`buffer_size - available_read - 1`).
+    pub(crate) fn available_write(&self) -> Result<u32> {
+        Ok((self.ring.capacity() - u64::from(self.available_read()?)) as u32)
+    }
+
+    /// Whole messages queued now. Exact on a version-2 object (counters kept
+    /// under the locks); a legacy object is walked frame by frame.
+    pub(crate) fn msg_count(&self) -> Result<u64> {
+        match self.ext {
+            Some(ext) => {
+                // Consumed first: the published count can only grow after.
+                let out = ext.reader.messages.load(Acquire);
+                let queued = ext.writer.messages.load(Acquire).saturating_sub(out);
+                Ok(queued)
+            }
+            None => {
+                let (mut pos, tail) = (self.ring.head.load(Acquire), self.ring.tail.load(Acquire));
+                self.ring.used(pos, tail)?;
+                let mut count = 0;
+                while tail - pos >= 4 {
+                    let frame = frame_len(self.ring.prefix_at(pos));
+                    if frame > tail - pos {
+                        break;
+                    }
+                    pos += frame;
+                    count += 1;
+                }
+                Ok(count)
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Result<RingBufferStats> {
+        let hdr = self.header;
+        let available_read = self.available_read()?;
+        Ok(RingBufferStats {
+            buffer_size: self.buffer_size(),
+            available_read,
+            available_write: (self.ring.capacity() - u64::from(available_read)) as u32,
+            readers: hdr.readers().load(Relaxed),
+            writers: hdr.writers().load(Relaxed),
+            ref_count: hdr.ref_count().load(Relaxed),
+            total_bytes_written: hdr.total_bytes_written().load(Relaxed),
+            total_bytes_read: hdr.total_bytes_read().load(Relaxed),
+            utilization: f64::from(available_read) / f64::from(self.buffer_size()),
+        })
+    }
+
+    pub(crate) fn stats_ex(&self, attached_processes: u32) -> Result<RingBufferStatsEx> {
+        let s = self.stats()?;
+        let mut ex = RingBufferStatsEx {
+            buffer_size: s.buffer_size,
+            available_read: s.available_read,
+            available_write: s.available_write,
+            readers: s.readers,
+            writers: s.writers,
+            ref_count: s.ref_count,
+            total_bytes_written: s.total_bytes_written,
+            total_bytes_read: s.total_bytes_read,
+            utilization: s.utilization,
+            version: self.version(),
+            attached_processes,
+            messages_in: 0,
+            messages_out: 0,
+            messages_queued: self.msg_count()?,
+            sleeping_producers: 0,
+            sleeping_consumers: 0,
+            producer_waits: 0,
+            consumer_waits: 0,
+            wakeups: 0,
+            owner_died_recoveries: 0,
+            high_water_bytes: 0,
+            tasks_done: 0,
+            shutdown: 0,
+            reserved: 0,
+        };
+        if let Some(ext) = self.ext {
+            ex.messages_out = ext.reader.messages.load(Acquire);
+            ex.messages_in = ext.writer.messages.load(Acquire);
+            ex.sleeping_producers = ext.signals.producer_sleepers.load(Relaxed);
+            ex.sleeping_consumers = ext.signals.consumer_sleepers.load(Relaxed);
+            ex.producer_waits = ext.writer.waits.load(Relaxed);
+            ex.consumer_waits = ext.reader.waits.load(Relaxed);
+            ex.wakeups = ext.signals.wakeups.load(Relaxed);
+            ex.owner_died_recoveries =
+                ext.writer.recoveries.load(Relaxed) + ext.reader.recoveries.load(Relaxed);
+            ex.high_water_bytes = ext.writer.high_water.load(Relaxed);
+            ex.tasks_done = ext.identity.tasks_done.load(Relaxed);
+            ex.shutdown = ext.signals.shutdown.load(Relaxed);
+        }
+        Ok(ex)
+    }
+
+    /// Zeroes the statistics (byte totals, waits, wake-ups, recoveries, high
+    /// water). Message counts and task accounting are state, not statistics,
+    /// and stay.
+    pub(crate) fn reset_stats(&self) {
+        self.header.total_bytes_written().store(0, Relaxed);
+        self.header.total_bytes_read().store(0, Relaxed);
+        if let Some(ext) = self.ext {
+            for counter in [
+                &ext.writer.waits,
+                &ext.reader.waits,
+                &ext.signals.wakeups,
+                &ext.writer.recoveries,
+                &ext.reader.recoveries,
+                &ext.writer.high_water,
+            ] {
+                counter.store(0, Relaxed);
+            }
+        }
+    }
+
+    /// Adds `delta` (+1 or -1) to the legacy reference count under the ref
+    /// mutex; returns the new count (never below 0).
+    pub(crate) fn add_ref(&self, delta: i32) -> Result<u32> {
+        let count = self.header.ref_count();
+        // SAFETY: the ref mutex lives in the mapped header, which outlives the
+        // guard; the repair has nothing to do (the count is a plain word).
+        let _guard = unsafe { mutex::lock(self.header.ref_mutex(), None, || {})? };
+        let new = count.load(Relaxed).saturating_add_signed(delta);
+        count.store(new, Relaxed);
+        Ok(new)
+    }
+
+    /// Marks the queue shut down and wakes every sleeper: puts fail from now
+    /// on, gets drain what is queued, then fail.
+    pub(crate) fn shutdown(&self) -> Result<()> {
+        let ext = self.ext.ok_or(Error::Incompatible)?;
+        // SeqCst: sleepers re-check the flag after announcing themselves.
+        ext.signals.shutdown.store(1, SeqCst);
+        self.wake_everybody();
+        Ok(())
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        self.is_shut_down()
+    }
+}

@@ -1,0 +1,155 @@
+//! Waiting for room or for messages: a short spin, then sleep on a shared
+//! futex. Producers and consumers issue a wake-up only when the other side
+//! has a sleeper, so a streaming queue makes no system calls at all.
+//!
+//! The sleep protocol is Dekker-style. A sleeper reads the sequence word,
+//! announces itself (SeqCst increment of the sleeper count), re-checks the
+//! counter it waits on, and only then sleeps on the sequence word. A waker
+//! publishes its counter, issues a SeqCst fence, and reads the sleeper count.
+//! Either the waker sees the sleeper and bumps the sequence word (so the
+//! sleeper's futex wait returns at once or is woken), or the sleeper's
+//! re-check sees the new counter and does not sleep.
+
+use std::hint::spin_loop;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
+
+use super::Role;
+use crate::error::{Error, Result};
+use crate::segment::View;
+use crate::sync::deadline::{Deadline, Wait};
+use crate::sync::futex::{self, Woken};
+
+/// Spins (with the CPU's pause hint) before yielding the CPU.
+const SPINS: u32 = 256;
+/// `sched_yield` rounds before sleeping: a peer on another core usually
+/// answers within these few microseconds, and on an oversubscribed machine
+/// yielding lets it run.
+const YIELDS: u32 = 16;
+/// Legacy objects have no sleeper counts, and legacy-library peers never
+/// wake anybody: sleeps there last at most this long before re-checking.
+const LEGACY_SLEEP_NS: u64 = 10_000_000;
+
+impl View<'_> {
+    /// Waits until `counter` moves away from `seen` (or the queue is shut
+    /// down). `Err(Timeout)` once the deadline has passed.
+    fn wait_for_change(
+        &self,
+        role: Role,
+        counter: &AtomicU64,
+        seen: u64,
+        wait: Wait,
+    ) -> Result<()> {
+        let moved = || counter.load(Acquire) != seen || self.is_shut_down();
+        for _ in 0..SPINS {
+            if moved() {
+                return Ok(());
+            }
+            spin_loop();
+        }
+        for _ in 0..YIELDS {
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+            if moved() {
+                return Ok(());
+            }
+        }
+        if wait.expired() {
+            return Err(Error::Timeout);
+        }
+        let woken = match self.ext {
+            Some(ext) => {
+                let (seq, sleepers, waits) = match role {
+                    // A producer waits for consumers to make room.
+                    Role::Writer => (
+                        &ext.signals.space_seq,
+                        &ext.signals.producer_sleepers,
+                        &ext.writer.waits,
+                    ),
+                    Role::Reader => (
+                        &ext.signals.data_seq,
+                        &ext.signals.consumer_sleepers,
+                        &ext.reader.waits,
+                    ),
+                };
+                let expected = seq.load(SeqCst);
+                sleepers.fetch_add(1, SeqCst);
+                let woken = if counter.load(SeqCst) != seen || self.is_shut_down() {
+                    Woken::Maybe
+                } else {
+                    waits.fetch_add(1, Relaxed);
+                    futex::wait(seq, expected, wait.deadline())
+                };
+                sleepers.fetch_sub(1, SeqCst);
+                woken
+            }
+            None => {
+                let slice = Deadline::after_ns(LEGACY_SLEEP_NS);
+                let deadline = wait.deadline().map_or(slice, |d| d.min(slice));
+                // SAFETY: the low half of a mapped, 8-aligned counter is an
+                // aligned 32-bit word (little-endian x86_64/aarch64).
+                unsafe {
+                    futex::wait_at(counter.as_ptr() as *const u32, seen as u32, Some(deadline))
+                }
+            }
+        };
+        match woken {
+            Woken::TimedOut if wait.expired() => Err(Error::Timeout),
+            _ => Ok(()),
+        }
+    }
+
+    /// Producer: waits until `head` moves away from `seen`.
+    pub(super) fn wait_for_room(&self, seen_head: u64, wait: Wait) -> Result<()> {
+        self.wait_for_change(Role::Writer, self.ring.head, seen_head, wait)
+    }
+
+    /// Consumer: waits until `tail` moves away from `seen`.
+    pub(super) fn wait_for_messages(&self, seen_tail: u64, wait: Wait) -> Result<()> {
+        self.wait_for_change(Role::Reader, self.ring.tail, seen_tail, wait)
+    }
+
+    /// After a publication by `role`: wakes the other side if it sleeps.
+    pub(super) fn wake_peers(&self, role: Role) {
+        match self.ext {
+            Some(ext) => {
+                let (seq, sleepers) = match role {
+                    Role::Writer => (&ext.signals.data_seq, &ext.signals.consumer_sleepers),
+                    Role::Reader => (&ext.signals.space_seq, &ext.signals.producer_sleepers),
+                };
+                // Pairs with the sleeper's SeqCst increment (module docs).
+                fence(SeqCst);
+                if sleepers.load(Relaxed) > 0 {
+                    wake(seq);
+                    ext.signals.wakeups.fetch_add(1, Relaxed);
+                }
+            }
+            None => {
+                let counter = match role {
+                    Role::Writer => self.ring.tail,
+                    Role::Reader => self.ring.head,
+                };
+                futex::wake_all_at(counter.as_ptr() as *const u32);
+            }
+        }
+    }
+
+    /// Wakes every sleeper of every kind (shutdown).
+    pub(super) fn wake_everybody(&self) {
+        if let Some(ext) = self.ext {
+            for seq in [
+                &ext.signals.data_seq,
+                &ext.signals.space_seq,
+                &ext.signals.join_seq,
+            ] {
+                wake(seq);
+            }
+            ext.signals.wakeups.fetch_add(3, Relaxed);
+        }
+    }
+}
+
+/// Bumps a sequence word and wakes its sleepers.
+pub(super) fn wake(seq: &AtomicU32) {
+    seq.fetch_add(1, SeqCst);
+    futex::wake_all(seq);
+}

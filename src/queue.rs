@@ -1,0 +1,415 @@
+//! The safe Rust API: [`Queue`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::layout::{RingBuffer, RingBufferStatsEx, RING_BUFFER_FRAME_PREFIX};
+use crate::name::QueueName;
+use crate::object::{self, buffer_size_for, Access, Mapping};
+use crate::ops::{Incoming, Outgoing};
+use crate::segment::View;
+use crate::sync::deadline::Wait;
+
+/// How to create or open a queue.
+#[derive(Clone, Debug)]
+pub struct Options {
+    mode: u32,
+    allow_foreign_owner: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: 0o600,
+            allow_foreign_owner: false,
+        }
+    }
+}
+
+impl Options {
+    /// Permission bits of a new queue object (default `0o600`), applied
+    /// exactly, whatever the umask. Only the `0o777` bits are allowed.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Open queues owned by another user instead of refusing them with
+    /// [`Error::Permission`] (default: refuse).
+    pub fn allow_foreign_owner(mut self, allow: bool) -> Self {
+        self.allow_foreign_owner = allow;
+        self
+    }
+
+    fn access(&self) -> Result<Access> {
+        if self.mode & !0o777 != 0 {
+            return Err(Error::InvalidArg);
+        }
+        Ok(Access {
+            mode: self.mode,
+            allow_foreign_owner: self.allow_foreign_owner,
+        })
+    }
+}
+
+/// A handle to a cross-process message queue in POSIX shared memory.
+///
+/// Any number of processes and threads may put and get concurrently; every
+/// message is delivered exactly once while everybody lives, and a process
+/// killed at any instant costs at most its own in-flight message. Clones
+/// share one mapping; the mapping goes when the last clone drops.
+#[derive(Clone)]
+pub struct Queue {
+    mapping: Arc<Mapping>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &String::from_utf8_lossy(self.name()))
+            .field("buffer_size", &self.buffer_size())
+            .finish()
+    }
+}
+
+impl Queue {
+    /// Creates a new queue with a data area of at least `size` bytes (rounded
+    /// up to a power of two, at least 1024); `Exists` if the name is taken.
+    pub fn create(name: impl AsRef<[u8]>, size: u32) -> Result<Queue> {
+        Queue::create_with(name, size, &Options::default())
+    }
+
+    pub fn create_with(name: impl AsRef<[u8]>, size: u32, options: &Options) -> Result<Queue> {
+        let name = QueueName::new(name.as_ref())?;
+        let size = requested_size(size)?;
+        Ok(Queue::wrap(Mapping::create(
+            &name,
+            size,
+            options.access()?,
+        )?))
+    }
+
+    /// Opens an existing queue.
+    pub fn open(name: impl AsRef<[u8]>) -> Result<Queue> {
+        Queue::open_with(name, &Options::default())
+    }
+
+    pub fn open_with(name: impl AsRef<[u8]>, options: &Options) -> Result<Queue> {
+        let name = QueueName::new(name.as_ref())?;
+        Ok(Queue::wrap(Mapping::open(&name, options.access()?)?))
+    }
+
+    /// Opens the queue, creating it first if it does not exist (the legacy
+    /// `ring_buffer_create` behaviour; `size` is ignored for an existing one).
+    pub fn open_or_create(name: impl AsRef<[u8]>, size: u32) -> Result<Queue> {
+        Queue::open_or_create_with(name, size, &Options::default())
+    }
+
+    pub fn open_or_create_with(
+        name: impl AsRef<[u8]>,
+        size: u32,
+        options: &Options,
+    ) -> Result<Queue> {
+        let name = QueueName::new(name.as_ref())?;
+        Queue::open_or_create_named(&name, requested_size(size)?, options)
+    }
+
+    pub(crate) fn open_or_create_named(
+        name: &QueueName,
+        buffer_size: u32,
+        options: &Options,
+    ) -> Result<Queue> {
+        let access = options.access()?;
+        // Someone may remove the queue between our failed create and our open;
+        // then the name is free again and the next create wins.
+        for _ in 0..16 {
+            match Mapping::create(name, buffer_size, access) {
+                Err(Error::Exists) => {}
+                other => return other.map(Queue::wrap),
+            }
+            match Mapping::open(name, access) {
+                Err(Error::NotFound) => {}
+                other => return other.map(Queue::wrap),
+            }
+        }
+        Err(Error::NotFound)
+    }
+
+    pub(crate) fn open_named(name: &QueueName, options: &Options) -> Result<Queue> {
+        Ok(Queue::wrap(Mapping::open(name, options.access()?)?))
+    }
+
+    pub(crate) fn create_named(
+        name: &QueueName,
+        buffer_size: u32,
+        options: &Options,
+    ) -> Result<Queue> {
+        Ok(Queue::wrap(Mapping::create(
+            name,
+            buffer_size,
+            options.access()?,
+        )?))
+    }
+
+    fn wrap(mapping: Mapping) -> Queue {
+        Queue {
+            mapping: Arc::new(mapping),
+        }
+    }
+
+    pub(crate) fn view(&self) -> View<'_> {
+        self.mapping.view()
+    }
+
+    pub(crate) fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    /// The address C callers know this queue by (the mapped header).
+    pub(crate) fn header_ptr(&self) -> *mut RingBuffer {
+        self.view().header.as_ptr()
+    }
+
+    /// Removes the queue's name (legacy `ring_buffer_destroy`); open handles
+    /// keep working until they close.
+    pub fn remove(name: impl AsRef<[u8]>) -> Result<()> {
+        object::unlink(&QueueName::new(name.as_ref())?)
+    }
+
+    /// Removes the queue only if no live process has it open. Returns
+    /// whether it did.
+    pub fn remove_if_unused(name: impl AsRef<[u8]>) -> Result<bool> {
+        object::remove_if_unused(&QueueName::new(name.as_ref())?)
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &[u8] {
+        self.mapping.name().as_bytes()
+    }
+
+    /// Size of the data area in bytes.
+    pub fn buffer_size(&self) -> u32 {
+        self.view().buffer_size()
+    }
+
+    /// Largest message that fits (in an empty queue).
+    pub fn max_message_len(&self) -> u32 {
+        self.buffer_size() - 1 - RING_BUFFER_FRAME_PREFIX
+    }
+
+    /// Puts one message, waiting as long as it takes for room.
+    pub fn send(&self, msg: &[u8]) -> Result<()> {
+        self.send_batch_wait(&[msg][..], Wait::Forever).map(drop)
+    }
+
+    /// Puts one message if there is room now, else `Full`.
+    pub fn try_send(&self, msg: &[u8]) -> Result<()> {
+        self.send_batch_wait(&[msg][..], Wait::Try).map(drop)
+    }
+
+    /// Puts one message, waiting at most `timeout` for room (`Timeout`).
+    pub fn send_timeout(&self, msg: &[u8], timeout: Duration) -> Result<()> {
+        self.send_batch_wait(&[msg][..], Wait::from_duration(timeout))
+            .map(drop)
+    }
+
+    /// Puts messages in order under one lock: waits for room for the first,
+    /// then puts as many as fit. Returns how many (at least one).
+    pub fn send_batch(&self, msgs: &[&[u8]]) -> Result<usize> {
+        self.send_batch_wait(msgs, Wait::Forever)
+    }
+
+    pub fn try_send_batch(&self, msgs: &[&[u8]]) -> Result<usize> {
+        self.send_batch_wait(msgs, Wait::Try)
+    }
+
+    pub fn send_batch_timeout(&self, msgs: &[&[u8]], timeout: Duration) -> Result<usize> {
+        self.send_batch_wait(msgs, Wait::from_duration(timeout))
+    }
+
+    pub(crate) fn send_batch_wait<O: Outgoing + ?Sized>(
+        &self,
+        msgs: &O,
+        wait: Wait,
+    ) -> Result<usize> {
+        self.view().send(msgs, wait)
+    }
+
+    /// Takes one message, waiting as long as it takes.
+    pub fn recv(&self) -> Result<Vec<u8>> {
+        self.recv_wait(Wait::Forever)
+    }
+
+    /// Takes one message if one is queued, else `Empty`.
+    pub fn try_recv(&self) -> Result<Vec<u8>> {
+        self.recv_wait(Wait::Try)
+    }
+
+    /// Takes one message, waiting at most `timeout` (`Timeout`).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
+        self.recv_wait(Wait::from_duration(timeout))
+    }
+
+    fn recv_wait(&self, wait: Wait) -> Result<Vec<u8>> {
+        let mut msg = Vec::new();
+        self.view().recv(&mut IntoVec(&mut msg), wait)?;
+        Ok(msg)
+    }
+
+    /// Takes one message into `buf`, waiting as long as it takes; returns its
+    /// length. `BufferTooSmall { needed }` (nothing consumed) if it does not fit.
+    pub fn recv_into(&self, buf: &mut [u8]) -> Result<usize> {
+        self.recv_into_wait(buf, Wait::Forever)
+    }
+
+    pub fn try_recv_into(&self, buf: &mut [u8]) -> Result<usize> {
+        self.recv_into_wait(buf, Wait::Try)
+    }
+
+    pub fn recv_into_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<usize> {
+        self.recv_into_wait(buf, Wait::from_duration(timeout))
+    }
+
+    fn recv_into_wait(&self, buf: &mut [u8], wait: Wait) -> Result<usize> {
+        let mut sink = IntoSlice { buf, len: 0 };
+        self.view().recv(&mut sink, wait)?;
+        Ok(sink.len)
+    }
+
+    /// Takes up to `max` messages under one lock, waiting as long as it takes
+    /// for the first.
+    pub fn recv_batch(&self, max: usize) -> Result<Vec<Vec<u8>>> {
+        self.recv_batch_wait(max, Wait::Forever)
+    }
+
+    pub fn try_recv_batch(&self, max: usize) -> Result<Vec<Vec<u8>>> {
+        self.recv_batch_wait(max, Wait::Try)
+    }
+
+    pub fn recv_batch_timeout(&self, max: usize, timeout: Duration) -> Result<Vec<Vec<u8>>> {
+        self.recv_batch_wait(max, Wait::from_duration(timeout))
+    }
+
+    fn recv_batch_wait(&self, max: usize, wait: Wait) -> Result<Vec<Vec<u8>>> {
+        if max == 0 {
+            return Err(Error::InvalidArg);
+        }
+        let mut sink = IntoVecs {
+            out: Vec::new(),
+            max,
+        };
+        self.view().recv(&mut sink, wait)?;
+        Ok(sink.out)
+    }
+
+    /// Messages queued now, exact across processes.
+    pub fn len(&self) -> Result<u64> {
+        self.view().msg_count()
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Shuts the queue down for every process: puts fail with `Shutdown`,
+    /// gets drain what is queued and then fail the same way; every sleeper
+    /// wakes.
+    pub fn shutdown(&self) -> Result<()> {
+        self.view().shutdown()
+    }
+
+    pub fn is_shutdown(&self) -> bool {
+        self.view().is_shutdown()
+    }
+
+    /// Marks one received message as processed (see [`Queue::join`]).
+    pub fn task_done(&self) -> Result<()> {
+        self.view().task_done()
+    }
+
+    /// Messages put and not yet marked done with [`Queue::task_done`].
+    pub fn unfinished_tasks(&self) -> Result<u64> {
+        self.view().unfinished_tasks()
+    }
+
+    /// Waits until every message put so far was marked done.
+    pub fn join(&self) -> Result<()> {
+        self.view().join(Wait::Forever)
+    }
+
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.view().join(Wait::from_duration(timeout))
+    }
+
+    /// Processes that have the queue open right now.
+    pub fn attached_processes(&self) -> Result<u32> {
+        object::attached_processes(self.mapping.file_id())
+    }
+
+    /// Every statistic the queue keeps.
+    pub fn stats(&self) -> Result<RingBufferStatsEx> {
+        self.view().stats_ex(self.attached_processes()?)
+    }
+
+    /// Zeroes the statistics (not the message counts).
+    pub fn reset_stats(&self) {
+        self.view().reset_stats()
+    }
+}
+
+/// Rounds a size the legacy way; 0 and sizes past 2 GiB are refused here
+/// (the legacy `ring_buffer_create` maps 0 to 1024 itself).
+fn requested_size(size: u32) -> Result<u32> {
+    if size == 0 {
+        return Err(Error::InvalidArg);
+    }
+    buffer_size_for(size).ok_or(Error::InvalidArg)
+}
+
+/// One message into a caller's slice.
+struct IntoSlice<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+// SAFETY: the pointer handed out is into `buf`, an exclusive Rust buffer (not
+// the mapping), and only when the message fits.
+unsafe impl Incoming for IntoSlice<'_> {
+    fn slot(&mut self, index: usize, len: u32) -> Option<*mut u8> {
+        (index == 0 && len as usize <= self.buf.len()).then(|| {
+            self.len = len as usize;
+            self.buf.as_mut_ptr()
+        })
+    }
+}
+
+/// One message into a vector sized for it.
+struct IntoVec<'a>(&'a mut Vec<u8>);
+
+// SAFETY: the vector is resized to `len` before its pointer is handed out.
+unsafe impl Incoming for IntoVec<'_> {
+    fn slot(&mut self, index: usize, len: u32) -> Option<*mut u8> {
+        (index == 0).then(|| {
+            self.0.resize(len as usize, 0);
+            self.0.as_mut_ptr()
+        })
+    }
+}
+
+/// Up to `max` messages, a vector each.
+struct IntoVecs {
+    out: Vec<Vec<u8>>,
+    max: usize,
+}
+
+// SAFETY: each pointer is to a fresh vector of exactly `len` bytes, owned by
+// `out`; moving the outer vector's elements does not move their buffers.
+unsafe impl Incoming for IntoVecs {
+    fn slot(&mut self, index: usize, len: u32) -> Option<*mut u8> {
+        (index < self.max).then(|| {
+            self.out.push(vec![0; len as usize]);
+            self.out[index].as_mut_ptr()
+        })
+    }
+}
