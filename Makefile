@@ -1,0 +1,182 @@
+# libring_buffer. The two commands that matter (README.md):
+#   make demo   multi-process pipeline over SageQueue vs multiprocessing.Queue
+#   make test   every suite: Rust, C/C++ (plain, ASan+UBSan, valgrind), Python
+# Also: make (release build into build/), make bench, make install PREFIX=...,
+# make header, make fuzz, make miri, make clean.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := all
+
+CARGO ?= cargo
+PYTHON ?= python3
+CC := gcc
+CXX := g++
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+BUILD := build
+VENV := .venv
+VPY := $(VENV)/bin/python
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+MAJOR := $(firstword $(subst ., ,$(VERSION)))
+LIB := $(BUILD)/libring_buffer.so
+PKG_LIB := python-ctypes/sage_queue/libring_buffer.so
+
+CWARN := -Wall -Wextra -Werror
+CFLAGS_T := -std=gnu11 $(CWARN) -O1 -g -Iinclude -pthread
+CXXFLAGS_T := -std=c++17 $(CWARN) -O1 -g -Iinclude -pthread
+LDFLAGS_T := -L$(BUILD) -lring_buffer -Wl,-rpath,$(abspath $(BUILD)) -pthread
+SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+VALGRIND := valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+
+C_TESTS := $(sort $(basename $(notdir $(wildcard ffi-tests/test_*.c))))
+CXX_TESTS := $(sort $(basename $(notdir $(wildcard ffi-tests/test_*.cpp))))
+FFI_PLAIN := $(addprefix $(BUILD)/ffi/,$(C_TESTS) $(CXX_TESTS))
+FFI_SAN := $(addprefix $(BUILD)/ffi-san/,$(C_TESTS) $(CXX_TESTS))
+FFI_HDRS := include/ring_buffer.h $(wildcard ffi-tests/*.h)
+
+.PHONY: all lib header header-check test test-rust test-ffi test-ffi-plain test-ffi-san \
+	test-ffi-valgrind test-install test-python demo demo-c bench bench-c bench-python \
+	install fuzz miri venv clean
+
+# ---------------------------------------------------------------- build
+
+all: lib
+
+# Cargo decides what is stale; the copies and links are cheap.
+lib:
+	$(CARGO) build --release --quiet
+	mkdir -p $(BUILD)
+	cp -f target/release/libring_buffer.so $(LIB).tmp && mv -f $(LIB).tmp $(LIB)
+	cp -f target/release/libring_buffer.a $(BUILD)/libring_buffer.a
+	ln -sfn libring_buffer.so $(BUILD)/libring_buffer.so.$(MAJOR)
+	ln -sfn libring_buffer.so $(BUILD)/ring_buffer.so
+	cp -f $(LIB) $(PKG_LIB)
+
+# The header cbindgen generated in the last release build (build.rs).
+OUT_HEADER = $$($(CARGO) build --release --message-format=json 2>/dev/null \
+	| grep -o '"out_dir":"[^"]*/ring_buffer-[^"]*"' | tail -n1 | cut -d'"' -f4)/ring_buffer.h
+
+header: lib
+	cp -f $(OUT_HEADER) include/ring_buffer.h
+	@echo "include/ring_buffer.h regenerated"
+
+header-check: lib
+	@if cmp -s $(OUT_HEADER) include/ring_buffer.h; then \
+		echo "header-check: include/ring_buffer.h is up to date"; \
+	else \
+		diff -u include/ring_buffer.h $(OUT_HEADER) | head -n 40; \
+		echo "header-check: include/ring_buffer.h is stale: run 'make header' and commit it"; exit 1; \
+	fi
+
+# ---------------------------------------------------------------- tests
+
+test: header-check test-rust test-ffi test-install test-python
+	@echo "make test: every suite passed"
+
+test-rust:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --all-features --quiet -- -D warnings
+	$(CARGO) test --profile ci --features failpoints --quiet
+
+test-ffi: test-ffi-plain test-ffi-san test-ffi-valgrind
+
+$(BUILD)/ffi/%: ffi-tests/%.c $(FFI_HDRS) | lib
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_T) -o $@ $< $(LDFLAGS_T)
+
+$(BUILD)/ffi/%: ffi-tests/%.cpp $(FFI_HDRS) | lib
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS_T) -o $@ $< $(LDFLAGS_T)
+
+$(BUILD)/ffi-san/%: ffi-tests/%.c $(FFI_HDRS) | lib
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_T) $(SAN) -o $@ $< $(LDFLAGS_T)
+
+$(BUILD)/ffi-san/%: ffi-tests/%.cpp $(FFI_HDRS) | lib
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS_T) $(SAN) -o $@ $< $(LDFLAGS_T)
+
+test-ffi-plain: lib $(FFI_PLAIN)
+	@for t in $(FFI_PLAIN); do echo "== $$t"; timeout 300 $$t; done
+
+test-ffi-san: lib $(FFI_SAN)
+	@for t in $(FFI_SAN); do echo "== $$t (ASan+UBSan)"; \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 timeout 300 $$t; done
+
+test-ffi-valgrind: lib $(FFI_PLAIN)
+	@for t in $(FFI_PLAIN); do echo "== $$t (valgrind)"; RB_UNDER_VALGRIND=1 timeout 600 $(VALGRIND) $$t; done
+
+# Installs into a scratch prefix and builds a program with pkg-config only.
+test-install: lib
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(MAKE) --no-print-directory install PREFIX=$$tmp/prefix >/dev/null; \
+	export PKG_CONFIG_PATH=$$tmp/prefix/lib/pkgconfig; \
+	$(CC) $(CWARN) -o $$tmp/installed ffi-tests/installed_program.c $$(pkg-config --cflags --libs ring_buffer); \
+	test "$$(readelf -d $$tmp/installed | grep -o 'libring_buffer.so.[0-9]*')" = "libring_buffer.so.$(MAJOR)"; \
+	LD_LIBRARY_PATH=$$tmp/prefix/lib $$tmp/installed; \
+	echo "test-install: pkg-config build against PREFIX=$$tmp/prefix works"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: python-ctypes/requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r python-ctypes/requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e python-ctypes
+	touch $@
+
+test-python: lib venv
+	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) -m pytest -q -p no:cacheprovider python-ctypes/tests
+
+# ---------------------------------------------------------------- demo, bench
+
+demo: lib venv
+	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) python-ctypes/examples/pipeline_demo.py
+
+demo-c: lib $(BUILD)/ffi/demo_c
+	$(BUILD)/ffi/demo_c
+
+$(BUILD)/ffi/demo_c: bench/demo.c $(FFI_HDRS) | lib
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_T) -O2 -o $@ $< $(LDFLAGS_T)
+
+bench: bench-c bench-python
+
+$(BUILD)/bench/bench_c: bench/bench.c $(FFI_HDRS) | lib
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(CWARN) -O2 -g -Iinclude -pthread -o $@ $< $(LDFLAGS_T) -lm
+
+bench-c: lib $(BUILD)/bench/bench_c
+	$(BUILD)/bench/bench_c
+
+bench-python: lib venv
+	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) bench/bench_python.py
+
+# ---------------------------------------------------------------- install
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libring_buffer.so.$(VERSION)
+	ln -sfn libring_buffer.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libring_buffer.so.$(MAJOR)
+	ln -sfn libring_buffer.so.$(MAJOR) $(DESTDIR)$(PREFIX)/lib/libring_buffer.so
+	install -m 0644 $(BUILD)/libring_buffer.a $(DESTDIR)$(PREFIX)/lib/libring_buffer.a
+	install -m 0644 include/ring_buffer.h $(DESTDIR)$(PREFIX)/include/ring_buffer.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' ring_buffer.pc.in \
+		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/ring_buffer.pc
+
+# ---------------------------------------------------------------- checkers
+
+# Long property-based fuzz run of the ring over a heap buffer (the short run
+# is part of `make test`).
+FUZZ_CASES ?= 20000000
+fuzz:
+	RB_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --profile ci --test fuzz_ring -- --nocapture
+
+# The single-process core under Miri (nightly with the miri component).
+miri:
+	MIRIFLAGS=-Zmiri-disable-isolation $(CARGO) +nightly miri test --lib -- --skip sync::mutex
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD) $(PKG_LIB)

@@ -1,0 +1,105 @@
+/* Minimal harness for the C API tests: checks that count failures instead of
+ * stopping, unique queue names, and removal of every queue a test created, at
+ * exit and on fatal signals (with unlink(2), which is async-signal-safe). */
+#ifndef RB_CHECK_H
+#define RB_CHECK_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ring_buffer.h"
+
+static int rbt_checks;
+static int rbt_failures;
+
+#define CHECK(cond)                                                              \
+    do {                                                                         \
+        rbt_checks++;                                                            \
+        if (!(cond)) {                                                           \
+            rbt_failures++;                                                      \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                        \
+    } while (0)
+
+#define CHECK_EQ(actual, expected)                                               \
+    do {                                                                         \
+        long long rbt_a = (long long)(actual), rbt_e = (long long)(expected);    \
+        rbt_checks++;                                                            \
+        if (rbt_a != rbt_e) {                                                    \
+            rbt_failures++;                                                      \
+            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %lld, expected %s == %lld\n", \
+                    __FILE__, __LINE__, #actual, rbt_a, #expected, rbt_e);       \
+        }                                                                        \
+    } while (0)
+
+/* Stops the program (after cleanup) when a precondition of the rest fails. */
+#define REQUIRE(cond)                                                            \
+    do {                                                                         \
+        if (!(cond)) {                                                           \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond); \
+            exit(1);                                                             \
+        }                                                                        \
+    } while (0)
+
+/* Object paths of the queues this program created, removed at exit. */
+#define RBT_MAX_NAMES 512
+static char rbt_paths[RBT_MAX_NAMES][96];
+static int rbt_path_count;
+static pid_t rbt_owner;
+
+static void rbt_unlink_all(void) {
+    if (getpid() != rbt_owner) return; /* forked children leave cleanup to the parent */
+    for (int i = 0; i < rbt_path_count; i++) unlink(rbt_paths[i]);
+}
+
+static void rbt_on_signal(int sig) {
+    rbt_unlink_all();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* Call first in main(). */
+static void rbt_init(void) {
+    rbt_owner = getpid();
+    atexit(rbt_unlink_all);
+    int sigs[] = {SIGINT, SIGTERM, SIGABRT, SIGALRM, SIGHUP, SIGQUIT};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) signal(sigs[i], rbt_on_signal);
+    setvbuf(stdout, NULL, _IONBF, 0);
+}
+
+/* A fresh queue name ("ct_<tag>_<pid>_<n>", at most 63 bytes), registered
+ * for removal. The returned string stays valid until exit. */
+static const char *test_name(const char *tag) {
+    static char names[RBT_MAX_NAMES][64];
+    static int count;
+    REQUIRE(count < RBT_MAX_NAMES);
+    char *name = names[count++];
+    snprintf(name, 64, "ct_%.24s_%d_%d", tag, (int)getpid(), count);
+    snprintf(rbt_paths[rbt_path_count++], 96, "/dev/shm/sage_ringbuf_%s", name);
+    return name;
+}
+
+/* Waits for a child; returns its exit code, or 128 + signal. */
+static int wait_child(pid_t pid) {
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Prints the summary; the value to return from main(). */
+static int rbt_finish(const char *program) {
+    printf("%s: %d checks, %d failed\n", program, rbt_checks, rbt_failures);
+    return rbt_failures ? 1 : 0;
+}
+
+#endif
