@@ -1,0 +1,196 @@
+/* Helpers shared by the hostile-input, permission and hygiene tests: checks
+ * on the thread's last error, a healthy "neighbour" queue that must keep
+ * working after every hostile case, raw access to queue objects (what a
+ * misbehaving or malicious process sharing /dev/shm can do), and forked
+ * children with watchdogs. Include after nothing else: it pulls in check.h. */
+#ifndef RB_HOSTILE_UTIL_H
+#define RB_HOSTILE_UTIL_H
+
+#include "check.h"
+
+#include <fcntl.h>
+#include <stdbool.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define SHM_PREFIX "/dev/shm/sage_ringbuf_"
+
+/* Layout facts from DESIGN.md / layout.rs, restated here on purpose: the
+ * tests craft objects by hand and must not take them from the library. */
+#define HDR_MAGIC_OFF 0
+#define HDR_VERSION_OFF 8
+#define HDR_SIZE_OFF 12
+#define HDR_HEAD_OFF 16
+#define HDR_TAIL_OFF 24
+#define HDR_NAME_OFF 88
+#define DATA_OFF 200
+#define EXT_SIZE 384
+
+/* Exact object size of a version-2 queue with this data area. */
+static inline uint64_t v2_object_size(uint64_t buffer_size) {
+    return ((200 + buffer_size + 63) & ~(uint64_t)63) + EXT_SIZE;
+}
+
+static inline void shm_path(char *out, size_t cap, const char *name) {
+    snprintf(out, cap, SHM_PREFIX "%s", name);
+}
+
+/* Registers the object of a name not made by test_name() (odd bytes,
+ * exact lengths) for removal at exit and on fatal signals. */
+static inline void register_object(const char *name) {
+    REQUIRE(rbt_path_count < RBT_MAX_NAMES);
+    shm_path(rbt_paths[rbt_path_count++], sizeof rbt_paths[0], name);
+}
+
+/* Registers any other path this program may leave behind. */
+static inline void register_path(const char *path) {
+    REQUIRE(rbt_path_count < RBT_MAX_NAMES && strlen(path) < sizeof rbt_paths[0]);
+    memcpy(rbt_paths[rbt_path_count++], path, strlen(path) + 1);
+}
+
+static inline bool object_exists(const char *name) {
+    char path[160];
+    struct stat st;
+    shm_path(path, sizeof path, name);
+    return lstat(path, &st) == 0;
+}
+
+/* Sets this thread's last error to a code different from `code`, so that a
+ * following check of ring_buffer_last_error() proves the call under test set
+ * it (a success never clears it). */
+static inline void prime_last_error(int code) {
+    if (code == RB_ERR_INVALID_NAME)
+        ring_buffer_close(NULL); /* RB_ERR_INVALID_ARG */
+    else
+        (void)ring_buffer_open(""); /* RB_ERR_INVALID_NAME */
+}
+
+/* `expr` (a handle-returning call) must fail with NULL and `code`. A handle
+ * returned by mistake is closed so that later cases stay independent. */
+#define EXPECT_NULL(expr, code)                                                    \
+    do {                                                                           \
+        prime_last_error(code);                                                    \
+        ring_buffer_t *rbt_h = (expr);                                             \
+        int rbt_err = ring_buffer_last_error();                                    \
+        CHECK(rbt_h == NULL);                                                      \
+        CHECK_EQ(rbt_err, code);                                                   \
+        if (rbt_h) ring_buffer_close(rbt_h);                                       \
+    } while (0)
+
+/* `stmt` (a legacy call whose failure value is -1, 0, NULL, or nothing)
+ * must leave `code` as this thread's last error. */
+#define EXPECT_LAST_ERROR(stmt, code)                                              \
+    do {                                                                           \
+        prime_last_error(code);                                                    \
+        stmt;                                                                      \
+        CHECK_EQ(ring_buffer_last_error(), code);                                  \
+    } while (0)
+
+/* A healthy queue living next to the hostile ones: after every hostile case
+ * one message must still go through it. */
+static ring_buffer_t *rbt_neighbour;
+static unsigned rbt_neighbour_seq;
+
+static inline void neighbour_open(void) {
+    rbt_neighbour = ring_buffer_create_ex(test_name("neighbour"), 4096, 0, RB_CREATE_EXCLUSIVE);
+    REQUIRE(rbt_neighbour != NULL);
+}
+
+static inline bool neighbour_roundtrip(void) {
+    char msg[48], got[64];
+    uint32_t len = 0;
+    int n = snprintf(msg, sizeof msg, "neighbour message %u from %d", ++rbt_neighbour_seq,
+                     (int)getpid());
+    int rc = ring_buffer_put_msg(rbt_neighbour, msg, (uint32_t)n, RB_NO_WAIT);
+    if (rc != RB_OK) {
+        fprintf(stderr, "  neighbour put_msg: %d (%s)\n", rc, ring_buffer_strerror(rc));
+        return false;
+    }
+    rc = ring_buffer_get_msg(rbt_neighbour, got, sizeof got, &len, RB_NO_WAIT);
+    if (rc != RB_OK || len != (uint32_t)n || memcmp(got, msg, (size_t)n) != 0) {
+        fprintf(stderr, "  neighbour get_msg: %d (%s), len %u\n", rc, ring_buffer_strerror(rc),
+                len);
+        return false;
+    }
+    return ring_buffer_msg_count(rbt_neighbour) == 0;
+}
+
+#define NEIGHBOUR_OK(after)                                                        \
+    do {                                                                           \
+        rbt_checks++;                                                              \
+        if (!neighbour_roundtrip()) {                                              \
+            rbt_failures++;                                                        \
+            fprintf(stderr, "%s:%d: healthy neighbour queue broken after %s\n",    \
+                    __FILE__, __LINE__, after);                                    \
+        }                                                                          \
+    } while (0)
+
+/* Runs `fn(arg)` in a forked child with an alarm() watchdog; returns the
+ * child's exit code (128 + signal if it died). The child leaves with _exit,
+ * so the parent's atexit cleanup never runs twice. A child reports its own
+ * CHECK failures on stderr and through a non-zero exit code. */
+static inline int run_child(int (*fn)(void *), void *arg, unsigned watchdog_s) {
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        int failures_before = rbt_failures; /* inherited from the parent */
+        alarm(watchdog_s);
+        int rc = fn(arg);
+        _exit(rc ? rc : (rbt_failures > failures_before ? 1 : 0));
+    }
+    return wait_child(pid);
+}
+
+/* Exit code a child uses for "cannot run here, for a reason outside the
+ * project" (it prints the reason). */
+#define CHILD_SKIP 77
+
+static inline double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static inline bool under_valgrind(void) {
+    const char *v = getenv("RB_UNDER_VALGRIND");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+/* Maps the whole object of queue `name` read-write, as another process
+ * sharing /dev/shm could; returns NULL on failure. */
+static inline unsigned char *map_object(const char *name, size_t *size) {
+    char path[160];
+    shm_path(path, sizeof path, name);
+    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    struct stat st;
+    void *p = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && st.st_size > 0)
+        p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return NULL;
+    *size = (size_t)st.st_size;
+    return p;
+}
+
+/* pwrite(2) of a little value into the object of queue `name`. */
+static inline bool poke(const char *name, off_t off, const void *bytes, size_t n) {
+    char path[160];
+    shm_path(path, sizeof path, name);
+    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return false;
+    bool ok = pwrite(fd, bytes, n, off) == (ssize_t)n;
+    close(fd);
+    return ok;
+}
+
+static inline bool poke_u32(const char *name, off_t off, uint32_t v) {
+    return poke(name, off, &v, sizeof v);
+}
+
+static inline bool poke_u64(const char *name, off_t off, uint64_t v) {
+    return poke(name, off, &v, sizeof v);
+}
+
+#endif
