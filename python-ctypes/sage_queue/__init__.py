@@ -1,0 +1,84 @@
+"""sage_queue: a cross-process MPMC message queue in POSIX shared memory.
+
+Pure Python (ctypes) over libring_buffer. The API follows ``queue.Queue``::
+
+    from sage_queue import SageQueue
+
+    q = SageQueue("jobs", maxsize=1 << 20)   # opens or creates; ring bytes
+    q.put({"id": 1})                          # any picklable object
+    item = q.get(timeout=5)                   # queue.Empty on timeout
+    q.close()                                 # q.destroy() removes it
+
+A ``SageQueue`` pickles by name, so it can be handed to ``multiprocessing``
+workers (fork, spawn, forkserver) and ``ProcessPoolExecutor`` tasks.
+
+The library is loaded from ``$RING_BUFFER_LIB``, this package's directory,
+the source tree's ``build/``, then the system search path.
+"""
+
+from __future__ import annotations
+
+from queue import Empty, Full
+
+from ._lib import LIBRARY_PATH, LIBRARY_VERSION
+from ._status import EXCEPTION_BY_CODE, Status
+from .errors import (
+    BufferTooSmallError,
+    ClosedQueueError,
+    CorruptQueueError,
+    IncompatibleQueueError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidNameError,
+    MessageTooLargeError,
+    NoSpaceError,
+    QueueExistsError,
+    QueueNotFoundError,
+    QueuePermissionError,
+    SageQueueError,
+    ShutDown,
+    SystemCallError,
+)
+from .queue import (
+    DEFAULT_MAXSIZE,
+    WAIT_SLICE,
+    SageQueue,
+    create_queue,
+    destroy_queue,
+    open_queue,
+)
+from .ref import SageQueueRef
+
+__version__ = "1.0.0"
+
+__all__ = [
+    "SageQueue",
+    "SageQueueRef",
+    "create_queue",
+    "open_queue",
+    "destroy_queue",
+    "Empty",
+    "Full",
+    "ShutDown",
+    "SageQueueError",
+    "InvalidArgumentError",
+    "InvalidNameError",
+    "QueueNotFoundError",
+    "QueueExistsError",
+    "QueuePermissionError",
+    "NoSpaceError",
+    "IncompatibleQueueError",
+    "CorruptQueueError",
+    "MessageTooLargeError",
+    "BufferTooSmallError",
+    "ClosedQueueError",
+    "SystemCallError",
+    "InternalError",
+    "Status",
+    "EXCEPTION_BY_CODE",
+    "DEFAULT_MAXSIZE",
+    "WAIT_SLICE",
+    "LIBRARY_PATH",
+    "LIBRARY_VERSION",
+    "__version__",
+]

@@ -1,0 +1,110 @@
+"""Exceptions raised by ``sage_queue``.
+
+``queue.Empty`` and ``queue.Full`` (from the standard library) report an empty
+or full queue exactly as ``queue.Queue`` does; ``ShutDown`` reports a queue
+that was shut down (it *is* ``queue.ShutDown`` on Python 3.13+). Everything
+else derives from :class:`SageQueueError`; where a standard exception fits
+too (``ValueError``, ``FileNotFoundError``, ``PermissionError``, ``OSError``)
+the class derives from it as well, so generic handlers keep working.
+
+Every message says what happened and what to do about it.
+"""
+
+from __future__ import annotations
+
+import queue as _stdlib_queue
+from typing import Optional
+
+__all__ = [
+    "ShutDown",
+    "SageQueueError",
+    "InvalidArgumentError",
+    "InvalidNameError",
+    "QueueNotFoundError",
+    "QueueExistsError",
+    "QueuePermissionError",
+    "NoSpaceError",
+    "IncompatibleQueueError",
+    "CorruptQueueError",
+    "MessageTooLargeError",
+    "BufferTooSmallError",
+    "ClosedQueueError",
+    "SystemCallError",
+    "InternalError",
+]
+
+if hasattr(_stdlib_queue, "ShutDown"):  # Python 3.13+
+    ShutDown = _stdlib_queue.ShutDown
+else:
+
+    class ShutDown(Exception):  # type: ignore[no-redef]
+        """Raised when put/get with shut-down queue (as Python 3.13's queue.ShutDown)."""
+
+
+class SageQueueError(Exception):
+    """Base class of every sage_queue failure other than Empty/Full/ShutDown.
+
+    ``code`` is the libring_buffer status code (``RB_ERR_*``, negative) when
+    the failure came from the C library, else None.
+    """
+
+    code: Optional[int] = None
+
+
+class InvalidArgumentError(SageQueueError, ValueError):
+    """An argument the C library rejected (RB_ERR_INVALID_ARG)."""
+
+
+class InvalidNameError(SageQueueError, ValueError):
+    """The queue name is empty, 64 bytes or longer, or contains '/', '..', NUL
+    or a control character (RB_ERR_INVALID_NAME)."""
+
+
+class QueueNotFoundError(SageQueueError, FileNotFoundError):
+    """No queue of that name exists (RB_ERR_NOT_FOUND)."""
+
+
+class QueueExistsError(SageQueueError, FileExistsError):
+    """A queue of that name exists already and an exclusive create was asked
+    (RB_ERR_EXISTS)."""
+
+
+class QueuePermissionError(SageQueueError, PermissionError):
+    """The queue belongs to another user or its mode forbids access
+    (RB_ERR_PERMISSION)."""
+
+
+class NoSpaceError(SageQueueError, OSError):
+    """Shared memory (/dev/shm) is full (RB_ERR_NO_SPACE)."""
+
+
+class IncompatibleQueueError(SageQueueError):
+    """The object is not a queue this library can use, or the operation needs a
+    newer layout than the queue has (RB_ERR_INCOMPATIBLE)."""
+
+
+class CorruptQueueError(SageQueueError):
+    """The queue's shared state is inconsistent (RB_ERR_CORRUPT)."""
+
+
+class MessageTooLargeError(SageQueueError, ValueError):
+    """The item can never fit in this queue, even empty (RB_ERR_TOO_LARGE).
+    Nothing was written; the queue is still usable."""
+
+
+class BufferTooSmallError(SageQueueError):
+    """A receive buffer was too small for the next message
+    (RB_ERR_BUFFER_TOO_SMALL); sage_queue normally retries with a bigger one."""
+
+
+class ClosedQueueError(SageQueueError, ValueError):
+    """The SageQueue object was closed; open the queue again to use it."""
+
+
+class SystemCallError(SageQueueError, OSError):
+    """A system call inside libring_buffer failed (RB_ERR_SYSTEM); ``errno``
+    holds the reason."""
+
+
+class InternalError(SageQueueError):
+    """libring_buffer caught an internal panic (RB_ERR_PANIC): a bug."""

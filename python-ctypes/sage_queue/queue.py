@@ -1,0 +1,821 @@
+"""``SageQueue``: a cross-process MPMC queue in POSIX shared memory.
+
+The queue itself lives in libring_buffer (a shared-memory ring with robust
+locks and futex waits); this module turns Python objects into framed
+messages (pickle by default) and maps the C status codes to the exceptions
+``queue.Queue`` users expect.
+
+Design notes (why the code looks the way it does):
+
+* **One ctypes call per put/get** when the operation succeeds at once: no
+  ``msg_count``/``available_write`` probes, no per-call buffer allocation
+  (each thread keeps one receive buffer, see ``_Receiver``), argtypes
+  declared once in ``_lib``.
+* **Blocking stays interruptible.** A C call that sleeps in a futex does not
+  return to Python when SIGINT arrives, so waits are done in slices of
+  ``WAIT_SLICE`` seconds: each slice is one C call that sleeps until a message
+  (or room) arrives or the slice ends; between slices Python runs its signal
+  handlers (Ctrl-C → ``KeyboardInterrupt``) and re-checks the deadline. There
+  is no sleep-polling: a message arriving mid-slice wakes the caller at once.
+* **Closed queues:** ``close()`` sets the handle to None, so the hot path
+  passes NULL to C, which answers ``RB_ERR_INVALID_ARG``; only that slow path
+  checks whether the queue was closed. No extra check costs the hot path.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import itertools
+import operator
+import pickle
+import threading
+import time
+from ctypes import c_uint32, c_void_p
+from queue import Empty, Full
+from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
+
+from . import _lib
+from ._status import (
+    RB_ERR_BUFFER_TOO_SMALL,
+    RB_ERR_EMPTY,
+    RB_ERR_FULL,
+    RB_ERR_INVALID_ARG,
+    RB_ERR_SHUTDOWN,
+    RB_ERR_TIMEOUT,
+    RB_ERR_TOO_LARGE,
+    RB_OK,
+    error_for,
+)
+from .errors import (
+    ClosedQueueError,
+    InvalidNameError,
+    MessageTooLargeError,
+    ShutDown,
+)
+
+__all__ = [
+    "SageQueue",
+    "create_queue",
+    "open_queue",
+    "destroy_queue",
+    "DEFAULT_MAXSIZE",
+    "WAIT_SLICE",
+    "Dumps",
+    "Loads",
+]
+
+#: Ring size in bytes when ``maxsize`` is 0 (as the legacy wrapper).
+DEFAULT_MAXSIZE = 64 * 1024
+#: Longest single C wait, in seconds: bounds how long Ctrl-C can go unnoticed.
+WAIT_SLICE = 0.1
+#: Largest per-thread receive buffer allocated up front; rarer, larger
+#: messages are received into a buffer of their exact size.
+MAX_DEFAULT_BUFFER = 1 << 20
+
+Dumps = Callable[[Any], bytes]
+Loads = Callable[[bytes], Any]
+NameLike = Union[str, bytes]
+
+_SLICE_NS = int(WAIT_SLICE * 1e9)
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+_FRAME = _lib.RING_BUFFER_FRAME_PREFIX
+_pickle_dumps = pickle.dumps
+_pickle_loads = pickle.loads
+_monotonic = time.monotonic
+_put_msg = _lib.put_msg
+_get_msg = _lib.get_msg
+_NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number"
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def _encode_name(name: object) -> bytes:
+    """The queue name as the C library wants it, with clear errors.
+
+    The C library validates names too (it is the authority); these checks
+    only give better messages, and catch NUL, which ctypes would silently
+    treat as the end of the string.
+    """
+    if isinstance(name, str):
+        try:
+            raw = name.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as exc:
+            raise InvalidNameError(f"invalid queue name {name!r}: {exc}") from None
+    elif isinstance(name, (bytes, bytearray)):
+        raw = bytes(name)
+    else:
+        raise TypeError(f"queue name must be str or bytes, not {type(name).__name__}")
+    rule = "use 1 to 63 bytes without '/', '..', NUL or control characters"
+    if not raw:
+        raise InvalidNameError(f"invalid queue name {name!r}: it is empty; {rule}")
+    if len(raw) >= _lib.MAX_NAME_LEN:
+        raise InvalidNameError(
+            f"invalid queue name {name!r}: it is {len(raw)} bytes long; {rule}"
+        )
+    if b"/" in raw or b"\0" in raw:
+        raise InvalidNameError(f"invalid queue name {name!r}: {rule}")
+    return raw
+
+
+def _decode_name(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _check_maxsize(maxsize: object) -> int:
+    """Ring size in bytes for ``maxsize`` (0 → DEFAULT_MAXSIZE)."""
+    if isinstance(maxsize, bool) or not hasattr(type(maxsize), "__index__"):
+        raise TypeError(f"maxsize must be an int (ring size in bytes), not {type(maxsize).__name__}")
+    size = operator.index(maxsize)  # type: ignore[arg-type]
+    if size < 0:
+        raise ValueError(f"maxsize must be >= 0 (ring size in bytes; 0 means {DEFAULT_MAXSIZE}), not {size}")
+    if size > _lib.RING_BUFFER_MAX_SIZE:
+        raise ValueError(f"maxsize {size} is too large: a queue holds at most {_lib.RING_BUFFER_MAX_SIZE} bytes (2 GiB)")
+    return size or DEFAULT_MAXSIZE
+
+
+def _check_count(value: object, what: str) -> int:
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    count = operator.index(value)  # type: ignore[arg-type]
+    if count < 1:
+        raise ValueError(f"{what} must be >= 1, not {count}")
+    return min(count, 0xFFFFFFFF)
+
+
+def _first_wait(block: bool, timeout: Optional[float]) -> Tuple[int, Optional[float]]:
+    """(nanoseconds for the first C call, absolute deadline or None)."""
+    if not block:
+        return 0, None
+    if timeout is None:
+        return _SLICE_NS, None
+    if timeout < 0:
+        raise ValueError(_NEGATIVE_TIMEOUT)
+    return min(int(timeout * 1e9), _SLICE_NS), _monotonic() + timeout
+
+
+def _next_wait(deadline: Optional[float]) -> int:
+    """Nanoseconds for the next slice, or -1 when the deadline has passed."""
+    if deadline is None:
+        return _SLICE_NS
+    remaining = deadline - _monotonic()
+    if remaining <= 0:
+        return -1
+    return min(int(remaining * 1e9) or 1, _SLICE_NS)
+
+
+# ---------------------------------------------------------------- buffers
+
+
+class _Receiver:
+    """One thread's receive buffer: reused for every get, never reallocated
+    on the hot path. ``view`` is a byte memoryview over ``buf``."""
+
+    __slots__ = ("buf", "cap", "view", "length", "length_ptr", "lens", "lens_cap")
+
+    def __init__(self, cap: int) -> None:
+        self.buf = ctypes.create_string_buffer(cap)
+        self.cap = cap
+        self.view = memoryview(self.buf).cast("B")
+        self.length = c_uint32()
+        self.length_ptr = ctypes.pointer(self.length)
+        self.lens: Optional[ctypes.Array[c_uint32]] = None
+        self.lens_cap = 0
+
+    def lens_for(self, count: int) -> "ctypes.Array[c_uint32]":
+        """A uint32 array of at least ``count`` elements (grows, never shrinks)."""
+        if self.lens is None or self.lens_cap < count:
+            self.lens_cap = max(count, 64)
+            self.lens = (c_uint32 * self.lens_cap)()
+        return self.lens
+
+
+# ---------------------------------------------------------------- the queue
+
+
+class SageQueue:
+    """A named queue in POSIX shared memory, shared by any number of processes
+    and threads (multi-producer, multi-consumer), with ``queue.Queue``'s API.
+
+    ``SageQueue(name, maxsize)`` opens the queue ``name`` or creates it with a
+    ring of ``maxsize`` bytes (rounded up to a power of two, at least 1024;
+    0 means 64 KiB; ignored when the queue exists). Items are pickled
+    (``pickle.HIGHEST_PROTOCOL``) unless ``dumps``/``loads`` are given; each
+    item's serialised form must fit in the ring (``max_message_size``).
+
+    ``auto_cleanup=True`` removes the queue when this object is closed and no
+    other live process has it open. ``exclusive=True`` fails with
+    ``QueueExistsError`` if the queue exists. ``mode`` sets the permission
+    bits of a new queue (0600 by default). ``buffer_size`` is the size of
+    each thread's receive buffer (default: the ring size, at most 1 MiB;
+    larger messages still arrive, into a buffer of their own size).
+
+    A SageQueue pickles by name: sent to another process (multiprocessing
+    under any start method, ``ProcessPoolExecutor``), it reattaches to the
+    same queue there. A forked child may also keep using an inherited object.
+    """
+
+    name: str
+    maxsize: int
+    auto_cleanup: bool
+
+    def __init__(
+        self,
+        name: NameLike,
+        maxsize: int = 0,
+        auto_cleanup: bool = False,
+        *,
+        dumps: Optional[Dumps] = None,
+        loads: Optional[Loads] = None,
+        buffer_size: Optional[int] = None,
+        exclusive: bool = False,
+        mode: int = 0o600,
+    ) -> None:
+        raw = _encode_name(name)
+        size = _check_maxsize(maxsize)
+        if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
+            raise ValueError(f"mode must be permission bits between 0 and 0o777, not {mode!r}")
+        flags = _lib.RB_CREATE_EXCLUSIVE if exclusive else 0
+        handle = _lib.create_ex(raw, size, mode, flags)
+        if not handle:
+            raise error_for(_lib.last_error(), f"cannot create or open queue {_decode_name(raw)!r}")
+        self._attach(raw, handle, auto_cleanup, dumps, loads, buffer_size)
+
+    @classmethod
+    def open(
+        cls,
+        name: NameLike,
+        auto_cleanup: bool = False,
+        *,
+        dumps: Optional[Dumps] = None,
+        loads: Optional[Loads] = None,
+        buffer_size: Optional[int] = None,
+    ) -> "SageQueue":
+        """Opens the existing queue ``name`` (``QueueNotFoundError`` if none)."""
+        raw = _encode_name(name)
+        handle = _lib.open_ex(raw, 0)
+        if not handle:
+            raise error_for(_lib.last_error(), f"cannot open queue {_decode_name(raw)!r}")
+        self = cls.__new__(cls)
+        self._attach(raw, handle, auto_cleanup, dumps, loads, buffer_size)
+        return self
+
+    def _attach(
+        self,
+        raw_name: bytes,
+        handle: int,
+        auto_cleanup: bool,
+        dumps: Optional[Dumps],
+        loads: Optional[Loads],
+        buffer_size: Optional[int],
+    ) -> None:
+        # Set first, so that close() (and __del__) work if anything below fails.
+        self._handle: Optional[c_void_p] = c_void_p(handle)
+        self._raw_name = raw_name
+        self._close_lock = threading.Lock()
+        self.name = _decode_name(raw_name)
+        self.auto_cleanup = bool(auto_cleanup)
+        if dumps is not None and not callable(dumps):
+            self.close()
+            raise TypeError("dumps must be callable (object -> bytes)")
+        if loads is not None and not callable(loads):
+            self.close()
+            raise TypeError("loads must be callable (bytes -> object)")
+        # None means the default pickle codec, which the hot paths call
+        # directly (a partial or wrapper would cost a call per item).
+        self._dumps = dumps
+        self._loads = loads
+        try:
+            stats = self._stats_ex()
+        except BaseException:
+            self.close()
+            raise
+        #: Ring size in bytes (a power of two; the queue's, if it existed).
+        self.maxsize = int(stats.buffer_size)
+        #: Largest serialised item that can ever fit.
+        self.max_message_size = self.maxsize - 1 - _FRAME
+        #: Layout version of the queue object (1: legacy C library, 2: this one).
+        self.layout_version = int(stats.version)
+        if buffer_size is None:
+            self._buffer_size = min(self.maxsize, MAX_DEFAULT_BUFFER)
+        else:
+            self._buffer_size = _check_count(buffer_size, "buffer_size")
+        self._buffer_size_arg = buffer_size
+        self._tls = threading.local()
+
+    # ------------------------------------------------------------ helpers
+
+    def _receiver(self) -> _Receiver:
+        try:
+            return self._tls.rx  # type: ignore[no-any-return]
+        except AttributeError:
+            rx = self._tls.rx = _Receiver(self._buffer_size)
+            return rx
+
+    def _live_handle(self) -> c_void_p:
+        handle = self._handle
+        if handle is None:
+            raise self._closed_error()
+        return handle
+
+    def _closed_error(self) -> ClosedQueueError:
+        return ClosedQueueError(
+            f"SageQueue {self.name!r} is closed: open it again (SageQueue(name) or open_queue(name)) to use it"
+        )
+
+    def _error(self, code: int, what: str) -> BaseException:
+        """The exception for a failed call (closed queue recognised first)."""
+        if code == RB_ERR_INVALID_ARG and self._handle is None:
+            return self._closed_error()
+        if code == RB_ERR_TOO_LARGE:
+            return MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text()}")
+        return error_for(code, f"{what} on queue {self.name!r}")
+
+    def _too_large_text(self, size: Optional[int] = None) -> str:
+        item = f"the item is {size} bytes serialised, " if size is not None else "the item is too large: "
+        return (
+            f"{item}but this queue's ring is {self.maxsize} bytes and holds messages of at most "
+            f"{self.max_message_size} bytes; nothing was written. Create the queue with a larger "
+            f"maxsize (ring bytes, e.g. SageQueue(name, maxsize={_suggest_size(size or self.maxsize * 2)}))"
+        )
+
+    def _stats_ex(self) -> _lib.RingBufferStatsEx:
+        stats = _lib.RingBufferStatsEx()
+        _lib.get_stats_ex(self._live_handle(), ctypes.byref(stats))
+        # The call is void and leaves the struct untouched on failure; a real
+        # queue never has a 0-byte ring.
+        if stats.buffer_size == 0:
+            raise self._error(_lib.last_error(), "get_stats")
+        return stats
+
+    # ------------------------------------------------------------ put
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Puts ``item``, waiting for room as ``queue.Queue.put`` does.
+
+        ``block=False`` tries once (``queue.Full`` if no room); ``timeout``
+        None waits as long as it takes, a number waits at most that many
+        seconds (then ``queue.Full``); a negative timeout is a ValueError.
+        Raises ``ShutDown`` after ``shutdown()``, ``MessageTooLargeError``
+        (nothing written) for an item that can never fit, and the pickling
+        error for an item that cannot be serialised (the queue is untouched).
+        """
+        dumps = self._dumps
+        data = _pickle_dumps(item, _PROTOCOL) if dumps is None else dumps(item)
+        if block and timeout is None:
+            # The common case, with one C call when there is room.
+            rc = _put_msg(self._handle, data, len(data), _SLICE_NS)
+            if rc:
+                self._put_wait(data, rc, True, None, "put")
+            return
+        wait_ns, deadline = _first_wait(block, timeout)
+        rc = _put_msg(self._handle, data, len(data), wait_ns)
+        if rc:
+            self._put_wait(data, rc, block, deadline, "put")
+
+    def put_nowait(self, item: Any) -> None:
+        """``put(item, block=False)``."""
+        self.put(item, False)
+
+    def put_bytes(self, data: Union[bytes, bytearray, memoryview], block: bool = True, timeout: Optional[float] = None) -> None:
+        """Puts raw bytes as one message (no pickling); see ``put``."""
+        if type(data) is not bytes:
+            data = bytes(data)
+        wait_ns, deadline = _first_wait(block, timeout)
+        rc = _put_msg(self._handle, data, len(data), wait_ns)
+        if rc:
+            self._put_wait(data, rc, block, deadline, "put_bytes")
+
+    def _put_wait(self, data: bytes, rc: int, block: bool, deadline: Optional[float], what: str) -> None:
+        """The slow path of a put: keeps waiting in slices until it is done,
+        the deadline (None: none) passes, or it fails."""
+        while True:
+            if block and (rc == RB_ERR_TIMEOUT or rc == RB_ERR_FULL):
+                wait_ns = _next_wait(deadline)
+                if wait_ns < 0:
+                    raise Full
+            elif rc == RB_ERR_FULL:
+                raise Full
+            elif rc == RB_ERR_SHUTDOWN:
+                raise ShutDown
+            elif rc == RB_ERR_TOO_LARGE:
+                raise MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text(len(data))}")
+            else:
+                raise self._error(rc, what)
+            rc = _put_msg(self._handle, data, len(data), wait_ns)
+            if rc == RB_OK:
+                return
+
+    def put_many(self, items: Iterable[Any], block: bool = True, timeout: Optional[float] = None) -> int:
+        """Puts every item of ``items``, in order, in as few C calls as room
+        allows (each call puts as many as fit, under one lock, with one
+        wake-up). Returns how many were put (all of them).
+
+        Every item is serialised and size-checked before anything is
+        written, so a pickling error or ``MessageTooLargeError`` leaves the
+        queue untouched. If ``block`` is False or ``timeout`` passes before
+        all are in, raises ``queue.Full`` with ``items_put`` set on it (the
+        first ``items_put`` items were put, the rest were not).
+        """
+        dumps = self._dumps
+        if dumps is None:
+            payloads = [_pickle_dumps(item, _PROTOCOL) for item in items]
+        else:
+            payloads = [dumps(item) for item in items]
+        return self._put_packed(payloads, block, timeout, "put_many")
+
+    def put_many_bytes(self, payloads: Iterable[Union[bytes, bytearray, memoryview]], block: bool = True, timeout: Optional[float] = None) -> int:
+        """``put_many`` for raw bytes (no pickling)."""
+        return self._put_packed([bytes(p) for p in payloads], block, timeout, "put_many_bytes")
+
+    def _put_packed(self, payloads: List[bytes], block: bool, timeout: Optional[float], what: str) -> int:
+        count = len(payloads)
+        if count == 0:
+            return 0
+        sizes = list(map(len, payloads))
+        largest = max(sizes)
+        if largest > self.max_message_size:
+            raise MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text(largest)}")
+        # Back to back in one bytes object plus a uint32 length array: the
+        # layout ring_buffer_put_packed takes, built with two C-speed calls.
+        joined = b"".join(payloads)
+        base = ctypes.cast(joined, c_void_p).value or 0
+        lens = (c_uint32 * count)(*sizes)
+        lens_base = ctypes.addressof(lens)
+        offsets = [0, *itertools.accumulate(sizes)]
+        # One call cannot put more than the ring holds: pass only that many,
+        # which also keeps the C call's byte total far below 4 GiB.
+        room = self.maxsize
+        wait_ns, deadline = _first_wait(block, timeout)
+        handle = self._handle
+        done = 0
+        while done < count:
+            end = bisect.bisect_right(offsets, offsets[done] + room, done + 1) - 1
+            batch = max(1, end - done)
+            rc = _lib.put_packed(handle, base + offsets[done], lens_base + 4 * done, batch, wait_ns)
+            if rc > 0:
+                done += rc
+                if done < count:
+                    # More to go: wait for room again (the first slice counts
+                    # against the same deadline).
+                    wait_ns = 0 if not block else _next_wait(deadline)
+                    if wait_ns < 0:
+                        wait_ns = 0
+                continue
+            if block and (rc == RB_ERR_TIMEOUT or rc == RB_ERR_FULL):
+                wait_ns = _next_wait(deadline)
+                if wait_ns >= 0:
+                    handle = self._handle
+                    continue
+            if rc in (RB_ERR_TIMEOUT, RB_ERR_FULL):
+                full = Full(f"put {done} of {count} items before the queue stayed full")
+                full.items_put = done  # type: ignore[attr-defined]
+                raise full
+            if rc == RB_ERR_SHUTDOWN:
+                raise ShutDown
+            raise self._error(rc, what)
+        del joined
+        return count
+
+    # ------------------------------------------------------------ get
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """Removes and returns an item, waiting as ``queue.Queue.get`` does.
+
+        ``block=False`` tries once (``queue.Empty`` if none); ``timeout``
+        None waits as long as it takes (Ctrl-C still interrupts it), a
+        number waits at most that many seconds (then ``queue.Empty``); a
+        negative timeout is a ValueError. After ``shutdown()``, gets return
+        what is left and then raise ``ShutDown``.
+        """
+        try:
+            rx = self._tls.rx
+        except AttributeError:
+            rx = self._receiver()
+        if block and timeout is None:
+            # The common case, with one C call when a message is there.
+            rc = _get_msg(self._handle, rx.buf, rx.cap, rx.length_ptr, _SLICE_NS)
+            deadline: Optional[float] = None
+        else:
+            wait_ns, deadline = _first_wait(block, timeout)
+            rc = _get_msg(self._handle, rx.buf, rx.cap, rx.length_ptr, wait_ns)
+        if rc == RB_OK:
+            loads = self._loads
+            if loads is None:
+                # pickle copies what it keeps, so the reused buffer is safe.
+                return _pickle_loads(rx.view[: rx.length.value])
+            # A custom loads might keep a view of its input: give it a copy.
+            return loads(rx.view[: rx.length.value].tobytes())
+        payload = self._get_wait(rx, rc, block, deadline, "get")
+        loads = self._loads
+        return _pickle_loads(payload) if loads is None else loads(bytes(payload))
+
+    def get_nowait(self) -> Any:
+        """``get(block=False)``."""
+        return self.get(False)
+
+    def get_bytes(self, block: bool = True, timeout: Optional[float] = None) -> bytes:
+        """Removes and returns one message as raw bytes (no unpickling)."""
+        rx = self._receiver()
+        wait_ns, deadline = _first_wait(block, timeout)
+        rc = _get_msg(self._handle, rx.buf, rx.cap, rx.length_ptr, wait_ns)
+        if rc == RB_OK:
+            return rx.view[: rx.length.value].tobytes()
+        return self._get_wait(rx, rc, block, deadline, "get_bytes").tobytes()
+
+    def _get_wait(self, rx: _Receiver, rc: int, block: bool, deadline: Optional[float], what: str) -> memoryview:
+        """The slow path of a get: waits in slices until a message comes, the
+        deadline (None: none) passes, or it fails; receives a message larger
+        than the thread's buffer into one of its own. Returns the payload (a
+        view valid until this thread's next get)."""
+        buf, cap, view = rx.buf, rx.cap, rx.view
+        while True:
+            if block and (rc == RB_ERR_TIMEOUT or rc == RB_ERR_EMPTY):
+                wait_ns = _next_wait(deadline)
+                if wait_ns < 0:
+                    raise Empty
+            elif rc == RB_ERR_EMPTY:
+                raise Empty
+            elif rc == RB_ERR_BUFFER_TOO_SMALL:
+                # Rare: a message larger than this thread's buffer (nothing
+                # was consumed). Receive it into a buffer of its own size.
+                cap = max(rx.length.value, 1)
+                buf = ctypes.create_string_buffer(cap)
+                view = memoryview(buf).cast("B")
+                wait_ns = max(_next_wait(deadline), 0) if block else 0
+            elif rc == RB_ERR_SHUTDOWN:
+                raise ShutDown
+            else:
+                raise self._error(rc, what)
+            rc = _get_msg(self._handle, buf, cap, rx.length_ptr, wait_ns)
+            if rc == RB_OK:
+                return view[: rx.length.value]
+
+    def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
+        """Removes and returns up to ``max_items`` items (at least one), in one
+        C call when they are queued; waits for the first as ``get`` does.
+        Returns fewer when fewer are queued or when they fill this thread's
+        receive buffer (``buffer_size`` bytes). If one item fails to
+        unpickle, the error propagates and the other items of the batch are
+        lost (they were already taken from the queue)."""
+        payloads = self._get_packed(max_items, block, timeout, "get_many")
+        loads = self._loads
+        if loads is None:
+            return [_pickle_loads(p) for p in payloads]
+        return [loads(p.tobytes()) for p in payloads]
+
+    def get_many_bytes(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[bytes]:
+        """``get_many`` for raw bytes (no unpickling)."""
+        return [p.tobytes() for p in self._get_packed(max_items, block, timeout, "get_many_bytes")]
+
+    def _get_packed(self, max_items: int, block: bool, timeout: Optional[float], what: str) -> List[memoryview]:
+        """Views of the payloads received by one ``ring_buffer_get_many``
+        (valid until this thread's next get)."""
+        count = _check_count(max_items, "max_items")
+        rx = self._receiver()
+        lens = rx.lens_for(count)
+        wait_ns, deadline = _first_wait(block, timeout)
+        while True:
+            rc = _lib.get_many(self._handle, rx.buf, rx.cap, lens, count, wait_ns)
+            if rc > 0:
+                view = rx.view
+                out = []
+                at = 0
+                for size in lens[:rc]:
+                    out.append(view[at : at + size])
+                    at += size
+                return out
+            if rc == RB_ERR_BUFFER_TOO_SMALL:
+                # The next message alone exceeds the thread's buffer: take it
+                # by itself through the single-message path.
+                rx.length.value = lens[0]
+                return [self._get_wait(rx, rc, block, deadline, what)]
+            if block and (rc == RB_ERR_TIMEOUT or rc == RB_ERR_EMPTY):
+                wait_ns = _next_wait(deadline)
+                if wait_ns < 0:
+                    raise Empty
+                continue
+            if rc == RB_ERR_EMPTY or rc == RB_ERR_TIMEOUT:
+                raise Empty
+            if rc == RB_ERR_SHUTDOWN:
+                raise ShutDown
+            raise self._error(rc, what)
+
+    # ------------------------------------------------------------ state
+
+    def qsize(self) -> int:
+        """Messages queued now, exact across every process."""
+        return int(_lib.msg_count(self._live_handle()))
+
+    def empty(self) -> bool:
+        """Whether no message is queued (across every process)."""
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        """Whether the ring has no room even for the smallest message."""
+        return int(_lib.available_write(self._live_handle())) < _FRAME + 1
+
+    @property
+    def closed(self) -> bool:
+        """Whether this object was closed (the queue itself may live on)."""
+        return self._handle is None
+
+    @property
+    def is_shutdown(self) -> bool:
+        """Whether ``shutdown()`` was called on the queue (by any process)."""
+        rc = _lib.is_shutdown(self._live_handle())
+        if rc < 0:
+            raise self._error(rc, "is_shutdown")
+        return rc == 1
+
+    @property
+    def unfinished_tasks(self) -> int:
+        """Messages put and not yet marked done with ``task_done()``."""
+        return int(_lib.unfinished_tasks(self._live_handle()))
+
+    def attached_processes(self) -> int:
+        """Live processes that have the queue open (kernel ``flock`` liveness)."""
+        rc = _lib.attached_processes(self._live_handle())
+        if rc < 0:
+            raise self._error(rc, "attached_processes")
+        return int(rc)
+
+    # ------------------------------------------------------------ shutdown, tasks
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """Shuts the queue down for every process, as Python 3.13's
+        ``queue.Queue.shutdown``: later puts raise ``ShutDown``; gets return
+        what is queued, then raise ``ShutDown``; blocked callers wake up.
+        ``immediate=True`` also discards what is queued, marking each
+        discarded item done so that ``join()`` returns."""
+        handle = self._live_handle()
+        rc = _lib.shutdown(handle)
+        if rc < 0:
+            raise self._error(rc, "shutdown")
+        if not immediate:
+            return
+        rx = self._receiver()
+        buf, cap = rx.buf, rx.cap
+        while True:
+            rc = _get_msg(handle, buf, cap, rx.length_ptr, 0)
+            if rc == RB_OK:
+                # Fails only if others marked more done than were taken.
+                _lib.task_done(handle)
+            elif rc == RB_ERR_BUFFER_TOO_SMALL:
+                cap = rx.length.value
+                buf = ctypes.create_string_buffer(cap)
+            elif rc in (RB_ERR_EMPTY, RB_ERR_SHUTDOWN):
+                return
+            else:
+                raise self._error(rc, "shutdown")
+
+    def task_done(self) -> None:
+        """Marks one received item as processed (``queue.Queue.task_done``),
+        counted across processes. ValueError if called more times than items
+        were received."""
+        rc = _lib.task_done(self._live_handle())
+        if rc:
+            if rc == RB_ERR_INVALID_ARG and self._handle is not None:
+                raise ValueError("task_done() called too many times")
+            raise self._error(rc, "task_done")
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Blocks until every item ever put (by any process) was marked done
+        with ``task_done()``. With a ``timeout`` (seconds), returns False if
+        it passed first; otherwise returns True. Ctrl-C interrupts it."""
+        if timeout is not None and timeout < 0:
+            raise ValueError(_NEGATIVE_TIMEOUT)
+        deadline = None if timeout is None else _monotonic() + timeout
+        wait_ns = _SLICE_NS if timeout is None else min(int(timeout * 1e9), _SLICE_NS)
+        while True:
+            rc = _lib.join(self._live_handle(), wait_ns)
+            if rc == RB_OK:
+                return True
+            if rc != RB_ERR_TIMEOUT:
+                raise self._error(rc, "join")
+            wait_ns = _next_wait(deadline)
+            if wait_ns < 0:
+                return False
+
+    # ------------------------------------------------------------ info
+
+    def get_reference(self) -> "SageQueueRef":
+        """A picklable reference to this queue (``SageQueueRef``). As the
+        legacy wrapper did, this increments the queue's C reference count."""
+        from .ref import SageQueueRef
+
+        ptr = _lib.get_ref(self._live_handle())
+        if not ptr:
+            raise self._error(_lib.last_error(), "get_reference")
+        try:
+            ref = ptr.contents
+            name = _decode_name(ref.name)
+            size = int(ref.size)
+            creator_pid = int(ref.creator_pid)
+        finally:
+            _lib.release_ref(ptr)
+        return SageQueueRef(name=name, size=size, auto_cleanup=self.auto_cleanup, creator_pid=creator_pid)
+
+    def get_stats(self) -> dict:
+        """Statistics: the legacy keys (buffer_size, available_read,
+        available_write, readers, writers, ref_count, total_bytes_written,
+        total_bytes_read, utilization), ``message_count``, and every field
+        of ``ring_buffer_stats_ex_t`` (version, attached_processes,
+        messages_in/out/queued, sleeping producers/consumers, waits,
+        wakeups, owner_died_recoveries, high_water_bytes, tasks_done,
+        shutdown, reserved)."""
+        stats = self._stats_ex()
+        result = {name: getattr(stats, name) for name, _ in _lib.RingBufferStatsEx._fields_}
+        result["message_count"] = int(_lib.msg_count(self._live_handle()))
+        return result
+
+    def reset_stats(self) -> None:
+        """Zeroes the byte totals and the other statistics."""
+        _lib.reset_stats(self._live_handle())
+
+    # ------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Closes this handle (idempotent). The queue stays for other
+        processes, unless ``auto_cleanup`` is set and no live process has it
+        open any more, in which case it is removed."""
+        lock = getattr(self, "_close_lock", None)
+        if lock is None:  # __init__ failed before _attach
+            return
+        with lock:
+            handle, self._handle = self._handle, None
+            if handle is None:
+                return
+            _lib.close(handle)
+        if self.auto_cleanup:
+            _lib.remove_if_unused(self._raw_name)
+
+    def destroy(self) -> None:
+        """Closes this handle and removes the queue's name: nobody can open it
+        any more (processes that have it open keep working until they close)."""
+        self.close()
+        _lib.destroy(self._raw_name)
+
+    def __enter__(self) -> "SageQueue":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown, half-built object: stay quiet
+            pass
+
+    def __reduce__(self) -> Tuple[Callable[..., "SageQueue"], Tuple[Any, ...]]:
+        # By name, never by handle: the receiving process opens its own.
+        if self._handle is None:
+            raise self._closed_error()
+        return (
+            _reattach,
+            (self.name, self.auto_cleanup, self._dumps, self._loads, self._buffer_size_arg),
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._handle is None else f"{self.maxsize} bytes"
+        return f"<SageQueue {self.name!r} {state}>"
+
+
+def _suggest_size(needed: int) -> int:
+    size = _lib.RING_BUFFER_MIN_SIZE
+    while size < needed + _FRAME + 1:
+        size *= 2
+    return size
+
+
+def _reattach(
+    name: str,
+    auto_cleanup: bool,
+    dumps: Optional[Dumps],
+    loads: Optional[Loads],
+    buffer_size: Optional[int],
+) -> SageQueue:
+    """Unpickling: opens the queue by name in this process."""
+    return SageQueue.open(name, auto_cleanup, dumps=dumps, loads=loads, buffer_size=buffer_size)
+
+
+# ---------------------------------------------------------------- module functions
+
+
+def create_queue(name: NameLike, maxsize: int = 0, **kwargs: Any) -> SageQueue:
+    """Creates the queue ``name`` (or opens it if it exists, as the legacy
+    wrapper did; pass ``exclusive=True`` to refuse an existing one)."""
+    return SageQueue(name, maxsize, **kwargs)
+
+
+def open_queue(name: NameLike, **kwargs: Any) -> SageQueue:
+    """Opens the existing queue ``name`` (``QueueNotFoundError`` if none)."""
+    return SageQueue.open(name, **kwargs)
+
+
+def destroy_queue(name: NameLike) -> None:
+    """Removes the queue ``name`` (no error if it does not exist). Processes
+    that have it open keep working until they close it."""
+    _lib.destroy(_encode_name(name))
