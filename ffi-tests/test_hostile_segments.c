@@ -288,57 +288,81 @@ static void expect_blocking(ring_buffer_t *rb, int put, int expected, const char
 }
 
 /* With impossible head/tail, every data call fails with RB_ERR_CORRUPT (or
- * its legacy failure value with that last error) and stores nothing. */
+ * its legacy failure value with that last error) and stores nothing. Each
+ * call meets the corrupt counters afresh (a call that wrongly succeeded
+ * would otherwise overwrite them and hide the next call's behaviour), and
+ * the counters must be unchanged after each. */
+#define ON_CORRUPT(v, stmt)                                                        \
+    do {                                                                           \
+        *(v)->head = bad_head;                                                     \
+        *(v)->tail = bad_tail;                                                     \
+        stmt;                                                                      \
+        CHECK((v)->head[0] == bad_head && (v)->tail[0] == bad_tail);               \
+    } while (0)
+
 static void expect_corrupt_counters(struct victim *v, const char *what) {
     int failures = rbt_failures;
     ring_buffer_t *rb = v->rb;
-    uint64_t head = *v->head, tail = *v->tail;
+    const uint64_t bad_head = *v->head, bad_tail = *v->tail;
     char buf[2048];
     uint32_t len = 12345, lens[4] = {0};
     const void *datas[2] = {"ab", "cd"};
     uint32_t dlens[2] = {2, 2};
 
-    CHECK_EQ(ring_buffer_get_msg(rb, buf, sizeof buf, &len, RB_NO_WAIT), RB_ERR_CORRUPT);
+    ON_CORRUPT(v, CHECK_EQ(ring_buffer_get_msg(rb, buf, sizeof buf, &len, RB_NO_WAIT),
+                           RB_ERR_CORRUPT));
     CHECK_EQ(len, 12345); /* out-parameter untouched on failure */
-    CHECK_EQ(ring_buffer_get_msg(rb, buf, sizeof buf, &len, 20000000), RB_ERR_CORRUPT);
-    CHECK_EQ(ring_buffer_get_many(rb, buf, sizeof buf, lens, 4, RB_NO_WAIT), RB_ERR_CORRUPT);
-    CHECK_EQ(ring_buffer_put_msg(rb, "x", 1, RB_NO_WAIT), RB_ERR_CORRUPT);
-    CHECK_EQ(ring_buffer_put_msg(rb, "x", 1, 20000000), RB_ERR_CORRUPT);
-    CHECK_EQ(ring_buffer_put_many(rb, datas, dlens, 2, RB_NO_WAIT), RB_ERR_CORRUPT);
-    CHECK_EQ(ring_buffer_put_packed(rb, "abcd", dlens, 2, RB_NO_WAIT), RB_ERR_CORRUPT);
-    expect_blocking(rb, 0, RB_ERR_CORRUPT, what);
-    expect_blocking(rb, 1, RB_ERR_CORRUPT, what);
+    ON_CORRUPT(v, CHECK_EQ(ring_buffer_get_msg(rb, buf, sizeof buf, &len, 20000000),
+                           RB_ERR_CORRUPT));
+    ON_CORRUPT(v, CHECK_EQ(ring_buffer_get_many(rb, buf, sizeof buf, lens, 4, RB_NO_WAIT),
+                           RB_ERR_CORRUPT));
+    ON_CORRUPT(v, CHECK_EQ(ring_buffer_put_msg(rb, "x", 1, RB_NO_WAIT), RB_ERR_CORRUPT));
+    ON_CORRUPT(v, CHECK_EQ(ring_buffer_put_msg(rb, "x", 1, 20000000), RB_ERR_CORRUPT));
+    ON_CORRUPT(v, CHECK_EQ(ring_buffer_put_many(rb, datas, dlens, 2, RB_NO_WAIT),
+                           RB_ERR_CORRUPT));
+    ON_CORRUPT(v, CHECK_EQ(ring_buffer_put_packed(rb, "abcd", dlens, 2, RB_NO_WAIT),
+                           RB_ERR_CORRUPT));
+    ON_CORRUPT(v, expect_blocking(rb, 0, RB_ERR_CORRUPT, what));
+    ON_CORRUPT(v, expect_blocking(rb, 1, RB_ERR_CORRUPT, what));
 
-    prime_last_error(RB_ERR_CORRUPT);
-    CHECK_EQ(ring_buffer_write(rb, "abcd", 4), -1);
-    CHECK_EQ(ring_buffer_last_error(), RB_ERR_CORRUPT);
-    prime_last_error(RB_ERR_CORRUPT);
-    CHECK_EQ(ring_buffer_read(rb, buf, 4), -1);
-    CHECK_EQ(ring_buffer_last_error(), RB_ERR_CORRUPT);
-    prime_last_error(RB_ERR_CORRUPT);
-    CHECK_EQ(ring_buffer_peek(rb, buf, 4), -1);
-    CHECK_EQ(ring_buffer_last_error(), RB_ERR_CORRUPT);
-    prime_last_error(RB_ERR_CORRUPT);
-    CHECK_EQ(ring_buffer_write_batch(rb, datas, dlens, 2), -1);
-    CHECK_EQ(ring_buffer_last_error(), RB_ERR_CORRUPT);
+    ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write(rb, "abcd", 4), -1),
+                                    RB_ERR_CORRUPT));
+    ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_read(rb, buf, 4), -1), RB_ERR_CORRUPT));
+    ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_peek(rb, buf, 4), -1), RB_ERR_CORRUPT));
+    ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write_batch(rb, datas, dlens, 2), -1),
+                                    RB_ERR_CORRUPT));
     void *chunks[4] = {0};
     uint32_t clens[4] = {0};
-    prime_last_error(RB_ERR_CORRUPT);
-    CHECK_EQ(ring_buffer_read_batch(rb, chunks, clens, 4), -1);
-    CHECK_EQ(ring_buffer_last_error(), RB_ERR_CORRUPT);
+    ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_read_batch(rb, chunks, clens, 4), -1),
+                                    RB_ERR_CORRUPT));
+    for (int i = 0; i < 4; i++) free(chunks[i]); /* (NULL unless the call wrongly succeeded) */
     CHECK(chunks[0] == NULL);
 
     /* Whatever the status calls answer, it stays within the ring. */
-    CHECK(ring_buffer_available_read(rb) < BUF);
-    CHECK(ring_buffer_available_write(rb) < BUF);
+    ON_CORRUPT(v, CHECK(ring_buffer_available_read(rb) < BUF));
+    ON_CORRUPT(v, CHECK(ring_buffer_available_write(rb) < BUF));
     ring_buffer_stats_t st;
     memset(&st, 0, sizeof st);
-    ring_buffer_get_stats(rb, &st);
+    ON_CORRUPT(v, ring_buffer_get_stats(rb, &st));
     CHECK(st.available_read < BUF && st.utilization >= 0.0 && st.utilization < 1.0);
 
-    /* Nothing was stored on the strength of the bad values. */
-    CHECK_EQ(*v->head, head);
-    CHECK_EQ(*v->tail, tail);
+    /* head > tail can never be a transient view (tail never falls behind a
+     * head read before it): the status calls report it as corruption. */
+    if (bad_head > bad_tail) {
+        ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_available_read(rb), 0),
+                                        RB_ERR_CORRUPT));
+        ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_available_write(rb), 0),
+                                        RB_ERR_CORRUPT));
+        ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK(ring_buffer_is_empty(rb)), RB_ERR_CORRUPT));
+        ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK(ring_buffer_is_full(rb)), RB_ERR_CORRUPT));
+        memset(&st, 0xab, sizeof st);
+        ON_CORRUPT(v, EXPECT_LAST_ERROR(ring_buffer_get_stats(rb, &st), RB_ERR_CORRUPT));
+        CHECK_EQ(st.buffer_size, 0xabababab); /* left untouched on failure */
+        ring_buffer_stats_ex_t sx;
+        memset(&sx, 0xab, sizeof sx);
+        ON_CORRUPT(v, EXPECT_LAST_ERROR(ring_buffer_get_stats_ex(rb, &sx), RB_ERR_CORRUPT));
+        CHECK_EQ(sx.buffer_size, 0xabababab);
+    }
     if (rbt_failures != failures) fprintf(stderr, "  ^ with %s\n", what);
 }
 
@@ -359,51 +383,42 @@ static void expect_recovered(struct victim *v, uint64_t head, uint64_t tail, con
 }
 
 static void test_corrupt_counters(void) {
-    struct victim v = open_victim("counters");
-    /* Some traffic first, so the counters are past the start of the ring. */
-    char buf[64];
-    uint32_t len;
-    for (int i = 0; i < 150; i++) {
-        REQUIRE(ring_buffer_put_msg(v.rb, "warm-up", 7, 0) == RB_OK);
-        REQUIRE(ring_buffer_get_msg(v.rb, buf, sizeof buf, &len, 0) == RB_OK);
-    }
-    const uint64_t h = *v.head, t = *v.tail;
-    REQUIRE(h == t && h == 150 * 11);
-
     struct {
-        uint64_t head, tail;
+        int64_t head_delta, tail_delta; /* from the (equal) counters after warm-up */
+        uint64_t head_abs, tail_abs;    /* used instead when both deltas are 0 */
         const char *what;
     } cases[] = {
-        {t + 8, t, "head > tail"},
-        {t + 1, t, "head = tail + 1"},
-        {UINT64_MAX, 5, "head near 2^64, tail small"},
-        {h, h + BUF + 1, "tail - head = buffer_size + 1"},
-        {h, h + (1ull << 40), "tail - head = 2^40"},
-        {0, UINT64_MAX, "tail - head = 2^64 - 1"},
+        {8, 0, 0, 0, "head > tail"},
+        {1, 0, 0, 0, "head = tail + 1"},
+        {0, 0, UINT64_MAX, 5, "head near 2^64, tail small"},
+        {0, BUF + 1, 0, 0, "tail - head = buffer_size + 1"},
+        {0, (int64_t)1 << 40, 0, 0, "tail - head = 2^40"},
+        {0, 0, 0, UINT64_MAX, "tail - head = 2^64 - 1"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        *v.head = cases[i].head;
-        *v.tail = cases[i].tail;
-        expect_corrupt_counters(&v, cases[i].what);
-        /* head > tail can never be a transient view: the legacy status
-         * calls must report it as corruption, not as a number. */
-        if (cases[i].head > cases[i].tail) {
-            EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_available_read(v.rb), 0), RB_ERR_CORRUPT);
-            EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_available_write(v.rb), 0), RB_ERR_CORRUPT);
-            EXPECT_LAST_ERROR(CHECK(ring_buffer_is_empty(v.rb)), RB_ERR_CORRUPT);
-            EXPECT_LAST_ERROR(CHECK(ring_buffer_is_full(v.rb)), RB_ERR_CORRUPT);
-            ring_buffer_stats_t st;
-            memset(&st, 0xab, sizeof st);
-            EXPECT_LAST_ERROR(ring_buffer_get_stats(v.rb, &st), RB_ERR_CORRUPT);
-            CHECK_EQ(st.buffer_size, 0xabababab); /* left untouched on failure */
-            ring_buffer_stats_ex_t sx;
-            memset(&sx, 0xab, sizeof sx);
-            EXPECT_LAST_ERROR(ring_buffer_get_stats_ex(v.rb, &sx), RB_ERR_CORRUPT);
-            CHECK_EQ(sx.buffer_size, 0xabababab);
+        /* A fresh queue per case, so that one case cannot spoil the next. */
+        struct victim v = open_victim("counters");
+        char buf[64];
+        uint32_t len;
+        /* Some traffic first, so the counters are past the start of the
+         * ring and every cached copy of them is warm. */
+        for (int k = 0; k < 150; k++) {
+            REQUIRE(ring_buffer_put_msg(v.rb, "warm-up", 7, 0) == RB_OK);
+            REQUIRE(ring_buffer_get_msg(v.rb, buf, sizeof buf, &len, 0) == RB_OK);
         }
+        const uint64_t h = *v.head, t = *v.tail;
+        REQUIRE(h == t && h == 150 * 11);
+        if (cases[i].head_delta || cases[i].tail_delta) {
+            *v.head = h + (uint64_t)cases[i].head_delta;
+            *v.tail = t + (uint64_t)cases[i].tail_delta;
+        } else {
+            *v.head = cases[i].head_abs;
+            *v.tail = cases[i].tail_abs;
+        }
+        expect_corrupt_counters(&v, cases[i].what);
         expect_recovered(&v, h, t, cases[i].what);
+        close_victim(&v);
     }
-    close_victim(&v);
 }
 
 /* Offset in the raw object of stream position `pos`. */
