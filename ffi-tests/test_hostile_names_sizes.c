@@ -290,7 +290,9 @@ static void test_two_gib(void) {
     const char *n = test_name("max_ex");
     two_gib(ring_buffer_create_ex(n, 0x80000000u, 0, RB_CREATE_EXCLUSIVE), n, "create_ex 2^31");
     n = test_name("max_legacy");
-    two_gib(ring_buffer_create(n, 0x7FFFFFFFu), n, "create 2^31 - 1 (rounded up)");
+    two_gib(ring_buffer_create(n, 0x80000000u), n, "create 2^31");
+    n = test_name("max_round");
+    two_gib(ring_buffer_create_ex(n, 0x40000001u, 0, 0), n, "create_ex 2^30 + 1 (rounded up)");
 }
 
 static int count_dir_entries(const char *dir) {

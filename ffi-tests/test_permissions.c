@@ -27,12 +27,17 @@ static uid_t owner_of(const char *name) {
     return lstat(path, &st) == 0 ? st.st_uid : (uid_t)-1;
 }
 
-/* Creates `name` exclusively with `mode` under `mask`; checks the mode. */
+/* Creates `name` with `mode` under `mask` (legacy create, create_ex with
+ * no flags, or an exclusive create_ex); checks the mode. */
+enum how { LEGACY, OPEN_OR_CREATE, EXCLUSIVE };
+
 static void expect_mode(const char *name, mode_t mask, uint32_t mode, mode_t expected,
-                        bool legacy) {
+                        enum how how) {
     mode_t old = umask(mask);
-    ring_buffer_t *rb = legacy ? ring_buffer_create(name, 0)
-                               : ring_buffer_create_ex(name, 1024, mode, RB_CREATE_EXCLUSIVE);
+    ring_buffer_t *rb =
+        how == LEGACY ? ring_buffer_create(name, 0)
+                      : ring_buffer_create_ex(name, 1024, mode,
+                                              how == EXCLUSIVE ? RB_CREATE_EXCLUSIVE : 0);
     umask(old);
     CHECK(rb != NULL);
     if (!rb) return;
@@ -46,15 +51,18 @@ static void expect_mode(const char *name, mode_t mask, uint32_t mode, mode_t exp
 }
 
 static void test_modes(void) {
-    expect_mode(test_name("m0640"), 077, 0640, 0640, false);
-    expect_mode(test_name("m0default"), 077, 0, 0600, false);
-    expect_mode(test_name("mlegacy0"), 0, 0, 0600, true); /* legacy create: not 0666 */
-    expect_mode(test_name("mlegacy22"), 022, 0, 0600, true);
-    expect_mode(test_name("mdefault0"), 0, 0, 0600, false);
-    expect_mode(test_name("m0666"), 022, 0666, 0666, false);
-    expect_mode(test_name("m0604"), 077, 0604, 0604, false);
-    expect_mode(test_name("m0777"), 0777, 0777, 0777, false);
-    expect_mode(test_name("m0400"), 0, 0400, 0400, false);
+    expect_mode(test_name("m0640"), 077, 0640, 0640, OPEN_OR_CREATE);
+    expect_mode(test_name("m0640x"), 077, 0640, 0640, EXCLUSIVE);
+    expect_mode(test_name("m0default"), 077, 0, 0600, OPEN_OR_CREATE);
+    expect_mode(test_name("m0defaultx"), 077, 0, 0600, EXCLUSIVE);
+    expect_mode(test_name("mlegacy0"), 0, 0, 0600, LEGACY); /* not the legacy 0666 */
+    expect_mode(test_name("mlegacy22"), 022, 0, 0600, LEGACY);
+    expect_mode(test_name("mlegacy77"), 077, 0, 0600, LEGACY);
+    expect_mode(test_name("mdefault0"), 0, 0, 0600, OPEN_OR_CREATE);
+    expect_mode(test_name("m0666"), 022, 0666, 0666, OPEN_OR_CREATE);
+    expect_mode(test_name("m0604"), 077, 0604, 0604, EXCLUSIVE);
+    expect_mode(test_name("m0777"), 0777, 0777, 0777, EXCLUSIVE);
+    expect_mode(test_name("m0400"), 0, 0400, 0400, OPEN_OR_CREATE);
     NEIGHBOUR_OK("modes");
 
     /* Bits beyond 0777 (setuid, setgid, sticky, file type) are refused. */
