@@ -23,7 +23,7 @@ static void refuse_handle(ring_buffer_t *h, const char *what) {
     uint32_t len = 4242, lens[2] = {4242, 4242};
     const void *datas[1] = {"x"};
     uint32_t dlens[1] = {1};
-    alarm(20); /* a call that waits on a bogus handle ends the program here */
+    watchdog(20, what); /* a call that waits on a bogus handle ends it here */
 
     CHECK_EQ(ring_buffer_put_msg(h, "x", 1, RB_NO_WAIT), RB_ERR_INVALID_ARG);
     CHECK_EQ(ring_buffer_put_msg(h, "x", 1, RB_WAIT_FOREVER), RB_ERR_INVALID_ARG);
@@ -172,7 +172,8 @@ static void test_close_during_call(void) {
     REQUIRE(a && b);
     struct closer_arg arg = {.rb = a, .rc = 999};
     pthread_t t;
-    alarm(20);
+    watchdog(20, "get_msg(wait forever) in one thread, handle closed by another, then a put "
+                 "through a second handle");
     REQUIRE(pthread_create(&t, NULL, blocked_getter, &arg) == 0);
     while (!atomic_load(&arg.started)) usleep(1000);
     usleep(100000); /* let it go to sleep inside the library */
@@ -472,7 +473,7 @@ static void test_timeouts(void) {
     uint32_t len = 0, lens[4];
     pthread_t t;
     struct later l;
-    alarm(30); /* a wait that never ends is reported by the watchdog */
+    watchdog(30, "negative timeouts with a message queued");
 
     /* Earlier cases consumed messages without task_done: close those tasks
      * so that the counts below are this case's own. */
@@ -505,6 +506,7 @@ static void test_timeouts(void) {
         CHECK_EQ(ring_buffer_join(rb, huge[i]), RB_OK);
     }
     /* ... and waits until the event instead of failing at once. */
+    watchdog(30, "get_msg(INT64_MAX) on an empty queue, put 0.3 s later by another thread");
     double t0 = now_s();
     start_later(&t, &l, rb, 0);
     CHECK_EQ(ring_buffer_get_msg(rb, buf, sizeof buf, &len, INT64_MAX), RB_OK);
@@ -513,6 +515,7 @@ static void test_timeouts(void) {
     pthread_join(t, NULL);
     CHECK_EQ(l.rc, RB_OK);
 
+    watchdog(30, "get_many(INT64_MAX) on an empty queue, put 0.3 s later by another thread");
     t0 = now_s();
     start_later(&t, &l, rb, 0);
     CHECK_EQ(ring_buffer_get_many(rb, buf, sizeof buf, lens, 4, INT64_MAX), 1);
@@ -524,6 +527,7 @@ static void test_timeouts(void) {
     memset(fill, 'f', sizeof fill);
     CHECK_EQ(ring_buffer_put_msg(rb, fill, sizeof fill, RB_NO_WAIT), RB_OK);
     CHECK_EQ(ring_buffer_put_msg(rb, "x", 1, RB_NO_WAIT), RB_ERR_FULL);
+    watchdog(30, "put_msg(INT64_MAX) on a full queue, drained 0.3 s later by another thread");
     t0 = now_s();
     start_later(&t, &l, rb, 1);
     CHECK_EQ(ring_buffer_put_msg(rb, "x", 1, INT64_MAX), RB_OK);
@@ -536,6 +540,7 @@ static void test_timeouts(void) {
     /* join(INT64_MAX) waits for the last task_done. */
     while (ring_buffer_unfinished_tasks(rb) > 1) CHECK_EQ(ring_buffer_task_done(rb), RB_OK);
     CHECK_EQ(ring_buffer_unfinished_tasks(rb), 1);
+    watchdog(30, "join(INT64_MAX), last task_done 0.3 s later by another thread");
     t0 = now_s();
     start_later(&t, &l, rb, 2);
     CHECK_EQ(ring_buffer_join(rb, INT64_MAX), RB_OK);
@@ -544,6 +549,7 @@ static void test_timeouts(void) {
     CHECK_EQ(l.rc, RB_OK);
 
     /* A short positive timeout still expires (after at least its length). */
+    watchdog(30, "get_msg with a 0.1 s timeout on an empty queue");
     t0 = now_s();
     CHECK_EQ(ring_buffer_get_msg(rb, buf, sizeof buf, &len, 100000000), RB_ERR_TIMEOUT);
     CHECK(now_s() - t0 >= 0.09);
@@ -562,7 +568,7 @@ static void test_huge_timeout_shutdown(void) {
     struct later l;
     char buf[16];
     uint32_t len;
-    alarm(30);
+    watchdog(30, "get_msg(INT64_MAX) ended by a shutdown 0.3 s later in another thread");
     start_later(&t, &l, rb, 3);
     CHECK_EQ(ring_buffer_get_msg(rb, buf, sizeof buf, &len, INT64_MAX), RB_ERR_SHUTDOWN);
     pthread_join(t, NULL);

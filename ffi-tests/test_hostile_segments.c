@@ -222,7 +222,7 @@ static void test_handmade_objects(void) {
     char path[160];
     shm_path(path, sizeof path, n);
     REQUIRE(mkfifo(path, 0600) == 0);
-    alarm(20);
+    watchdog(20, "opening a FIFO planted at the object's path");
     refuse_object_ex(n, "a FIFO at the object's path", true);
     alarm(0);
 }
@@ -670,7 +670,9 @@ static void test_garbage_storm(void) {
             _exit(roles[i](s));
         }
     }
-    /* Clean traffic first, then garbage; the neighbour is tried meanwhile. */
+    /* Clean traffic first, then garbage; the neighbour is tried meanwhile.
+     * The children's own watchdogs (60 s) fire first if one of them hangs. */
+    watchdog(150, "the garbage storm (parent waiting for its three processes)");
     double t0 = now_s();
     while (s->gets_ok < 200 && now_s() - t0 < 20) usleep(1000);
     CHECK(s->gets_ok >= 200);
@@ -687,6 +689,7 @@ static void test_garbage_storm(void) {
         if (rc != 0) fprintf(stderr, "  storm %s exited with %d\n", role_names[i], rc);
         CHECK_EQ(rc, 0);
     }
+    alarm(0);
     printf("garbage storm: %ld puts, %ld gets, %ld corrupt (resynced), %ld get/%ld put timeouts, "
            "%ld sprays\n",
            s->puts_ok, s->gets_ok, s->get_corrupt, s->get_timeouts, s->put_timeouts, s->sprays);
@@ -697,7 +700,7 @@ static void test_garbage_storm(void) {
     CHECK_EQ(s->bad_len, 0);
 
     /* The sprayed queue still answers (anything but a crash or a hang). */
-    alarm(20);
+    watchdog(20, "get_msg on the sprayed queue after the storm");
     char buf[STORM_BUF];
     uint32_t len;
     int rc = ring_buffer_get_msg(s->rb, buf, sizeof buf, &len, RB_NO_WAIT);
