@@ -252,6 +252,12 @@ pub(crate) struct Identity {
     pub flags: AtomicU32,
     /// `task_done` calls so far; `messages_in - tasks_done` tasks are open.
     pub tasks_done: AtomicU64,
+    /// `tail` and `head` at the last statistics reset: the legacy byte
+    /// totals are `tail - stats_base_tail` and `head - stats_base_head`,
+    /// computed when asked instead of two shared counters bumped by every
+    /// operation (which would bounce one more cache line per message).
+    pub stats_base_tail: AtomicU64,
+    pub stats_base_head: AtomicU64,
 }
 
 /// Futex words and sleeper counts. Read by every producer and consumer after
@@ -273,7 +279,14 @@ pub(crate) struct Signals {
     pub join_sleepers: AtomicU32,
     /// 1 once the queue is shut down; never goes back to 0.
     pub shutdown: AtomicU32,
-    pub reserved: AtomicU32,
+    /// Set by a consumer about to sleep, cleared by the first producer that
+    /// wakes it: one sleep costs at most one wake-up system call, however
+    /// many messages are published before the sleeper actually runs.
+    pub data_wanted: AtomicU32,
+    /// The same for producers waiting for room ...
+    pub space_wanted: AtomicU32,
+    /// ... and for callers of `join`.
+    pub join_wanted: AtomicU32,
     /// Futex wake-ups issued (statistics).
     pub wakeups: AtomicU64,
 }
@@ -285,6 +298,12 @@ pub(crate) struct Side {
     /// Robust, process-shared: a holder that dies hands the next locker
     /// `EOWNERDEAD`, which repairs this side from the journal below.
     pub lock: UnsafeCell<libc::pthread_mutex_t>,
+    /// This side's own counter (`tail` for the writer, `head` for the
+    /// reader) as it last published it. Only the lock holder moves the
+    /// counter, so this copy is exact, and reading it does not pull the
+    /// header line, which the other side writes all the time, into this
+    /// core's cache. Repaired from the header after a crash.
+    pub own: AtomicU64,
     /// Last value of the other side's counter seen (writer: `head`, reader:
     /// `tail`), so the hot path touches the shared header line only when the
     /// cached view says the ring is full (writer) or empty (reader).

@@ -46,7 +46,7 @@ impl View<'_> {
         {
             let _guard = self.lock(Role::Writer, Wait::Forever)?;
             let _inside = Inside::enter(self.header.writers());
-            let tail = self.ring.tail.load(Relaxed);
+            let tail = self.own_position(Role::Writer);
             // Acquire pairs with the consumers' Release store of `head`.
             let used = self.ring.used(self.ring.head.load(Acquire), tail)?;
             if self.ring.capacity() - used.min(self.ring.capacity()) < total {
@@ -72,7 +72,7 @@ impl View<'_> {
         {
             let _guard = self.lock(Role::Reader, Wait::Forever)?;
             let _inside = Inside::enter(self.header.readers());
-            let head = self.ring.head.load(Relaxed);
+            let head = self.own_position(Role::Reader);
             // Acquire pairs with the producers' Release store of `tail`.
             let used = self.ring.used(head, self.ring.tail.load(Acquire))?;
             if used < dst.len() as u64 {
@@ -102,7 +102,7 @@ impl View<'_> {
         {
             let _guard = self.lock(Role::Reader, Wait::Forever)?;
             let _inside = Inside::enter(self.header.readers());
-            let head = self.ring.head.load(Relaxed);
+            let head = self.own_position(Role::Reader);
             let used = self.ring.used(head, self.ring.tail.load(Acquire))?;
             let mut pos = head;
             while chunks.len() < max_chunks && pos < head + used {

@@ -59,6 +59,7 @@ impl<'a> View<'a> {
             // journal and of its counter: if we see its publication we see the
             // journal written before it.
             let pos = own.load(Acquire);
+            side.own.store(pos, Relaxed);
             if side.journal_pos.load(Acquire) == pos {
                 side.messages
                     .store(side.journal_messages.load(Acquire), Relaxed);
@@ -112,18 +113,47 @@ impl<'a> View<'a> {
         // Release pairs with the other side's Acquire load of this counter:
         // the bytes copied before it are complete once it is seen.
         own.store(to, Release);
-        if let Some((side, messages, track)) = journaled {
-            side.messages.store(messages, Release);
-            side.track.store(track, Relaxed);
-            if role == Role::Writer {
-                let queued = to.wrapping_sub(self.ring.head.load(Relaxed));
-                if queued <= self.ring.size() && queued > side.high_water.load(Relaxed) {
-                    side.high_water.store(queued, Relaxed);
+        match journaled {
+            Some((side, messages, track)) => {
+                side.own.store(to, Relaxed);
+                side.messages.store(messages, Release);
+                side.track.store(track, Relaxed);
+                if role == Role::Writer {
+                    self.note_high_water(side, to);
                 }
             }
+            // A legacy object keeps its byte totals the legacy way.
+            None => {
+                total.fetch_add(to - from, Relaxed);
+            }
         }
-        // Statistics only; reset_stats may zero them concurrently.
-        total.fetch_add(to - from, Relaxed);
+    }
+
+    /// Raises the high-water mark if `tail` (just published) makes the queue
+    /// fuller than ever. The cached `head` gives an upper bound for free; the
+    /// shared `head` is read only when that bound would raise the mark.
+    fn note_high_water(&self, writer: &Side, tail: u64) {
+        let mark = writer.high_water.load(Relaxed);
+        if tail.wrapping_sub(writer.cached_peer.load(Relaxed)) <= mark {
+            return;
+        }
+        let head = self.ring.head.load(Acquire);
+        writer.cached_peer.store(head, Relaxed);
+        let queued = tail.wrapping_sub(head);
+        if queued <= self.ring.size() && queued > mark {
+            writer.high_water.store(queued, Relaxed);
+        }
+    }
+
+    /// This side's counter: the exact shadow in its own cache line on a
+    /// version-2 object, the header's on a legacy one. The caller holds the
+    /// side's lock (only the holder moves the counter).
+    fn own_position(&self, role: Role) -> u64 {
+        match (self.side(role), role) {
+            (Some(side), _) => side.own.load(Relaxed),
+            (None, Role::Writer) => self.ring.tail.load(Relaxed),
+            (None, Role::Reader) => self.ring.head.load(Relaxed),
+        }
     }
 
     /// Follows the frames of the stream bytes `[from, to)`, still in the ring

@@ -54,8 +54,8 @@ impl View<'_> {
         let shut_down = self.is_shut_down();
         let _guard = self.lock(Role::Reader, wait)?;
         let ring = self.ring;
-        // Only the reader-lock holder stores `head`.
-        let head = ring.head.load(Relaxed);
+        // Only the reader-lock holder moves `head`.
+        let head = self.own_position(Role::Reader);
         let side = self.side(Role::Reader);
         let mut tail = side
             .map(|s| s.cached_peer.load(Relaxed))

@@ -61,9 +61,9 @@ impl View<'_> {
         }
         let _guard = self.lock(Role::Writer, wait)?;
         let ring = self.ring;
-        // Only the writer-lock holder stores `tail`; the previous holder's
+        // Only the writer-lock holder moves `tail`; the previous holder's
         // store is ordered before our lock.
-        let tail = ring.tail.load(Relaxed);
+        let tail = self.own_position(Role::Writer);
         let first = frame_len(batch.message(0).len() as u32);
         let cached = self.side(Role::Writer).map(|s| s.cached_peer.load(Relaxed));
         let mut room = cached

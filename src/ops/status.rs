@@ -52,9 +52,33 @@ impl View<'_> {
         }
     }
 
+    /// The legacy byte totals. On a version-2 object they are derived from
+    /// the counters and written back to the header fields, so programs that
+    /// read `rb->total_bytes_written` directly see them as of this call.
+    fn byte_totals(&self) -> (u64, u64) {
+        let (written, read) = (
+            self.header.total_bytes_written(),
+            self.header.total_bytes_read(),
+        );
+        if let Some(ext) = self.ext {
+            let tail = self.ring.tail.load(Acquire);
+            let head = self.ring.head.load(Acquire);
+            written.store(
+                tail.wrapping_sub(ext.identity.stats_base_tail.load(Relaxed)),
+                Relaxed,
+            );
+            read.store(
+                head.wrapping_sub(ext.identity.stats_base_head.load(Relaxed)),
+                Relaxed,
+            );
+        }
+        (written.load(Relaxed), read.load(Relaxed))
+    }
+
     pub(crate) fn stats(&self) -> Result<RingBufferStats> {
         let hdr = self.header;
         let available_read = self.available_read()?;
+        let (total_bytes_written, total_bytes_read) = self.byte_totals();
         Ok(RingBufferStats {
             buffer_size: self.buffer_size(),
             available_read,
@@ -62,8 +86,8 @@ impl View<'_> {
             readers: hdr.readers().load(Relaxed),
             writers: hdr.writers().load(Relaxed),
             ref_count: hdr.ref_count().load(Relaxed),
-            total_bytes_written: hdr.total_bytes_written().load(Relaxed),
-            total_bytes_read: hdr.total_bytes_read().load(Relaxed),
+            total_bytes_written,
+            total_bytes_read,
             utilization: f64::from(available_read) / f64::from(self.buffer_size()),
         })
     }
@@ -120,6 +144,12 @@ impl View<'_> {
         self.header.total_bytes_written().store(0, Relaxed);
         self.header.total_bytes_read().store(0, Relaxed);
         if let Some(ext) = self.ext {
+            ext.identity
+                .stats_base_tail
+                .store(self.ring.tail.load(Acquire), Relaxed);
+            ext.identity
+                .stats_base_head
+                .store(self.ring.head.load(Acquire), Relaxed);
             for counter in [
                 &ext.writer.waits,
                 &ext.reader.waits,

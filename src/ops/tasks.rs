@@ -21,9 +21,13 @@ impl View<'_> {
             .fetch_update(AcqRel, Acquire, |d| (d < consumed).then_some(d + 1))
             .map_err(|_| Error::InvalidArg)?
             + 1;
-        // Pairs with the joiner's SeqCst increment of `join_sleepers`.
+        // Pairs with the joiner's SeqCst store of `join_wanted`.
         fence(SeqCst);
-        if now >= ext.writer.messages.load(Acquire) && ext.signals.join_sleepers.load(Relaxed) > 0 {
+        let signals = &ext.signals;
+        if now >= ext.writer.messages.load(Acquire)
+            && signals.join_wanted.load(Relaxed) != 0
+            && signals.join_wanted.swap(0, SeqCst) != 0
+        {
             wake(&ext.signals.join_seq);
             ext.signals.wakeups.fetch_add(1, Relaxed);
         }
@@ -50,6 +54,7 @@ impl View<'_> {
             }
             let expected = signals.join_seq.load(SeqCst);
             signals.join_sleepers.fetch_add(1, SeqCst);
+            signals.join_wanted.store(1, SeqCst);
             let woken = if self.unfinished_tasks()? == 0 {
                 Woken::Maybe
             } else {

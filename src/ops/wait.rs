@@ -3,12 +3,15 @@
 //! has a sleeper, so a streaming queue makes no system calls at all.
 //!
 //! The sleep protocol is Dekker-style. A sleeper reads the sequence word,
-//! announces itself (SeqCst increment of the sleeper count), re-checks the
-//! counter it waits on, and only then sleeps on the sequence word. A waker
-//! publishes its counter, issues a SeqCst fence, and reads the sleeper count.
-//! Either the waker sees the sleeper and bumps the sequence word (so the
-//! sleeper's futex wait returns at once or is woken), or the sleeper's
-//! re-check sees the new counter and does not sleep.
+//! raises the "wanted" flag (SeqCst), re-checks the counter it waits on, and
+//! only then sleeps on the sequence word. A waker publishes its counter,
+//! issues a SeqCst fence, and reads the flag. Either the waker sees the flag,
+//! clears it and bumps the sequence word (so the sleeper's futex wait returns
+//! at once or is woken), or the sleeper's re-check sees the new counter and
+//! does not sleep. Only the waker that clears the flag makes the system call,
+//! so a sleeper that takes a while to get scheduled again does not turn every
+//! publication in the meantime into a wake-up. Sleeper counts are kept for
+//! the statistics only.
 
 use std::hint::spin_loop;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
@@ -58,21 +61,25 @@ impl View<'_> {
         }
         let woken = match self.ext {
             Some(ext) => {
-                let (seq, sleepers, waits) = match role {
+                let sig = &ext.signals;
+                let (seq, wanted, sleepers, waits) = match role {
                     // A producer waits for consumers to make room.
                     Role::Writer => (
-                        &ext.signals.space_seq,
-                        &ext.signals.producer_sleepers,
+                        &sig.space_seq,
+                        &sig.space_wanted,
+                        &sig.producer_sleepers,
                         &ext.writer.waits,
                     ),
                     Role::Reader => (
-                        &ext.signals.data_seq,
-                        &ext.signals.consumer_sleepers,
+                        &sig.data_seq,
+                        &sig.data_wanted,
+                        &sig.consumer_sleepers,
                         &ext.reader.waits,
                     ),
                 };
                 let expected = seq.load(SeqCst);
                 sleepers.fetch_add(1, SeqCst);
+                wanted.store(1, SeqCst);
                 let woken = if counter.load(SeqCst) != seen || self.is_shut_down() {
                     Woken::Maybe
                 } else {
@@ -112,13 +119,14 @@ impl View<'_> {
     pub(super) fn wake_peers(&self, role: Role) {
         match self.ext {
             Some(ext) => {
-                let (seq, sleepers) = match role {
-                    Role::Writer => (&ext.signals.data_seq, &ext.signals.consumer_sleepers),
-                    Role::Reader => (&ext.signals.space_seq, &ext.signals.producer_sleepers),
+                let (seq, wanted) = match role {
+                    Role::Writer => (&ext.signals.data_seq, &ext.signals.data_wanted),
+                    Role::Reader => (&ext.signals.space_seq, &ext.signals.space_wanted),
                 };
-                // Pairs with the sleeper's SeqCst increment (module docs).
+                // Pairs with the sleeper's SeqCst store of the flag (module
+                // docs); the plain load keeps the common case free of writes.
                 fence(SeqCst);
-                if sleepers.load(Relaxed) > 0 {
+                if wanted.load(Relaxed) != 0 && wanted.swap(0, SeqCst) != 0 {
                     wake(seq);
                     ext.signals.wakeups.fetch_add(1, Relaxed);
                 }

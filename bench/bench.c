@@ -1,0 +1,263 @@
+/* `make bench` (C part): throughput and latency of libring_buffer between
+ * real processes, through the new message API and through the legacy raw
+ * calls, side by side in one run. Every configuration also checks that every
+ * message arrived exactly once (counts and checksums), so a fast wrong answer
+ * cannot pass for a result.
+ *
+ * Environment: RB_BENCH_SECONDS scales the message counts (default 1). */
+#define _GNU_SOURCE
+#include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ring_buffer.h"
+
+/* Ring size for the throughput runs (RB_BENCH_RING overrides). */
+static uint32_t ring_bytes = 1u << 20;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
+}
+
+/* Results and the start signal, shared with the forked workers. */
+typedef struct {
+    atomic_int ready;
+    atomic_int go;
+    atomic_int producers_left;
+    atomic_ullong received;
+    atomic_ullong checksum;
+} shared_t;
+
+static shared_t *shared_new(void) {
+    shared_t *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (s == MAP_FAILED) abort();
+    memset(s, 0, sizeof *s);
+    return s;
+}
+
+/* A message: producer id, sequence number, then filler derived from both. */
+static uint64_t fill(uint8_t *buf, uint32_t size, uint32_t producer, uint64_t seq) {
+    memcpy(buf, &producer, 4);
+    memcpy(buf + 4, &seq, 8);
+    for (uint32_t i = 12; i < size; i++) buf[i] = (uint8_t)(seq + i);
+    return ((uint64_t)producer << 40) ^ seq;
+}
+
+static uint64_t verify(const uint8_t *buf, uint32_t size) {
+    uint32_t producer;
+    uint64_t seq;
+    memcpy(&producer, buf, 4);
+    memcpy(&seq, buf + 4, 8);
+    for (uint32_t i = 12; i < size; i++)
+        if (buf[i] != (uint8_t)(seq + i)) {
+            fprintf(stderr, "corrupt message (producer %u, seq %llu)\n", producer, (unsigned long long)seq);
+            _exit(3);
+        }
+    return ((uint64_t)producer << 40) ^ seq;
+}
+
+static void wait_go(shared_t *s) {
+    atomic_fetch_add(&s->ready, 1);
+    while (!atomic_load(&s->go)) sched_yield();
+}
+
+typedef enum { API_MESSAGES, API_LEGACY } api_t;
+
+static void producer(const char *name, shared_t *s, api_t api, uint32_t id, uint32_t size, uint64_t count) {
+    ring_buffer_t *rb = ring_buffer_open(name);
+    if (!rb) _exit(2);
+    uint8_t buf[4096 + 4];
+    wait_go(s);
+    for (uint64_t seq = 0; seq < count; seq++) {
+        if (api == API_MESSAGES) {
+            fill(buf, size, id, seq);
+            if (ring_buffer_put_msg(rb, buf, size, RB_WAIT_FOREVER) != RB_OK) _exit(4);
+        } else {
+            /* Legacy framing: one write of prefix + payload, retried while full. */
+            memcpy(buf, &size, 4);
+            fill(buf + 4, size, id, seq);
+            while (ring_buffer_write(rb, buf, size + 4) < 0) sched_yield();
+        }
+    }
+    atomic_fetch_sub(&s->producers_left, 1);
+    ring_buffer_close(rb);
+    _exit(0);
+}
+
+static void consumer(const char *name, shared_t *s, api_t api, uint32_t size) {
+    ring_buffer_t *rb = ring_buffer_open(name);
+    if (!rb) _exit(2);
+    uint8_t buf[4096 + 4];
+    uint64_t n = 0, sum = 0;
+    wait_go(s);
+    for (;;) {
+        if (api == API_MESSAGES) {
+            uint32_t len = 0;
+            int rc = ring_buffer_get_msg(rb, buf, sizeof buf, &len, RB_WAIT_FOREVER);
+            if (rc == RB_ERR_SHUTDOWN) break;
+            if (rc != RB_OK || len != size) _exit(5);
+            sum += verify(buf, size);
+        } else {
+            /* Fixed-size records: read exactly one, spinning politely while
+             * empty; stop once every producer is done and nothing is left. */
+            if (ring_buffer_read(rb, buf, size + 4) < 0) {
+                if (atomic_load(&s->producers_left) == 0 && ring_buffer_available_read(rb) == 0) break;
+                sched_yield();
+                continue;
+            }
+            sum += verify(buf + 4, size);
+        }
+        n++;
+    }
+    atomic_fetch_add(&s->received, n);
+    atomic_fetch_add(&s->checksum, sum);
+    ring_buffer_close(rb);
+    _exit(0);
+}
+
+/* Runs one configuration; returns messages per second (0 if wrong). */
+static double throughput(api_t api, int producers, int consumers, uint32_t size, uint64_t total) {
+    char name[64];
+    snprintf(name, sizeof name, "bench_%d_%d%d_%u", (int)getpid(), producers, consumers, size);
+    ring_buffer_t *rb = ring_buffer_create_ex(name, ring_bytes, 0, RB_CREATE_EXCLUSIVE);
+    if (!rb) {
+        fprintf(stderr, "create: %s\n", ring_buffer_strerror(ring_buffer_last_error()));
+        exit(1);
+    }
+    shared_t *s = shared_new();
+    uint64_t per = total / producers, expect_sum = 0;
+    atomic_store(&s->producers_left, producers);
+    uint8_t scratch[4096];
+    for (int p = 0; p < producers; p++)
+        for (uint64_t q = 0; q < per; q++) expect_sum += fill(scratch, 12, p, q);
+    pid_t pids[64];
+    int n = 0;
+    for (int c = 0; c < consumers; c++)
+        if ((pids[n++] = fork()) == 0) consumer(name, s, api, size);
+    for (int p = 0; p < producers; p++)
+        if ((pids[n++] = fork()) == 0) producer(name, s, api, p, size, per);
+    while (atomic_load(&s->ready) < n) sched_yield();
+    double start = now_s();
+    atomic_store(&s->go, 1);
+    int failed = 0;
+    for (int i = consumers; i < n; i++) {
+        int st;
+        waitpid(pids[i], &st, 0);
+        failed |= !WIFEXITED(st) || WEXITSTATUS(st);
+    }
+    if (api == API_MESSAGES) ring_buffer_shutdown(rb);
+    for (int i = 0; i < consumers; i++) {
+        int st;
+        waitpid(pids[i], &st, 0);
+        failed |= !WIFEXITED(st) || WEXITSTATUS(st);
+    }
+    double secs = now_s() - start;
+    uint64_t got = atomic_load(&s->received), sum = atomic_load(&s->checksum);
+    if (getenv("RB_BENCH_VERBOSE")) {
+        ring_buffer_stats_ex_t st;
+        ring_buffer_get_stats_ex(rb, &st);
+        fprintf(stderr, "  [%s %d->%d] producer sleeps %llu, consumer sleeps %llu, wake-ups %llu, per message %.4f\n",
+                api == API_MESSAGES ? "msg" : "legacy", producers, consumers,
+                (unsigned long long)st.producer_waits, (unsigned long long)st.consumer_waits,
+                (unsigned long long)st.wakeups, (double)(st.producer_waits + st.consumer_waits) / (got ? got : 1));
+    }
+    int exact = !failed && got == per * producers && sum == expect_sum;
+    ring_buffer_close(rb);
+    ring_buffer_destroy(name);
+    munmap(s, sizeof *s);
+    if (!exact) {
+        fprintf(stderr, "  %d->%d %uB: WRONG: %llu of %llu messages, checksum %s\n", producers, consumers, size,
+                (unsigned long long)got, (unsigned long long)(per * producers), sum == expect_sum ? "ok" : "bad");
+        return 0;
+    }
+    return got / secs;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Ping-pong between two processes over two queues, blocking gets: the
+ * round trip put -> get -> put -> get. Fills median and p99 in microseconds. */
+static void round_trip(int rounds, double *median_us, double *p99_us) {
+    char a[64], b[64];
+    snprintf(a, sizeof a, "bench_rt_a_%d", (int)getpid());
+    snprintf(b, sizeof b, "bench_rt_b_%d", (int)getpid());
+    ring_buffer_t *ping = ring_buffer_create_ex(a, 65536, 0, RB_CREATE_EXCLUSIVE);
+    ring_buffer_t *pong = ring_buffer_create_ex(b, 65536, 0, RB_CREATE_EXCLUSIVE);
+    if (!ping || !pong) exit(1);
+    pid_t child = fork();
+    if (child == 0) {
+        char buf[64];
+        uint32_t len;
+        for (int i = 0; i < rounds; i++) {
+            if (ring_buffer_get_msg(ping, buf, sizeof buf, &len, RB_WAIT_FOREVER) != RB_OK) _exit(2);
+            if (ring_buffer_put_msg(pong, buf, len, RB_WAIT_FOREVER) != RB_OK) _exit(2);
+        }
+        _exit(0);
+    }
+    uint64_t *samples = malloc(sizeof(uint64_t) * rounds);
+    char buf[64] = "ping";
+    uint32_t len;
+    for (int i = 0; i < rounds; i++) {
+        uint64_t t0 = now_ns();
+        ring_buffer_put_msg(ping, buf, 32, RB_WAIT_FOREVER);
+        ring_buffer_get_msg(pong, buf, sizeof buf, &len, RB_WAIT_FOREVER);
+        samples[i] = now_ns() - t0;
+    }
+    waitpid(child, NULL, 0);
+    qsort(samples, rounds, sizeof *samples, cmp_u64);
+    *median_us = samples[rounds / 2] / 1e3;
+    *p99_us = samples[(int)(rounds * 0.99)] / 1e3;
+    free(samples);
+    ring_buffer_close(ping);
+    ring_buffer_close(pong);
+    ring_buffer_destroy(a);
+    ring_buffer_destroy(b);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    double scale = getenv("RB_BENCH_SECONDS") ? atof(getenv("RB_BENCH_SECONDS")) : 1.0;
+    if (getenv("RB_BENCH_RING")) ring_bytes = (uint32_t)strtoul(getenv("RB_BENCH_RING"), NULL, 0);
+    uint64_t n1 = (uint64_t)(4000000 * scale), n4 = (uint64_t)(4000000 * scale);
+    printf("libring_buffer %s C benchmark (%ld CPUs), ring %u KiB, processes via fork\n", ring_buffer_version(),
+           sysconf(_SC_NPROCESSORS_ONLN), ring_bytes / 1024);
+    printf("%-34s %16s %16s %8s\n", "configuration", "put_msg/get_msg", "legacy wr/rd", "ratio");
+    struct {
+        int p, c;
+        uint32_t size;
+        uint64_t n;
+        const char *target;
+    } cfgs[] = {{1, 1, 512, n1, ">= 4 M/s"}, {4, 4, 64, n4, ">= 2 M/s"}};
+    for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
+        double m = throughput(API_MESSAGES, cfgs[i].p, cfgs[i].c, cfgs[i].size, cfgs[i].n);
+        double l = throughput(API_LEGACY, cfgs[i].p, cfgs[i].c, cfgs[i].size, cfgs[i].n);
+        char label[64];
+        snprintf(label, sizeof label, "%d->%d processes, %u-byte messages", cfgs[i].p, cfgs[i].c, cfgs[i].size);
+        printf("%-34s %12.2f M/s %12.2f M/s %7.2fx   (target %s, exact delivery checked)\n", label, m / 1e6,
+               l / 1e6, l > 0 ? m / l : INFINITY, cfgs[i].target);
+    }
+    double med, p99;
+    round_trip((int)(100000 * scale), &med, &p99);
+    printf("%-34s median %.1f us, p99 %.1f us (blocking put_msg/get_msg, two processes)\n", "round trip put->get->put->get",
+           med, p99);
+    return 0;
+}
