@@ -135,6 +135,7 @@ static inline int run_child(int (*fn)(void *), void *arg, unsigned watchdog_s) {
     REQUIRE(pid >= 0);
     if (pid == 0) {
         int failures_before = rbt_failures; /* inherited from the parent */
+        signal(SIGALRM, SIG_DFL);             /* the parent reports a child's hang */
         alarm(watchdog_s);
         int rc = fn(arg);
         _exit(rc ? rc : (rbt_failures > failures_before ? 1 : 0));

@@ -527,6 +527,43 @@ static void test_corrupt_prefixes(void) {
     close_victim(&v);
 }
 
+/* The header's identity fields rewritten under an open handle: the library
+ * keeps using what it validated at open (the mapping's real size), never the
+ * new buffer_size, so a full trip round the ring stays inside it. */
+static void test_header_rewritten_while_open(void) {
+    struct victim v = open_victim("rewritten");
+    poke_u64(v.name, HDR_MAGIC_OFF, 0);
+    poke_u32(v.name, HDR_VERSION_OFF, 7);
+    poke_u32(v.name, HDR_SIZE_OFF, 0x80000000u);
+    int failures = rbt_failures;
+    char msg[100], buf[128];
+    uint32_t len = 0;
+    long ok = 0;
+    for (int i = 0; i < 64; i++) { /* 64 x 104 bytes: round the 1024-byte ring 6 times */
+        memset(msg, 'a' + i % 26, sizeof msg);
+        if (ring_buffer_put_msg(v.rb, msg, sizeof msg, RB_NO_WAIT) == RB_OK &&
+            ring_buffer_get_msg(v.rb, buf, sizeof buf, &len, RB_NO_WAIT) == RB_OK &&
+            len == sizeof msg && memcmp(buf, msg, sizeof msg) == 0)
+            ok++;
+    }
+    CHECK_EQ(ok, 64);
+    CHECK(*v.head < 64 * 104 + 1 && *v.tail == *v.head);
+    /* A new opener sees the bad header and refuses it. */
+    EXPECT_NULL(ring_buffer_open(v.name), RB_ERR_INCOMPATIBLE);
+    /* The name field without a NUL: a ref copies at most 63 bytes of it and
+     * terminates them. */
+    memset(v.raw + HDR_NAME_OFF, 'N', 64);
+    ring_buffer_ref_t *ref = ring_buffer_get_ref(v.rb);
+    CHECK(ref != NULL);
+    if (ref) {
+        CHECK_EQ(strnlen(ref->name, sizeof ref->name), 63);
+        ring_buffer_release_ref(ref);
+    }
+    if (rbt_failures != failures) fprintf(stderr, "  ^ with the header rewritten under an open handle\n");
+    close_victim(&v);
+    NEIGHBOUR_OK("the header rewritten under an open handle");
+}
+
 /* ------------------------------------------ garbage during live traffic */
 
 #define STORM_BUF 4096u
@@ -666,6 +703,7 @@ static void test_garbage_storm(void) {
         pids[i] = fork();
         REQUIRE(pids[i] >= 0);
         if (pids[i] == 0) {
+            signal(SIGALRM, SIG_DFL);
             alarm(60); /* a hang inside the library ends here, reported below */
             _exit(roles[i](s));
         }
@@ -721,6 +759,7 @@ int main(void) {
     test_handmade_objects();
     test_corrupt_counters();
     test_corrupt_prefixes();
+    test_header_rewritten_while_open();
     test_garbage_storm();
     ring_buffer_close(rbt_neighbour);
     printf("test_hostile_segments: %.1f s\n", now_s() - t0);
