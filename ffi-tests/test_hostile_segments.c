@@ -415,8 +415,17 @@ static void test_corrupt_counters(void) {
             *v.head = cases[i].head_abs;
             *v.tail = cases[i].tail_abs;
         }
+        int failures = rbt_failures;
         expect_corrupt_counters(&v, cases[i].what);
-        expect_recovered(&v, h, t, cases[i].what);
+        /* Recovery means something only if the corrupt state was refused:
+         * a call that went ahead moved state that restoring the header
+         * cannot bring back, and would be reported twice. */
+        if (rbt_failures == failures)
+            expect_recovered(&v, h, t, cases[i].what);
+        else
+            fprintf(stderr, "  (recovery after \"%s\" not checked: the corrupt state was "
+                            "not refused)\n",
+                    cases[i].what);
         close_victim(&v);
     }
 }
