@@ -9,7 +9,6 @@
  * keeps working throughout. */
 #include "hostile_util.h"
 
-#include <pthread.h>
 #include <sys/stat.h>
 
 #define BUF 1024u
