@@ -256,11 +256,14 @@ def _declare(name: str, restype: Any, argtypes: List[Any]) -> Callable[..., Any]
 
 
 # ---------------------------------------------------------------- signatures
-# Handles are passed as c_void_p (an int address or None for NULL); names as
-# NUL-terminated bytes. Timeouts are int64 nanoseconds: 0 try once, < 0
-# forever, > 0 bounded.
-
-_u32p = POINTER(c_uint32)
+# Handles are passed as c_void_p (None is NULL); names as NUL-terminated
+# bytes. Timeouts are int64 nanoseconds: 0 try once, < 0 forever, > 0
+# bounded.
+#
+# The message functions take their buffer and output pointers as c_void_p
+# and are called with plain int addresses (ctypes.addressof) or bytes: that
+# converts several times faster than a POINTER(c_uint32) argtype with a
+# pointer object (measured: ~1 us per call less), and the ABI is the same.
 
 strerror = _declare("ring_buffer_strerror", c_char_p, [c_int])
 last_error = _declare("ring_buffer_last_error", c_int, [])
@@ -274,7 +277,7 @@ remove_if_unused = _declare("ring_buffer_remove_if_unused", c_int, [c_char_p])
 attached_processes = _declare("ring_buffer_attached_processes", c_int, [c_void_p])
 
 put_msg = _declare("ring_buffer_put_msg", c_int, [c_void_p, c_void_p, c_uint32, c_int64])
-get_msg = _declare("ring_buffer_get_msg", c_int, [c_void_p, c_void_p, c_uint32, _u32p, c_int64])
+get_msg = _declare("ring_buffer_get_msg", c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_int64])
 put_packed = _declare("ring_buffer_put_packed", c_int, [c_void_p, c_void_p, c_void_p, c_uint32, c_int64])
 get_many = _declare(
     "ring_buffer_get_many", c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_uint32, c_int64]

@@ -1,0 +1,101 @@
+"""Shared fixtures: unique queue names that are always removed, and helpers
+to run Python snippets in a fresh interpreter.
+
+Every queue a test creates gets a name from ``qname``/``make_queue``; their
+finalizers destroy the queues whether the test passed or not, and the
+session ends by checking that no queue with this run's prefix is left in
+/dev/shm.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import pytest
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # python-ctypes/
+REPO_ROOT = PACKAGE_ROOT.parent
+# In-tree import (and for spawned children, which inherit sys.path).
+if str(PACKAGE_ROOT) not in sys.path:
+    sys.path.insert(0, str(PACKAGE_ROOT))
+
+import sage_queue  # noqa: E402
+from sage_queue import SageQueue, destroy_queue  # noqa: E402
+
+#: Prefix of every queue this test run creates (pid + random: unique even
+#: when several runs share the machine).
+RUN_PREFIX = f"pyt{os.getpid()}{secrets.token_hex(2)}_"
+_counter = itertools.count()
+SHM = Path("/dev/shm")
+
+
+def unique_name(tag: str = "q") -> str:
+    name = f"{RUN_PREFIX}{tag}{next(_counter)}"
+    assert len(name.encode()) < 64
+    return name
+
+
+def shm_leftovers() -> List[str]:
+    return sorted(p.name for p in SHM.glob(f"sage_ringbuf_{RUN_PREFIX}*"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_queue_left_behind() -> Iterator[None]:
+    yield
+    left = shm_leftovers()
+    for entry in left:
+        destroy_queue(entry[len("sage_ringbuf_"):])
+    assert not left, f"tests left queues in /dev/shm: {left}"
+
+
+@pytest.fixture
+def qname(request: pytest.FixtureRequest) -> str:
+    """A fresh queue name; the queue (if created) is destroyed afterwards."""
+    name = unique_name(request.node.name[:8].replace("[", "").replace("/", ""))
+    request.addfinalizer(lambda: destroy_queue(name))
+    return name
+
+
+@pytest.fixture
+def make_queue(request: pytest.FixtureRequest) -> Callable[..., SageQueue]:
+    """Factory: make_queue(maxsize=0, **kwargs) -> a new SageQueue under a
+    unique name, closed and destroyed after the test."""
+    made: List[SageQueue] = []
+
+    def factory(maxsize: int = 0, name: Optional[str] = None, **kwargs: Any) -> SageQueue:
+        q = SageQueue(name or unique_name("m"), maxsize, **kwargs)
+        made.append(q)
+        return q
+
+    def cleanup() -> None:
+        for q in made:
+            q.close()
+            destroy_queue(q.name)
+
+    request.addfinalizer(cleanup)
+    return factory
+
+
+def child_env(**extra: str) -> Dict[str, str]:
+    """Environment for a fresh interpreter that imports the in-tree package."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH", "")]))
+    env.update(extra)
+    return env
+
+
+def run_python(code: str, *, env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None,
+               timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], env=env or child_env(), cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def library_path() -> str:
+    return sage_queue.LIBRARY_PATH

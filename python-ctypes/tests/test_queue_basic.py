@@ -1,0 +1,372 @@
+"""SageQueue in one process: the queue.Queue API, bytes, batches, codecs,
+state, statistics, references, lifetime."""
+
+from __future__ import annotations
+
+import pickle
+import queue
+import time
+from typing import Callable
+
+import pytest
+
+import sage_queue
+from sage_queue import (
+    SageQueue,
+    SageQueueRef,
+    create_queue,
+    destroy_queue,
+    open_queue,
+)
+
+from conftest import SHM
+
+
+def test_put_get_fifo_and_types(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue()
+    items = [1, "two", b"three", {"four": [4]}, (5.0, None), list(range(100))]
+    for item in items:
+        q.put(item)
+    assert q.qsize() == len(items)
+    assert [q.get() for _ in items] == items
+    assert q.empty()
+
+
+def test_default_size_and_rounding(make_queue: Callable[..., SageQueue]) -> None:
+    assert make_queue().maxsize == 64 * 1024
+    assert make_queue(1).maxsize == 1024
+    assert make_queue(5000).maxsize == 8192
+    q = make_queue(4096)
+    assert q.max_message_size == 4096 - 1 - 4
+
+
+def test_nowait_and_empty(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue()
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    with pytest.raises(queue.Empty):
+        q.get(block=False)
+    q.put_nowait("x")
+    assert q.get_nowait() == "x"
+
+
+def test_get_timeout_waits_at_least_the_timeout(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue()
+    for timeout in (0.05, 0.25):  # below and above the wait slice
+        t0 = time.monotonic()
+        with pytest.raises(queue.Empty):
+            q.get(timeout=timeout)
+        assert time.monotonic() - t0 >= timeout
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0)
+
+
+def test_put_timeout_on_full_queue(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue(1024)
+    q.put_bytes(b"x" * q.max_message_size)
+    assert q.full()
+    with pytest.raises(queue.Full):
+        q.put_nowait(1)
+    with pytest.raises(queue.Full):
+        q.put(1, block=False)
+    for timeout in (0.05, 0.25):
+        t0 = time.monotonic()
+        with pytest.raises(queue.Full):
+            q.put(1, timeout=timeout)
+        assert time.monotonic() - t0 >= timeout
+    with pytest.raises(queue.Full):
+        q.put(1, timeout=0)
+    assert q.qsize() == 1
+
+
+def test_negative_timeout_is_value_error(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue()
+    q.put(1)
+    with pytest.raises(ValueError, match="non-negative"):
+        q.get(timeout=-1)
+    with pytest.raises(ValueError, match="non-negative"):
+        q.put(2, timeout=-0.5)
+    with pytest.raises(ValueError):
+        q.get_many(3, timeout=-1)
+    with pytest.raises(ValueError):
+        q.put_many([1], timeout=-1)
+    with pytest.raises(ValueError):
+        q.join(timeout=-1)
+    # As queue.Queue: with block=False the timeout is ignored.
+    assert q.get(block=False, timeout=-1) == 1
+    q.put(3, block=False, timeout=-1)
+    assert q.qsize() == 1
+
+
+def test_blocked_get_wakes_on_put(make_queue: Callable[..., SageQueue]) -> None:
+    import threading
+
+    q = make_queue()
+    got = []
+    t = threading.Thread(target=lambda: got.append(q.get(timeout=30)))
+    t.start()
+    time.sleep(0.3)  # let it block for a few wait slices
+    q.put("late")
+    t.join(30)
+    assert got == ["late"]
+
+
+def test_put_bytes_get_bytes_no_pickle(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue()
+    q.put_bytes(b"raw\x00bytes")
+    q.put_bytes(bytearray(b"from bytearray"))
+    q.put_bytes(memoryview(b"from memoryview"))
+    q.put_bytes(b"")
+    assert q.get_bytes() == b"raw\x00bytes"
+    assert q.get_bytes() == b"from bytearray"
+    assert q.get_bytes(timeout=1) == b"from memoryview"
+    assert q.get_bytes(block=False) == b""
+    with pytest.raises(queue.Empty):
+        q.get_bytes(block=False)
+    # Raw bytes and pickles share the framing: a pickled put reads back raw.
+    q.put("s")
+    assert pickle.loads(q.get_bytes()) == "s"
+
+
+def test_put_many_get_many_order_and_counts(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue(1 << 16)
+    items = [(i, "x" * (i % 50)) for i in range(3000)]  # larger than the ring
+    import threading
+
+    received = []
+
+    def consume() -> None:
+        while len(received) < len(items):
+            received.extend(q.get_many(100, timeout=30))
+
+    t = threading.Thread(target=consume)
+    t.start()
+    assert q.put_many(items) == len(items)
+    t.join(60)
+    assert received == items
+
+
+def test_get_many_bounds(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue()
+    assert q.put_many([]) == 0
+    q.put_many(range(10))
+    assert q.get_many(3) == [0, 1, 2]
+    assert q.get_many(100) == list(range(3, 10))
+    with pytest.raises(queue.Empty):
+        q.get_many(5, block=False)
+    t0 = time.monotonic()
+    with pytest.raises(queue.Empty):
+        q.get_many(5, timeout=0.2)
+    assert time.monotonic() - t0 >= 0.2
+    with pytest.raises(ValueError):
+        q.get_many(0)
+    with pytest.raises(TypeError):
+        q.get_many(2.5)  # type: ignore[arg-type]
+
+
+def test_get_many_stops_at_receive_buffer(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue(1 << 16, buffer_size=2048)
+    q.put_many_bytes([b"a" * 1000] * 5)
+    first = q.get_many_bytes(10)
+    assert 1 <= len(first) <= 2
+    rest = []
+    while len(first) + len(rest) < 5:
+        rest.extend(q.get_many_bytes(10, timeout=1))
+    assert first + rest == [b"a" * 1000] * 5
+
+
+def test_messages_larger_than_receive_buffer(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue(1 << 16, buffer_size=64)
+    big = b"b" * 10_000
+    q.put(big)
+    q.put_bytes(big)
+    q.put(big)
+    q.put("small")
+    assert q.get() == big
+    assert q.get_bytes() == big
+    assert q.get_many(5) == [big]  # the big one comes alone
+    assert q.get_many(5) == ["small"]
+
+
+def test_put_many_partial_full_reports_count(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue(1024)
+    payloads = [b"p" * 200] * 10  # about 4 fit in 1 KiB
+    with pytest.raises(queue.Full) as info:
+        q.put_many_bytes(payloads, block=False)
+    put = info.value.items_put  # type: ignore[attr-defined]
+    assert 1 <= put < 10
+    assert q.qsize() == put
+    with pytest.raises(queue.Full) as info:
+        q.put_many_bytes(payloads, timeout=0.1)
+    assert info.value.items_put == 0  # type: ignore[attr-defined]
+
+
+def test_custom_codec(make_queue: Callable[..., SageQueue]) -> None:
+    import json
+
+    q = make_queue(dumps=lambda o: json.dumps(o).encode(), loads=lambda b: json.loads(b))
+    q.put({"a": [1, 2]})
+    q.put_many([1, "two"])
+    assert q.get_bytes() == b'{"a": [1, 2]}'
+    assert q.get_many(2) == [1, "two"]
+    ident = make_queue(dumps=bytes, loads=lambda b: b)
+    ident.put(b"abc")
+    ident.put(b"defg")
+    first = ident.get()
+    ident.get()
+    assert first == b"abc"  # a copy: not overwritten by the next get
+    with pytest.raises(TypeError):
+        make_queue(dumps="not callable")
+
+
+def test_qsize_empty_full(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue(1024)
+    assert q.qsize() == 0 and q.empty() and not q.full()
+    q.put_many_bytes([b"x"] * 7)
+    assert q.qsize() == 7 and not q.empty()
+    q.get_many_bytes(3)
+    assert q.qsize() == 4
+
+
+def test_stats_keys(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue(4096)
+    q.put_bytes(b"12345")
+    stats = q.get_stats()
+    legacy = {"buffer_size", "available_read", "available_write", "readers", "writers", "ref_count",
+              "total_bytes_written", "total_bytes_read", "utilization"}
+    extended = {"version", "attached_processes", "messages_in", "messages_out", "messages_queued",
+                "sleeping_producers", "sleeping_consumers", "producer_waits", "consumer_waits", "wakeups",
+                "owner_died_recoveries", "high_water_bytes", "tasks_done", "shutdown", "reserved"}
+    assert legacy | extended | {"message_count"} == set(stats)
+    assert stats["buffer_size"] == 4096
+    assert stats["available_read"] == 9
+    assert stats["available_write"] == 4096 - 9 - 1
+    assert stats["total_bytes_written"] == 9
+    assert stats["message_count"] == stats["messages_queued"] == 1
+    assert stats["version"] == 2
+    assert stats["attached_processes"] == 1
+    assert stats["utilization"] == pytest.approx(9 / 4096)
+    q.reset_stats()
+    assert q.get_stats()["total_bytes_written"] == 0
+    assert q.get_stats()["message_count"] == 1  # reset touches counters, not messages
+
+
+def test_reference_and_pickling(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue(2048)
+    ref = q.get_reference()
+    assert isinstance(ref, SageQueueRef)
+    assert ref.name == q.name and ref.size == 2048
+    assert ref.auto_cleanup is False
+    import os
+
+    assert ref.creator_pid == os.getpid()
+    assert q.get_stats()["ref_count"] == 2  # get_reference increments it, as legacy
+    ref2 = pickle.loads(pickle.dumps(ref))
+    assert ref2 == ref
+    q2 = ref2.get_queue()
+    try:
+        q2.put("via ref")
+        assert q.get() == "via ref"
+    finally:
+        q2.close()
+    q3 = pickle.loads(pickle.dumps(q))
+    try:
+        assert q3.name == q.name and q3 is not q
+        q3.put("via pickle")
+        assert q.get() == "via pickle"
+    finally:
+        q3.close()
+
+
+def test_context_manager_close_idempotent(qname: str) -> None:
+    with SageQueue(qname) as q:
+        q.put(1)
+    assert q.closed
+    q.close()
+    q.close()
+    with SageQueue(qname) as again:  # the queue itself stayed
+        assert again.get() == 1
+    assert "closed" in repr(q)
+
+
+def test_open_or_create_and_exclusive(qname: str) -> None:
+    with SageQueue(qname, 4096) as a, SageQueue(qname, 1 << 20) as b:
+        assert b.maxsize == 4096  # existing queue: size ignored
+        a.put("shared")
+        assert b.get() == "shared"
+        with pytest.raises(sage_queue.QueueExistsError):
+            SageQueue(qname, exclusive=True)
+        with pytest.raises(FileExistsError):
+            SageQueue(qname, exclusive=True)
+
+
+def test_module_functions(qname: str) -> None:
+    with pytest.raises(sage_queue.QueueNotFoundError):
+        open_queue(qname)
+    with pytest.raises(FileNotFoundError):
+        open_queue(qname)
+    q = create_queue(qname, 2048)
+    try:
+        assert (SHM / f"sage_ringbuf_{qname}").exists()
+        assert (SHM / f"sage_ringbuf_{qname}").stat().st_mode & 0o777 == 0o600
+        with open_queue(qname) as other:
+            other.put(5)
+        assert q.get() == 5
+    finally:
+        q.close()
+    destroy_queue(qname)
+    assert not (SHM / f"sage_ringbuf_{qname}").exists()
+    destroy_queue(qname)  # no error when it is already gone
+
+
+def test_destroy_removes_name(qname: str) -> None:
+    q = SageQueue(qname)
+    other = open_queue(qname)
+    try:
+        q.destroy()
+        assert q.closed
+        assert not (SHM / f"sage_ringbuf_{qname}").exists()
+        other.put("still works")  # open handles keep working
+        assert other.get() == "still works"
+    finally:
+        other.close()
+
+
+def test_auto_cleanup(qname: str) -> None:
+    a = SageQueue(qname, auto_cleanup=True)
+    b = open_queue(qname)
+    a.close()  # b still has it open: stays
+    assert (SHM / f"sage_ringbuf_{qname}").exists()
+    b.close()  # b has no auto_cleanup: stays
+    assert (SHM / f"sage_ringbuf_{qname}").exists()
+    c = SageQueue(qname, auto_cleanup=True)
+    c.close()  # last one out with auto_cleanup: removed
+    assert not (SHM / f"sage_ringbuf_{qname}").exists()
+
+
+def test_del_closes_quietly(qname: str) -> None:
+    import gc
+
+    q = SageQueue(qname, auto_cleanup=True)
+    del q
+    gc.collect()
+    assert not (SHM / f"sage_ringbuf_{qname}").exists()
+
+
+def test_mode_and_misc(qname: str) -> None:
+    with SageQueue(qname, mode=0o640) as q:
+        assert (SHM / f"sage_ringbuf_{qname}").stat().st_mode & 0o777 == 0o640
+        assert q.attached_processes() == 1
+        assert q.layout_version == 2
+        assert not q.is_shutdown
+        assert q.name in repr(q)
+    with pytest.raises(ValueError):
+        SageQueue(qname, mode=0o1777)
+
+
+def test_bytes_name(qname: str) -> None:
+    with SageQueue(qname.encode()) as q:
+        assert q.name == qname
+        q.put(1)
+    with open_queue(qname) as q:
+        assert q.get() == 1
