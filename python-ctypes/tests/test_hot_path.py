@@ -1,0 +1,69 @@
+"""The hot path: one C call per put and per get (and per batch) when the
+operation succeeds at once, and no per-call allocation of receive buffers."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from typing import Any, Callable, List
+
+import pytest
+
+import sage_queue.queue as queue_module
+from sage_queue import SageQueue, _lib
+
+
+@pytest.fixture
+def c_calls(monkeypatch: pytest.MonkeyPatch) -> List[str]:
+    """Records the name of every libring_buffer function called."""
+    calls: List[str] = []
+
+    def counting(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any) -> Any:
+            calls.append(name)
+            return fn(*args)
+
+        return wrapper
+
+    for name, fn in list(vars(_lib).items()):
+        if isinstance(fn, ctypes._CFuncPtr):
+            monkeypatch.setattr(_lib, name, counting(name, fn))
+    monkeypatch.setattr(queue_module, "_put_msg", counting("put_msg", queue_module._put_msg))
+    monkeypatch.setattr(queue_module, "_get_msg", counting("get_msg", queue_module._get_msg))
+    return calls
+
+
+def test_one_c_call_per_operation(make_queue: Callable[..., SageQueue], c_calls: List[str]) -> None:
+    q = make_queue(1 << 16)
+    cases = [
+        (lambda: q.put("a"), ["put_msg"]),
+        (lambda: q.get(), ["get_msg"]),
+        (lambda: q.put("b", timeout=5), ["put_msg"]),
+        (lambda: q.get(timeout=5), ["get_msg"]),
+        (lambda: q.put_nowait("c"), ["put_msg"]),
+        (lambda: q.get_nowait(), ["get_msg"]),
+        (lambda: q.put_bytes(b"d"), ["put_msg"]),
+        (lambda: q.get_bytes(), ["get_msg"]),
+        (lambda: q.put_many(range(100)), ["put_packed"]),
+        (lambda: q.get_many(100), ["get_many"]),
+    ]
+    for operation, expected in cases:
+        c_calls.clear()
+        operation()
+        assert c_calls == expected
+
+
+def test_receive_buffer_is_per_thread_and_reused(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue()
+    q.put_many(range(4))
+    q.get()
+    mine = q._receiver()
+    q.get()
+    q.get_many(1)
+    assert q._receiver() is mine
+    theirs: List[object] = []
+    t = threading.Thread(target=lambda: (q.get(), theirs.append(q._receiver())))
+    t.start()
+    t.join(30)
+    assert theirs and theirs[0] is not mine
+    assert mine.cap == q.maxsize  # one message always fits: no retry needed
