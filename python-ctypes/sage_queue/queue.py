@@ -142,6 +142,16 @@ def _check_maxsize(maxsize: object) -> int:
     return size or DEFAULT_MAXSIZE
 
 
+def _as_bytes(data: object, what: str) -> bytes:
+    """``data`` as bytes (a copy of a bytearray or memoryview); TypeError for
+    anything that is not a bytes-like object, str included."""
+    if type(data) is bytes:
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"{what} needs bytes, bytearray or memoryview, not {type(data).__name__}")
+
+
 def _check_codec(dumps: object, loads: object) -> None:
     if dumps is not None and not callable(dumps):
         raise TypeError(f"dumps must be callable (object -> bytes), not {type(dumps).__name__}")
@@ -389,7 +399,12 @@ class SageQueue:
         error for an item that cannot be serialised (the queue is untouched).
         """
         dumps = self._dumps
-        data = _pickle_dumps(item, _PROTOCOL) if dumps is None else dumps(item)
+        if dumps is None:
+            data = _pickle_dumps(item, _PROTOCOL)
+        else:
+            data = dumps(item)
+            if type(data) is not bytes:
+                data = _as_bytes(data, "dumps")
         if block and timeout is None:
             # The common case, with one C call when there is room.
             rc = _put_msg(self._handle, data, len(data), _SLICE_ARG)
@@ -408,7 +423,7 @@ class SageQueue:
     def put_bytes(self, data: Union[bytes, bytearray, memoryview], block: bool = True, timeout: Optional[float] = None) -> None:
         """Puts raw bytes as one message (no pickling); see ``put``."""
         if type(data) is not bytes:
-            data = bytes(data)
+            data = _as_bytes(data, "put_bytes")
         wait_ns, deadline = _first_wait(block, timeout)
         rc = _put_msg(self._handle, data, len(data), wait_ns)
         if rc:
@@ -449,12 +464,12 @@ class SageQueue:
         if dumps is None:
             payloads = [_pickle_dumps(item, _PROTOCOL) for item in items]
         else:
-            payloads = [dumps(item) for item in items]
+            payloads = [_as_bytes(dumps(item), "dumps") for item in items]
         return self._put_packed(payloads, block, timeout, "put_many")
 
     def put_many_bytes(self, payloads: Iterable[Union[bytes, bytearray, memoryview]], block: bool = True, timeout: Optional[float] = None) -> int:
         """``put_many`` for raw bytes (no pickling)."""
-        return self._put_packed([bytes(p) for p in payloads], block, timeout, "put_many_bytes")
+        return self._put_packed([_as_bytes(p, "put_many_bytes") for p in payloads], block, timeout, "put_many_bytes")
 
     def _put_packed(self, payloads: List[bytes], block: bool, timeout: Optional[float], what: str) -> int:
         count = len(payloads)
@@ -809,7 +824,7 @@ class SageQueue:
             raise self._closed_error()
         return (
             _reattach,
-            (self.name, self.auto_cleanup, self._dumps, self._loads, self._buffer_size_arg),
+            (type(self), self.name, self.auto_cleanup, self._dumps, self._loads, self._buffer_size_arg),
         )
 
     def __repr__(self) -> str:
@@ -825,6 +840,7 @@ def _suggest_size(needed: int) -> int:
 
 
 def _reattach(
+    cls: "type[SageQueue]",
     name: str,
     auto_cleanup: bool,
     dumps: Optional[Dumps],
@@ -832,7 +848,7 @@ def _reattach(
     buffer_size: Optional[int],
 ) -> SageQueue:
     """Unpickling: opens the queue by name in this process."""
-    return SageQueue.open(name, auto_cleanup, dumps=dumps, loads=loads, buffer_size=buffer_size)
+    return cls.open(name, auto_cleanup, dumps=dumps, loads=loads, buffer_size=buffer_size)
 
 
 # ---------------------------------------------------------------- module functions

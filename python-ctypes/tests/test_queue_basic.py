@@ -217,6 +217,30 @@ def test_custom_codec(make_queue: Callable[..., SageQueue]) -> None:
     assert first == b"abc"  # a copy: not overwritten by the next get
     with pytest.raises(TypeError):
         make_queue(dumps="not callable")
+    as_bytearray = make_queue(dumps=lambda o: bytearray(pickle.dumps(o)))
+    as_bytearray.put("ba")
+    as_bytearray.put_many(["bb"])
+    assert as_bytearray.get_many(2) == ["ba", "bb"]
+    as_text = make_queue(dumps=str)
+    with pytest.raises(TypeError, match="dumps needs bytes"):
+        as_text.put(1)
+    with pytest.raises(TypeError, match="dumps needs bytes"):
+        as_text.put_many([1])
+    assert as_text.qsize() == 0
+
+
+class TaggedQueue(SageQueue):
+    pass
+
+
+def test_subclass_pickles_as_itself(make_queue: Callable[..., SageQueue], qname: str) -> None:
+    q = TaggedQueue(qname)
+    try:
+        again = pickle.loads(pickle.dumps(q))
+        assert type(again) is TaggedQueue
+        again.close()
+    finally:
+        q.close()
 
 
 def test_qsize_empty_full(make_queue: Callable[..., SageQueue]) -> None:
