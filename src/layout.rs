@@ -300,14 +300,10 @@ pub(crate) struct Side {
     pub lock: UnsafeCell<libc::pthread_mutex_t>,
     /// This side's own counter (`tail` for the writer, `head` for the
     /// reader) as it last published it. Only the lock holder moves the
-    /// counter, so this copy is exact, and reading it does not pull the
-    /// header line, which the other side writes all the time, into this
-    /// core's cache. Repaired from the header after a crash.
+    /// counter, so this copy is exact: a header counter that differs from it
+    /// was written by somebody else, and the queue is reported corrupt.
+    /// Repaired from the header after a crash.
     pub own: AtomicU64,
-    /// Last value of the other side's counter seen (writer: `head`, reader:
-    /// `tail`), so the hot path touches the shared header line only when the
-    /// cached view says the ring is full (writer) or empty (reader).
-    pub cached_peer: AtomicU64,
     /// Whole messages this side has published (writer) or consumed (reader).
     pub messages: AtomicU64,
     /// Framing tracker (see [`crate::frame::Tracker`]), so that raw legacy

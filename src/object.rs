@@ -66,11 +66,14 @@ fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Opens `path` read-write (or read-only), never through a symbolic link.
+/// Opens `path` read-write (or read-only), never through a symbolic link,
+/// and never waiting: `O_NONBLOCK` keeps a FIFO planted at the path from
+/// blocking the open (it is refused later as not a regular file).
 fn open_path(path: &CStr, write: bool) -> Result<File> {
     let access = if write { libc::O_RDWR } else { libc::O_RDONLY };
+    let flags = access | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
     // SAFETY: `path` is NUL-terminated; the flags create nothing.
-    let fd = unsafe { libc::open(path.as_ptr(), access | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    let fd = unsafe { libc::open(path.as_ptr(), flags) };
     if fd < 0 {
         return Err(Error::last_os());
     }
@@ -296,6 +299,9 @@ pub(crate) fn remove_if_unused(name: &QueueName) -> Result<bool> {
     let st = fstat(file.as_raw_fd())?;
     if st.st_nlink == 0 {
         return Err(Error::NotFound);
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(Error::Incompatible);
     }
     unlink_if_same(
         name,

@@ -5,7 +5,7 @@
 //! framing trackers so message counts stay exact.
 
 use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::Role;
 use crate::error::{Error, Result};
@@ -46,9 +46,8 @@ impl View<'_> {
         {
             let _guard = self.lock(Role::Writer, Wait::Forever)?;
             let _inside = Inside::enter(self.header.writers());
-            let tail = self.own_position(Role::Writer);
-            // Acquire pairs with the consumers' Release store of `head`.
-            let used = self.ring.used(self.ring.head.load(Acquire), tail)?;
+            let (head, tail) = self.counters(Role::Writer)?;
+            let used = tail - head;
             if self.ring.capacity() - used.min(self.ring.capacity()) < total {
                 return Err(Error::Full);
             }
@@ -57,7 +56,7 @@ impl View<'_> {
                 self.ring.write(pos, part);
                 pos += part.len() as u64;
             }
-            self.publish(Role::Writer, tail, pos, 0);
+            self.publish(Role::Writer, tail, pos, 0, head);
         }
         self.wake_peers(Role::Writer);
         Ok(total)
@@ -72,17 +71,15 @@ impl View<'_> {
         {
             let _guard = self.lock(Role::Reader, Wait::Forever)?;
             let _inside = Inside::enter(self.header.readers());
-            let head = self.own_position(Role::Reader);
-            // Acquire pairs with the producers' Release store of `tail`.
-            let used = self.ring.used(head, self.ring.tail.load(Acquire))?;
-            if used < dst.len() as u64 {
+            let (head, tail) = self.counters(Role::Reader)?;
+            if tail - head < dst.len() as u64 {
                 return Err(Error::Empty);
             }
             self.ring.read(head, dst);
             if !consume {
                 return Ok(());
             }
-            self.publish(Role::Reader, head, head + dst.len() as u64, 0);
+            self.publish(Role::Reader, head, head + dst.len() as u64, 0, tail);
         }
         self.wake_peers(Role::Reader);
         Ok(())
@@ -102,11 +99,10 @@ impl View<'_> {
         {
             let _guard = self.lock(Role::Reader, Wait::Forever)?;
             let _inside = Inside::enter(self.header.readers());
-            let head = self.own_position(Role::Reader);
-            let used = self.ring.used(head, self.ring.tail.load(Acquire))?;
+            let (head, tail) = self.counters(Role::Reader)?;
             let mut pos = head;
-            while chunks.len() < max_chunks && pos < head + used {
-                let len = (head + used - pos).min(chunk as u64) as usize;
+            while chunks.len() < max_chunks && pos < tail {
+                let len = (tail - pos).min(chunk as u64) as usize;
                 let Some(dst) = alloc(len) else { break };
                 // SAFETY: `alloc` hands out fresh heap blocks of `len` bytes.
                 unsafe { self.ring.read_raw(pos, dst, len) };
@@ -116,7 +112,7 @@ impl View<'_> {
             if pos == head {
                 return Ok(chunks);
             }
-            self.publish(Role::Reader, head, pos, 0);
+            self.publish(Role::Reader, head, pos, 0, tail);
         }
         self.wake_peers(Role::Reader);
         Ok(chunks)

@@ -17,7 +17,7 @@ pub(crate) use send::Outgoing;
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::frame::Tracker;
 use crate::layout::Side;
 use crate::segment::View;
@@ -50,9 +50,9 @@ impl<'a> View<'a> {
         let Some(side) = self.side(role) else {
             return Ok(None);
         };
-        let (own, peer, inside) = match role {
-            Role::Writer => (self.ring.tail, self.ring.head, self.header.writers()),
-            Role::Reader => (self.ring.head, self.ring.tail, self.header.readers()),
+        let (own, inside) = match role {
+            Role::Writer => (self.ring.tail, self.header.writers()),
+            Role::Reader => (self.ring.head, self.header.readers()),
         };
         let repair = || {
             // Acquire pairs with the dead owner's Release stores of the
@@ -65,7 +65,6 @@ impl<'a> View<'a> {
                     .store(side.journal_messages.load(Acquire), Relaxed);
                 side.track.store(side.journal_track.load(Acquire), Relaxed);
             }
-            side.cached_peer.store(peer.load(Acquire), Relaxed);
             inside.store(0, Relaxed);
             side.recoveries.fetch_add(1, Relaxed);
         };
@@ -79,33 +78,60 @@ impl<'a> View<'a> {
         Ok(Some(guard))
     }
 
+    /// Reads `head` and `tail` for an operation of `role`, whose lock the
+    /// caller holds, and validates them: `head <= tail <= head + buffer_size`,
+    /// and this side's counter equal to the copy it keeps of what it last
+    /// published (only the lock holder moves it, so any difference means
+    /// someone else wrote it: a hostile or buggy process, or a process using
+    /// the legacy library on a version-2 queue). `Corrupt` otherwise.
+    ///
+    /// Acquire pairs with the other side's Release store of its counter: the
+    /// bytes it copied in (or out) before moving it are complete.
+    fn counters(&self, role: Role) -> Result<(u64, u64)> {
+        let head = self.ring.head.load(Acquire);
+        let tail = self.ring.tail.load(Acquire);
+        if let Some(side) = self.side(role) {
+            let own = if role == Role::Writer { tail } else { head };
+            if side.own.load(Relaxed) != own {
+                return Err(Error::Corrupt);
+            }
+        }
+        self.ring.used(head, tail)?;
+        Ok((head, tail))
+    }
+
     /// Records a finished copy and publishes it: journal first, then the
-    /// counter (`tail` or `head`, Release), then the message count, framing
-    /// state and statistics. The caller holds the side's lock and has copied
-    /// the bytes `[from, to)` in (writer) or out (reader); `frames` is how
-    /// many whole frames they hold if they start on a frame boundary.
-    fn publish(&self, role: Role, from: u64, to: u64, frames: u64) {
+    /// counter (`tail` or `head`, Release), then the message count and
+    /// framing state. The caller holds the side's lock and has copied the
+    /// bytes `[from, to)` in (writer) or out (reader); `frames` is how many
+    /// whole frames they hold if they start on a frame boundary; `peer` is the
+    /// other side's counter as read by [`View::counters`].
+    fn publish(&self, role: Role, from: u64, to: u64, frames: u64, peer: u64) {
         use std::sync::atomic::Ordering::Release;
         let (own, total) = match role {
             Role::Writer => (self.ring.tail, self.header.total_bytes_written()),
             Role::Reader => (self.ring.head, self.header.total_bytes_read()),
         };
-        let journaled = self.side(role).map(|side| {
-            let mut track = Tracker::unpack(side.track.load(Relaxed));
-            let counted = if track.is_boundary() && frames > 0 {
-                frames
-            } else {
-                self.feed_from_ring(&mut track, from, to)
-            };
-            let messages = side.messages.load(Relaxed).wrapping_add(counted);
-            let track = track.pack();
-            // Journal before the publication (see `lock`'s repair), position
-            // first so that a half-written journal never matches the counter.
-            side.journal_pos.store(to, Release);
-            side.journal_messages.store(messages, Release);
-            side.journal_track.store(track, Release);
-            (side, messages, track)
-        });
+        let Some(side) = self.side(role) else {
+            // A legacy object: the counter (Release pairs with the other
+            // side's Acquire load) and the legacy byte totals.
+            own.store(to, Release);
+            total.fetch_add(to - from, Relaxed);
+            return;
+        };
+        let mut track = Tracker::unpack(side.track.load(Relaxed));
+        let counted = if track.is_boundary() && frames > 0 {
+            frames
+        } else {
+            self.feed_from_ring(&mut track, from, to)
+        };
+        let messages = side.messages.load(Relaxed).wrapping_add(counted);
+        let track = track.pack();
+        // Journal before the publication (see `lock`'s repair), position
+        // first so that a half-written journal never matches the counter.
+        side.journal_pos.store(to, Release);
+        side.journal_messages.store(messages, Release);
+        side.journal_track.store(track, Release);
         crate::failpoint::hit(match role {
             Role::Writer => "writer_before_publish",
             Role::Reader => "reader_before_publish",
@@ -113,47 +139,37 @@ impl<'a> View<'a> {
         // Release pairs with the other side's Acquire load of this counter:
         // the bytes copied before it are complete once it is seen.
         own.store(to, Release);
-        match journaled {
-            Some((side, messages, track)) => {
-                side.own.store(to, Relaxed);
-                side.messages.store(messages, Release);
-                side.track.store(track, Relaxed);
-                if role == Role::Writer {
-                    self.note_high_water(side, to);
-                }
-            }
-            // A legacy object keeps its byte totals the legacy way.
-            None => {
-                total.fetch_add(to - from, Relaxed);
+        side.messages.store(messages, Release);
+        // The framing state before the shadow: a reader that finds the
+        // shadow equal to a `tail` it saw also finds the framing state that
+        // goes with it (see `writer_ends_on_frame`).
+        side.track.store(track, Release);
+        side.own.store(to, Release);
+        if role == Role::Writer {
+            // At most what was queued right after this publication (`head`
+            // can only have grown since `peer` was read).
+            let queued = to - peer;
+            if queued > side.high_water.load(Relaxed) {
+                side.high_water.store(queued, Relaxed);
             }
         }
     }
 
-    /// Raises the high-water mark if `tail` (just published) makes the queue
-    /// fuller than ever. The cached `head` gives an upper bound for free; the
-    /// shared `head` is read only when that bound would raise the mark.
-    fn note_high_water(&self, writer: &Side, tail: u64) {
-        let mark = writer.high_water.load(Relaxed);
-        if tail.wrapping_sub(writer.cached_peer.load(Relaxed)) <= mark {
-            return;
-        }
-        let head = self.ring.head.load(Acquire);
-        writer.cached_peer.store(head, Relaxed);
-        let queued = tail.wrapping_sub(head);
-        if queued <= self.ring.size() && queued > mark {
-            writer.high_water.store(queued, Relaxed);
-        }
-    }
-
-    /// This side's counter: the exact shadow in its own cache line on a
-    /// version-2 object, the header's on a legacy one. The caller holds the
-    /// side's lock (only the holder moves the counter).
-    fn own_position(&self, role: Role) -> u64 {
-        match (self.side(role), role) {
-            (Some(side), _) => side.own.load(Relaxed),
-            (None, Role::Writer) => self.ring.tail.load(Relaxed),
-            (None, Role::Reader) => self.ring.head.load(Relaxed),
-        }
+    /// Whether the byte stream up to `tail` ends on a frame boundary, as far
+    /// as the writers know (`false` on a legacy object, which keeps no
+    /// framing state). Then a frame that claims more bytes than are queued
+    /// before `tail` cannot be a legacy producer's half-written message: it
+    /// is corruption.
+    fn writer_ends_on_frame(&self, tail: u64) -> bool {
+        let Some(writer) = self.side(Role::Writer) else {
+            return false;
+        };
+        // Seqlock-style: the shadow brackets the framing state (both stored
+        // with Release, shadow last).
+        let before = writer.own.load(Acquire);
+        let track = Tracker::unpack(writer.track.load(Acquire));
+        let after = writer.own.load(Acquire);
+        before == tail && after == tail && track.is_boundary()
     }
 
     /// Follows the frames of the stream bytes `[from, to)`, still in the ring

@@ -1,7 +1,5 @@
 //! Consumers: taking whole framed messages, one or a batch per lock.
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
-
 use super::Role;
 use crate::error::{Error, Result};
 use crate::frame::frame_len;
@@ -53,32 +51,22 @@ impl View<'_> {
         // process) then cannot hide that put's message from us.
         let shut_down = self.is_shut_down();
         let _guard = self.lock(Role::Reader, wait)?;
+        let (head, tail) = self.counters(Role::Reader)?;
         let ring = self.ring;
-        // Only the reader-lock holder moves `head`.
-        let head = self.own_position(Role::Reader);
-        let side = self.side(Role::Reader);
-        let mut tail = side
-            .map(|s| s.cached_peer.load(Relaxed))
-            .filter(|&t| ring.used(head, t).is_ok());
-        let mut refreshed = false;
         let mut pos = head;
         let mut received = 0;
-        loop {
-            // A bogus cached value may lie behind `pos`: that is corruption.
-            let queued = match tail {
-                Some(t) => t.checked_sub(pos).ok_or(Error::Corrupt)?,
-                None => 0,
-            };
-            if queued >= 4 {
-                let frame = frame_len(ring.prefix_at(pos));
-                if frame > ring.capacity() {
-                    // No writer can have produced this frame.
+        while pos < tail {
+            let queued = tail - pos;
+            let frame = (queued >= 4).then(|| frame_len(ring.prefix_at(pos)));
+            match frame {
+                // No writer can have produced this frame.
+                Some(frame) if frame > ring.capacity() => {
                     if received == 0 {
                         return Err(Error::Corrupt);
                     }
                     break;
                 }
-                if frame <= queued {
+                Some(frame) if frame <= queued => {
                     let len = (frame - 4) as u32;
                     let Some(dst) = sink.slot(received, len) else {
                         if received == 0 {
@@ -92,31 +80,27 @@ impl View<'_> {
                     crate::failpoint::hit("reader_mid_copy");
                     pos += frame;
                     received += 1;
-                    continue;
+                }
+                // The last frame is incomplete. A legacy producer may be
+                // half-way through writing it in two calls; but if the
+                // writers' framing state says the stream ends on a frame
+                // boundary right at `tail`, the prefix lies.
+                _ => {
+                    if received == 0 && self.writer_ends_on_frame(tail) {
+                        return Err(Error::Corrupt);
+                    }
+                    break;
                 }
             }
-            // Out of whole messages in our view of `tail`: refresh it once.
-            if refreshed {
-                break;
-            }
-            // Acquire pairs with the producer's Release store of `tail`: the
-            // bytes before it are complete.
-            let t = ring.tail.load(Acquire);
-            ring.used(head, t)?;
-            if let Some(side) = side {
-                side.cached_peer.store(t, Relaxed);
-            }
-            tail = Some(t);
-            refreshed = true;
         }
         if received == 0 {
-            return match tail {
-                _ if shut_down => Err(Error::Shutdown),
-                Some(t) => Ok(Attempt::Nothing(t)),
-                None => Ok(Attempt::Nothing(head)),
+            return if shut_down {
+                Err(Error::Shutdown)
+            } else {
+                Ok(Attempt::Nothing(tail))
             };
         }
-        self.publish(Role::Reader, head, pos, received as u64);
+        self.publish(Role::Reader, head, pos, received as u64, tail);
         Ok(Attempt::Received(received))
     }
 }

@@ -1,7 +1,5 @@
 //! Producers: putting framed messages, one or a batch per lock.
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
-
 use super::Role;
 use crate::error::{Error, Result};
 use crate::frame::frame_len;
@@ -60,28 +58,8 @@ impl View<'_> {
             return Err(Error::Shutdown);
         }
         let _guard = self.lock(Role::Writer, wait)?;
-        let ring = self.ring;
-        // Only the writer-lock holder moves `tail`; the previous holder's
-        // store is ordered before our lock.
-        let tail = self.own_position(Role::Writer);
-        let first = frame_len(batch.message(0).len() as u32);
-        let cached = self.side(Role::Writer).map(|s| s.cached_peer.load(Relaxed));
-        let mut room = cached
-            .and_then(|head| ring.used(head, tail).ok())
-            .map(|u| ring.capacity().saturating_sub(u));
-        if room.is_none_or(|r| r < first) {
-            // Acquire pairs with the consumer's Release store of `head`: its
-            // copy-out of the bytes we may now overwrite is complete.
-            let head = ring.head.load(Acquire);
-            room = Some(ring.capacity().saturating_sub(ring.used(head, tail)?));
-            if let Some(side) = self.side(Role::Writer) {
-                side.cached_peer.store(head, Relaxed);
-            }
-            if room < Some(first) {
-                return Ok(Attempt::NoRoom(head));
-            }
-        }
-        let room = room.expect("set above");
+        let (head, tail) = self.counters(Role::Writer)?;
+        let room = self.ring.capacity() - (tail - head).min(self.ring.capacity());
         let mut pos = tail;
         let mut sent = 0;
         while sent < batch.count() {
@@ -90,13 +68,16 @@ impl View<'_> {
             if pos - tail + frame > room {
                 break;
             }
-            ring.write(pos, &(msg.len() as u32).to_le_bytes());
+            self.ring.write(pos, &(msg.len() as u32).to_le_bytes());
             crate::failpoint::hit("writer_mid_copy");
-            ring.write(pos + 4, msg);
+            self.ring.write(pos + 4, msg);
             pos += frame;
             sent += 1;
         }
-        self.publish(Role::Writer, tail, pos, sent as u64);
+        if sent == 0 {
+            return Ok(Attempt::NoRoom(head));
+        }
+        self.publish(Role::Writer, tail, pos, sent as u64, head);
         Ok(Attempt::Sent(sent))
     }
 }
