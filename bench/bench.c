@@ -7,6 +7,7 @@
  * Environment: RB_BENCH_SECONDS scales the message counts (default 1). */
 #define _GNU_SOURCE
 #include <math.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +24,33 @@
 
 /* Ring size for the throughput runs (RB_BENCH_RING overrides). */
 static uint32_t ring_bytes = 1u << 20;
+
+/* Every queue this run creates, removed at exit and on SIGINT/SIGTERM (with
+ * unlink, which is async-signal-safe), so an interrupted run leaves nothing. */
+static char created[8][96];
+static int created_count;
+static pid_t bench_pid;
+
+static void remove_created(void) {
+    if (getpid() != bench_pid) return;
+    for (int i = 0; i < created_count; i++) unlink(created[i]);
+}
+
+static void on_signal(int sig) {
+    remove_created();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static ring_buffer_t *create_queue(const char *name, uint32_t size) {
+    if (created_count < 8) snprintf(created[created_count++], 96, "/dev/shm/sage_ringbuf_%s", name);
+    ring_buffer_t *rb = ring_buffer_create_ex(name, size, 0, RB_CREATE_EXCLUSIVE);
+    if (!rb) {
+        fprintf(stderr, "create %s: %s\n", name, ring_buffer_strerror(ring_buffer_last_error()));
+        exit(1);
+    }
+    return rb;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -72,7 +101,14 @@ static uint64_t verify(const uint8_t *buf, uint32_t size) {
     return ((uint64_t)producer << 40) ^ seq;
 }
 
+/* Forked workers die with the benchmark instead of blocking for ever. */
+static void die_with_parent(void) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != bench_pid) _exit(1);
+}
+
 static void wait_go(shared_t *s) {
+    die_with_parent();
     atomic_fetch_add(&s->ready, 1);
     while (!atomic_load(&s->go)) sched_yield();
 }
@@ -135,11 +171,7 @@ static void consumer(const char *name, shared_t *s, api_t api, uint32_t size) {
 static double throughput(api_t api, int producers, int consumers, uint32_t size, uint64_t total) {
     char name[64];
     snprintf(name, sizeof name, "bench_%d_%d%d_%u", (int)getpid(), producers, consumers, size);
-    ring_buffer_t *rb = ring_buffer_create_ex(name, ring_bytes, 0, RB_CREATE_EXCLUSIVE);
-    if (!rb) {
-        fprintf(stderr, "create: %s\n", ring_buffer_strerror(ring_buffer_last_error()));
-        exit(1);
-    }
+    ring_buffer_t *rb = create_queue(name, ring_bytes);
     shared_t *s = shared_new();
     uint64_t per = total / producers, expect_sum = 0;
     atomic_store(&s->producers_left, producers);
@@ -200,11 +232,11 @@ static void round_trip(int rounds, double *median_us, double *p99_us) {
     char a[64], b[64];
     snprintf(a, sizeof a, "bench_rt_a_%d", (int)getpid());
     snprintf(b, sizeof b, "bench_rt_b_%d", (int)getpid());
-    ring_buffer_t *ping = ring_buffer_create_ex(a, 65536, 0, RB_CREATE_EXCLUSIVE);
-    ring_buffer_t *pong = ring_buffer_create_ex(b, 65536, 0, RB_CREATE_EXCLUSIVE);
-    if (!ping || !pong) exit(1);
+    ring_buffer_t *ping = create_queue(a, 65536);
+    ring_buffer_t *pong = create_queue(b, 65536);
     pid_t child = fork();
     if (child == 0) {
+        die_with_parent();
         char buf[64];
         uint32_t len;
         for (int i = 0; i < rounds; i++) {
@@ -235,6 +267,10 @@ static void round_trip(int rounds, double *median_us, double *p99_us) {
 
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
+    bench_pid = getpid();
+    atexit(remove_created);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
     double scale = getenv("RB_BENCH_SECONDS") ? atof(getenv("RB_BENCH_SECONDS")) : 1.0;
     if (getenv("RB_BENCH_RING")) ring_bytes = (uint32_t)strtoul(getenv("RB_BENCH_RING"), NULL, 0);
     uint64_t n1 = (uint64_t)(4000000 * scale), n4 = (uint64_t)(4000000 * scale);

@@ -78,7 +78,7 @@ static void rbt_init(void) {
 
 /* A fresh queue name ("ct_<tag>_<pid>_<n>", at most 63 bytes), registered
  * for removal. The returned string stays valid until exit. */
-static const char *test_name(const char *tag) {
+__attribute__((unused)) static const char *test_name(const char *tag) {
     static char names[RBT_MAX_NAMES][64];
     static int count;
     REQUIRE(count < RBT_MAX_NAMES);
@@ -89,7 +89,7 @@ static const char *test_name(const char *tag) {
 }
 
 /* Waits for a child; returns its exit code, or 128 + signal. */
-static int wait_child(pid_t pid) {
+__attribute__((unused)) static int wait_child(pid_t pid) {
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }

@@ -221,10 +221,14 @@ typedef struct ring_buffer_t {
   pid_t creator_pid;
   /**
    * Bytes written since creation or the last `ring_buffer_reset_stats`.
+   * In objects this library creates, the value is derived from `tail` and
+   * stored here by `ring_buffer_get_stats`/`_ex` (one shared counter less
+   * for every operation to bounce between cores); read it through them.
    */
   uint64_t total_bytes_written;
   /**
-   * Bytes read since creation or the last `ring_buffer_reset_stats`.
+   * Bytes read since creation or the last `ring_buffer_reset_stats`
+   * (derived from `head` likewise).
    */
   uint64_t total_bytes_read;
   /**

@@ -78,8 +78,12 @@ pub struct RingBuffer {
     /// Process that created the object.
     pub creator_pid: libc::pid_t,
     /// Bytes written since creation or the last `ring_buffer_reset_stats`.
+    /// In objects this library creates, the value is derived from `tail` and
+    /// stored here by `ring_buffer_get_stats`/`_ex` (one shared counter less
+    /// for every operation to bounce between cores); read it through them.
     pub total_bytes_written: u64,
-    /// Bytes read since creation or the last `ring_buffer_reset_stats`.
+    /// Bytes read since creation or the last `ring_buffer_reset_stats`
+    /// (derived from `head` likewise).
     pub total_bytes_read: u64,
     /// Unused, zero.
     pub padding: [c_char; 24],
