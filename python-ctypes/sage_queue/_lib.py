@@ -248,15 +248,11 @@ def _loaded_path(lib: ctypes.CDLL, target: str) -> str:
 _lib, LIBRARY_PATH = _load()
 
 
-def _declare_in(library: ctypes.CDLL, name: str, restype: Any, argtypes: List[Any]) -> Callable[..., Any]:
-    fn = getattr(library, name)
+def _declare(name: str, restype: Any, argtypes: List[Any]) -> Callable[..., Any]:
+    fn = getattr(_lib, name)
     fn.restype = restype
     fn.argtypes = argtypes
     return fn  # type: ignore[no-any-return]
-
-
-def _declare(name: str, restype: Any, argtypes: List[Any]) -> Callable[..., Any]:
-    return _declare_in(_lib, name, restype, argtypes)
 
 
 # ---------------------------------------------------------------- signatures
@@ -300,17 +296,6 @@ unfinished_tasks = _declare("ring_buffer_unfinished_tasks", c_uint64, [c_void_p]
 
 get_ref = _declare("ring_buffer_get_ref", POINTER(RingBufferRef), [c_void_p])
 release_ref = _declare("ring_buffer_release_ref", None, [POINTER(RingBufferRef)])
-
-# Non-blocking first attempts of put/get (timeout 0), called through a PyDLL
-# view of the same library: the GIL stays held for these sub-microsecond
-# calls, which saves releasing and re-taking it and the errno swap on every
-# message (measured: ~0.08 us of ~1.4 us per put or get). They never wait for
-# room or messages, so holding the GIL cannot stall other threads for long;
-# every wait goes through put_msg/get_msg above, which release it, and so do
-# the error reports (which need errno).
-_with_gil = ctypes.PyDLL(LIBRARY_PATH, handle=_lib._handle)
-put_msg_try = _declare_in(_with_gil, "ring_buffer_put_msg", c_int, [c_void_p, c_void_p, c_uint32, c_int64])
-get_msg_try = _declare_in(_with_gil, "ring_buffer_get_msg", c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_int64])
 
 #: Version string of the loaded library, e.g. "1.0.0".
 LIBRARY_VERSION: str = (version() or b"?").decode("ascii", "replace")

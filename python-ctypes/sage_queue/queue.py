@@ -17,6 +17,12 @@ Design notes (why the code looks the way it does):
   (or room) arrives or the slice ends; between slices Python runs its signal
   handlers (Ctrl-C → ``KeyboardInterrupt``) and re-checks the deadline. There
   is no sleep-polling: a message arriving mid-slice wakes the caller at once.
+* **Blocking calls start with the timed call**, not with a timeout-0 try:
+  libring_buffer's try-once takes its ring lock without a deadline, so it
+  hangs (Ctrl-C included) for as long as a stopped peer holds that lock,
+  while a timed call gives up at the end of its slice. (Trying first with
+  the GIL held through a PyDLL view was ~5% faster per message; this
+  robustness was judged worth more.)
 * **Closed queues:** ``close()`` sets the handle to None, so the hot path
   passes NULL to C, which answers ``RB_ERR_INVALID_ARG``; only that slow path
   checks whether the queue was closed. No extra check costs the hot path.
@@ -81,10 +87,10 @@ Loads = Callable[[bytes], Any]
 NameLike = Union[str, bytes]
 
 _SLICE_NS = int(WAIT_SLICE * 1e9)
-# A ready-made ctypes argument for the hot paths: ctypes passes an instance of
+# Ready-made ctypes arguments for the hot paths: ctypes passes an instance of
 # the declared type through as is, while an int must first be converted into
 # a new one (measured: ~0.05 us per argument, a quarter of a get's overhead).
-_NO_WAIT_ARG = ctypes.c_int64(0)
+_SLICE_ARG = ctypes.c_int64(_SLICE_NS)
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _FRAME = _lib.RING_BUFFER_FRAME_PREFIX
 _pickle_dumps = pickle.dumps
@@ -92,8 +98,6 @@ _pickle_loads = pickle.loads
 _monotonic = time.monotonic
 _put_msg = _lib.put_msg
 _get_msg = _lib.get_msg
-_put_try = _lib.put_msg_try
-_get_try = _lib.get_msg_try
 _NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number"
 
 
@@ -218,7 +222,7 @@ class _Receiver:
         self.lens = array.array("I")
         self.lens_addr = 0
         self.lens_cap = 0
-        # The same values as ready-made ctypes arguments (see _NO_WAIT_ARG).
+        # The same values as ready-made ctypes arguments (see _SLICE_ARG).
         self.addr_arg = c_void_p(self.addr)
         self.cap_arg = c_uint32(cap)
         self.length_arg = c_void_p(self.length_addr)
@@ -410,12 +414,16 @@ class SageQueue:
             data = dumps(item)
             if type(data) is not bytes:
                 data = _as_bytes(data, "dumps")
-        if timeout is not None and block and timeout < 0:
-            raise ValueError(_NEGATIVE_TIMEOUT)
-        # One C call when there is room; it never waits (see _put_slow).
-        rc = _put_try(self._handle, data, len(data), _NO_WAIT_ARG)
+        if block and timeout is None:
+            # The common case, with one C call when there is room.
+            rc = _put_msg(self._handle, data, len(data), _SLICE_ARG)
+            if rc:
+                self._put_wait(data, rc, True, None, "put")
+            return
+        wait_ns, deadline = _first_wait(block, timeout)
+        rc = _put_msg(self._handle, data, len(data), wait_ns)
         if rc:
-            self._put_slow(data, rc, block, timeout, "put")
+            self._put_wait(data, rc, block, deadline, "put")
 
     def put_nowait(self, item: Any) -> None:
         """``put(item, block=False)``."""
@@ -425,25 +433,10 @@ class SageQueue:
         """Puts raw bytes as one message (no pickling); see ``put``."""
         if type(data) is not bytes:
             data = _as_bytes(data, "put_bytes")
-        if timeout is not None and block and timeout < 0:
-            raise ValueError(_NEGATIVE_TIMEOUT)
-        rc = _put_try(self._handle, data, len(data), _NO_WAIT_ARG)
-        if rc:
-            self._put_slow(data, rc, block, timeout, "put_bytes")
-
-    def _put_slow(self, data: bytes, rc: int, block: bool, timeout: Optional[float], what: str) -> None:
-        """After a first attempt that did not put: wait for room if asked to.
-
-        The first attempt keeps the GIL and never waits. Everything from
-        here goes through ``_lib.put_msg``, which releases the GIL while it
-        waits and keeps errno for the error report.
-        """
-        if rc == RB_ERR_FULL and not block:
-            raise Full
         wait_ns, deadline = _first_wait(block, timeout)
         rc = _put_msg(self._handle, data, len(data), wait_ns)
         if rc:
-            self._put_wait(data, rc, block, deadline, what)
+            self._put_wait(data, rc, block, deadline, "put_bytes")
 
     def _put_wait(self, data: bytes, rc: int, block: bool, deadline: Optional[float], what: str) -> None:
         """The slow path of a put: keeps waiting in slices until it is done,
@@ -554,10 +547,13 @@ class SageQueue:
             rx = self._tls.rx
         except AttributeError:
             rx = self._receiver()
-        if timeout is not None and block and timeout < 0:
-            raise ValueError(_NEGATIVE_TIMEOUT)
-        # One C call when a message is there; it never waits (see _get_slow).
-        rc = _get_try(self._handle, rx.addr_arg, rx.cap_arg, rx.length_arg, _NO_WAIT_ARG)
+        if block and timeout is None:
+            # The common case, with one C call when a message is there.
+            rc = _get_msg(self._handle, rx.addr_arg, rx.cap_arg, rx.length_arg, _SLICE_ARG)
+            deadline: Optional[float] = None
+        else:
+            wait_ns, deadline = _first_wait(block, timeout)
+            rc = _get_msg(self._handle, rx.addr, rx.cap, rx.length_addr, wait_ns)
         if rc == RB_OK:
             loads = self._loads
             if loads is None:
@@ -565,9 +561,9 @@ class SageQueue:
                 return _pickle_loads(rx.view[: rx.length.value])
             # A custom loads might keep a view of its input: give it a copy.
             return loads(rx.view[: rx.length.value].tobytes())
-        payload = self._get_slow(rx, rc, block, timeout, "get")
+        payload = self._get_wait(rx, rc, block, deadline, "get")
         loads = self._loads
-        return _pickle_loads(payload) if loads is None else loads(payload.tobytes())
+        return _pickle_loads(payload) if loads is None else loads(bytes(payload))
 
     def get_nowait(self) -> Any:
         """``get(block=False)``."""
@@ -576,26 +572,11 @@ class SageQueue:
     def get_bytes(self, block: bool = True, timeout: Optional[float] = None) -> bytes:
         """Removes and returns one message as raw bytes (no unpickling)."""
         rx = self._receiver()
-        if timeout is not None and block and timeout < 0:
-            raise ValueError(_NEGATIVE_TIMEOUT)
-        rc = _get_try(self._handle, rx.addr_arg, rx.cap_arg, rx.length_arg, _NO_WAIT_ARG)
-        if rc == RB_OK:
-            return rx.view[: rx.length.value].tobytes()
-        return self._get_slow(rx, rc, block, timeout, "get_bytes").tobytes()
-
-    def _get_slow(self, rx: _Receiver, rc: int, block: bool, timeout: Optional[float], what: str) -> memoryview:
-        """After a first attempt that got nothing: wait for a message if asked
-        to. As for puts, the waiting calls release the GIL and keep errno;
-        the first attempt is simply repeated through them (it consumed
-        nothing), so that any failure is reported from a call that kept
-        errno."""
-        if rc == RB_ERR_EMPTY and not block:
-            raise Empty
         wait_ns, deadline = _first_wait(block, timeout)
         rc = _get_msg(self._handle, rx.addr, rx.cap, rx.length_addr, wait_ns)
         if rc == RB_OK:
-            return rx.view[: rx.length.value]
-        return self._get_wait(rx, rc, block, deadline, what)
+            return rx.view[: rx.length.value].tobytes()
+        return self._get_wait(rx, rc, block, deadline, "get_bytes").tobytes()
 
     def _get_wait(self, rx: _Receiver, rc: int, block: bool, deadline: Optional[float], what: str) -> memoryview:
         """The slow path of a get: waits in slices until a message comes, the
