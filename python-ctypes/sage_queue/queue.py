@@ -182,7 +182,8 @@ def _first_wait(block: bool, timeout: Optional[float]) -> Tuple[int, Optional[fl
         return _SLICE_NS, None
     if timeout < 0:
         raise ValueError(_NEGATIVE_TIMEOUT)
-    return min(int(timeout * 1e9), _SLICE_NS), _monotonic() + timeout
+    # min() before int(): a timeout of float("inf") waits for ever.
+    return int(min(timeout, WAIT_SLICE) * 1e9), _monotonic() + timeout
 
 
 def _next_wait(deadline: Optional[float]) -> int:
@@ -192,7 +193,7 @@ def _next_wait(deadline: Optional[float]) -> int:
     remaining = deadline - _monotonic()
     if remaining <= 0:
         return -1
-    return min(int(remaining * 1e9) or 1, _SLICE_NS)
+    return int(min(remaining, WAIT_SLICE) * 1e9) or 1
 
 
 # ---------------------------------------------------------------- buffers
@@ -743,7 +744,7 @@ class SageQueue:
         if timeout is not None and timeout < 0:
             raise ValueError(_NEGATIVE_TIMEOUT)
         deadline = None if timeout is None else _monotonic() + timeout
-        wait_ns = _SLICE_NS if timeout is None else min(int(timeout * 1e9), _SLICE_NS)
+        wait_ns = _SLICE_NS if timeout is None else int(min(timeout, WAIT_SLICE) * 1e9)
         while True:
             rc = _lib.join(self._live_handle(), wait_ns)
             if rc == RB_OK:

@@ -61,6 +61,14 @@ def test_get_timeout_waits_at_least_the_timeout(make_queue: Callable[..., SageQu
         q.get(timeout=0)
 
 
+def test_infinite_timeout(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue()
+    q.put("x", timeout=float("inf"))
+    assert q.get(timeout=float("inf")) == "x"
+    q.put("y")
+    assert q.get_many(5, timeout=float("inf")) == ["y"]
+
+
 def test_put_timeout_on_full_queue(make_queue: Callable[..., SageQueue]) -> None:
     q = make_queue(1024)
     q.put_bytes(b"x" * q.max_message_size)
