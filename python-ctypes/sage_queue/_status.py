@@ -90,6 +90,14 @@ EXCEPTION_BY_CODE: Dict[int, Type[BaseException]] = {
 }
 
 
+#: What to do, where the C library's text does not say it already.
+ADVICE: Dict[int, str] = {
+    -7: "check the name; if it is a stale object of another program or version, "
+        "remove it with sage_queue.destroy_queue(name)",
+    -15: "limits on shared memory (/dev/shm size) or on open files are the usual cause",
+}
+
+
 def strerror(code: int) -> str:
     """The C library's text for a status code (what went wrong, what to do)."""
     text = _lib.strerror(code)
@@ -105,11 +113,15 @@ def error_for(code: int, context: str, *, errno_value: Optional[int] = None) -> 
     """
     cls = EXCEPTION_BY_CODE.get(code, SageQueueError)
     message = f"{context}: {strerror(code)}"
-    exc: BaseException
+    err = 0
     if code == Status.RB_ERR_SYSTEM:
         err = errno_value if errno_value is not None else ctypes.get_errno()
         if err:
             message += f" [errno {err}: {os.strerror(err)}]"
+    if code in ADVICE:
+        message += f"; {ADVICE[code]}"
+    exc: BaseException
+    if code == Status.RB_ERR_SYSTEM:
         exc = cls(message)
         if isinstance(exc, OSError):
             # errno only: setting strerror too would make str() drop our text.
