@@ -45,7 +45,9 @@ from .queue import (
     SageQueue,
     create_queue,
     destroy_queue,
+    list_queues,
     open_queue,
+    remove_if_unused,
 )
 from .ref import SageQueueRef
 
@@ -57,6 +59,8 @@ __all__ = [
     "create_queue",
     "open_queue",
     "destroy_queue",
+    "remove_if_unused",
+    "list_queues",
     "Empty",
     "Full",
     "ShutDown",

@@ -68,12 +68,17 @@ __all__ = [
     "create_queue",
     "open_queue",
     "destroy_queue",
+    "remove_if_unused",
+    "list_queues",
+    "SHM_DIR",
     "DEFAULT_MAXSIZE",
     "WAIT_SLICE",
     "Dumps",
     "Loads",
 ]
 
+#: Where POSIX shared-memory objects appear on Linux.
+SHM_DIR = "/dev/shm"
 #: Ring size in bytes when ``maxsize`` is 0 (as the legacy wrapper).
 DEFAULT_MAXSIZE = 64 * 1024
 #: Longest single C wait, in seconds: bounds how long Ctrl-C can go unnoticed.
@@ -882,3 +887,29 @@ def destroy_queue(name: NameLike) -> None:
     """Removes the queue ``name`` (no error if it does not exist). Processes
     that have it open keep working until they close it."""
     _lib.destroy(_encode_name(name))
+
+
+def remove_if_unused(name: NameLike) -> bool:
+    """Removes the queue ``name`` only if no live process has it open (the
+    kernel's ``flock`` liveness, so crashed programs do not count). True if
+    it was removed, False if it is in use; ``QueueNotFoundError`` if there
+    is no such queue."""
+    raw = _encode_name(name)
+    rc = _lib.remove_if_unused(raw)
+    if rc < 0:
+        raise error_for(rc, f"cannot remove queue {_decode_name(raw)!r}")
+    return bool(rc == 1)
+
+
+def list_queues() -> List[str]:
+    """Names of the queues that exist on this machine (objects named
+    ``sage_ringbuf_<name>`` in /dev/shm), sorted."""
+    import os
+
+    prefix = "sage_ringbuf_"
+    try:
+        entries = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted(entry[len(prefix):] for entry in entries if entry.startswith(prefix) and len(entry) > len(prefix))
+

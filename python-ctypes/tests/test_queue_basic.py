@@ -402,3 +402,16 @@ def test_bytes_name(qname: str) -> None:
         q.put(1)
     with open_queue(qname) as q:
         assert q.get() == 1
+
+
+def test_remove_if_unused_and_list_queues(qname: str) -> None:
+    from sage_queue import list_queues, remove_if_unused
+
+    with pytest.raises(sage_queue.QueueNotFoundError):
+        remove_if_unused(qname)
+    q = SageQueue(qname)
+    assert qname in list_queues()
+    assert remove_if_unused(qname) is False  # we have it open
+    q.close()
+    assert remove_if_unused(qname) is True
+    assert qname not in list_queues()
