@@ -388,9 +388,9 @@ class SageQueue:
         return error_for(code, f"{what} on queue {self.name!r}")
 
     def _too_large_text(self, size: Optional[int] = None) -> str:
-        item = f"the item is {size} bytes serialised, " if size is not None else "the item is too large: "
+        item = f"the item is {size} bytes serialised" if size is not None else "the item is too large"
         return (
-            f"{item}but this queue's ring is {self.maxsize} bytes and holds messages of at most "
+            f"{item}, but this queue's ring is {self.maxsize} bytes and holds messages of at most "
             f"{self.max_message_size} bytes; nothing was written. Create the queue with a larger "
             f"maxsize (ring bytes, e.g. SageQueue(name, maxsize={_suggest_size(size or self.maxsize * 2)}))"
         )
