@@ -8,14 +8,72 @@ use std::time::{Duration, Instant};
 
 use ring_buffer::Queue;
 
-/// A queue name no other test (or test run) uses.
+/// A queue name no other test (or test run) uses. Its object is removed if
+/// the test process is interrupted (SIGINT, SIGTERM, SIGHUP) as well.
 pub fn unique_name(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "rt_{tag}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let name = format!("rt_{tag}_{}_{n}", std::process::id());
+    on_signal::remember(&name);
+    name
+}
+
+/// Removal of this process's queue objects when a signal ends it: the paths
+/// live in a fixed, append-only table that the handler walks with unlink(2),
+/// which is async-signal-safe (no allocation, no lock).
+mod on_signal {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Once;
+
+    const SLOTS: usize = 1024;
+    const LEN: usize = 128;
+    static mut PATHS: [[u8; LEN]; SLOTS] = [[0; LEN]; SLOTS];
+    static READY: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+    static USED: AtomicUsize = AtomicUsize::new(0);
+    static OWNER: AtomicUsize = AtomicUsize::new(0);
+
+    pub fn remember(name: &str) {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            OWNER.store(std::process::id() as usize, Ordering::Relaxed);
+            let handler = handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                // SAFETY: the handler only calls async-signal-safe functions.
+                unsafe { libc::signal(sig, handler) };
+            }
+        });
+        let slot = USED.fetch_add(1, Ordering::Relaxed);
+        let path = format!("/dev/shm/sage_ringbuf_{name}");
+        if slot >= SLOTS || path.len() >= LEN {
+            return;
+        }
+        // SAFETY: each slot is written once, by the thread that claimed it,
+        // before READY publishes it to the handler; the copy stays inside it.
+        unsafe {
+            let dst = std::ptr::addr_of_mut!(PATHS[slot]) as *mut u8;
+            std::ptr::copy_nonoverlapping(path.as_ptr(), dst, path.len());
+        }
+        READY[slot].store(true, Ordering::Release);
+    }
+
+    extern "C" fn handler(sig: libc::c_int) {
+        // SAFETY: getpid, unlink, signal and raise are async-signal-safe; a
+        // ready slot is never written again and is NUL-terminated. Forked
+        // children leave the cleanup to the test process.
+        unsafe {
+            if libc::getpid() as usize == OWNER.load(Ordering::Relaxed) {
+                let used = USED.load(Ordering::Relaxed).min(SLOTS);
+                for (slot, ready) in READY.iter().enumerate().take(used) {
+                    if ready.load(Ordering::Acquire) {
+                        let path = std::ptr::addr_of!(PATHS[slot]) as *const libc::c_char;
+                        libc::unlink(path);
+                    }
+                }
+            }
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
 }
 
 /// Removes the queue object when dropped, also while unwinding from a failed
@@ -43,6 +101,10 @@ pub fn fork(body: impl FnOnce() -> i32) -> libc::pid_t {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
+        // Die with the test (the forking thread) instead of outliving it,
+        // blocked on a queue nobody will ever feed again.
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101);
         // SAFETY: _exit skips the parent's atexit handlers and buffers.
         unsafe { libc::_exit(code) };
