@@ -52,7 +52,8 @@ lib:
 	cp -f target/release/libring_buffer.a $(BUILD)/libring_buffer.a
 	ln -sfn libring_buffer.so $(BUILD)/libring_buffer.so.$(MAJOR)
 	ln -sfn libring_buffer.so $(BUILD)/ring_buffer.so
-	cp -f $(LIB) $(PKG_LIB)
+	# Replace, never rewrite in place: running Python processes map this file.
+	cp -f $(LIB) $(PKG_LIB).tmp && mv -f $(PKG_LIB).tmp $(PKG_LIB)
 
 # The header cbindgen generated in the last release build (build.rs).
 OUT_HEADER = $$($(CARGO) build --release --message-format=json 2>/dev/null \

@@ -691,7 +691,10 @@ bool is_power_of_2(uint32_t v);
 
 /**
  * Puts one message of `len` bytes (`data` may be NULL when `len` is 0).
- * Returns `RB_OK`, `RB_ERR_FULL` (timeout 0), `RB_ERR_TIMEOUT`,
+ * `timeout_ns`: 0 tries once, negative waits for ever, positive waits that
+ * many nanoseconds at most. Returns `RB_OK`, `RB_ERR_FULL` (timeout 0),
+ * `RB_ERR_TIMEOUT` (also for timeout 0 if another producer has been stopped
+ * for 100 ms inside a put),
  * `RB_ERR_TOO_LARGE` (can never fit: returned at once), `RB_ERR_SHUTDOWN`,
  * or another code.
  *
@@ -707,7 +710,8 @@ int ring_buffer_put_msg(struct ring_buffer_t *rb,
  * Takes one whole message into `buf` (`cap` bytes) and stores its length in
  * `*out_len`. If it does not fit: `RB_ERR_BUFFER_TOO_SMALL`, `*out_len` =
  * the length needed, nothing consumed. Otherwise `RB_OK`, `RB_ERR_EMPTY`
- * (timeout 0), `RB_ERR_TIMEOUT`, `RB_ERR_SHUTDOWN` (shut down and drained),
+ * (timeout 0), `RB_ERR_TIMEOUT` (also for timeout 0 if another consumer has
+ * been stopped for 100 ms inside a get), `RB_ERR_SHUTDOWN` (shut down and drained),
  * `RB_ERR_CORRUPT`, or another code.
  *
  * # Safety

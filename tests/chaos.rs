@@ -329,3 +329,66 @@ fn sigkill_chaos_loses_at_most_in_flight_messages_and_never_stalls() {
         "nobody alive holds the queue any more"
     );
 }
+
+/// A peer stopped (SIGSTOP) while holding a lock: try-once and bounded calls
+/// on that side give up with `Timeout` instead of hanging, the other side
+/// keeps working, and everything resumes once the peer continues.
+#[test]
+fn a_stopped_lock_holder_does_not_hang_try_or_bounded_calls() {
+    let (q, cleanup) = fresh("stopped", 4096);
+    q.send(b"queued before").unwrap();
+    for (point, writer_side) in [("writer_locked", true), ("reader_locked", false)] {
+        let name = cleanup.0.clone();
+        let child = fork(move || {
+            let q = Queue::open(&name).unwrap();
+            failpoint::arm_stop(point, 1);
+            if writer_side {
+                q.send(b"from the stopped producer").unwrap();
+            } else {
+                q.send(b"for the stopped consumer").unwrap();
+                q.recv().unwrap();
+            }
+            0
+        });
+        // Wait until the child has stopped inside the lock.
+        let mut status = 0;
+        // SAFETY: waitpid on our own child; WUNTRACED reports the stop.
+        assert_eq!(
+            unsafe { libc::waitpid(child, &mut status, libc::WUNTRACED) },
+            child
+        );
+        assert!(libc::WIFSTOPPED(status));
+        let start = Instant::now();
+        if writer_side {
+            assert_eq!(q.try_send(b"x"), Err(Error::Timeout));
+            assert_eq!(
+                q.send_timeout(b"x", Duration::from_millis(50)),
+                Err(Error::Timeout)
+            );
+            // Consumers are not held up by a stopped producer.
+            assert_eq!(q.try_recv().unwrap(), b"queued before");
+        } else {
+            assert_eq!(q.try_recv(), Err(Error::Timeout));
+            assert_eq!(
+                q.recv_timeout(Duration::from_millis(50)),
+                Err(Error::Timeout)
+            );
+            // Producers are not held up by a stopped consumer.
+            q.try_send(b"still accepted").unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "calls hung behind a stopped peer"
+        );
+        // SAFETY: resume our own child.
+        unsafe { libc::kill(child, libc::SIGCONT) };
+        assert_eq!(wait_child(child, Duration::from_secs(30)), Exit::Code(0));
+    }
+    // Everything moved on: the resumed consumer took the oldest message (the
+    // resumed producer's), leaving its own and ours.
+    let mut left = Vec::new();
+    while let Ok(m) = q.try_recv() {
+        left.push(String::from_utf8(m).unwrap());
+    }
+    assert_eq!(left, ["for the stopped consumer", "still accepted"]);
+}

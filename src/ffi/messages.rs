@@ -1,10 +1,12 @@
 //! The message API: whole framed messages, atomic with respect to every other
 //! producer and consumer, blocking with timeouts.
 //!
-//! Timeouts (`timeout_ns`): 0 tries once and never waits, a negative value
-//! waits as long as it takes, a positive one waits at most that many
-//! nanoseconds (`RB_ERR_TIMEOUT`). Waiting costs no CPU: a short spin, then a
-//! shared futex.
+//! Timeouts (`timeout_ns`): 0 tries once and never waits for room or
+//! messages, a negative value waits as long as it takes, a positive one waits
+//! at most that many nanoseconds (`RB_ERR_TIMEOUT`). Waiting costs no CPU: a
+//! short spin, then a shared futex. A try-once call still waits for another
+//! process's ongoing put (get) to finish, at most 100 ms: if that process
+//! is stopped inside it, the call returns `RB_ERR_TIMEOUT` rather than hang.
 
 use std::os::raw::{c_int, c_void};
 
@@ -16,7 +18,10 @@ use crate::ops::{Incoming, Outgoing};
 use crate::sync::deadline::Wait;
 
 /// Puts one message of `len` bytes (`data` may be NULL when `len` is 0).
-/// Returns `RB_OK`, `RB_ERR_FULL` (timeout 0), `RB_ERR_TIMEOUT`,
+/// `timeout_ns`: 0 tries once, negative waits for ever, positive waits that
+/// many nanoseconds at most. Returns `RB_OK`, `RB_ERR_FULL` (timeout 0),
+/// `RB_ERR_TIMEOUT` (also for timeout 0 if another producer has been stopped
+/// for 100 ms inside a put),
 /// `RB_ERR_TOO_LARGE` (can never fit: returned at once), `RB_ERR_SHUTDOWN`,
 /// or another code.
 ///
@@ -41,7 +46,8 @@ pub unsafe extern "C" fn ring_buffer_put_msg(
 /// Takes one whole message into `buf` (`cap` bytes) and stores its length in
 /// `*out_len`. If it does not fit: `RB_ERR_BUFFER_TOO_SMALL`, `*out_len` =
 /// the length needed, nothing consumed. Otherwise `RB_OK`, `RB_ERR_EMPTY`
-/// (timeout 0), `RB_ERR_TIMEOUT`, `RB_ERR_SHUTDOWN` (shut down and drained),
+/// (timeout 0), `RB_ERR_TIMEOUT` (also for timeout 0 if another consumer has
+/// been stopped for 100 ms inside a get), `RB_ERR_SHUTDOWN` (shut down and drained),
 /// `RB_ERR_CORRUPT`, or another code.
 ///
 /// # Safety

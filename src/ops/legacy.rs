@@ -1,6 +1,7 @@
 //! The legacy raw-byte calls (`ring_buffer_write`, `read`, `peek`, the two
 //! batch calls). They never wait for room or data, exactly like the legacy
-//! library, but take the same locks as the message calls, so they are atomic
+//! library (and wait for another process's ongoing operation only as long as
+//! a try-once call does, see `Wait::lock_deadline`), but take the same locks as the message calls, so they are atomic
 //! with respect to other producers (consumers) of any kind, and they feed the
 //! framing trackers so message counts stay exact.
 
@@ -44,7 +45,7 @@ impl View<'_> {
             return Err(Error::Shutdown);
         }
         {
-            let _guard = self.lock(Role::Writer, Wait::Forever)?;
+            let _guard = self.lock(Role::Writer, Wait::Try)?;
             let _inside = Inside::enter(self.header.writers());
             let (head, tail) = self.counters(Role::Writer)?;
             let used = tail - head;
@@ -69,7 +70,7 @@ impl View<'_> {
             return Err(Error::InvalidArg);
         }
         {
-            let _guard = self.lock(Role::Reader, Wait::Forever)?;
+            let _guard = self.lock(Role::Reader, Wait::Try)?;
             let _inside = Inside::enter(self.header.readers());
             let (head, tail) = self.counters(Role::Reader)?;
             if tail - head < dst.len() as u64 {
@@ -97,7 +98,7 @@ impl View<'_> {
     ) -> Result<Vec<(*mut u8, usize)>> {
         let mut chunks = Vec::new();
         {
-            let _guard = self.lock(Role::Reader, Wait::Forever)?;
+            let _guard = self.lock(Role::Reader, Wait::Try)?;
             let _inside = Inside::enter(self.header.readers());
             let (head, tail) = self.counters(Role::Reader)?;
             let mut pos = head;

@@ -70,7 +70,7 @@ impl<'a> View<'a> {
         };
         // SAFETY: the lock lives in the mapped extension block, which outlives
         // the guard (the guard never leaves the operation holding the View).
-        let guard = unsafe { mutex::lock(side.lock.get(), wait.deadline(), repair)? };
+        let guard = unsafe { mutex::lock(side.lock.get(), || wait.lock_deadline(), repair)? };
         crate::failpoint::hit(match role {
             Role::Writer => "writer_locked",
             Role::Reader => "reader_locked",

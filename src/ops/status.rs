@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::frame::frame_len;
 use crate::layout::{RingBufferStats, RingBufferStatsEx};
 use crate::segment::View;
+use crate::sync::deadline::Wait;
 use crate::sync::mutex;
 
 impl View<'_> {
@@ -169,7 +170,8 @@ impl View<'_> {
         let count = self.header.ref_count();
         // SAFETY: the ref mutex lives in the mapped header, which outlives the
         // guard; the repair has nothing to do (the count is a plain word).
-        let _guard = unsafe { mutex::lock(self.header.ref_mutex(), None, || {})? };
+        let _guard =
+            unsafe { mutex::lock(self.header.ref_mutex(), || Wait::Try.lock_deadline(), || {})? };
         let new = count.load(Relaxed).saturating_add_signed(delta);
         count.store(new, Relaxed);
         Ok(new)

@@ -14,6 +14,10 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Longest a try-once operation waits for a lock held by another process
+/// (copies of very large messages legitimately hold it a while).
+pub(crate) const TRY_LOCK_GRACE_NS: u64 = 100_000_000;
+
 /// An instant on the monotonic clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Deadline(u64);
@@ -95,6 +99,21 @@ impl Wait {
         match self {
             Wait::Until(d) => Some(d),
             _ => None,
+        }
+    }
+
+    /// How long to wait for a lock another process holds. A try-once
+    /// operation never waits for room or messages, but it does wait for a
+    /// peer's ongoing copy to finish, at most [`TRY_LOCK_GRACE_NS`]: a peer
+    /// stopped (SIGSTOP, a debugger) inside one then costs a try-once call
+    /// `Timeout` instead of hanging it. Bounded waits use their own deadline;
+    /// unbounded ones wait for ever (a dead holder never blocks anybody: the
+    /// locks are robust).
+    pub(crate) fn lock_deadline(self) -> Option<Deadline> {
+        match self {
+            Wait::Try => Some(Deadline::after_ns(TRY_LOCK_GRACE_NS)),
+            Wait::Forever => None,
+            Wait::Until(d) => Some(d),
         }
     }
 

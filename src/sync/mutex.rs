@@ -59,7 +59,9 @@ impl Drop for Guard {
     }
 }
 
-/// Locks `m`, waiting until `deadline` at the latest (for ever if `None`).
+/// Locks `m`. Uncontended, that is one `trylock`; contended, it waits until
+/// the deadline `deadline()` returns (computed only then), or for ever if
+/// that is `None`.
 ///
 /// When the previous owner died holding it, `repair` runs under the lock
 /// before it is marked consistent, so that it can put the guarded state back
@@ -70,17 +72,20 @@ impl Drop for Guard {
 /// stays mapped until the returned guard is dropped.
 pub(crate) unsafe fn lock(
     m: *mut libc::pthread_mutex_t,
-    deadline: Option<Deadline>,
+    deadline: impl FnOnce() -> Option<Deadline>,
     repair: impl FnOnce(),
 ) -> Result<Guard> {
     // SAFETY: `m` is valid per the contract; `ts` outlives the call.
     let rc = unsafe {
-        match deadline {
-            None => libc::pthread_mutex_lock(m),
-            Some(d) => {
-                let ts = d.realtime_timespec();
-                libc::pthread_mutex_timedlock(m, &ts)
-            }
+        match libc::pthread_mutex_trylock(m) {
+            libc::EBUSY => match deadline() {
+                None => libc::pthread_mutex_lock(m),
+                Some(d) => {
+                    let ts = d.realtime_timespec();
+                    libc::pthread_mutex_timedlock(m, &ts)
+                }
+            },
+            rc => rc,
         }
     };
     match rc {
@@ -120,7 +125,7 @@ mod tests {
 
     fn lock_at(m: usize, deadline: Option<Deadline>, repair: impl FnOnce()) -> Result<Guard> {
         // SAFETY: `m` is an initialised mutex that is never freed.
-        unsafe { lock(m as *mut libc::pthread_mutex_t, deadline, repair) }
+        unsafe { lock(m as *mut libc::pthread_mutex_t, || deadline, repair) }
     }
 
     #[test]

@@ -1,0 +1,80 @@
+//! The `producer` and `worker` examples, run as real processes: one producer
+//! and three workers, every job handled exactly once, nothing left behind.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{unique_name, Cleanup};
+use ring_buffer::Queue;
+
+/// Examples are built next to the test binaries: target/<profile>/examples.
+/// A full `cargo test` builds them; running this target alone may not, so it
+/// builds them with the same cargo and profile then.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir.join("examples").join(name);
+    if !path.exists() {
+        let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+        let profile = if profile == "debug" { "dev" } else { profile };
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--examples", "--profile", profile])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the examples failed");
+    }
+    path
+}
+
+#[test]
+fn one_producer_three_workers_handle_every_job_once() {
+    let name = unique_name("example");
+    let _cleanup = Cleanup(name.clone());
+    // Workers must be attached before the producer starts, or a slow one
+    // could arrive after the producer finished and removed the queue.
+    let queue = Queue::create(&name, 64 * 1024).unwrap();
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(example("worker"))
+                .arg(&name)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let start = Instant::now();
+    while queue.attached_processes().unwrap() < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "workers did not attach"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(queue);
+    let producer = Command::new(example("producer"))
+        .args([&name, "40"])
+        .output()
+        .unwrap();
+    assert!(
+        producer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&producer.stderr)
+    );
+    let mut jobs = HashSet::new();
+    for worker in workers {
+        let out = worker.wait_with_output().unwrap();
+        assert!(out.status.success());
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(job) = line.split('"').nth(1) {
+                assert!(jobs.insert(job.to_owned()), "job handled twice: {job}");
+            }
+        }
+    }
+    assert_eq!(jobs.len(), 40);
+    assert!(!std::path::Path::new(&format!("/dev/shm/sage_ringbuf_{name}")).exists());
+}
