@@ -31,6 +31,13 @@ __all__ = [
     "ClosedQueueError",
     "SystemCallError",
     "InternalError",
+    "DescriptorError",
+    "MalformedDescriptorError",
+    "UnknownQueueTypeError",
+    "MissingMetadataError",
+    "LocalQueueProcessError",
+    "QueueUnavailableError",
+    "QueueAuthenticationError",
 ]
 
 if hasattr(_stdlib_queue, "ShutDown"):  # Python 3.13+
@@ -108,3 +115,43 @@ class SystemCallError(SageQueueError, OSError):
 
 class InternalError(SageQueueError):
     """libring_buffer caught an internal panic (RB_ERR_PANIC): a bug."""
+
+
+# ---------------------------------------------------------------- descriptors
+# Failures of sage_queue.descriptor (queues described by a QueueDescriptor,
+# of any transport). They carry no C status code.
+
+
+class DescriptorError(SageQueueError, ValueError):
+    """A queue descriptor that cannot be used as given (base class of the
+    descriptor errors below)."""
+
+
+class MalformedDescriptorError(DescriptorError):
+    """Text or a dict that is not a valid descriptor: bad JSON, missing or
+    mistyped fields, metadata that cannot be written as JSON."""
+
+
+class UnknownQueueTypeError(DescriptorError):
+    """No implementation is registered for the descriptor's ``queue_type``
+    (in this process: register it with ``register_queue_implementation``)."""
+
+
+class MissingMetadataError(DescriptorError):
+    """The descriptor lacks a metadata key its queue type needs, or the
+    value has the wrong type."""
+
+
+class LocalQueueProcessError(DescriptorError):
+    """A ``local`` queue (an in-process ``queue.Queue``) was resolved in a
+    process other than the one that created it; local queues do not cross
+    processes."""
+
+
+class QueueUnavailableError(SageQueueError, ConnectionError):
+    """The queue's home cannot be reached: its RPC server is not running,
+    its Ray actor is gone, or Ray is not initialised in this process."""
+
+
+class QueueAuthenticationError(QueueUnavailableError, PermissionError):
+    """An RPC queue server refused the descriptor's auth key."""

@@ -1,0 +1,56 @@
+"""The ``shm`` and ``sage_queue`` queue types: a ``SageQueue`` (this
+library's shared-memory queue) reached by name.
+
+``shm`` descriptors name the queue explicitly (``metadata["shm_name"]``);
+``sage_queue`` descriptors carry the name derived from their ``queue_id``
+(``metadata["queue_name"]``, see ``descriptor.sage_queue_name``). Both open
+the queue, or create it with a ring of ``metadata["maxsize"]`` bytes.
+
+The resolved object *is* a ``SageQueue`` (a subclass), so nothing stands
+between SAGE operators and the C library on the hot path, and the whole
+SageQueue API (``put_many``, ``shutdown``, ``task_done``...) is there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Tuple
+
+from .descriptor import DEFAULT_SHM_MAXSIZE, QueueDescriptor, metadata_value, resolve_descriptor
+from .queue import SageQueue
+
+__all__ = ["DescribedSageQueue"]
+
+#: queue_type -> (metadata key of the SageQueue name, factory to mention).
+_NAME_KEYS = {
+    "shm": ("shm_name", "QueueDescriptor.create_shm_queue(queue_id, shm_name, maxsize)"),
+    "sage_queue": ("queue_name", "QueueDescriptor.create_sage_queue(queue_id, maxsize)"),
+}
+
+
+class DescribedSageQueue(SageQueue):
+    """A SageQueue opened (or created) from an ``shm`` or ``sage_queue``
+    descriptor; ``.descriptor`` is that descriptor, and pickling sends it
+    rather than the handle."""
+
+    descriptor: QueueDescriptor
+
+    def __init__(self, descriptor: QueueDescriptor) -> None:
+        key, factory = _NAME_KEYS.get(descriptor.queue_type, _NAME_KEYS["shm"])
+        name = metadata_value(descriptor, key, str, factory)
+        maxsize = metadata_value(descriptor, "maxsize", int, factory, default=DEFAULT_SHM_MAXSIZE)
+        auto_cleanup = metadata_value(descriptor, "auto_cleanup", bool, factory, default=False)
+        super().__init__(name, maxsize, auto_cleanup)
+        self.descriptor = descriptor
+
+    @property
+    def queue_id(self) -> str:
+        """The descriptor's ``queue_id``."""
+        return self.descriptor.queue_id
+
+    def __reduce__(self) -> Tuple[Callable[..., Any], Tuple[Any, ...]]:
+        if self._handle is None:
+            raise self._closed_error()
+        return (resolve_descriptor, (self.descriptor,))
+
+    def __repr__(self) -> str:
+        return f"<DescribedSageQueue {self.descriptor.queue_type} {self.queue_id!r} -> {super().__repr__()}>"
