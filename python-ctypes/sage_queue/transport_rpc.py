@@ -360,28 +360,38 @@ class RpcQueue(QueueAdapter):
 # ---------------------------------------------------------------- server process entry point
 
 
-def _stop_on_eof(server: Any) -> None:
-    """Blocks on stdin until it closes (stop() or the parent's death), then
-    stops the server (serve_forever notices at once and exits)."""
+def _stop_on_eof(stop: threading.Event) -> None:
+    """Blocks on stdin until it closes (stop(), or the parent died), then
+    sets ``stop``."""
     try:
         while sys.stdin.buffer.read(4096):
             pass
     finally:
-        server.stop_event.set()
+        stop.set()
 
 
 def _serve(host: str, port: int) -> None:
-    """Runs in the server process: key from stdin, bound address to stdout."""
+    """Runs in the server process: key from stdin, bound address to stdout,
+    then serves until stdin closes or a client sends the manager's
+    'shutdown' request. (Not ``Server.serve_forever``, which wakes every
+    second to look at its stop event: here the main thread just sleeps on
+    the event.)"""
     # Ctrl-C in a terminal reaches the whole process group: let the owner
     # decide (it stops us by closing stdin), as multiprocessing's own
     # manager servers do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     authkey = bytes.fromhex(sys.stdin.buffer.readline().decode().strip())
     server = _ServerManager(address=(host, port), authkey=authkey).get_server()
+    stop = threading.Event()
+    server.stop_event = stop  # what Server.shutdown() sets
+    multiprocessing.current_process()._manager_server = server  # type: ignore[attr-defined]
+    threading.Thread(target=server.accepter, name="accepter", daemon=True).start()
+    threading.Thread(target=_stop_on_eof, args=(stop,), name="stop-on-eof", daemon=True).start()
     sys.stdout.write(f"{server.address[0]} {server.address[1]}\n")
     sys.stdout.flush()
-    threading.Thread(target=_stop_on_eof, args=(server,), name="stop-on-eof", daemon=True).start()
-    server.serve_forever()  # exits the process when stopped
+    stop.wait()
+    # Connection threads are daemons: they end with the process.
+    sys.exit(0)
 
 
 if __name__ == "__main__":

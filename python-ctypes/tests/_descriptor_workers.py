@@ -1,0 +1,51 @@
+"""Functions run in spawned processes by test_descriptor_processes.py
+(importable by name, as spawn needs). Descriptors arrive as JSON text or as
+pickled queues (which pickle as their descriptor)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, List, Tuple
+
+from sage_queue.descriptor import QueueDescriptor, resolve_descriptor
+
+
+def _close(q: Any) -> None:
+    close = getattr(q, "close", None)
+    if close is not None:
+        close()
+
+
+def relay(in_json: str, out_json: str, count: int) -> Tuple[int, str]:
+    """Gets ``count`` items from the first queue and puts ``(pid, item * 2)``
+    on the second (batches and single calls mixed). Returns (pid, the type
+    name of what the descriptors resolved to)."""
+    source = resolve_descriptor(QueueDescriptor.from_json(in_json))
+    sink = resolve_descriptor(out_json)  # plain JSON text is accepted too
+    try:
+        taken = 0
+        while taken < count:
+            items = source.get_many(count - taken, timeout=60) if taken % 2 else [source.get(timeout=60)]
+            sink.put_many([(os.getpid(), item * 2) for item in items], timeout=60)
+            taken += len(items)
+        return os.getpid(), type(source).__name__
+    finally:
+        _close(source)
+        _close(sink)
+
+
+def put_from_pickled_queue(q: Any, items: List[Any]) -> int:
+    """Receives a resolved queue object (pickled as its descriptor) and puts."""
+    try:
+        for item in items:
+            q.put(item, timeout=60)
+        return os.getpid()
+    finally:
+        _close(q)
+
+
+def resolve_only(desc_json: str) -> str:
+    """Resolves a descriptor (the test expects an error)."""
+    q = resolve_descriptor(desc_json)
+    _close(q)
+    return type(q).__name__
