@@ -1,0 +1,159 @@
+"""Ray tasks and actors used by test_ray.py. They live in an importable
+module (the test session puts this directory on the workers' PYTHONPATH) so
+that Ray ships them by reference. Every one reserves no CPU: the cluster has
+two, and the pipeline alone runs five actors."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, List, Tuple
+
+import ray
+
+from sage_queue import SageQueue, SageQueueRef, ShutDown
+from sage_queue.descriptor import resolve_descriptor
+
+
+def item_value(producer: int, seq: int) -> int:
+    return producer * 1_000_000 + seq
+
+
+def transform(value: int) -> int:
+    """What a pipeline worker does to each item."""
+    return 3 * value + 1
+
+
+# ---------------------------------------------------------------- SageQueue in tasks
+
+
+@ray.remote(num_cpus=0)
+def put_range(q: SageQueue, start: int, count: int) -> int:
+    q.put_many(range(start, start + count))
+    return os.getpid()
+
+
+@ray.remote(num_cpus=0)
+def take(q: SageQueue, count: int) -> Tuple[int, List[Any]]:
+    items: List[Any] = []
+    while len(items) < count:
+        items.extend(q.get_many(count - len(items), timeout=60))
+    return os.getpid(), items
+
+
+@ray.remote(num_cpus=0)
+def put_via_ref(ref: SageQueueRef, items: List[Any]) -> int:
+    q = ref.get_queue()
+    try:
+        for item in items:
+            q.put(item, timeout=60)
+    finally:
+        q.close()
+    return os.getpid()
+
+
+@ray.remote(num_cpus=0)
+class Relay:
+    """Holds two SageQueues received at construction; also takes queues as
+    method arguments."""
+
+    def __init__(self, source: SageQueue, sink: SageQueue) -> None:
+        self.source = source
+        self.sink = sink
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def relay(self, count: int) -> int:
+        for _ in range(count):
+            self.sink.put(("relayed", self.source.get(timeout=60)), timeout=60)
+        return count
+
+    def put_into(self, q: SageQueue, items: List[Any]) -> str:
+        q.put_many(items, timeout=60)
+        return q.name
+
+    def close(self) -> None:
+        self.source.close()
+        self.sink.close()
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+@ray.remote(num_cpus=0)
+class Producer:
+    def __init__(self, q: SageQueue, index: int, count: int, batch: int) -> None:
+        self.q, self.index, self.count, self.batch = q, index, count, batch
+
+    def run(self) -> int:
+        for start in range(0, self.count, self.batch):
+            stop = min(self.count, start + self.batch)
+            self.q.put_many([item_value(self.index, s) for s in range(start, stop)])
+        return self.count
+
+
+@ray.remote(num_cpus=0)
+class Worker:
+    def __init__(self, source: SageQueue, sink: SageQueue, batch: int) -> None:
+        self.source, self.sink, self.batch = source, sink, batch
+
+    def run(self) -> int:
+        done = 0
+        try:
+            while True:
+                items = self.source.get_many(self.batch)
+                self.sink.put_many([transform(v) for v in items])
+                done += len(items)
+        except ShutDown:  # the driver shut the queue down and it is drained
+            return done
+
+
+@ray.remote(num_cpus=0)
+class Sink:
+    def __init__(self, q: SageQueue, batch: int) -> None:
+        self.q, self.batch = q, batch
+
+    def run(self) -> Tuple[int, int, int]:
+        count = total = squares = 0
+        try:
+            while True:
+                for value in self.q.get_many(self.batch):
+                    count += 1
+                    total += value
+                    squares += value * value
+        except ShutDown:
+            return count, total, squares
+
+
+# ---------------------------------------------------------------- descriptors
+
+
+@ray.remote(num_cpus=0)
+def resolve_and_put(desc_json: str, items: List[Any]) -> int:
+    q = resolve_descriptor(desc_json)
+    try:
+        for item in items:
+            q.put(item, timeout=60)
+    finally:
+        getattr(q, "close", lambda: None)()
+    return os.getpid()
+
+
+@ray.remote(num_cpus=0)
+class DescriptorUser:
+    """Resolves a descriptor once, in its own worker process."""
+
+    def __init__(self, desc_json: str) -> None:
+        self.q = resolve_descriptor(desc_json)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def get(self, count: int) -> List[Any]:
+        return [self.q.get(timeout=60) for _ in range(count)]
+
+    def put(self, items: List[Any]) -> int:
+        return self.q.put_many(items, timeout=60)
+
+    def close(self) -> None:
+        getattr(self.q, "close", lambda: None)()

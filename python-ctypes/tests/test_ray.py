@@ -1,0 +1,285 @@
+"""Ray, for real: SageQueue and SageQueueRef in Ray tasks and actors (both
+directions), a producers -> workers -> sink pipeline of actors moving
+100,000 messages with exact count and checksum, and the Ray descriptor
+types (ray_queue, ray_actor; sage_queue too) resolved from JSON in other
+Ray workers and in another driver process.
+
+Ray starts once for this module (slow on 2 cores) and stops at its end, so
+tests in later modules that fork do not inherit Ray's threads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator, List
+
+import pytest
+
+from sage_queue import SageQueue, destroy_queue
+from sage_queue.descriptor import QueueDescriptor, resolve_descriptor
+from sage_queue.errors import QueueUnavailableError
+
+from conftest import PACKAGE_ROOT, RUN_PREFIX, child_env, unique_name
+
+TESTS_DIR = Path(__file__).resolve().parent
+PIPELINE_PRODUCERS = 2
+PIPELINE_WORKERS = 2
+PER_PRODUCER = 50_000
+BATCH = 1000
+WAIT = 300  # seconds: generous bound on any ray.get
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[Any]:
+    """A local Ray cluster for this module: ray.init(num_cpus=2,
+    include_dashboard=False). Workers inherit the environment, which gets
+    the in-tree package and this directory (for _ray_workers) on PYTHONPATH."""
+    import ray
+
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), str(TESTS_DIR), saved]))
+    try:
+        context = ray.init(num_cpus=2, include_dashboard=False, namespace=f"sage_queue_tests_{RUN_PREFIX}",
+                           object_store_memory=100 * 1024 * 1024, logging_level=logging.WARNING)
+        try:
+            yield context
+        finally:
+            ray.shutdown()
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+@pytest.fixture
+def workers(ray_session: Any) -> Any:
+    import _ray_workers
+
+    return _ray_workers
+
+
+@pytest.fixture
+def actors(request: pytest.FixtureRequest, ray_session: Any) -> List[Any]:
+    """Actors to kill after the test (their worker processes close their queues)."""
+    import ray
+
+    started: List[Any] = []
+    request.addfinalizer(lambda: [ray.kill(a) for a in started])
+    return started
+
+
+# ---------------------------------------------------------------- SageQueue over Ray
+
+
+def test_sage_queue_and_ref_in_tasks_both_directions(make_queue: Callable[..., SageQueue], workers: Any) -> None:
+    import ray
+
+    q = make_queue(1 << 16)
+    # Worker -> driver: the task reattaches by name and puts.
+    task_pid = ray.get(workers.put_range.remote(q, 0, 500), timeout=WAIT)
+    assert task_pid != os.getpid()
+    assert q.get_many(1000, timeout=60) == list(range(500))
+    # Driver -> worker: the driver puts, the task gets.
+    pending = workers.take.remote(q, 300)
+    q.put_many(range(1000, 1300))
+    pid, items = ray.get(pending, timeout=WAIT)
+    assert pid != os.getpid() and items == list(range(1000, 1300))
+    # A SageQueueRef travels too (and through the object store).
+    ref = q.get_reference()
+    ray.get(workers.put_via_ref.remote(ray.put(ref), ["r1", {"r": 2}]), timeout=WAIT)
+    assert [q.get(timeout=60), q.get(timeout=60)] == ["r1", {"r": 2}]
+    assert q.qsize() == 0
+
+
+def test_sage_queue_in_an_actor_both_directions(make_queue: Callable[..., SageQueue], workers: Any,
+                                                actors: List[Any]) -> None:
+    import ray
+
+    source, sink, extra = make_queue(1 << 16), make_queue(1 << 16), make_queue(4096)
+    relay = workers.Relay.remote(source, sink)  # queues as constructor arguments
+    actors.append(relay)
+    assert ray.get(relay.pid.remote(), timeout=WAIT) != os.getpid()
+    done = relay.relay.remote(200)
+    source.put_many(range(200))
+    assert ray.get(done, timeout=WAIT) == 200
+    assert [sink.get(timeout=60) for _ in range(200)] == [("relayed", i) for i in range(200)]
+    # A queue as a method argument.
+    assert ray.get(relay.put_into.remote(extra, ["x", "y"]), timeout=WAIT) == extra.name
+    assert extra.get_many(10, timeout=60) == ["x", "y"]
+    ray.get(relay.close.remote(), timeout=WAIT)
+
+
+def test_pipeline_of_actors_moves_100k_messages_exactly(make_queue: Callable[..., SageQueue], workers: Any,
+                                                         actors: List[Any]) -> None:
+    """producers -> workers -> sink, all Ray actors, over two SageQueues with
+    put_many/get_many; shutdown() ends each stage once drained."""
+    import ray
+
+    work, results = make_queue(1 << 20), make_queue(1 << 20)
+    producers = [workers.Producer.remote(work, p, PER_PRODUCER, BATCH) for p in range(PIPELINE_PRODUCERS)]
+    stage = [workers.Worker.remote(work, results, BATCH) for _ in range(PIPELINE_WORKERS)]
+    sink = workers.Sink.remote(results, 2 * BATCH)
+    actors.extend(producers + stage + [sink])
+
+    sink_done = sink.run.remote()
+    stage_done = [w.run.remote() for w in stage]
+    produced = ray.get([p.run.remote() for p in producers], timeout=WAIT)
+    work.shutdown()  # workers drain what is left, then get ShutDown
+    processed = ray.get(stage_done, timeout=WAIT)
+    results.shutdown()
+    count, total, squares = ray.get(sink_done, timeout=WAIT)
+
+    expected = [workers.transform(workers.item_value(p, s))
+                for p in range(PIPELINE_PRODUCERS) for s in range(PER_PRODUCER)]
+    assert sum(produced) == PIPELINE_PRODUCERS * PER_PRODUCER == 100_000
+    assert sum(processed) == 100_000 and count == 100_000
+    assert total == sum(expected) and squares == sum(v * v for v in expected)
+    assert work.qsize() == 0 and results.qsize() == 0
+
+
+# ---------------------------------------------------------------- descriptors over Ray
+
+
+@pytest.fixture
+def describe(request: pytest.FixtureRequest, ray_session: Any) -> Callable[..., QueueDescriptor]:
+    """describe(queue_type, maxsize=1000) -> a descriptor of a fresh queue;
+    its actor is killed (or its shared-memory queue destroyed) after the test."""
+    from sage_queue.ray_support import destroy_ray_queue
+
+    made: List[QueueDescriptor] = []
+
+    def make(queue_type: str, maxsize: int = 1000) -> QueueDescriptor:
+        queue_id = unique_name(queue_type[:4])
+        if queue_type == "ray_queue":
+            desc = QueueDescriptor.create_ray_queue(queue_id, maxsize=maxsize)
+        elif queue_type == "ray_actor":
+            desc = QueueDescriptor.create_ray_actor_queue(queue_id, f"holder_{queue_id}", maxsize=maxsize)
+        elif queue_type == "sage_queue":
+            desc = QueueDescriptor.create_sage_queue(queue_id, 1 << 16)
+        else:
+            raise AssertionError(queue_type)
+        made.append(desc)
+        return desc
+
+    def cleanup() -> None:
+        for desc in made:
+            if desc.queue_type == "sage_queue":
+                destroy_queue(desc.metadata["queue_name"])
+            else:
+                destroy_ray_queue(desc, kill_actor=True)
+
+    request.addfinalizer(cleanup)
+    return make
+
+
+@pytest.mark.parametrize("queue_type", ["ray_queue", "ray_actor", "sage_queue"])
+def test_descriptor_json_resolves_in_other_ray_workers(queue_type: str, describe: Callable[[str], QueueDescriptor],
+                                                      workers: Any, actors: List[Any]) -> None:
+    import ray
+
+    desc = describe(queue_type)
+    text = desc.to_json()
+    here = resolve_descriptor(QueueDescriptor.from_json(text))
+    try:
+        # A task resolves the JSON and puts; the driver gets.
+        task_pid = ray.get(workers.resolve_and_put.remote(text, list(range(20))), timeout=WAIT)
+        assert task_pid != os.getpid()
+        assert [here.get(timeout=60) for _ in range(20)] == list(range(20))
+        # The driver puts; an actor that resolved the JSON gets.
+        user = workers.DescriptorUser.remote(text)
+        actors.append(user)
+        assert ray.get(user.pid.remote(), timeout=WAIT) != os.getpid()
+        here.put_many([{"n": i} for i in range(10)])
+        assert ray.get(user.get.remote(10), timeout=WAIT) == [{"n": i} for i in range(10)]
+        # The actor puts, the driver gets in a batch.
+        assert ray.get(user.put.remote(["a", "b", "c"]), timeout=WAIT) == 3
+        got: List[Any] = []
+        while len(got) < 3:
+            got.extend(here.get_many(3, timeout=60))
+        assert got == ["a", "b", "c"] and here.qsize() == 0 and here.empty()
+        ray.get(user.close.remote(), timeout=WAIT)
+    finally:
+        getattr(here, "close", lambda: None)()
+
+
+@pytest.mark.parametrize("queue_type", ["ray_queue", "ray_actor"])
+def test_ray_queue_semantics(queue_type: str, describe: Callable[..., QueueDescriptor]) -> None:
+    import queue as stdlib_queue
+
+    desc = describe(queue_type, maxsize=50)
+    q = resolve_descriptor(desc)
+    assert desc.metadata["namespace"] == f"sage_queue_tests_{RUN_PREFIX}" and desc.metadata["maxsize"] == 50
+    assert q.put_many(range(50)) == 50
+    assert q.full() and q.qsize() == 50
+    with pytest.raises(stdlib_queue.Full):
+        q.put("one too many", timeout=0.05)
+    with pytest.raises(stdlib_queue.Full):
+        q.put_nowait("one too many")
+    with pytest.raises(stdlib_queue.Full) as partial:
+        q.put_many(["x"], timeout=0.05)
+    assert partial.value.items_put == 0  # type: ignore[attr-defined]
+    assert q.get_many(2000) == list(range(50))
+    with pytest.raises(stdlib_queue.Empty):
+        q.get(timeout=0.05)
+    with pytest.raises(stdlib_queue.Empty):
+        q.get_nowait()
+    with pytest.raises(ValueError, match="non-negative"):
+        q.put(1, timeout=-1)
+    # Describing the same queue_id again reaches the same queue.
+    again = QueueDescriptor.create_ray_queue(desc.queue_id) if queue_type == "ray_queue" else \
+        QueueDescriptor.create_ray_actor_queue(desc.queue_id, desc.metadata["actor_name"])
+    q.put("shared")
+    assert resolve_descriptor(again).get(timeout=60) == "shared"
+
+
+def test_ray_descriptors_resolve_in_another_driver(ray_session: Any,
+                                                   describe: Callable[[str], QueueDescriptor]) -> None:
+    """Another process joins the cluster (in another namespace) and finds
+    the queues by the name and namespace recorded in their descriptors."""
+    descs = [describe("ray_queue"), describe("ray_actor")]
+    code = (
+        "import json, sys, ray\n"
+        "ray.init(address=sys.argv[1], namespace='some_other_namespace', logging_level='WARNING')\n"
+        "from sage_queue.descriptor import resolve_descriptor\n"
+        "for text in json.loads(sys.argv[2]):\n"
+        "    q = resolve_descriptor(text)\n"
+        "    q.put(('from another driver', q.get(timeout=60)))\n"
+        "print('ok', flush=True)\n"
+    )
+    queues = [resolve_descriptor(d) for d in descs]
+    for i, q in enumerate(queues):
+        q.put(i)
+    result = subprocess.run(
+        [sys.executable, "-c", code, ray_session.address_info["address"], json.dumps([d.to_json() for d in descs])],
+        env=child_env(), capture_output=True, text=True, timeout=WAIT,
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+    assert [q.get(timeout=60) for q in queues] == [("from another driver", 0), ("from another driver", 1)]
+
+
+def test_gone_actors_give_clear_errors(describe: Callable[[str], QueueDescriptor], workers: Any) -> None:
+    import ray
+    from sage_queue.ray_support import destroy_ray_queue
+
+    for queue_type in ("ray_queue", "ray_actor"):
+        desc = describe(queue_type)
+        resolve_descriptor(desc).put(1)
+        destroy_ray_queue(desc, kill_actor=True)
+        with pytest.raises(QueueUnavailableError) as info:
+            resolve_descriptor(desc)
+        message = str(info.value)
+        assert desc.metadata["actor_name"] in message and "detached=True" in message
+        # In a worker too, with the same exception.
+        with pytest.raises(QueueUnavailableError):
+            ray.get(workers.resolve_and_put.remote(desc.to_json(), [1]), timeout=WAIT)
+    # A ray_actor queue dropped from a live holder is recreated, empty, on use.
+    desc = describe("ray_actor")
+    q = resolve_descriptor(desc)
+    q.put("lost")
+    destroy_ray_queue(desc)
+    assert resolve_descriptor(desc).qsize() == 0
