@@ -10,7 +10,13 @@ Pure Python (ctypes) over libring_buffer. The API follows ``queue.Queue``::
     q.close()                                 # q.destroy() removes it
 
 A ``SageQueue`` pickles by name, so it can be handed to ``multiprocessing``
-workers (fork, spawn, forkserver) and ``ProcessPoolExecutor`` tasks.
+workers (fork, spawn, forkserver), ``ProcessPoolExecutor`` tasks and Ray
+tasks and actors on the same node.
+
+Also here: ``sage_queue.descriptor`` (serialisable descriptions of queues of
+any transport: local, shm, sage_queue, rpc, ray_queue, ray_actor),
+``sage_queue.ray_support`` and the command line tool ``python -m
+sage_queue`` (``sage-queue``: list, stat, watch, rm, gc).
 
 The library is loaded from ``$RING_BUFFER_LIB``, this package's directory,
 the source tree's ``build/``, then the system search path.
@@ -26,18 +32,25 @@ from .errors import (
     BufferTooSmallError,
     ClosedQueueError,
     CorruptQueueError,
+    DescriptorError,
     IncompatibleQueueError,
     InternalError,
     InvalidArgumentError,
     InvalidNameError,
+    LocalQueueProcessError,
+    MalformedDescriptorError,
     MessageTooLargeError,
+    MissingMetadataError,
     NoSpaceError,
+    QueueAuthenticationError,
     QueueExistsError,
     QueueNotFoundError,
     QueuePermissionError,
+    QueueUnavailableError,
     SageQueueError,
     ShutDown,
     SystemCallError,
+    UnknownQueueTypeError,
 )
 from .queue import (
     DEFAULT_MAXSIZE,
@@ -78,6 +91,13 @@ __all__ = [
     "ClosedQueueError",
     "SystemCallError",
     "InternalError",
+    "DescriptorError",
+    "MalformedDescriptorError",
+    "UnknownQueueTypeError",
+    "MissingMetadataError",
+    "LocalQueueProcessError",
+    "QueueUnavailableError",
+    "QueueAuthenticationError",
     "Status",
     "EXCEPTION_BY_CODE",
     "DEFAULT_MAXSIZE",

@@ -13,7 +13,7 @@ SageQueue API (``put_many``, ``shutdown``, ``task_done``...) is there.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from .descriptor import DEFAULT_SHM_MAXSIZE, QueueDescriptor, metadata_value, resolve_descriptor
 from .queue import SageQueue
@@ -32,7 +32,9 @@ class DescribedSageQueue(SageQueue):
     descriptor; ``.descriptor`` is that descriptor, and pickling sends it
     rather than the handle."""
 
-    descriptor: QueueDescriptor
+    #: None only on objects made by SageQueue.open() on this class, which
+    #: then behave as a plain SageQueue.
+    descriptor: Optional[QueueDescriptor] = None
 
     def __init__(self, descriptor: QueueDescriptor) -> None:
         key, factory = _NAME_KEYS.get(descriptor.queue_type, _NAME_KEYS["shm"])
@@ -44,13 +46,17 @@ class DescribedSageQueue(SageQueue):
 
     @property
     def queue_id(self) -> str:
-        """The descriptor's ``queue_id``."""
-        return self.descriptor.queue_id
+        """The descriptor's ``queue_id`` (the queue's name without one)."""
+        return self.descriptor.queue_id if self.descriptor is not None else self.name
 
     def __reduce__(self) -> Tuple[Callable[..., Any], Tuple[Any, ...]]:
+        if self.descriptor is None:
+            return super().__reduce__()
         if self._handle is None:
             raise self._closed_error()
         return (resolve_descriptor, (self.descriptor,))
 
     def __repr__(self) -> str:
+        if self.descriptor is None:
+            return super().__repr__()
         return f"<DescribedSageQueue {self.descriptor.queue_type} {self.queue_id!r} -> {super().__repr__()}>"

@@ -238,28 +238,46 @@ def test_ray_queue_semantics(queue_type: str, describe: Callable[..., QueueDescr
 
 
 def test_ray_descriptors_resolve_in_another_driver(ray_session: Any,
-                                                   describe: Callable[[str], QueueDescriptor]) -> None:
+                                                   describe: Callable[..., QueueDescriptor]) -> None:
     """Another process joins the cluster (in another namespace) and finds
-    the queues by the name and namespace recorded in their descriptors."""
+    the queues by the name and namespace recorded in their descriptors; the
+    detached queues it creates outlive it and are found from here."""
+    from sage_queue.ray_support import destroy_ray_queue
+
     descs = [describe("ray_queue"), describe("ray_actor")]
+    detached_id = unique_name("det")
     code = (
         "import json, sys, ray\n"
         "ray.init(address=sys.argv[1], namespace='some_other_namespace', logging_level='WARNING')\n"
-        "from sage_queue.descriptor import resolve_descriptor\n"
+        "from sage_queue.descriptor import QueueDescriptor, resolve_descriptor\n"
         "for text in json.loads(sys.argv[2]):\n"
         "    q = resolve_descriptor(text)\n"
         "    q.put(('from another driver', q.get(timeout=60)))\n"
-        "print('ok', flush=True)\n"
+        "made = [QueueDescriptor.create_ray_queue(sys.argv[3], detached=True),\n"
+        "        QueueDescriptor.create_ray_actor_queue(sys.argv[3], sys.argv[3] + '_holder', detached=True)]\n"
+        "for desc in made:\n"
+        "    resolve_descriptor(desc).put('left behind')\n"
+        "print(json.dumps([desc.to_json() for desc in made]), flush=True)\n"
     )
     queues = [resolve_descriptor(d) for d in descs]
     for i, q in enumerate(queues):
         q.put(i)
     result = subprocess.run(
-        [sys.executable, "-c", code, ray_session.address_info["address"], json.dumps([d.to_json() for d in descs])],
+        [sys.executable, "-c", code, ray_session.address_info["address"], json.dumps([d.to_json() for d in descs]),
+         detached_id],
         env=child_env(), capture_output=True, text=True, timeout=WAIT,
     )
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
-    assert [q.get(timeout=60) for q in queues] == [("from another driver", 0), ("from another driver", 1)]
+    assert result.returncode == 0, result.stderr[-3000:]
+    detached = [QueueDescriptor.from_json(text) for text in json.loads(result.stdout.strip().splitlines()[-1])]
+    try:
+        assert [q.get(timeout=60) for q in queues] == [("from another driver", 0), ("from another driver", 1)]
+        # That driver has exited; its detached queues live on.
+        for desc in detached:
+            assert desc.metadata["namespace"] == "some_other_namespace" and desc.metadata["detached"] is True
+            assert resolve_descriptor(desc).get(timeout=60) == "left behind"
+    finally:
+        for desc in detached:
+            destroy_ray_queue(desc, kill_actor=True)
 
 
 def test_gone_actors_give_clear_errors(describe: Callable[[str], QueueDescriptor], workers: Any) -> None:
