@@ -133,6 +133,11 @@ def test_list_every_kind_of_object(prefix: str, holders: List[Holder]) -> None:
     dead_pid = _dead_creator_queue(prefix + "dead", holders)
     _raw_object(prefix + "corrupt", b"\x00garbage" * 153)
     _legacy_object(prefix + "legacy", dead_pid)
+    with SageQueue(prefix + "overwritten", 4096) as q:
+        q.put("x")
+    with open(Path(SHM_DIR) / f"sage_ringbuf_{prefix}overwritten", "r+b") as f:
+        f.seek(24)  # tail: now far more bytes than the ring holds
+        f.write(struct.pack("<Q", 10**9))
     foreign = None
     if os.geteuid() == 0:  # only root can give an object to another user
         with SageQueue(prefix + "foreign", 4096):
@@ -141,7 +146,7 @@ def test_list_every_kind_of_object(prefix: str, holders: List[Holder]) -> None:
         os.chown(foreign, 65534, 65534)
 
     rows = {row["name"]: row for row in cli_json("list", "--prefix", prefix)}
-    expected = {"plain", "live", "dead", "corrupt", "legacy"} | ({"foreign"} if foreign else set())
+    expected = {"plain", "live", "dead", "corrupt", "legacy", "overwritten"} | ({"foreign"} if foreign else set())
     assert set(rows) == {prefix + n for n in expected}
 
     plain = rows[prefix + "plain"]
@@ -160,6 +165,9 @@ def test_list_every_kind_of_object(prefix: str, holders: List[Holder]) -> None:
     corrupt = rows[prefix + "corrupt"]
     assert corrupt["status"] == "incompatible" and corrupt["object_bytes"] == 8 * 153
     assert corrupt["messages"] is None and corrupt["owner_uid"] == os.geteuid() and corrupt["attached"] == 0
+    overwritten = rows[prefix + "overwritten"]
+    assert overwritten["status"] == "corrupt" and "impossible" in overwritten["detail"]
+    assert overwritten["messages"] is None and overwritten["creator_pid"] == os.getpid()
     legacy = rows[prefix + "legacy"]
     assert legacy["status"] == "legacy" and legacy["layout_version"] == 1 and legacy["messages"] == 0
     assert legacy["ring_bytes"] == 1024 and legacy["creator_pid"] == dead_pid
@@ -179,6 +187,7 @@ def test_list_every_kind_of_object(prefix: str, holders: List[Holder]) -> None:
     assert f"{dead_pid} (dead)" in by_name[prefix + "dead"]
     assert f"{os.getpid()} (alive)" in by_name[prefix + "plain"]
     assert "incompatible" in by_name[prefix + "corrupt"] and "legacy" in by_name[prefix + "legacy"]
+    assert "corrupt: byte counters are impossible" in by_name[prefix + "overwritten"]
     if foreign:
         assert "foreign" in by_name[prefix + "foreign"]
     # Nothing of ours stays attached after the CLI exits.
