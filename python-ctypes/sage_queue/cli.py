@@ -27,7 +27,7 @@ from typing import Any, Dict, List, NoReturn, Optional, Sequence, TextIO
 
 from . import admin
 from .errors import SageQueueError
-from .queue import SageQueue
+from .queue import SHM_DIR, SageQueue
 
 __all__ = ["main", "build_parser"]
 
@@ -129,7 +129,7 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
         _print_json([info.to_dict() for info in infos], out)
         return EXIT_OK
     if not infos:
-        out.write(f"no queues in {admin.SHM_DIR}" + (f" starting with {args.prefix!r}" if args.prefix else "") + "\n")
+        out.write(f"no queues in {SHM_DIR}" + (f" starting with {args.prefix!r}" if args.prefix else "") + "\n")
         return EXIT_OK
     rows = [["NAME", "SIZE", "FILL", "MESSAGES", "ATTACHED", "OWNER", "CREATOR", "STATUS"]]
     for info in infos:

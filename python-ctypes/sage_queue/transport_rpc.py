@@ -44,7 +44,7 @@ import subprocess
 import sys
 import threading
 from multiprocessing.managers import BaseManager, BaseProxy
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple, cast
 
 from ._lib import ENV_VAR, LIBRARY_PATH
 from .descriptor import QueueDescriptor, metadata_value
@@ -105,26 +105,31 @@ class _QueueProxy(BaseProxy):
 
     _exposed_ = _EXPOSED
 
+    def _call(self, method: str, args: Tuple[Any, ...] = ()) -> Any:
+        # (typeshed declares _callmethod as returning None.)
+        call: Any = self._callmethod
+        return call(method, args)
+
     def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
-        self._callmethod("put", (item, block, timeout))
+        self._call("put", (item, block, timeout))
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
-        return self._callmethod("get", (block, timeout))
+        return self._call("get", (block, timeout))
 
     def qsize(self) -> int:
-        return self._callmethod("qsize")  # type: ignore[no-any-return]
+        return self._call("qsize")  # type: ignore[no-any-return]
 
     def empty(self) -> bool:
-        return self._callmethod("empty")  # type: ignore[no-any-return]
+        return self._call("empty")  # type: ignore[no-any-return]
 
     def full(self) -> bool:
-        return self._callmethod("full")  # type: ignore[no-any-return]
+        return self._call("full")  # type: ignore[no-any-return]
 
     def put_many(self, items: List[Any], block: bool = True, timeout: Optional[float] = None) -> int:
-        return self._callmethod("put_many", (items, block, timeout))  # type: ignore[no-any-return]
+        return self._call("put_many", (items, block, timeout))  # type: ignore[no-any-return]
 
     def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
-        return self._callmethod("get_many", (max_items, block, timeout))  # type: ignore[no-any-return]
+        return self._call("get_many", (max_items, block, timeout))  # type: ignore[no-any-return]
 
 
 class _ServerManager(BaseManager):
@@ -383,11 +388,12 @@ def _serve(host: str, port: int) -> None:
     authkey = bytes.fromhex(sys.stdin.buffer.readline().decode().strip())
     server = _ServerManager(address=(host, port), authkey=authkey).get_server()
     stop = threading.Event()
-    server.stop_event = stop  # what Server.shutdown() sets
+    setattr(server, "stop_event", stop)  # what Server.shutdown() sets
     multiprocessing.current_process()._manager_server = server  # type: ignore[attr-defined]
     threading.Thread(target=server.accepter, name="accepter", daemon=True).start()
     threading.Thread(target=_stop_on_eof, args=(stop,), name="stop-on-eof", daemon=True).start()
-    sys.stdout.write(f"{server.address[0]} {server.address[1]}\n")
+    bound_host, bound_port = cast(Tuple[str, int], server.address)
+    sys.stdout.write(f"{bound_host} {bound_port}\n")
     sys.stdout.flush()
     stop.wait()
     # Connection threads are daemons: they end with the process.

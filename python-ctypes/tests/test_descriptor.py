@@ -11,7 +11,7 @@ import os
 import pickle
 import queue
 import threading
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, List
 
 import pytest
 
