@@ -46,6 +46,7 @@ import re
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -165,6 +166,9 @@ def _new_id(queue_type: str) -> str:
     return f"{queue_type}_{uuid.uuid4().hex[:12]}"
 
 
+# A dataclass (as SAGE's own descriptor was: dataclasses.asdict/fields work)
+# with a validating __init__, our __eq__ and a repr that hides secrets.
+@dataclass(init=False, repr=False)
 class QueueDescriptor:
     """A serialisable description of a queue: which transport (``queue_type``),
     which queue (``queue_id``), what the transport needs to reach it

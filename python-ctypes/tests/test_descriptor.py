@@ -84,6 +84,16 @@ def test_fields_defaults_and_equality() -> None:
     assert QueueDescriptor(queue_id="a", queue_type="b", metadata=None, created_timestamp=None).metadata == {}
 
 
+def test_is_a_dataclass_as_in_sage() -> None:
+    import dataclasses
+
+    desc = QueueDescriptor("q1", "shm", {"shm_name": "x"}, 1.0)
+    assert [f.name for f in dataclasses.fields(desc)] == ["queue_id", "queue_type", "metadata", "created_timestamp"]
+    assert dataclasses.asdict(desc) == desc.to_dict()
+    with pytest.raises(TypeError):
+        hash(desc)  # mutable: unhashable, as a dataclass with eq
+
+
 def test_metadata_is_copied() -> None:
     meta = {"k": 1}
     desc = QueueDescriptor("q", "t", meta, 1.0)
