@@ -79,7 +79,8 @@ test: header-check test-rust test-ffi test-install test-python
 test-rust:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --all-features --quiet -- -D warnings
-	$(CARGO) test --profile ci --features failpoints --quiet
+	# The fuzz properties run 500,000 cases each here (make fuzz runs more).
+	RB_FUZZ_CASES=500000 $(CARGO) test --profile ci --features failpoints --quiet
 
 test-ffi: test-ffi-plain test-ffi-san test-ffi-valgrind
 
@@ -121,7 +122,7 @@ test-install: lib
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: python-ctypes/requirements-dev.txt
+$(VENV)/.installed: python-ctypes/requirements-dev.txt python-ctypes/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r python-ctypes/requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e python-ctypes
@@ -170,9 +171,9 @@ install: lib
 
 # Long property-based fuzz run of the ring over a heap buffer (the short run
 # is part of `make test`).
-FUZZ_CASES ?= 20000000
+FUZZ_CASES ?= 10000000
 fuzz:
-	RB_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --profile ci --test fuzz_ring -- --nocapture
+	RB_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --profile ci --lib fuzz_tests -- --nocapture
 
 # The single-process core under Miri (nightly with the miri component).
 miri:

@@ -107,6 +107,7 @@ pub struct RingBufferRef {
 
 /// Legacy statistics (`ring_buffer_stats_t`), filled by `ring_buffer_get_stats`.
 #[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RingBufferStats {
     pub buffer_size: u32,
     pub available_read: u32,
@@ -124,6 +125,7 @@ pub struct RingBufferStats {
 /// synchronisation counters of this library (`ring_buffer_get_stats_ex`).
 /// Counters of the extension block read as 0 on a legacy (version 1) object.
 #[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RingBufferStatsEx {
     pub buffer_size: u32,
     pub available_read: u32,

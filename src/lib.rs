@@ -22,6 +22,8 @@ pub mod error;
 pub mod failpoint;
 pub mod ffi;
 mod frame;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod layout;
 mod name;
 mod object;

@@ -336,3 +336,21 @@ pub fn read_byte(fd: i32) {
     // SAFETY: one byte into a local.
     assert_eq!(unsafe { libc::read(fd, b.as_mut_ptr() as *mut _, 1) }, 1);
 }
+
+#[test]
+fn stats_report_a_corrupt_tail_instead_of_clamping_it() {
+    use std::os::unix::fs::FileExt;
+    let (q, c) = fresh("corrupt_stats", 4096);
+    q.send(b"a").unwrap();
+    let object = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/sage_ringbuf_{}", c.0))
+        .unwrap();
+    // `tail` lives at offset 16 + 8 of the header.
+    object
+        .write_at(&1_000_000_000u64.to_le_bytes(), 24)
+        .unwrap();
+    assert_eq!(q.stats().unwrap_err(), Error::Corrupt);
+    assert_eq!(q.try_recv().unwrap_err(), Error::Corrupt);
+    assert_eq!(q.try_send(b"b").unwrap_err(), Error::Corrupt);
+}

@@ -24,6 +24,9 @@ use crate::segment::View;
 use crate::sync::deadline::Wait;
 use crate::sync::mutex::{self, Guard};
 
+/// Largest `tail` an operation accepts (see [`View::counters`]).
+const MAX_POSITION: u64 = u64::MAX - (1 << 32);
+
 /// Which side of the queue an operation belongs to.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -97,6 +100,13 @@ impl<'a> View<'a> {
             }
         }
         self.ring.used(head, tail)?;
+        // One operation moves a counter by less than 2^32 bytes, so below
+        // this bound no position arithmetic can overflow. Reaching it
+        // legitimately takes decades at 10 GB/s; above it, someone wrote
+        // the counters.
+        if tail > MAX_POSITION {
+            return Err(Error::Corrupt);
+        }
         Ok((head, tail))
     }
 

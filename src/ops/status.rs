@@ -12,13 +12,25 @@ use crate::sync::mutex;
 
 impl View<'_> {
     /// Bytes queued now (`tail - head`, read without locks).
+    ///
+    /// A pair read without locks is a consistent snapshot when `tail` did
+    /// not move around the read of `head` (it only grows): then
+    /// `tail - head > buffer_size` or `head > tail` is corruption. If writers
+    /// keep moving `tail` through every attempt, the last pair is clamped.
     pub(crate) fn available_read(&self) -> Result<u32> {
-        // `head` first: `tail` never falls behind a `head` read earlier.
+        let capacity = self.ring.capacity();
+        for _ in 0..8 {
+            let tail = self.ring.tail.load(Acquire);
+            let head = self.ring.head.load(Acquire);
+            if self.ring.tail.load(Acquire) == tail {
+                let used = self.ring.used(head, tail)?;
+                return Ok(used.min(capacity) as u32);
+            }
+        }
         let head = self.ring.head.load(Acquire);
         let tail = self.ring.tail.load(Acquire);
         let used = tail.checked_sub(head).ok_or(Error::Corrupt)?;
-        // Both sides may have moved between the two loads; clamp.
-        Ok(used.min(self.ring.capacity()) as u32)
+        Ok(used.min(capacity) as u32)
     }
 
     /// Bytes that can be written now (`buffer_size - available_read - 1`).
@@ -130,7 +142,8 @@ impl View<'_> {
             ex.consumer_waits = ext.reader.waits.load(Relaxed);
             ex.wakeups = ext.signals.wakeups.load(Relaxed);
             ex.owner_died_recoveries =
-                ext.writer.recoveries.load(Relaxed) + ext.reader.recoveries.load(Relaxed);
+                // Counters from shared memory: any value, never a panic.
+                ext.writer.recoveries.load(Relaxed).wrapping_add(ext.reader.recoveries.load(Relaxed));
             ex.high_water_bytes = ext.writer.high_water.load(Relaxed);
             ex.tasks_done = ext.identity.tasks_done.load(Relaxed);
             ex.shutdown = ext.signals.shutdown.load(Relaxed);
