@@ -204,32 +204,6 @@ def _read_header(path: str) -> Optional[Tuple[int, int, int]]:
     return version, buffer_size, creator
 
 
-def _inconsistent_counters(path: str, buffer_size: int) -> Optional[str]:
-    """Why the header's byte counters are impossible (``tail - head`` must be
-    within 0..buffer_size), or None. Two reads must agree first: under
-    traffic, head (read first) and tail (read after) may come from different
-    instants, which alone could look impossible."""
-    samples = []
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            raw = os.pread(fd, 32, 0)
-        finally:
-            os.close(fd)
-        if len(raw) < 32:
-            return None
-        samples.append(_HEADER.unpack_from(raw)[3:5])
-    if samples[0] != samples[1]:
-        return None
-    head, tail = samples[0]
-    if tail < head or tail - head > buffer_size:
-        return f"byte counters are impossible (head {head}, tail {tail}, ring {buffer_size} bytes)"
-    return None
-
-
 def _owner_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -310,12 +284,6 @@ def _add_stats(info: QueueInfo, st: os.stat_result) -> None:
         q.close()
     info.layout_version = int(stats["version"])
     info.ring_bytes = int(stats["buffer_size"])
-    # The library's statistics clamp impossible counters rather than fail
-    # (its operations do report RB_ERR_CORRUPT): check the header ourselves.
-    why = _inconsistent_counters(info.path, info.ring_bytes)
-    if why is not None:
-        info.status, info.detail = "corrupt", why
-        return
     info.status = "legacy" if info.layout_version == 1 else "ok"
     if info.status == "legacy":
         info.detail = "legacy layout (version 1): one producer and one consumer only"
@@ -353,11 +321,10 @@ def queue_stats(name: str) -> Dict[str, Any]:
         stats["attached_processes"] = info.attached
     else:
         stats["attached_processes"] = max(0, int(stats["attached_processes"]) - 1)
-    why = _inconsistent_counters(info.path, int(stats["buffer_size"]))
     stats.update(
         name=name,
-        status="corrupt" if why else "legacy" if stats["version"] == 1 else "ok",
-        detail=why or "",
+        status="legacy" if stats["version"] == 1 else "ok",
+        detail="",
         owner=info.owner,
         owner_uid=info.owner_uid,
         mode=info.mode,
