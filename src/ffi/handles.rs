@@ -105,6 +105,26 @@ pub(super) unsafe fn bytes_mut<'a>(data: *mut c_void, len: u32) -> Result<&'a mu
     }
 }
 
+/// The byte strings of a C batch: `count` pointers and `count` lengths
+/// (`ptrs[i]` may be NULL where `lens[i]` is 0).
+///
+/// # Safety
+/// Non-NULL `ptrs` and `lens` must be readable for `count` elements, and each
+/// non-NULL `ptrs[i]` readable for `lens[i]` bytes, for `'a`.
+pub(super) unsafe fn byte_slices<'a>(
+    ptrs: *const *const c_void,
+    lens: *const u32,
+    count: u32,
+) -> Result<Vec<&'a [u8]>> {
+    // SAFETY: forwarded contract.
+    let (ptrs, lens) = unsafe { (array(ptrs, count)?, array(lens, count)?) };
+    ptrs.iter()
+        .zip(lens)
+        // SAFETY: forwarded contract, element by element.
+        .map(|(&p, &len)| unsafe { bytes(p, len) })
+        .collect()
+}
+
 /// An array of `count` elements at `ptr`, which must not be NULL.
 ///
 /// # Safety

@@ -7,7 +7,7 @@ use std::ptr;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::boundary::call;
-use super::handles::{self, array, array_mut, bytes, bytes_mut};
+use super::handles::{self, array_mut, bytes, bytes_mut};
 use crate::error::Error;
 use crate::layout::{RingBuffer, RingBufferRef, RingBufferStats};
 use crate::object::{self, buffer_size_for};
@@ -102,13 +102,8 @@ pub unsafe extern "C" fn ring_buffer_read(
     data: *mut c_void,
     len: u32,
 ) -> c_int {
-    call(-1, || {
-        let queue = handles::queue(rb)?;
-        // SAFETY: forwarded contract.
-        let data = unsafe { bytes_mut(data, len)? };
-        queue.view().read_bytes(data, true)?;
-        Ok(len as c_int)
-    })
+    // SAFETY: forwarded contract.
+    unsafe { read_bytes(rb, data, len, true) }
 }
 
 /// Like `ring_buffer_read`, without consuming.
@@ -121,11 +116,20 @@ pub unsafe extern "C" fn ring_buffer_peek(
     data: *mut c_void,
     len: u32,
 ) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { read_bytes(rb, data, len, false) }
+}
+
+/// The body of `ring_buffer_read` (`consume`) and `ring_buffer_peek`.
+///
+/// # Safety
+/// `data` must be writable for `len` bytes.
+unsafe fn read_bytes(rb: *mut RingBuffer, data: *mut c_void, len: u32, consume: bool) -> c_int {
     call(-1, || {
         let queue = handles::queue(rb)?;
         // SAFETY: forwarded contract.
         let data = unsafe { bytes_mut(data, len)? };
-        queue.view().read_bytes(data, false)?;
+        queue.view().read_bytes(data, consume)?;
         Ok(len as c_int)
     })
 }
@@ -302,14 +306,7 @@ pub unsafe extern "C" fn ring_buffer_write_batch(
             return Err(Error::InvalidArg);
         }
         // SAFETY: forwarded contract.
-        let (ptrs, lens) =
-            unsafe { (array(data_ptrs, batch_count)?, array(lengths, batch_count)?) };
-        let parts = ptrs
-            .iter()
-            .zip(lens)
-            // SAFETY: forwarded contract, element by element.
-            .map(|(&p, &len)| unsafe { bytes(p, len) })
-            .collect::<Result<Vec<&[u8]>, Error>>()?;
+        let parts = unsafe { handles::byte_slices(data_ptrs, lengths, batch_count)? };
         Ok(queue.view().write_bytes(&parts)? as c_int)
     })
 }

@@ -109,13 +109,7 @@ pub unsafe extern "C" fn ring_buffer_put_many(
     status(|| {
         let queue = handles::queue(rb)?;
         // SAFETY: forwarded contract.
-        let (ptrs, lens) = unsafe { (array(datas, count)?, array(lens, count)?) };
-        let msgs = ptrs
-            .iter()
-            .zip(lens)
-            // SAFETY: forwarded contract, element by element.
-            .map(|(&p, &len)| unsafe { bytes(p, len) })
-            .collect::<Result<Vec<&[u8]>, Error>>()?;
+        let msgs = unsafe { handles::byte_slices(datas, lens, count)? };
         Ok(queue.send_batch_wait(&msgs[..], Wait::from_timeout_ns(timeout_ns))? as c_int)
     })
 }
