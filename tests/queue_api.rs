@@ -354,3 +354,36 @@ fn stats_report_a_corrupt_tail_instead_of_clamping_it() {
     assert_eq!(q.try_recv().unwrap_err(), Error::Corrupt);
     assert_eq!(q.try_send(b"b").unwrap_err(), Error::Corrupt);
 }
+
+#[test]
+fn an_idle_blocked_consumer_uses_no_cpu() {
+    let (q, c) = fresh("idle", 4096);
+    let name = c.0.clone();
+    let consumer = fork(move || {
+        let q = Queue::open(&name).unwrap();
+        match q.recv() {
+            Ok(m) if m == b"wake up" => 0,
+            other => {
+                eprintln!("unexpected {other:?}");
+                1
+            }
+        }
+    });
+    // Let it get past its short spin and fall asleep on the futex.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = common::cpu_ticks(consumer);
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = common::cpu_ticks(consumer) - before;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let share = used as f64 / ticks_per_second / start.elapsed().as_secs_f64();
+    assert!(
+        share < 0.01,
+        "the blocked consumer used {:.2}% of a CPU",
+        share * 100.0
+    );
+    // And it still wakes for a message.
+    q.send(b"wake up").unwrap();
+    assert_eq!(wait_child(consumer, Duration::from_secs(10)), Exit::Code(0));
+}
