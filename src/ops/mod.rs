@@ -150,9 +150,9 @@ impl<'a> View<'a> {
         // the bytes copied before it are complete once it is seen.
         own.store(to, Release);
         side.messages.store(messages, Release);
-        // The framing state before the shadow: a reader that finds the
-        // shadow equal to a `tail` it saw also finds the framing state that
-        // goes with it (see `writer_ends_on_frame`).
+        // The framing state before `own`: a reader that finds `own` equal
+        // to a `tail` it saw also finds the framing state that goes with it
+        // (see `writer_ends_on_frame`).
         side.track.store(track, Release);
         side.own.store(to, Release);
         if role == Role::Writer {
@@ -174,8 +174,8 @@ impl<'a> View<'a> {
         let Some(writer) = self.side(Role::Writer) else {
             return false;
         };
-        // Seqlock-style: the shadow brackets the framing state (both stored
-        // with Release, shadow last).
+        // Seqlock-style: `own` brackets the framing state (both stored with
+        // Release, `own` last).
         let before = writer.own.load(Acquire);
         let track = Tracker::unpack(writer.track.load(Acquire));
         let after = writer.own.load(Acquire);
