@@ -9,6 +9,7 @@
 #endif
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,56 @@ __attribute__((unused)) static const char *test_name(const char *tag) {
     snprintf(name, 64, "ct_%.24s_%d_%d", tag, (int)getpid(), count);
     snprintf(rbt_paths[rbt_path_count++], 96, "/dev/shm/sage_ringbuf_%s", name);
     return name;
+}
+
+/* True under valgrind: the Makefile runs it with RB_UNDER_VALGRIND=1 (an
+ * empty value or "0" means not). */
+__attribute__((unused)) static bool under_valgrind(void) {
+    const char *v = getenv("RB_UNDER_VALGRIND");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+/* `secs`, or ten times as much under valgrind, which runs everything about
+ * 20x slower: for limits on work that slows down with it. */
+__attribute__((unused)) static unsigned valgrind_scaled(unsigned secs) {
+    return under_valgrind() ? secs * 10 : secs;
+}
+
+/* What the program is doing, printed if the watchdog fires. */
+__attribute__((unused)) static const char *volatile stage = "start";
+
+/* write(2) of a string to stderr (async-signal-safe). */
+__attribute__((unused)) static void say(const char *s) {
+    ssize_t r = write(2, s, strlen(s));
+    (void)r;
+}
+
+__attribute__((unused)) static void rbt_on_watchdog(int sig) {
+    say("WATCHDOG: no progress within the time limit in: ");
+    say((const char *)stage);
+    say("\n");
+    rbt_on_signal(sig);
+}
+
+/* A hang must fail the test, not block it: SIGALRM in `secs` seconds names
+ * `what` on stderr, then the harness's cleanup ends the program. The limit is
+ * taken as given, also under valgrind: pass valgrind_scaled(secs) where it
+ * must grow there. */
+__attribute__((unused)) static void watchdog(unsigned secs, const char *what) {
+    stage = what;
+    signal(SIGALRM, rbt_on_watchdog);
+    alarm(secs);
+}
+
+__attribute__((unused)) static void watchdog_off(void) { alarm(0); }
+
+/* fork(2) for a test child, which gets alarm(alarm_secs) so that it never
+ * outlives a dead parent; returns 0 in the child, its pid in the parent. */
+__attribute__((unused)) static pid_t fork_child(unsigned alarm_secs) {
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) alarm(alarm_secs);
+    return pid;
 }
 
 /* Waits for a child; returns its exit code, or 128 + signal. */

@@ -2,7 +2,7 @@
  * on the thread's last error, a healthy "neighbour" queue that must keep
  * working after every hostile case, raw access to queue objects (what a
  * misbehaving or malicious process sharing /dev/shm can do), and forked
- * children with watchdogs. Include after nothing else: it pulls in check.h. */
+ * children with alarms. Include after nothing else: it pulls in check.h. */
 #ifndef RB_HOSTILE_UTIL_H
 #define RB_HOSTILE_UTIL_H
 
@@ -143,26 +143,6 @@ static inline int run_child(int (*fn)(void *), void *arg, unsigned watchdog_s) {
     return wait_child(pid);
 }
 
-/* watchdog(s, stage): SIGALRM in `s` seconds, which names `stage` on
- * stderr before the harness's cleanup ends the program, so that a hang in
- * the library is reported with what was hanging. alarm(0) cancels it. */
-static const char *volatile rbt_stage = "";
-
-static void rbt_watchdog_fired(int sig) {
-    static const char pre[] = "WATCHDOG: no progress within the time limit in: ";
-    ssize_t r = write(2, pre, sizeof pre - 1);
-    r = write(2, (const char *)rbt_stage, strlen((const char *)rbt_stage));
-    r = write(2, "\n", 1);
-    (void)r;
-    rbt_on_signal(sig);
-}
-
-static inline void watchdog(unsigned seconds, const char *stage) {
-    rbt_stage = stage;
-    signal(SIGALRM, rbt_watchdog_fired);
-    alarm(seconds);
-}
-
 /* Exit code a child uses for "cannot run here, for a reason outside the
  * project" (it prints the reason). */
 #define CHILD_SKIP 77
@@ -171,11 +151,6 @@ static inline double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static inline bool under_valgrind(void) {
-    const char *v = getenv("RB_UNDER_VALGRIND");
-    return v && *v && strcmp(v, "0") != 0;
 }
 
 /* Maps the whole object of queue `name` read-write, as another process

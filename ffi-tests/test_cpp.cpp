@@ -209,11 +209,9 @@ static void test_two_processes() {
     const std::string replies = test_name("cpp_rep");
     sage::Queue req = sage::Queue::create(requests, 4096);
     sage::Queue rep = sage::Queue::create(replies, 4096);
-    const int n = getenv("RB_UNDER_VALGRIND") ? 200 : 2000;
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
+    const int n = under_valgrind() ? 200 : 2000;
+    pid_t pid = fork_child(valgrind_scaled(60)); // never outlives a dead parent
     if (pid == 0) {
-        alarm(getenv("RB_UNDER_VALGRIND") ? 600 : 60); // never outlive a dead parent
         int code = 0;
         try {
             sage::Queue in = sage::Queue::open(requests);
@@ -231,7 +229,7 @@ static void test_two_processes() {
         }
         _exit(code);
     }
-    alarm(getenv("RB_UNDER_VALGRIND") ? 600 : 60);
+    alarm(valgrind_scaled(60));
     int ok = 1;
     for (int i = 0; i < n && ok; i++) {
         req.put("req " + std::to_string(i));

@@ -68,7 +68,7 @@ static void refuse_handle(ring_buffer_t *h, const char *what) {
     EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_read_batch(h, chunks, lens, 2), -1), RB_ERR_INVALID_ARG);
     CHECK(chunks[0] == NULL);
     EXPECT_LAST_ERROR(ring_buffer_close(h), RB_ERR_INVALID_ARG);
-    alarm(0);
+    watchdog_off();
     if (rbt_failures != failures) fprintf(stderr, "  ^ with the handle: %s\n", what);
     NEIGHBOUR_OK(what);
 }
@@ -181,7 +181,7 @@ static void test_close_during_call(void) {
     CHECK_EQ(ring_buffer_put_msg(a, "x", 1, RB_NO_WAIT), RB_ERR_INVALID_ARG);
     CHECK_EQ(ring_buffer_put_msg(b, "wake up", 7, RB_NO_WAIT), RB_OK);
     pthread_join(t, NULL);
-    alarm(0);
+    watchdog_off();
     CHECK_EQ(arg.rc, RB_OK);
     CHECK(arg.len == 7 && memcmp(arg.buf, "wake up", 7) == 0);
     refuse_handle(a, "closed while another thread was inside get_msg");
@@ -556,7 +556,7 @@ static void test_timeouts(void) {
     CHECK_EQ(ring_buffer_get_msg(rb, buf, sizeof buf, &len, 100000000), RB_ERR_TIMEOUT);
     CHECK(now_s() - t0 >= 0.09);
     CHECK_EQ(ring_buffer_join(rb, 1), RB_OK);
-    alarm(0);
+    watchdog_off();
     NEIGHBOUR_OK("negative and huge timeouts");
 }
 
@@ -577,7 +577,7 @@ static void test_huge_timeout_shutdown(void) {
     CHECK_EQ(l.rc, RB_OK);
     CHECK_EQ(ring_buffer_put_msg(rb, "x", 1, INT64_MAX), RB_ERR_SHUTDOWN);
     CHECK_EQ(ring_buffer_get_msg(rb, buf, sizeof buf, &len, RB_WAIT_FOREVER), RB_ERR_SHUTDOWN);
-    alarm(0);
+    watchdog_off();
     ring_buffer_close(rb);
     ring_buffer_destroy(name);
     NEIGHBOUR_OK("a huge timeout ended by shutdown");

@@ -223,7 +223,7 @@ static void test_handmade_objects(void) {
     REQUIRE(mkfifo(path, 0600) == 0);
     watchdog(20, "opening a FIFO planted at the object's path");
     refuse_object_ex(n, "a FIFO at the object's path", true);
-    alarm(0);
+    watchdog_off();
 }
 
 /* --------------------------------------- corrupt state in an open queue */
@@ -735,7 +735,7 @@ static void test_garbage_storm(void) {
         if (rc != 0) fprintf(stderr, "  storm %s exited with %d\n", role_names[i], rc);
         CHECK_EQ(rc, 0);
     }
-    alarm(0);
+    watchdog_off();
     printf("garbage storm: %ld puts, %ld gets, %ld corrupt (resynced), %ld get/%ld put timeouts, "
            "%ld sprays\n",
            s->puts_ok, s->gets_ok, s->get_corrupt, s->get_timeouts, s->put_timeouts, s->sprays);
@@ -751,7 +751,7 @@ static void test_garbage_storm(void) {
     uint32_t len;
     int rc = ring_buffer_get_msg(s->rb, buf, sizeof buf, &len, RB_NO_WAIT);
     CHECK(rc == RB_OK || rc == RB_ERR_EMPTY || rc == RB_ERR_CORRUPT);
-    alarm(0);
+    watchdog_off();
     ring_buffer_close(s->rb);
     ring_buffer_destroy(s->name);
     NEIGHBOUR_OK("the garbage storm");

@@ -19,33 +19,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static int under_valgrind;
-
-/* What the program is doing, printed if the watchdog fires. */
-static const char *volatile stage = "start";
-
-static void say(const char *s) {
-    ssize_t r = write(2, s, strlen(s));
-    (void)r;
-}
-
-static void on_watchdog(int sig) {
-    say("watchdog expired (a call hung) in: ");
-    say(stage);
-    say("\n");
-    rbt_on_signal(sig);
-}
-
-/* A hang must fail the test, not block it: SIGALRM after `secs` (scaled
- * up under valgrind, which runs everything ~20x slower). */
-static void watchdog(unsigned secs, const char *what) {
-    stage = what;
-    signal(SIGALRM, on_watchdog);
-    alarm(under_valgrind ? secs * 10 : secs);
-}
-
-static void watchdog_off(void) { alarm(0); }
-
 static void shm_path(const char *name, char *out, size_t cap) {
     snprintf(out, cap, "/dev/shm/sage_ringbuf_%s", name);
 }
@@ -718,8 +691,8 @@ static void test_robust_ref_mutex(int kill_it) {
     }
     int status = wait_child(pid);
     CHECK_EQ(status, kill_it ? 128 + SIGKILL : 0);
-    watchdog(20, kill_it ? "inc_ref after the holder was SIGKILLed"
-                         : "inc_ref after the holder exited holding it");
+    watchdog(valgrind_scaled(20), kill_it ? "inc_ref after the holder was SIGKILLed"
+                                          : "inc_ref after the holder exited holding it");
     CHECK_EQ(ring_buffer_inc_ref(rb), 2);
     CHECK_EQ(ring_buffer_dec_ref(rb), 1);
     ring_buffer_ref_t *ref = ring_buffer_get_ref(rb);
@@ -1063,12 +1036,10 @@ static void test_legacy_object(void) {
     /* One writer process running the legacy library's code, one reader
      * using the new blocking get (which must notice writes that wake
      * nobody), then the reverse. */
-    watchdog(60, "legacy object: legacy writer -> get_msg");
-    const unsigned count = under_valgrind ? 200 : 2000;
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
+    watchdog(valgrind_scaled(60), "legacy object: legacy writer -> get_msg");
+    const unsigned count = under_valgrind() ? 200 : 2000;
+    pid_t pid = fork_child(valgrind_scaled(60)); /* never outlives a dead parent */
     if (pid == 0) {
-        alarm(under_valgrind ? 600 : 60); /* never outlive a dead parent */
         unsigned char f[4 + 700];
         for (unsigned seq = 0; seq < count; seq++) {
             uint32_t len = stream_len(seq);
@@ -1092,11 +1063,9 @@ static void test_legacy_object(void) {
     CHECK(ok);
     CHECK_EQ(wait_child(pid), 0);
 
-    watchdog(60, "legacy object: put_msg -> legacy reader");
-    pid = fork();
-    REQUIRE(pid >= 0);
+    watchdog(valgrind_scaled(60), "legacy object: put_msg -> legacy reader");
+    pid = fork_child(valgrind_scaled(60));
     if (pid == 0) {
-        alarm(under_valgrind ? 600 : 60);
         unsigned char f[4 + 700], want[700];
         for (unsigned seq = 0; seq < count; seq++) {
             unsigned char pre[4];
@@ -1129,7 +1098,6 @@ static void test_legacy_object(void) {
 
 int main(void) {
     rbt_init();
-    under_valgrind = getenv("RB_UNDER_VALGRIND") != NULL;
     test_create_names_and_sizes();
     test_create_open_close_destroy();
     test_bad_handles();

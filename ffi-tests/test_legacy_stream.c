@@ -19,7 +19,6 @@
 #define RING 4096u
 #define MAX_PAYLOAD (RING - 1 - 4) /* one byte always stays free */
 
-static int under_valgrind;
 static unsigned count; /* messages per variant */
 
 static uint32_t mix(uint32_t x) {
@@ -68,7 +67,6 @@ enum reader_kind { LEGACY_READ, GET_MSG };
 /* Child: opens the queue by name and streams `count` messages. Exit code 0
  * on success, otherwise a code saying what went wrong. */
 static void producer(const char *name, enum writer_kind kind) {
-    alarm(under_valgrind ? 1200 : 120); /* never outlive a dead parent */
     ring_buffer_t *rb = ring_buffer_open(name);
     if (!rb) _exit(10);
     static unsigned char frame[4 + MAX_PAYLOAD];
@@ -147,9 +145,8 @@ static void run_variant(enum writer_kind wk, enum reader_kind rk, const char *va
     REQUIRE(rb != NULL);
     REQUIRE(rb->buffer_size == RING);
 
-    alarm(under_valgrind ? 1200 : 120);
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
+    alarm(valgrind_scaled(120));
+    pid_t pid = fork_child(valgrind_scaled(120)); /* never outlives a dead parent */
     if (pid == 0) producer(name, wk);
 
     unsigned ok = consume(rb, rk, variant);
@@ -190,8 +187,7 @@ static void run_variant(enum writer_kind wk, enum reader_kind rk, const char *va
 
 int main(void) {
     rbt_init();
-    under_valgrind = getenv("RB_UNDER_VALGRIND") != NULL;
-    count = under_valgrind ? 2000 : 20000;
+    count = under_valgrind() ? 2000 : 20000;
     /* The lengths cover what the test claims: empty and maximal frames. */
     int has_zero = 0, has_max = 0;
     for (uint32_t s = 0; s < count; s++) {

@@ -19,30 +19,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static int under_valgrind;
-static const char *volatile stage = "start";
-
-static void say(const char *s) {
-    ssize_t r = write(2, s, strlen(s));
-    (void)r;
-}
-
-static void on_watchdog(int sig) {
-    say("watchdog expired (a call hung) in: ");
-    say(stage);
-    say("\n");
-    rbt_on_signal(sig);
-}
-
-/* A hang must fail the test instead of blocking it. */
-static void watchdog(unsigned secs, const char *what) {
-    stage = what;
-    signal(SIGALRM, on_watchdog);
-    alarm(under_valgrind ? secs * 10 : secs);
-}
-
-static void watchdog_off(void) { alarm(0); }
-
 static int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -343,7 +319,7 @@ static void check_bad_handle(ring_buffer_t *bad, const char *what) {
 
 static void test_bad_handles(void) {
     /* Every check here returns at once; a hang means a handle was trusted. */
-    watchdog(30, "bad handles");
+    watchdog(valgrind_scaled(30), "bad handles");
     check_bad_handle(NULL, "NULL handle");
 
     ring_buffer_t *rb = fresh("mclosed", 1024);
@@ -442,7 +418,7 @@ static void test_put_get(void) {
 
     /* One byte more can never fit: RB_ERR_TOO_LARGE at once, whatever the
      * timeout, and even when the ring is empty. */
-    watchdog(20, "put_msg of a message that can never fit, waiting forever");
+    watchdog(valgrind_scaled(20), "put_msg of a message that can never fit, waiting forever");
     EXPECT_CODE(ring_buffer_put_msg(rb, in, 1020, RB_WAIT_FOREVER), RB_ERR_TOO_LARGE);
     EXPECT_CODE(ring_buffer_put_msg(rb, in, 1020, 1000000000LL), RB_ERR_TOO_LARGE);
     EXPECT_CODE(ring_buffer_put_msg(rb, in, 1020, RB_NO_WAIT), RB_ERR_TOO_LARGE);
@@ -483,7 +459,7 @@ static void test_timeouts(void) {
     uint32_t len = 0, lens[4];
     const void *datas[1] = {buf};
     const uint32_t dlens[1] = {100};
-    watchdog(60, "bounded waits");
+    watchdog(valgrind_scaled(60), "bounded waits");
 
     /* A positive timeout waits at least that long, then RB_ERR_TIMEOUT
      * (not RB_ERR_EMPTY/FULL, which mean "did not wait"). */
@@ -535,11 +511,9 @@ static void test_timeouts(void) {
     /* A consumer asleep with no timeout is woken by a producer in another
      * process, and a producer asleep on a full ring by a consumer there. */
     const char *name = rb->name;
-    watchdog(60, "get_msg(WAIT_FOREVER) woken by another process's put");
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
+    watchdog(valgrind_scaled(60), "get_msg(WAIT_FOREVER) woken by another process's put");
+    pid_t pid = fork_child(valgrind_scaled(60));
     if (pid == 0) {
-        alarm(under_valgrind ? 600 : 60);
         ring_buffer_t *c = ring_buffer_open(name);
         if (!c) _exit(2);
         sleep_ms(150);
@@ -551,10 +525,8 @@ static void test_timeouts(void) {
 
     stage = "put_msg(WAIT_FOREVER) on a full ring woken by another process's get";
     CHECK_EQ(ring_buffer_put_msg(rb, buf, 1000, RB_NO_WAIT), RB_OK);
-    pid = fork();
-    REQUIRE(pid >= 0);
+    pid = fork_child(valgrind_scaled(60));
     if (pid == 0) {
-        alarm(under_valgrind ? 600 : 60);
         ring_buffer_t *c = ring_buffer_open(name);
         if (!c) _exit(2);
         sleep_ms(150);
@@ -650,7 +622,7 @@ static void test_batches(void) {
     static unsigned char huge[2000];
     const void *mixed[3] = {"ok", huge, "ok"};
     uint32_t mlens[3] = {2, 2000, 2};
-    watchdog(20, "put_many with a message that can never fit");
+    watchdog(valgrind_scaled(20), "put_many with a message that can never fit");
     EXPECT_CODE(ring_buffer_put_many(rb, mixed, mlens, 3, RB_WAIT_FOREVER), RB_ERR_TOO_LARGE);
     EXPECT_CODE(ring_buffer_put_packed(rb, huge, mlens, 3, RB_WAIT_FOREVER), RB_ERR_TOO_LARGE);
     watchdog_off();
@@ -743,10 +715,8 @@ static void test_msg_count(void) {
 
     /* Exact across processes: a child's puts are counted here. */
     const char *name = rb->name;
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
+    pid_t pid = fork_child(valgrind_scaled(60));
     if (pid == 0) {
-        alarm(under_valgrind ? 600 : 60);
         ring_buffer_t *c = ring_buffer_open(name);
         if (!c) _exit(2);
         for (int i = 0; i < 300; i++)
@@ -795,7 +765,7 @@ static void test_shutdown(void) {
     CHECK(len == 5 && memcmp(buf, "first", 5) == 0);
     CHECK_EQ(ring_buffer_get_many(rb, buf, sizeof buf, lens, 4, RB_WAIT_FOREVER), 1);
     CHECK(lens[0] == 6 && memcmp(buf, "second", 6) == 0);
-    watchdog(20, "get on a drained, shut-down queue");
+    watchdog(valgrind_scaled(20), "get on a drained, shut-down queue");
     EXPECT_CODE(ring_buffer_get_msg(rb, buf, sizeof buf, &len, RB_NO_WAIT), RB_ERR_SHUTDOWN);
     EXPECT_CODE(ring_buffer_get_msg(rb, buf, sizeof buf, &len, RB_WAIT_FOREVER), RB_ERR_SHUTDOWN);
     EXPECT_CODE(ring_buffer_get_msg(rb, buf, sizeof buf, &len, 1000000000LL), RB_ERR_SHUTDOWN);
@@ -822,12 +792,11 @@ static void test_shutdown(void) {
         if (producer) CHECK_EQ(ring_buffer_put_msg(rb, buf, 1000, RB_NO_WAIT), RB_OK);
         int ready[2];
         REQUIRE(pipe(ready) == 0);
-        watchdog(60, producer ? "producer asleep on a full ring, then shutdown"
-                              : "consumer asleep on an empty ring, then shutdown");
-        pid_t pid = fork();
-        REQUIRE(pid >= 0);
+        watchdog(valgrind_scaled(60), producer
+                                          ? "producer asleep on a full ring, then shutdown"
+                                          : "consumer asleep on an empty ring, then shutdown");
+        pid_t pid = fork_child(valgrind_scaled(60));
         if (pid == 0) {
-            alarm(under_valgrind ? 600 : 60);
             close(ready[0]);
             ring_buffer_t *c = ring_buffer_open(name);
             if (!c) _exit(2);
@@ -845,7 +814,7 @@ static void test_shutdown(void) {
         /* Shut down only once the child sleeps in the kernel (it announces
          * itself in the statistics); if it never did, say so. */
         int slept = 0;
-        for (int i = 0; i < (under_valgrind ? 2000 : 500) && !slept; i++) {
+        for (int i = 0; i < (under_valgrind() ? 2000 : 500) && !slept; i++) {
             ring_buffer_get_stats_ex(rb, &ex);
             slept = producer ? ex.sleeping_producers >= 1 : ex.sleeping_consumers >= 1;
             if (!slept) sleep_ms(10);
@@ -945,11 +914,9 @@ static void test_attached_and_remove(void) {
 
     int ready[2];
     REQUIRE(pipe(ready) == 0);
-    watchdog(60, "attached child");
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
+    watchdog(valgrind_scaled(60), "attached child");
+    pid_t pid = fork_child(valgrind_scaled(60));
     if (pid == 0) {
-        alarm(under_valgrind ? 600 : 60);
         close(ready[0]);
         ring_buffer_t *c = ring_buffer_open(name);
         if (!c) _exit(2);
@@ -1006,7 +973,7 @@ static void test_tasks(void) {
     uint32_t len;
     CHECK_EQ(ring_buffer_unfinished_tasks(rb), 0);
     CHECK_EQ(ring_buffer_join(rb, RB_NO_WAIT), RB_OK);
-    watchdog(20, "join with nothing to wait for");
+    watchdog(valgrind_scaled(20), "join with nothing to wait for");
     CHECK_EQ(ring_buffer_join(rb, RB_WAIT_FOREVER), RB_OK);
     watchdog_off();
     EXPECT_CODE(ring_buffer_task_done(rb), RB_ERR_INVALID_ARG); /* nothing received */
@@ -1039,11 +1006,9 @@ static void test_tasks(void) {
      * marked every message done. */
     for (int i = 0; i < 5; i++) CHECK_EQ(ring_buffer_put_msg(rb, "w", 1, RB_NO_WAIT), RB_OK);
     const char *name = rb->name;
-    watchdog(60, "join(WAIT_FOREVER) while another process works");
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
+    watchdog(valgrind_scaled(60), "join(WAIT_FOREVER) while another process works");
+    pid_t pid = fork_child(valgrind_scaled(60));
     if (pid == 0) {
-        alarm(under_valgrind ? 600 : 60);
         ring_buffer_t *c = ring_buffer_open(name);
         if (!c) _exit(2);
         for (int i = 0; i < 5; i++) {
@@ -1064,7 +1029,6 @@ static void test_tasks(void) {
 
 int main(void) {
     rbt_init();
-    under_valgrind = getenv("RB_UNDER_VALGRIND") != NULL;
     test_strerror_version_last_error();
     test_create_ex_open_ex();
     test_bad_handles();
