@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -77,6 +78,26 @@ static void rbt_init(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
 }
 
+#define SHM_PREFIX "/dev/shm/sage_ringbuf_"
+
+/* The path of the object of queue `name`. */
+__attribute__((unused)) static void shm_path(char *out, size_t cap, const char *name) {
+    snprintf(out, cap, SHM_PREFIX "%s", name);
+}
+
+/* Registers the object of a name not made by test_name() (odd bytes,
+ * exact lengths) for removal at exit and on fatal signals. */
+__attribute__((unused)) static void register_object(const char *name) {
+    REQUIRE(rbt_path_count < RBT_MAX_NAMES);
+    shm_path(rbt_paths[rbt_path_count++], sizeof rbt_paths[0], name);
+}
+
+/* Registers any other path this program may leave behind. */
+__attribute__((unused)) static void register_path(const char *path) {
+    REQUIRE(rbt_path_count < RBT_MAX_NAMES && strlen(path) < sizeof rbt_paths[0]);
+    memcpy(rbt_paths[rbt_path_count++], path, strlen(path) + 1);
+}
+
 /* A fresh queue name ("ct_<tag>_<pid>_<n>", at most 63 bytes), registered
  * for removal. The returned string stays valid until exit. */
 __attribute__((unused)) static const char *test_name(const char *tag) {
@@ -85,8 +106,55 @@ __attribute__((unused)) static const char *test_name(const char *tag) {
     REQUIRE(count < RBT_MAX_NAMES);
     char *name = names[count++];
     snprintf(name, 64, "ct_%.24s_%d_%d", tag, (int)getpid(), count);
-    snprintf(rbt_paths[rbt_path_count++], 96, "/dev/shm/sage_ringbuf_%s", name);
+    register_object(name);
     return name;
+}
+
+/* A name of exactly `len` bytes (24 <= len < 128; above 63 an invalid one),
+ * unique to this process and registered for removal. The returned string
+ * stays valid until exit. */
+__attribute__((unused)) static const char *sized_name(size_t len) {
+    static char names[8][128];
+    static int used;
+    REQUIRE(used < 8 && len < sizeof names[0] && len >= 24);
+    char *n = names[used++];
+    int k = snprintf(n, sizeof names[0], "ct_sized_%d_%d_", (int)getpid(), used);
+    while ((size_t)k < len) n[k++] = 'x';
+    n[len] = 0;
+    register_object(n);
+    return n;
+}
+
+/* lstat(2) of the object of queue `name`: whatever is at its path (a
+ * planted link itself, never its target); false if nothing is. */
+__attribute__((unused)) static bool object_stat(const char *name, struct stat *st) {
+    char path[160];
+    shm_path(path, sizeof path, name);
+    return lstat(path, st) == 0;
+}
+
+__attribute__((unused)) static bool object_exists(const char *name) {
+    struct stat st;
+    return object_stat(name, &st);
+}
+
+/* The object's size in bytes, -1 if there is none. */
+__attribute__((unused)) static off_t object_size(const char *name) {
+    struct stat st;
+    return object_stat(name, &st) ? st.st_size : -1;
+}
+
+/* The object's permission bits (07777), -1 if there is none. */
+__attribute__((unused)) static int object_mode(const char *name) {
+    struct stat st;
+    return object_stat(name, &st) ? (int)(st.st_mode & 07777) : -1;
+}
+
+/* truncate(2) of the object of queue `name` behind the library's back. */
+__attribute__((unused)) static void truncate_object(const char *name, off_t size) {
+    char path[160];
+    shm_path(path, sizeof path, name);
+    REQUIRE(truncate(path, size) == 0);
 }
 
 /* True under valgrind: the Makefile runs it with RB_UNDER_VALGRIND=1 (an

@@ -14,8 +14,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define SHM_PREFIX "/dev/shm/sage_ringbuf_"
-
 /* Layout facts from DESIGN.md / layout.rs, restated here on purpose: the
  * tests craft objects by hand and must not take them from the library. */
 #define HDR_MAGIC_OFF 0
@@ -30,30 +28,6 @@
 /* Exact object size of a version-2 queue with this data area. */
 static inline uint64_t v2_object_size(uint64_t buffer_size) {
     return ((200 + buffer_size + 63) & ~(uint64_t)63) + EXT_SIZE;
-}
-
-static inline void shm_path(char *out, size_t cap, const char *name) {
-    snprintf(out, cap, SHM_PREFIX "%s", name);
-}
-
-/* Registers the object of a name not made by test_name() (odd bytes,
- * exact lengths) for removal at exit and on fatal signals. */
-static inline void register_object(const char *name) {
-    REQUIRE(rbt_path_count < RBT_MAX_NAMES);
-    shm_path(rbt_paths[rbt_path_count++], sizeof rbt_paths[0], name);
-}
-
-/* Registers any other path this program may leave behind. */
-static inline void register_path(const char *path) {
-    REQUIRE(rbt_path_count < RBT_MAX_NAMES && strlen(path) < sizeof rbt_paths[0]);
-    memcpy(rbt_paths[rbt_path_count++], path, strlen(path) + 1);
-}
-
-static inline bool object_exists(const char *name) {
-    char path[160];
-    struct stat st;
-    shm_path(path, sizeof path, name);
-    return lstat(path, &st) == 0;
 }
 
 /* Sets this thread's last error to a code different from `code`, so that a

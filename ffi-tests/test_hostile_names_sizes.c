@@ -93,9 +93,7 @@ static void test_invalid_names(void) {
  * create, open, refs, remove_if_unused and destroy. */
 static void valid_name_cycle(const char *name, const char *what) {
     int failures = rbt_failures;
-    char path[160];
     struct stat st;
-    shm_path(path, sizeof path, name);
     register_object(name);
     size_t n = strlen(name);
 
@@ -108,7 +106,7 @@ static void valid_name_cycle(const char *name, const char *what) {
     }
     CHECK_EQ(memcmp(a->name, name, n + 1), 0); /* the header keeps the exact bytes */
     CHECK_EQ(a->buffer_size, 1024);
-    CHECK(lstat(path, &st) == 0 && S_ISREG(st.st_mode)); /* exactly that file name */
+    CHECK(object_stat(name, &st) && S_ISREG(st.st_mode)); /* exactly that file name */
     CHECK_EQ(st.st_size, v2_object_size(1024));
     EXPECT_NULL(ring_buffer_create_ex(name, 1024, 0, RB_CREATE_EXCLUSIVE), RB_ERR_EXISTS);
 
@@ -191,11 +189,9 @@ static void test_valid_odd_names(void) {
 }
 
 static void check_object_size(const char *name, uint32_t buffer_size) {
-    char path[160];
-    struct stat st;
-    shm_path(path, sizeof path, name);
-    CHECK(stat(path, &st) == 0);
-    CHECK_EQ(st.st_size, v2_object_size(buffer_size));
+    off_t size = object_size(name);
+    CHECK(size >= 0);
+    CHECK_EQ(size, v2_object_size(buffer_size));
 }
 
 /* `size` must be refused by both create calls, leaving nothing behind. */

@@ -86,12 +86,6 @@ static void refuse_object(const char *name, const char *what) {
     refuse_object_ex(name, what, false);
 }
 
-static void truncate_object(const char *name, off_t size) {
-    char path[160];
-    shm_path(path, sizeof path, name);
-    REQUIRE(truncate(path, size) == 0);
-}
-
 /* Writes a hand-made object: a legacy header (magic, version, buffer_size,
  * name) padded with zeros to `size` bytes. */
 static void handmade(const char *name, uint64_t magic, uint32_t version, uint32_t buffer_size,

@@ -19,38 +19,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static void shm_path(const char *name, char *out, size_t cap) {
-    snprintf(out, cap, "/dev/shm/sage_ringbuf_%s", name);
-}
-
-static int object_exists(const char *name) {
-    char path[160];
-    shm_path(name, path, sizeof path);
-    return access(path, F_OK) == 0;
-}
-
-static off_t object_size(const char *name) {
-    char path[160];
-    struct stat st;
-    shm_path(name, path, sizeof path);
-    return stat(path, &st) == 0 ? st.st_size : -1;
-}
-
-/* A name of exactly `len` bytes (len >= 24), unique to this process,
- * registered with the harness so its object is removed at exit. */
-static const char *sized_name(size_t len) {
-    static char names[8][128];
-    static int used;
-    REQUIRE(used < 8 && len < sizeof names[0] && len >= 24);
-    char *n = names[used++];
-    int k = snprintf(n, sizeof names[0], "ct_sized_%d_%d_", (int)getpid(), used);
-    while ((size_t)k < len) n[k++] = 'x';
-    n[len] = 0;
-    REQUIRE(rbt_path_count < RBT_MAX_NAMES);
-    snprintf(rbt_paths[rbt_path_count++], 96, "/dev/shm/sage_ringbuf_%s", n);
-    return n;
-}
-
 /* Plants a last error different from `code`, so that the next check of
  * ring_buffer_last_error() proves the call under test set it. */
 static void prime_error(int code) {
@@ -725,10 +693,8 @@ static void test_mode(void) {
     ring_buffer_t *rb = ring_buffer_create(name, 1024);
     umask(old);
     REQUIRE(rb != NULL);
-    char path[160];
-    shm_path(name, path, sizeof path);
     struct stat st;
-    REQUIRE(stat(path, &st) == 0);
+    REQUIRE(object_stat(name, &st));
     CHECK_EQ(st.st_mode & 07777, 0600);
     CHECK_EQ(st.st_uid, geteuid());
     ring_buffer_close(rb);
@@ -740,7 +706,7 @@ static void test_mode(void) {
 static void plant_object(const char *name, off_t size, uint64_t magic, uint32_t version,
                          uint32_t buffer_size) {
     char path[160];
-    shm_path(name, path, sizeof path);
+    shm_path(path, sizeof path, name);
     int fd = open(path, O_CREAT | O_EXCL | O_RDWR, 0600);
     REQUIRE(fd >= 0);
     REQUIRE(ftruncate(fd, size) == 0);
@@ -822,9 +788,7 @@ static void test_bad_objects(void) {
         REQUIRE(rb != NULL);
         CHECK_EQ(ring_buffer_put_msg(rb, "x", 1, RB_NO_WAIT), RB_OK);
         ring_buffer_close(rb);
-        char path[160];
-        shm_path(names[i], path, sizeof path);
-        REQUIRE(truncate(path, cut[i]) == 0);
+        truncate_object(names[i], cut[i]);
         expect_incompatible(names[i], "truncated queue");
     }
     /* ... and one grown behind its back. */
@@ -832,10 +796,7 @@ static void test_bad_objects(void) {
     ring_buffer_t *rb = ring_buffer_create(n, 1024);
     REQUIRE(rb != NULL);
     ring_buffer_close(rb);
-    off_t size = object_size(n);
-    char path[160];
-    shm_path(n, path, sizeof path);
-    REQUIRE(truncate(path, size + 4096) == 0);
+    truncate_object(n, object_size(n) + 4096);
     expect_incompatible(n, "grown queue");
 
     /* A symbolic link planted at the object path is never followed. */
@@ -847,7 +808,8 @@ static void test_bad_objects(void) {
     REQUIRE(fd >= 0);
     REQUIRE(write(fd, "x", 1) == 1);
     close(fd);
-    shm_path(n, path, sizeof path);
+    char path[160];
+    shm_path(path, sizeof path, n);
     REQUIRE(symlink(target, path) == 0);
     ring_buffer_t *s = ring_buffer_open(n);
     CHECK(s == NULL);

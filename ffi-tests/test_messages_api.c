@@ -31,23 +31,6 @@ static void sleep_ms(long ms) {
     }
 }
 
-static void shm_path(const char *name, char *out, size_t cap) {
-    snprintf(out, cap, "/dev/shm/sage_ringbuf_%s", name);
-}
-
-static int object_exists(const char *name) {
-    char path[160];
-    shm_path(name, path, sizeof path);
-    return access(path, F_OK) == 0;
-}
-
-static int object_mode(const char *name) {
-    char path[160];
-    struct stat st;
-    shm_path(name, path, sizeof path);
-    return stat(path, &st) == 0 ? (int)(st.st_mode & 07777) : -1;
-}
-
 static void prime_error(int code) {
     if (code == RB_ERR_INVALID_NAME) {
         REQUIRE(ring_buffer_open(NULL) == NULL);
@@ -87,20 +70,6 @@ static void prime_error(int code) {
         stmt;                                                            \
         CHECK_EQ(ring_buffer_last_error(), (code));                      \
     } while (0)
-
-/* A sized name registered with the harness for removal at exit. */
-static const char *sized_name(size_t len) {
-    static char names[4][128];
-    static int used;
-    REQUIRE(used < 4 && len < sizeof names[0] && len >= 24);
-    char *n = names[used++];
-    int k = snprintf(n, sizeof names[0], "ct_msized_%d_%d_", (int)getpid(), used);
-    while ((size_t)k < len) n[k++] = 'y';
-    n[len] = 0;
-    REQUIRE(rbt_path_count < RBT_MAX_NAMES);
-    snprintf(rbt_paths[rbt_path_count++], 96, "/dev/shm/sage_ringbuf_%s", n);
-    return n;
-}
 
 static ring_buffer_t *fresh(const char *tag, uint32_t size) {
     const char *name = test_name(tag);
@@ -257,7 +226,7 @@ static void test_create_ex_open_ex(void) {
      * be staged, and the owner check is then exercised by nothing here. */
     if (geteuid() == 0) {
         char path[160];
-        shm_path(n666, path, sizeof path);
+        shm_path(path, sizeof path, n666);
         REQUIRE(chown(path, 65534, 65534) == 0);
         EXPECT_NULL(ring_buffer_open(n666), RB_ERR_PERMISSION);
         EXPECT_NULL(ring_buffer_open_ex(n666, 0), RB_ERR_PERMISSION);

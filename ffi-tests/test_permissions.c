@@ -13,18 +13,9 @@
 #define NOBODY 65534
 #define OTHER 65533
 
-static mode_t mode_of(const char *name) {
-    char path[160];
-    struct stat st;
-    shm_path(path, sizeof path, name);
-    return lstat(path, &st) == 0 ? (st.st_mode & 07777) : (mode_t)-1;
-}
-
 static uid_t owner_of(const char *name) {
-    char path[160];
     struct stat st;
-    shm_path(path, sizeof path, name);
-    return lstat(path, &st) == 0 ? st.st_uid : (uid_t)-1;
+    return object_stat(name, &st) ? st.st_uid : (uid_t)-1;
 }
 
 /* Creates `name` with `mode` under `mask` (legacy create, create_ex with
@@ -41,10 +32,10 @@ static void expect_mode(const char *name, mode_t mask, uint32_t mode, mode_t exp
     umask(old);
     CHECK(rb != NULL);
     if (!rb) return;
-    if (mode_of(name) != expected)
+    if (object_mode(name) != (int)expected)
         fprintf(stderr, "  mode %#o under umask %#o: got %#o, expected %#o\n", mode, mask,
-                mode_of(name), expected);
-    CHECK_EQ(mode_of(name), expected);
+                object_mode(name), expected);
+    CHECK_EQ(object_mode(name), expected);
     CHECK_EQ(owner_of(name), geteuid());
     ring_buffer_close(rb);
     ring_buffer_destroy(name);
@@ -81,7 +72,7 @@ static void test_modes(void) {
     ring_buffer_t *b = ring_buffer_create_ex(n, 4096, 0666, 0);
     CHECK(b != NULL);
     if (b) CHECK_EQ(b->buffer_size, 1024);
-    CHECK_EQ(mode_of(n), 0640);
+    CHECK_EQ(object_mode(n), 0640);
     if (b) ring_buffer_close(b);
     ring_buffer_close(a);
     ring_buffer_destroy(n);
@@ -134,7 +125,7 @@ static void test_foreign_object(uint32_t mode, const char *tag) {
     CHECK_EQ(rc, 0);
     if (rc != 0) return;
     CHECK_EQ(owner_of(name), NOBODY);
-    mode_t mode_before = mode_of(name);
+    int mode_before = object_mode(name);
 
     EXPECT_NULL(ring_buffer_create(name, 1024), RB_ERR_PERMISSION);
     EXPECT_NULL(ring_buffer_create(name, 0), RB_ERR_PERMISSION);
@@ -162,7 +153,7 @@ static void test_foreign_object(uint32_t mode, const char *tag) {
     if (rb) ring_buffer_close(rb);
     /* None of it took the object over. */
     CHECK_EQ(owner_of(name), NOBODY);
-    CHECK_EQ(mode_of(name), mode_before);
+    CHECK_EQ(object_mode(name), mode_before);
     ring_buffer_destroy(name);
     if (rbt_failures != failures) fprintf(stderr, "  ^ with a queue of uid %d, mode %#o\n", NOBODY, mode);
     NEIGHBOUR_OK("a queue pre-created by another user");
@@ -242,7 +233,7 @@ static void test_outsider(uint32_t mode, uid_t owner, const char *tag) {
     CHECK_EQ(rc, 0);
     /* Still there, same mode and owner, and working for its owner. */
     CHECK(object_exists(name));
-    CHECK_EQ(mode_of(name), mode);
+    CHECK_EQ(object_mode(name), mode);
     CHECK_EQ(owner_of(name), owner);
     char buf[32];
     uint32_t len = 0;
@@ -287,10 +278,8 @@ static void refuse_symlink(const char *name, const char *what) {
     EXPECT_NULL(ring_buffer_from_ref(&ref), RB_ERR_PERMISSION);
     CHECK_EQ(ring_buffer_remove_if_unused(name), RB_ERR_PERMISSION);
     /* The link itself is still there. */
-    char path[160];
     struct stat st;
-    shm_path(path, sizeof path, name);
-    CHECK(lstat(path, &st) == 0 && S_ISLNK(st.st_mode));
+    CHECK(object_stat(name, &st) && S_ISLNK(st.st_mode));
     if (rbt_failures != failures) fprintf(stderr, "  ^ with a symlink to %s\n", what);
 }
 
