@@ -1,6 +1,10 @@
 /* Minimal harness for the C API tests: checks that count failures instead of
  * stopping, unique queue names, and removal of every queue a test created, at
- * exit and on fatal signals (with unlink(2), which is async-signal-safe). */
+ * exit and on fatal signals (with unlink(2), which is async-signal-safe).
+ * Also what several tests need: the paths and stat(2) of queue objects,
+ * checks that a failing call set the thread's last error (EXPECT_*), and
+ * watchdogs (scaled for valgrind where asked). Every test program includes
+ * it; what one does not use is marked unused, so -Werror builds it. */
 #ifndef RB_CHECK_H
 #define RB_CHECK_H
 
@@ -156,6 +160,47 @@ __attribute__((unused)) static void truncate_object(const char *name, off_t size
     shm_path(path, sizeof path, name);
     REQUIRE(truncate(path, size) == 0);
 }
+
+/* Plants a last error different from `code` (RB_ERR_INVALID_ARG for
+ * RB_ERR_INVALID_NAME, RB_ERR_INVALID_NAME for anything else), so that a
+ * check of ring_buffer_last_error() after the call under test proves that
+ * this very call set it (successes never clear it). */
+__attribute__((unused)) static void prime_last_error(int code) {
+    if (code == RB_ERR_INVALID_NAME) {
+        REQUIRE(ring_buffer_open(NULL) == NULL);
+        REQUIRE(ring_buffer_last_error() == RB_ERR_INVALID_ARG);
+    } else {
+        REQUIRE(ring_buffer_open("") == NULL);
+        REQUIRE(ring_buffer_last_error() == RB_ERR_INVALID_NAME);
+    }
+}
+
+/* `stmt` (a call whose failure value is -1, 0, NULL, or nothing) must
+ * leave `code` as this thread's last error. */
+#define EXPECT_LAST_ERROR(stmt, code)                                            \
+    do {                                                                         \
+        prime_last_error(code);                                                  \
+        stmt;                                                                    \
+        CHECK_EQ(ring_buffer_last_error(), (code));                              \
+    } while (0)
+
+/* `expr` must return `value` (its failure value) and set `code`. */
+#define EXPECT_FAIL(expr, value, code) EXPECT_LAST_ERROR(CHECK_EQ((expr), (value)), code)
+
+/* `expr` (a call returning a status) must return `code` and set it. */
+#define EXPECT_CODE(expr, code) EXPECT_FAIL(expr, code, code)
+
+/* `expr` (a handle-returning call) must fail with NULL and `code`. A handle
+ * returned by mistake is closed, so that later cases stay independent. */
+#define EXPECT_NULL(expr, code)                                                  \
+    do {                                                                         \
+        prime_last_error(code);                                                  \
+        ring_buffer_t *rbt_h = (expr);                                           \
+        int rbt_err = ring_buffer_last_error();                                  \
+        CHECK(rbt_h == NULL);                                                    \
+        CHECK_EQ(rbt_err, (code));                                               \
+        if (rbt_h) ring_buffer_close(rbt_h);                                     \
+    } while (0)
 
 /* True under valgrind: the Makefile runs it with RB_UNDER_VALGRIND=1 (an
  * empty value or "0" means not). */

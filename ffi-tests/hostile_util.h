@@ -1,8 +1,9 @@
-/* Helpers shared by the hostile-input, permission and hygiene tests: checks
- * on the thread's last error, a healthy "neighbour" queue that must keep
- * working after every hostile case, raw access to queue objects (what a
- * misbehaving or malicious process sharing /dev/shm can do), and forked
- * children with alarms. Include after nothing else: it pulls in check.h. */
+/* Helpers shared by the hostile-input, permission and hygiene tests, on top
+ * of check.h: the queue layout restated, a healthy "neighbour" queue that
+ * must keep working after every hostile case, raw access to queue objects
+ * (what a misbehaving or malicious process sharing /dev/shm can do), and
+ * forked children with alarms. Include after nothing else: it pulls in
+ * check.h. */
 #ifndef RB_HOSTILE_UTIL_H
 #define RB_HOSTILE_UTIL_H
 
@@ -29,37 +30,6 @@
 static inline uint64_t v2_object_size(uint64_t buffer_size) {
     return ((200 + buffer_size + 63) & ~(uint64_t)63) + EXT_SIZE;
 }
-
-/* Sets this thread's last error to a code different from `code`, so that a
- * following check of ring_buffer_last_error() proves the call under test set
- * it (a success never clears it). */
-static inline void prime_last_error(int code) {
-    if (code == RB_ERR_INVALID_NAME)
-        ring_buffer_close(NULL); /* RB_ERR_INVALID_ARG */
-    else
-        (void)ring_buffer_open(""); /* RB_ERR_INVALID_NAME */
-}
-
-/* `expr` (a handle-returning call) must fail with NULL and `code`. A handle
- * returned by mistake is closed so that later cases stay independent. */
-#define EXPECT_NULL(expr, code)                                                    \
-    do {                                                                           \
-        prime_last_error(code);                                                    \
-        ring_buffer_t *rbt_h = (expr);                                             \
-        int rbt_err = ring_buffer_last_error();                                    \
-        CHECK(rbt_h == NULL);                                                      \
-        CHECK_EQ(rbt_err, code);                                                   \
-        if (rbt_h) ring_buffer_close(rbt_h);                                       \
-    } while (0)
-
-/* `stmt` (a legacy call whose failure value is -1, 0, NULL, or nothing)
- * must leave `code` as this thread's last error. */
-#define EXPECT_LAST_ERROR(stmt, code)                                              \
-    do {                                                                           \
-        prime_last_error(code);                                                    \
-        stmt;                                                                      \
-        CHECK_EQ(ring_buffer_last_error(), code);                                  \
-    } while (0)
 
 /* A healthy queue living next to the hostile ones: after every hostile case
  * one message must still go through it. */

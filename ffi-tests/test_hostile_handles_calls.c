@@ -40,20 +40,20 @@ static void refuse_handle(ring_buffer_t *h, const char *what) {
     CHECK_EQ(ring_buffer_task_done(h), RB_ERR_INVALID_ARG);
     CHECK_EQ(ring_buffer_join(h, RB_NO_WAIT), RB_ERR_INVALID_ARG);
     CHECK_EQ(ring_buffer_join(h, RB_WAIT_FOREVER), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_msg_count(h), 0), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_unfinished_tasks(h), 0), RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_msg_count(h), 0, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_unfinished_tasks(h), 0, RB_ERR_INVALID_ARG);
 
     /* Legacy calls: their failure values, and the reason as last error. */
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write(h, "abcd", 4), -1), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_read(h, buf, 4), -1), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_peek(h, buf, 4), -1), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_available_read(h), 0), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_available_write(h), 0), RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_write(h, "abcd", 4), -1, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_read(h, buf, 4), -1, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_peek(h, buf, 4), -1, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_available_read(h), 0, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_available_write(h), 0, RB_ERR_INVALID_ARG);
     EXPECT_LAST_ERROR(CHECK(ring_buffer_is_empty(h)), RB_ERR_INVALID_ARG);
     EXPECT_LAST_ERROR(CHECK(ring_buffer_is_full(h)), RB_ERR_INVALID_ARG);
     EXPECT_LAST_ERROR(CHECK(ring_buffer_get_ref(h) == NULL), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_inc_ref(h), -1), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_dec_ref(h), -1), RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_inc_ref(h), -1, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_dec_ref(h), -1, RB_ERR_INVALID_ARG);
     ring_buffer_stats_t st;
     memset(&st, 0x5c, sizeof st);
     EXPECT_LAST_ERROR(ring_buffer_get_stats(h, &st), RB_ERR_INVALID_ARG);
@@ -63,9 +63,9 @@ static void refuse_handle(ring_buffer_t *h, const char *what) {
     EXPECT_LAST_ERROR(ring_buffer_get_stats_ex(h, &sx), RB_ERR_INVALID_ARG);
     CHECK_EQ(sx.version, 0x5c5c5c5c);
     EXPECT_LAST_ERROR(ring_buffer_reset_stats(h), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write_batch(h, datas, dlens, 1), -1), RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_write_batch(h, datas, dlens, 1), -1, RB_ERR_INVALID_ARG);
     void *chunks[2] = {NULL, NULL};
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_read_batch(h, chunks, lens, 2), -1), RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_read_batch(h, chunks, lens, 2), -1, RB_ERR_INVALID_ARG);
     CHECK(chunks[0] == NULL);
     EXPECT_LAST_ERROR(ring_buffer_close(h), RB_ERR_INVALID_ARG);
     watchdog_off();
@@ -287,15 +287,15 @@ static void test_zero_lengths(void) {
     /* NULL data with a length is refused. */
     CHECK_EQ(ring_buffer_put_msg(rb, NULL, 5, RB_NO_WAIT), RB_ERR_INVALID_ARG);
     /* Legacy raw calls: 0 bytes is an argument error. */
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write(rb, "abc", 0), -1), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write(rb, NULL, 3), -1), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_read(rb, buf, 0), -1), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_peek(rb, buf, 0), -1), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_read(rb, NULL, 3), -1), RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_write(rb, "abc", 0), -1, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_write(rb, NULL, 3), -1, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_read(rb, buf, 0), -1, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_peek(rb, buf, 0), -1, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_read(rb, NULL, 3), -1, RB_ERR_INVALID_ARG);
     const void *zp[2] = {"a", "b"};
     uint32_t zl[2] = {0, 0};
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write_batch(rb, zp, zl, 2), -1), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write_batch(rb, zp, zl, 0), -1), RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_write_batch(rb, zp, zl, 2), -1, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_write_batch(rb, zp, zl, 0), -1, RB_ERR_INVALID_ARG);
     CHECK_EQ(ring_buffer_available_read(rb), 0);
     NEIGHBOUR_OK("zero lengths");
 }
@@ -331,10 +331,9 @@ static void test_oversized_lengths(void) {
     CHECK_EQ(ring_buffer_msg_count(rb), 0); /* nothing of a refused batch went in */
 
     /* Legacy raw calls. */
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write(rb, small, 0xFFFFFFFFu), -1), RB_ERR_TOO_LARGE);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write(rb, big, 1024), -1), RB_ERR_TOO_LARGE);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write_batch(rb, sdatas, slens, 2), -1),
-                      RB_ERR_TOO_LARGE);
+    EXPECT_FAIL(ring_buffer_write(rb, small, 0xFFFFFFFFu), -1, RB_ERR_TOO_LARGE);
+    EXPECT_FAIL(ring_buffer_write(rb, big, 1024), -1, RB_ERR_TOO_LARGE);
+    EXPECT_FAIL(ring_buffer_write_batch(rb, sdatas, slens, 2), -1, RB_ERR_TOO_LARGE);
     /* A whole frame written raw (prefix 1019, then 1019 bytes) fills the
      * ring exactly and keeps the stream framed, so message counts stay
      * exact for the rest of the program. */
@@ -342,11 +341,11 @@ static void test_oversized_lengths(void) {
     memcpy(big, &prefix, 4);
     CHECK_EQ(ring_buffer_write(rb, big, 1023), 1023);
     CHECK_EQ(ring_buffer_msg_count(rb), 1);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write(rb, "x", 1), -1), RB_ERR_FULL);
+    EXPECT_FAIL(ring_buffer_write(rb, "x", 1), -1, RB_ERR_FULL);
     CHECK(ring_buffer_is_full(rb));
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_read(rb, buf, 1024), -1), RB_ERR_EMPTY);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_read(rb, small, 0xFFFFFFFFu), -1), RB_ERR_EMPTY);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_peek(rb, small, 0xFFFFFFFFu), -1), RB_ERR_EMPTY);
+    EXPECT_FAIL(ring_buffer_read(rb, buf, 1024), -1, RB_ERR_EMPTY);
+    EXPECT_FAIL(ring_buffer_read(rb, small, 0xFFFFFFFFu), -1, RB_ERR_EMPTY);
+    EXPECT_FAIL(ring_buffer_peek(rb, small, 0xFFFFFFFFu), -1, RB_ERR_EMPTY);
     for (int i = 0; i < 16; i++) CHECK_EQ(small[i], 's'); /* not written */
     CHECK_EQ(ring_buffer_read(rb, buf, 1023), 1023);
     CHECK(memcmp(buf, big, 1023) == 0);
@@ -421,16 +420,13 @@ static void test_null_out_parameters(void) {
     CHECK_EQ(ring_buffer_put_packed(rb, "ab", NULL, 2, RB_NO_WAIT), RB_ERR_INVALID_ARG);
     EXPECT_LAST_ERROR(ring_buffer_get_stats(rb, NULL), RB_ERR_INVALID_ARG);
     EXPECT_LAST_ERROR(ring_buffer_get_stats_ex(rb, NULL), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write_batch(rb, NULL, dl, 1), -1), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write_batch(rb, datas, NULL, 1), -1),
-                      RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write_batch(rb, datas, dl, 2), -1), RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_write_batch(rb, NULL, dl, 1), -1, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_write_batch(rb, datas, NULL, 1), -1, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_write_batch(rb, datas, dl, 2), -1, RB_ERR_INVALID_ARG);
     void *chunks[2];
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_read_batch(rb, NULL, lens, 2), -1), RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_read_batch(rb, chunks, NULL, 2), -1),
-                      RB_ERR_INVALID_ARG);
-    EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_read_batch(rb, chunks, lens, 0), -1),
-                      RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_read_batch(rb, NULL, lens, 2), -1, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_read_batch(rb, chunks, NULL, 2), -1, RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_read_batch(rb, chunks, lens, 0), -1, RB_ERR_INVALID_ARG);
     /* None of it consumed or added anything. */
     CHECK_EQ(ring_buffer_msg_count(rb), 1);
     CHECK_EQ(ring_buffer_get_msg(rb, buf, sizeof buf, &len, RB_NO_WAIT), RB_OK);

@@ -318,16 +318,13 @@ static void expect_corrupt_counters(struct victim *v, const char *what) {
     ON_CORRUPT(v, expect_blocking(rb, 0, RB_ERR_CORRUPT, what));
     ON_CORRUPT(v, expect_blocking(rb, 1, RB_ERR_CORRUPT, what));
 
-    ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write(rb, "abcd", 4), -1),
-                                    RB_ERR_CORRUPT));
-    ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_read(rb, buf, 4), -1), RB_ERR_CORRUPT));
-    ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_peek(rb, buf, 4), -1), RB_ERR_CORRUPT));
-    ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_write_batch(rb, datas, dlens, 2), -1),
-                                    RB_ERR_CORRUPT));
+    ON_CORRUPT(v, EXPECT_FAIL(ring_buffer_write(rb, "abcd", 4), -1, RB_ERR_CORRUPT));
+    ON_CORRUPT(v, EXPECT_FAIL(ring_buffer_read(rb, buf, 4), -1, RB_ERR_CORRUPT));
+    ON_CORRUPT(v, EXPECT_FAIL(ring_buffer_peek(rb, buf, 4), -1, RB_ERR_CORRUPT));
+    ON_CORRUPT(v, EXPECT_FAIL(ring_buffer_write_batch(rb, datas, dlens, 2), -1, RB_ERR_CORRUPT));
     void *chunks[4] = {0};
     uint32_t clens[4] = {0};
-    ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_read_batch(rb, chunks, clens, 4), -1),
-                                    RB_ERR_CORRUPT));
+    ON_CORRUPT(v, EXPECT_FAIL(ring_buffer_read_batch(rb, chunks, clens, 4), -1, RB_ERR_CORRUPT));
     for (int i = 0; i < 4; i++) free(chunks[i]); /* (NULL unless the call wrongly succeeded) */
     CHECK(chunks[0] == NULL);
 
@@ -342,10 +339,8 @@ static void expect_corrupt_counters(struct victim *v, const char *what) {
     /* head > tail can never be a transient view (tail never falls behind a
      * head read before it): the status calls report it as corruption. */
     if (bad_head > bad_tail) {
-        ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_available_read(rb), 0),
-                                        RB_ERR_CORRUPT));
-        ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK_EQ(ring_buffer_available_write(rb), 0),
-                                        RB_ERR_CORRUPT));
+        ON_CORRUPT(v, EXPECT_FAIL(ring_buffer_available_read(rb), 0, RB_ERR_CORRUPT));
+        ON_CORRUPT(v, EXPECT_FAIL(ring_buffer_available_write(rb), 0, RB_ERR_CORRUPT));
         ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK(ring_buffer_is_empty(rb)), RB_ERR_CORRUPT));
         ON_CORRUPT(v, EXPECT_LAST_ERROR(CHECK(ring_buffer_is_full(rb)), RB_ERR_CORRUPT));
         memset(&st, 0xab, sizeof st);

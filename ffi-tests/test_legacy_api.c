@@ -4,9 +4,10 @@
  * (robust ref mutex, dec_ref to zero keeps the handle, mode 0600, strict
  * names, validated objects, legacy version-1 objects still usable).
  *
- * Every failing call is preceded by prime_error(), which plants a different
- * last error first, so a check of ring_buffer_last_error() proves that this
- * very call set it (the last error is not cleared by successes). */
+ * Every failing call goes through an EXPECT_* check of check.h, whose
+ * prime_last_error() plants a different last error first, so a check of
+ * ring_buffer_last_error() proves that this very call set it (the last error
+ * is not cleared by successes). */
 #include "check.h"
 
 #include <fcntl.h>
@@ -18,41 +19,6 @@
 #include <time.h>
 
 /* ------------------------------------------------------------ helpers */
-
-/* Plants a last error different from `code`, so that the next check of
- * ring_buffer_last_error() proves the call under test set it. */
-static void prime_error(int code) {
-    if (code == RB_ERR_INVALID_NAME) {
-        REQUIRE(ring_buffer_open(NULL) == NULL);
-        REQUIRE(ring_buffer_last_error() == RB_ERR_INVALID_ARG);
-    } else {
-        REQUIRE(ring_buffer_open("") == NULL);
-        REQUIRE(ring_buffer_last_error() == RB_ERR_INVALID_NAME);
-    }
-}
-
-/* expr must return `value` (the legacy failure value) and set `code`. */
-#define EXPECT_FAIL(expr, value, code)                                   \
-    do {                                                                 \
-        prime_error(code);                                               \
-        CHECK_EQ((expr), (value));                                       \
-        CHECK_EQ(ring_buffer_last_error(), (code));                      \
-    } while (0)
-
-#define EXPECT_NULL(expr, code)                                          \
-    do {                                                                 \
-        prime_error(code);                                               \
-        CHECK((expr) == NULL);                                           \
-        CHECK_EQ(ring_buffer_last_error(), (code));                      \
-    } while (0)
-
-/* For void functions: the call must set `code`. */
-#define EXPECT_ERR(stmt, code)                                           \
-    do {                                                                 \
-        prime_error(code);                                               \
-        stmt;                                                            \
-        CHECK_EQ(ring_buffer_last_error(), (code));                      \
-    } while (0)
 
 static void fill_pattern(unsigned char *buf, size_t n, unsigned seed) {
     for (size_t i = 0; i < n; i++) buf[i] = (unsigned char)(seed * 31u + i * 7u + (i >> 8));
@@ -122,7 +88,7 @@ static void test_create_open_close_destroy(void) {
     CHECK_EQ(rb->process_count, 1);
 
     /* Successes leave the last error alone. */
-    prime_error(RB_ERR_NOT_FOUND);
+    prime_last_error(RB_ERR_NOT_FOUND);
     int before = ring_buffer_last_error();
     CHECK_EQ(ring_buffer_write(rb, "x", 1), 1);
     char c;
@@ -172,15 +138,15 @@ static void test_create_open_close_destroy(void) {
     CHECK_EQ(ring_buffer_read(rb, out, 3), 3);
     CHECK(memcmp(out, "abc", 3) == 0);
     EXPECT_NULL(ring_buffer_open(name), RB_ERR_NOT_FOUND);
-    EXPECT_ERR(ring_buffer_destroy(name), RB_ERR_NOT_FOUND);
-    EXPECT_ERR(ring_buffer_destroy(NULL), RB_ERR_INVALID_ARG);
-    EXPECT_ERR(ring_buffer_destroy(""), RB_ERR_INVALID_NAME);
-    EXPECT_ERR(ring_buffer_destroy("a/b"), RB_ERR_INVALID_NAME);
+    EXPECT_LAST_ERROR(ring_buffer_destroy(name), RB_ERR_NOT_FOUND);
+    EXPECT_LAST_ERROR(ring_buffer_destroy(NULL), RB_ERR_INVALID_ARG);
+    EXPECT_LAST_ERROR(ring_buffer_destroy(""), RB_ERR_INVALID_NAME);
+    EXPECT_LAST_ERROR(ring_buffer_destroy("a/b"), RB_ERR_INVALID_NAME);
 
     ring_buffer_close(rb);
     /* Double close: recognised, ignored, reported. */
-    EXPECT_ERR(ring_buffer_close(rb), RB_ERR_INVALID_ARG);
-    EXPECT_ERR(ring_buffer_close(NULL), RB_ERR_INVALID_ARG);
+    EXPECT_LAST_ERROR(ring_buffer_close(rb), RB_ERR_INVALID_ARG);
+    EXPECT_LAST_ERROR(ring_buffer_close(NULL), RB_ERR_INVALID_ARG);
 }
 
 /* ------------------------------------------------------------ bad handles */
@@ -198,16 +164,16 @@ static void check_bad_handle(ring_buffer_t *bad, const char *what) {
     EXPECT_FAIL(ring_buffer_available_write(bad), 0, RB_ERR_INVALID_ARG);
     EXPECT_FAIL(ring_buffer_is_empty(bad), true, RB_ERR_INVALID_ARG);
     EXPECT_FAIL(ring_buffer_is_full(bad), true, RB_ERR_INVALID_ARG);
-    EXPECT_NULL(ring_buffer_get_ref(bad), RB_ERR_INVALID_ARG);
+    EXPECT_LAST_ERROR(CHECK(ring_buffer_get_ref(bad) == NULL), RB_ERR_INVALID_ARG);
     EXPECT_FAIL(ring_buffer_inc_ref(bad), -1, RB_ERR_INVALID_ARG);
     EXPECT_FAIL(ring_buffer_dec_ref(bad), -1, RB_ERR_INVALID_ARG);
     ring_buffer_stats_t st;
     memset(&st, 0xA5, sizeof st);
-    EXPECT_ERR(ring_buffer_get_stats(bad, &st), RB_ERR_INVALID_ARG);
+    EXPECT_LAST_ERROR(ring_buffer_get_stats(bad, &st), RB_ERR_INVALID_ARG);
     unsigned char untouched = 1;
     for (size_t i = 0; i < sizeof st; i++) untouched &= ((unsigned char *)&st)[i] == 0xA5;
     CHECK(untouched);
-    EXPECT_ERR(ring_buffer_reset_stats(bad), RB_ERR_INVALID_ARG);
+    EXPECT_LAST_ERROR(ring_buffer_reset_stats(bad), RB_ERR_INVALID_ARG);
     const void *parts[1] = {"abc"};
     uint32_t lens[1] = {3};
     EXPECT_FAIL(ring_buffer_write_batch(bad, parts, lens, 1), -1, RB_ERR_INVALID_ARG);
@@ -215,7 +181,7 @@ static void check_bad_handle(ring_buffer_t *bad, const char *what) {
     uint32_t clens[4] = {0};
     EXPECT_FAIL(ring_buffer_read_batch(bad, chunks, clens, 4), -1, RB_ERR_INVALID_ARG);
     CHECK(chunks[0] == NULL);
-    EXPECT_ERR(ring_buffer_close(bad), RB_ERR_INVALID_ARG);
+    EXPECT_LAST_ERROR(ring_buffer_close(bad), RB_ERR_INVALID_ARG);
 }
 
 static void test_bad_handles(void) {
@@ -393,7 +359,7 @@ static void test_stats(void) {
     CHECK_EQ(st.total_bytes_read, 200);
     CHECK(fabs(st.utilization - 800.0 / 4096.0) < 1e-12);
 
-    EXPECT_ERR(ring_buffer_get_stats(rb, NULL), RB_ERR_INVALID_ARG);
+    EXPECT_LAST_ERROR(ring_buffer_get_stats(rb, NULL), RB_ERR_INVALID_ARG);
 
     ring_buffer_reset_stats(rb);
     ring_buffer_get_stats(rb, &st);
@@ -619,7 +585,7 @@ static void test_refs(void) {
     /* Going "below zero" neither wraps nor fails. */
     CHECK_EQ(ring_buffer_dec_ref(rb), 0);
     ring_buffer_close(rb); /* the legacy library crashed here */
-    EXPECT_ERR(ring_buffer_close(rb), RB_ERR_INVALID_ARG);
+    EXPECT_LAST_ERROR(ring_buffer_close(rb), RB_ERR_INVALID_ARG);
 
     /* dec_ref to zero removes only its own object, never a newer queue that
      * took the same name after the old one was destroyed. */

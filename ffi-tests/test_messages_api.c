@@ -4,9 +4,9 @@
  * shared), partial batches, shutdown, liveness through forked processes, and
  * task accounting across processes.
  *
- * Failing calls are preceded by prime_error(), which plants a different last
- * error first, so checking ring_buffer_last_error() proves that this very
- * call set it. */
+ * Failing calls go through the EXPECT_* checks of check.h, whose
+ * prime_last_error() plants a different last error first, so checking
+ * ring_buffer_last_error() proves that this very call set it. */
 #include "check.h"
 
 #include <fcntl.h>
@@ -30,46 +30,6 @@ static void sleep_ms(long ms) {
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
 }
-
-static void prime_error(int code) {
-    if (code == RB_ERR_INVALID_NAME) {
-        REQUIRE(ring_buffer_open(NULL) == NULL);
-        REQUIRE(ring_buffer_last_error() == RB_ERR_INVALID_ARG);
-    } else {
-        REQUIRE(ring_buffer_open("") == NULL);
-        REQUIRE(ring_buffer_last_error() == RB_ERR_INVALID_NAME);
-    }
-}
-
-/* A call returning a status: it must return `code` and record it. */
-#define EXPECT_CODE(expr, code)                                          \
-    do {                                                                 \
-        prime_error(code);                                               \
-        CHECK_EQ((expr), (code));                                        \
-        CHECK_EQ(ring_buffer_last_error(), (code));                      \
-    } while (0)
-
-/* A call returning a value: it must return `value` and record `code`. */
-#define EXPECT_FAIL(expr, value, code)                                   \
-    do {                                                                 \
-        prime_error(code);                                               \
-        CHECK_EQ((expr), (value));                                       \
-        CHECK_EQ(ring_buffer_last_error(), (code));                      \
-    } while (0)
-
-#define EXPECT_NULL(expr, code)                                          \
-    do {                                                                 \
-        prime_error(code);                                               \
-        CHECK((expr) == NULL);                                           \
-        CHECK_EQ(ring_buffer_last_error(), (code));                      \
-    } while (0)
-
-#define EXPECT_ERR(stmt, code)                                           \
-    do {                                                                 \
-        prime_error(code);                                               \
-        stmt;                                                            \
-        CHECK_EQ(ring_buffer_last_error(), (code));                      \
-    } while (0)
 
 static ring_buffer_t *fresh(const char *tag, uint32_t size) {
     const char *name = test_name(tag);
@@ -128,7 +88,7 @@ static void test_strerror_version_last_error(void) {
     CHECK(v && strcmp(v, ring_buffer_version()) == 0);
 
     /* The last error is per thread. */
-    prime_error(RB_ERR_NOT_FOUND); /* main thread: RB_ERR_INVALID_NAME */
+    prime_last_error(RB_ERR_NOT_FOUND); /* main thread: RB_ERR_INVALID_NAME */
     pthread_t t;
     void *result = NULL;
     REQUIRE(pthread_create(&t, NULL, thread_errors, NULL) == 0);
@@ -275,7 +235,7 @@ static void check_bad_handle(ring_buffer_t *bad, const char *what) {
     EXPECT_CODE(ring_buffer_is_shutdown(bad), RB_ERR_INVALID_ARG);
     ring_buffer_stats_ex_t ex;
     memset(&ex, 0x5A, sizeof ex);
-    EXPECT_ERR(ring_buffer_get_stats_ex(bad, &ex), RB_ERR_INVALID_ARG);
+    EXPECT_LAST_ERROR(ring_buffer_get_stats_ex(bad, &ex), RB_ERR_INVALID_ARG);
     int untouched = 1;
     for (size_t i = 0; i < sizeof ex; i++) untouched &= ((unsigned char *)&ex)[i] == 0x5A;
     CHECK(untouched);
@@ -850,7 +810,7 @@ static void test_stats_ex(void) {
     CHECK_EQ(as_legacy.total_bytes_written, 1512);
     CHECK_EQ(as_legacy.ref_count, 1);
 
-    EXPECT_ERR(ring_buffer_get_stats_ex(rb, NULL), RB_ERR_INVALID_ARG);
+    EXPECT_LAST_ERROR(ring_buffer_get_stats_ex(rb, NULL), RB_ERR_INVALID_ARG);
 
     /* reset_stats zeroes statistics, not the message accounting. */
     ring_buffer_reset_stats(rb);

@@ -198,8 +198,7 @@ static int outsider_child(void *p) {
         EXPECT_NULL(ring_buffer_open_ex(name, RB_OPEN_ALLOW_FOREIGN_OWNER), RB_ERR_PERMISSION);
         EXPECT_NULL(ring_buffer_create_ex(name, 1024, 0, RB_OPEN_ALLOW_FOREIGN_OWNER),
                     RB_ERR_PERMISSION);
-        CHECK_EQ(ring_buffer_remove_if_unused(name), RB_ERR_PERMISSION);
-        CHECK_EQ(ring_buffer_last_error(), RB_ERR_PERMISSION);
+        EXPECT_CODE(ring_buffer_remove_if_unused(name), RB_ERR_PERMISSION);
     }
     return 0;
 }
