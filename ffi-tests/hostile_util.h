@@ -70,6 +70,29 @@ static inline bool neighbour_roundtrip(void) {
         }                                                                          \
     } while (0)
 
+/* A ref naming `name` (shorter than 64 bytes), as any process can make one. */
+static inline ring_buffer_ref_t ref_to(const char *name) {
+    ring_buffer_ref_t ref;
+    memset(&ref, 0, sizeof ref);
+    memcpy(ref.name, name, strlen(name));
+    return ref;
+}
+
+/* Every way of opening the existing `name` must refuse it with `code`:
+ * open, open_ex, the open-or-create of create and create_ex, and a ref
+ * naming it; an exclusive create fails with RB_ERR_EXISTS instead (the name
+ * is taken). Callers add the calls their case answers differently (flags
+ * allowing a foreign owner, create's size 0). */
+static inline void refuse_opening(const char *name, int code) {
+    EXPECT_NULL(ring_buffer_open(name), code);
+    EXPECT_NULL(ring_buffer_open_ex(name, 0), code);
+    EXPECT_NULL(ring_buffer_create(name, 1024), code);
+    EXPECT_NULL(ring_buffer_create_ex(name, 1024, 0, 0), code);
+    EXPECT_NULL(ring_buffer_create_ex(name, 1024, 0, RB_CREATE_EXCLUSIVE), RB_ERR_EXISTS);
+    ring_buffer_ref_t ref = ref_to(name);
+    EXPECT_NULL(ring_buffer_from_ref(&ref), code);
+}
+
 /* Runs `fn(arg)` in a forked child with an alarm() watchdog; returns the
  * child's exit code (128 + signal if it died). The child leaves with _exit,
  * so the parent's atexit cleanup never runs twice. A child reports its own

@@ -27,10 +27,8 @@ static void refuse_name(const char *name, int code, const char *what) {
     EXPECT_LAST_ERROR(ring_buffer_destroy(name), code);
     EXPECT_CODE(ring_buffer_remove_if_unused(name), code);
     /* A ref naming it is refused the same way. */
-    ring_buffer_ref_t ref;
-    memset(&ref, 0, sizeof ref);
-    if (name && strnlen(name, sizeof ref.name) < sizeof ref.name) {
-        memcpy(ref.name, name, strlen(name));
+    if (name && strnlen(name, MAX_NAME_LEN) < MAX_NAME_LEN) {
+        ring_buffer_ref_t ref = ref_to(name);
         EXPECT_NULL(ring_buffer_from_ref(&ref), code);
     }
     if (rbt_failures != failures) fprintf(stderr, "  ^ while refusing the name %s\n", what);
