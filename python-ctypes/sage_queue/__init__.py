@@ -26,32 +26,10 @@ from __future__ import annotations
 
 from queue import Empty, Full
 
+from . import errors
 from ._lib import LIBRARY_PATH, LIBRARY_VERSION
 from ._status import EXCEPTION_BY_CODE, Status
-from .errors import (
-    BufferTooSmallError,
-    ClosedQueueError,
-    CorruptQueueError,
-    DescriptorError,
-    IncompatibleQueueError,
-    InternalError,
-    InvalidArgumentError,
-    InvalidNameError,
-    LocalQueueProcessError,
-    MalformedDescriptorError,
-    MessageTooLargeError,
-    MissingMetadataError,
-    NoSpaceError,
-    QueueAuthenticationError,
-    QueueExistsError,
-    QueueNotFoundError,
-    QueuePermissionError,
-    QueueUnavailableError,
-    SageQueueError,
-    ShutDown,
-    SystemCallError,
-    UnknownQueueTypeError,
-)
+from .errors import *  # noqa: F401,F403 (the names in errors.__all__)
 from .queue import (
     DEFAULT_MAXSIZE,
     WAIT_SLICE,
@@ -76,28 +54,9 @@ __all__ = [
     "list_queues",
     "Empty",
     "Full",
-    "ShutDown",
-    "SageQueueError",
-    "InvalidArgumentError",
-    "InvalidNameError",
-    "QueueNotFoundError",
-    "QueueExistsError",
-    "QueuePermissionError",
-    "NoSpaceError",
-    "IncompatibleQueueError",
-    "CorruptQueueError",
-    "MessageTooLargeError",
-    "BufferTooSmallError",
-    "ClosedQueueError",
-    "SystemCallError",
-    "InternalError",
-    "DescriptorError",
-    "MalformedDescriptorError",
-    "UnknownQueueTypeError",
-    "MissingMetadataError",
-    "LocalQueueProcessError",
-    "QueueUnavailableError",
-    "QueueAuthenticationError",
+]
+__all__ += errors.__all__  # ShutDown, SageQueueError and every exception derived from it
+__all__ += [
     "Status",
     "EXCEPTION_BY_CODE",
     "DEFAULT_MAXSIZE",
