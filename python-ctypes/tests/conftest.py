@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,24 @@ def run_python(code: str, *, env: Optional[Dict[str, str]] = None, cwd: Optional
                timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], env=env or child_env(), cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def pip_install_target(tmp_path: Path) -> Path:
+    """`pip install --target` of python-ctypes into ``tmp_path / "site"``,
+    which it returns. Installs from a copy (``tmp_path / "src"``), so the
+    build leaves nothing in the source tree; --no-build-isolation: use the
+    installed setuptools rather than fetching one."""
+    source = tmp_path / "src"
+    shutil.copytree(PACKAGE_ROOT, source,
+                    ignore=shutil.ignore_patterns("tests", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    site = tmp_path / "site"
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+         "--no-build-isolation", "--no-index", "--target", str(site), str(source)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    return site
 
 
 @pytest.fixture(scope="session")

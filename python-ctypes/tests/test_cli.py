@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -25,7 +24,7 @@ import pytest
 from sage_queue import SageQueue, ShutDown, destroy_queue
 from sage_queue.queue import SHM_DIR
 
-from conftest import PACKAGE_ROOT, child_env, unique_name
+from conftest import child_env, pip_install_target, unique_name
 
 MAGIC = 0x53414745424C4B52
 
@@ -364,16 +363,7 @@ def test_usage_and_exit_codes() -> None:
 
 def test_console_script(tmp_path: Path, prefix: str) -> None:
     """`pip install` creates a `sage-queue` command running the same CLI."""
-    source = tmp_path / "src"
-    shutil.copytree(PACKAGE_ROOT, source,
-                    ignore=shutil.ignore_patterns("tests", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
-    site = tmp_path / "site"
-    pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--no-build-isolation", "--no-index", "--target", str(site), str(source)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert pip.returncode == 0, pip.stdout + pip.stderr
+    site = pip_install_target(tmp_path)
     script = site / "bin" / "sage-queue"
     assert script.is_file()
     with SageQueue(prefix + "cs", 4096) as q:

@@ -8,8 +8,6 @@ import ctypes
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ import pytest
 import sage_queue
 from sage_queue import _lib
 
-from conftest import PACKAGE_ROOT, child_env, run_python, unique_name
+from conftest import PACKAGE_ROOT, child_env, pip_install_target, run_python, unique_name
 
 PACKAGE_DIR = PACKAGE_ROOT / "sage_queue"
 
@@ -125,19 +123,7 @@ def test_pip_install_target_carries_the_library(tmp_path: Path) -> None:
     packaged = PACKAGE_DIR / _lib.LIB_FILE
     if not packaged.exists():
         pytest.skip("python-ctypes/sage_queue/libring_buffer.so is missing: run `make` first")
-    # Install from a copy of python-ctypes, so the build leaves nothing in
-    # the source tree; --no-build-isolation: use the installed setuptools
-    # rather than fetching one.
-    source = tmp_path / "src"
-    shutil.copytree(PACKAGE_ROOT, source,
-                    ignore=shutil.ignore_patterns("tests", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
-    site = tmp_path / "site"
-    pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--no-build-isolation", "--no-index", "--target", str(site), str(source)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert pip.returncode == 0, pip.stdout + pip.stderr
+    site = pip_install_target(tmp_path)
     installed = site / "sage_queue"
     assert (installed / "libring_buffer.so").is_file()
     assert (installed / "py.typed").is_file()
