@@ -122,7 +122,7 @@ def test_a_library_without_the_new_api_is_refused(tmp_path: Path) -> None:
 def test_pip_install_target_carries_the_library(tmp_path: Path) -> None:
     packaged = PACKAGE_DIR / _lib.LIB_FILE
     if not packaged.exists():
-        pytest.skip("python-ctypes/sage_queue/libring_buffer.so is missing: run `make` first")
+        pytest.fail("python-ctypes/sage_queue/libring_buffer.so is missing: run `make` first")
     site = pip_install_target(tmp_path)
     installed = site / "sage_queue"
     assert (installed / "libring_buffer.so").is_file()
