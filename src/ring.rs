@@ -120,33 +120,32 @@ impl<'a> Ring<'a> {
 mod tests {
     use super::*;
 
-    /// A ring over a 16-byte heap buffer.
-    fn with_ring(f: impl FnOnce(Ring<'_>, &[u8])) {
+    /// Runs `f` on a ring over a 16-byte heap buffer, then returns the
+    /// buffer (read only after the ring's last use, never while it writes).
+    fn with_ring(f: impl FnOnce(Ring<'_>)) -> Vec<u8> {
         let mut data = vec![0u8; 16];
         let (head, tail) = (AtomicU64::new(0), AtomicU64::new(0));
-        let ptr = data.as_mut_ptr();
-        // SAFETY: `data` holds 16 bytes and outlives the ring; the test reads
-        // it back only through `ptr` after the ring's last use.
-        let ring = unsafe { Ring::new(ptr, 16, &head, &tail) };
-        // SAFETY: same buffer, read after the writes through the ring.
-        f(ring, unsafe { std::slice::from_raw_parts(ptr, 16) });
+        // SAFETY: `data` holds 16 bytes and outlives the ring, which is the
+        // only thing that touches it until `f` returns.
+        f(unsafe { Ring::new(data.as_mut_ptr(), 16, &head, &tail) });
+        data
     }
 
     #[test]
     fn copies_wrap_around_the_end() {
-        with_ring(|ring, data| {
+        let data = with_ring(|ring| {
             ring.write(13, b"abcdefg");
             let mut out = [0u8; 7];
             ring.read(13 + 16 * 5, &mut out);
             assert_eq!(&out, b"abcdefg");
-            assert_eq!(&data[13..], b"abc");
-            assert_eq!(&data[..4], b"defg");
         });
+        assert_eq!(&data[13..], b"abc");
+        assert_eq!(&data[..4], b"defg");
     }
 
     #[test]
     fn used_rejects_impossible_counters() {
-        with_ring(|ring, _| {
+        with_ring(|ring| {
             assert_eq!(ring.used(5, 21), Ok(16));
             assert_eq!(ring.used(5, 22), Err(Error::Corrupt));
             assert_eq!(ring.used(6, 5), Err(Error::Corrupt));
@@ -156,6 +155,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "larger than the ring")]
     fn oversized_access_panics_instead_of_overflowing() {
-        with_ring(|ring, _| ring.write(0, &[0u8; 17]));
+        with_ring(|ring| ring.write(0, &[0u8; 17]));
     }
 }
