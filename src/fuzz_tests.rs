@@ -257,6 +257,18 @@ struct Model {
 }
 
 impl Model {
+    /// An empty queue of `size` bytes (legacy layout or not).
+    fn new(legacy: bool, size: u32) -> Model {
+        Model {
+            legacy,
+            capacity: size as usize - 1,
+            written: Vec::new(),
+            read: 0,
+            shut_down: false,
+            tasks_done: 0,
+        }
+    }
+
     fn queued(&self) -> VecDeque<u8> {
         self.written[self.read..].iter().copied().collect()
     }
@@ -600,16 +612,8 @@ proptest! {
         size in sizes(),
         ops in vec(op(80), 1..60),
     ) {
-        let version = if legacy { RING_BUFFER_VERSION_LEGACY } else { RING_BUFFER_VERSION };
-        let q = HeapQueue::new(version, size);
-        let mut model = Model {
-            legacy,
-            capacity: size as usize - 1,
-            written: Vec::new(),
-            read: 0,
-            shut_down: false,
-            tasks_done: 0,
-        };
+        let q = HeapQueue::new(if legacy { RING_BUFFER_VERSION_LEGACY } else { RING_BUFFER_VERSION }, size);
+        let mut model = Model::new(legacy, size);
         for op in &ops {
             check_op(q.view(), &mut model, op)?;
         }
@@ -624,16 +628,8 @@ proptest! {
         scribbles in vec((any::<u16>(), vec(any::<u8>(), 1..16)), 1..12),
         ops in vec(op(80), 1..40),
     ) {
-        let version = if legacy { RING_BUFFER_VERSION_LEGACY } else { RING_BUFFER_VERSION };
-        let mut q = HeapQueue::new(version, size);
-        let mut model = Model {
-            legacy,
-            capacity: size as usize - 1,
-            written: Vec::new(),
-            read: 0,
-            shut_down: false,
-            tasks_done: 0,
-        };
+        let mut q = HeapQueue::new(if legacy { RING_BUFFER_VERSION_LEGACY } else { RING_BUFFER_VERSION }, size);
+        let mut model = Model::new(legacy, size);
         for op in &warmup {
             check_op(q.view(), &mut model, op)?;
         }

@@ -58,15 +58,16 @@ class Status(enum.IntEnum):
     RB_ERR_PANIC = -16
 
 
-# Plain ints for the hot paths (an IntEnum compare costs more than an int's).
-RB_OK = 0
-RB_ERR_INVALID_ARG = -1
-RB_ERR_EMPTY = -9
-RB_ERR_FULL = -10
-RB_ERR_TIMEOUT = -11
-RB_ERR_TOO_LARGE = -12
-RB_ERR_BUFFER_TOO_SMALL = -13
-RB_ERR_SHUTDOWN = -14
+# Plain ints for the hot paths (an IntEnum compare costs more than an int's),
+# taken from the enum so each value is written once.
+RB_OK = int(Status.RB_OK)
+RB_ERR_INVALID_ARG = int(Status.RB_ERR_INVALID_ARG)
+RB_ERR_EMPTY = int(Status.RB_ERR_EMPTY)
+RB_ERR_FULL = int(Status.RB_ERR_FULL)
+RB_ERR_TIMEOUT = int(Status.RB_ERR_TIMEOUT)
+RB_ERR_TOO_LARGE = int(Status.RB_ERR_TOO_LARGE)
+RB_ERR_BUFFER_TOO_SMALL = int(Status.RB_ERR_BUFFER_TOO_SMALL)
+RB_ERR_SHUTDOWN = int(Status.RB_ERR_SHUTDOWN)
 
 #: Exception class for each code. Empty/Full/Timeout are listed with their
 #: usual meaning; operations that wait map Timeout to Empty or Full.
