@@ -139,6 +139,16 @@ def create_ray_queue_actor(queue_id: str, maxsize: int, namespace: Optional[str]
     return {"actor_name": name, "namespace": ns, "maxsize": maxsize, "detached": bool(detached)}
 
 
+
+def _named_actor(descriptor: QueueDescriptor, factory: str) -> Tuple[Any, int]:
+    """The named actor a Ray descriptor points at (from its ``actor_name``
+    and ``namespace``) and its ``maxsize``; ``factory`` names the call that
+    makes such descriptors, for the error message when metadata is missing."""
+    name = metadata_value(descriptor, "actor_name", str, factory)
+    namespace = metadata_value(descriptor, "namespace", str, factory)
+    maxsize = metadata_value(descriptor, "maxsize", int, factory, default=0)
+    return _lookup(descriptor, name, namespace), maxsize
+
 class RayQueue(QueueAdapter):
     """A ``ray_queue`` queue: the ``ray.util.queue.Queue`` (``.queue``) over the
     descriptor's named actor. Empty/Full are Ray's subclasses of
@@ -148,10 +158,7 @@ class RayQueue(QueueAdapter):
 
     def __init__(self, descriptor: QueueDescriptor) -> None:
         super().__init__(descriptor)
-        name = metadata_value(descriptor, "actor_name", str, _RAY_QUEUE_FACTORY)
-        namespace = metadata_value(descriptor, "namespace", str, _RAY_QUEUE_FACTORY)
-        maxsize = metadata_value(descriptor, "maxsize", int, _RAY_QUEUE_FACTORY, default=0)
-        handle = _lookup(descriptor, name, namespace)
+        handle, maxsize = _named_actor(descriptor, _RAY_QUEUE_FACTORY)
         # A Queue over the existing actor (its constructor would start a new one).
         q = _RayUtilQueue.__new__(_RayUtilQueue)
         q.maxsize = maxsize
@@ -292,10 +299,7 @@ class RayActorQueue(QueueAdapter):
 
     def __init__(self, descriptor: QueueDescriptor) -> None:
         super().__init__(descriptor)
-        name = metadata_value(descriptor, "actor_name", str, _RAY_ACTOR_FACTORY)
-        namespace = metadata_value(descriptor, "namespace", str, _RAY_ACTOR_FACTORY)
-        maxsize = metadata_value(descriptor, "maxsize", int, _RAY_ACTOR_FACTORY, default=0)
-        self._queue = _lookup(descriptor, name, namespace)
+        self._queue, maxsize = _named_actor(descriptor, _RAY_ACTOR_FACTORY)
         # Recreates the queue (empty) if its actor was restarted meanwhile.
         ray.get(self._queue.ensure.remote(descriptor.queue_id, maxsize))
 
