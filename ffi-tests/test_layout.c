@@ -122,11 +122,12 @@ static void check_constants(void) {
     CHECK_EQ(RB_NO_WAIT, 0);
     /* Status codes are ABI: fixed values, in order. */
     const int all[] = ring_buffer_status_t_ALL;
-    CHECK_EQ(sizeof all / sizeof all[0], 17);
-    for (int i = 0; i < 17; i++) CHECK_EQ(all[i], -i);
+    CHECK_EQ(sizeof all / sizeof all[0], 18);
+    for (int i = 0; i < 18; i++) CHECK_EQ(all[i], -i);
     CHECK_EQ(RB_ERR_INCOMPATIBLE, -7);
     CHECK_EQ(RB_ERR_BUFFER_TOO_SMALL, -13);
     CHECK_EQ(RB_ERR_PANIC, -16);
+    CHECK_EQ(RB_ERR_FRAMING, -17);
 }
 
 /* The mapped header of a queue this library creates, read field by field

@@ -60,8 +60,8 @@ static void *thread_errors(void *arg) {
 
 static void test_strerror_version_last_error(void) {
     stage = "strerror/version/last_error";
-    const char *texts[17];
-    for (int code = 0; code >= -16; code--) {
+    const char *texts[18];
+    for (int code = 0; code >= -17; code--) {
         const char *t = ring_buffer_strerror(code);
         CHECK(t != NULL);
         texts[-code] = t ? t : "";
@@ -69,11 +69,11 @@ static void test_strerror_version_last_error(void) {
     }
     /* Each code has its own text. */
     int distinct = 1;
-    for (int i = 0; i < 17; i++)
-        for (int j = i + 1; j < 17; j++) distinct &= strcmp(texts[i], texts[j]) != 0;
+    for (int i = 0; i < 18; i++)
+        for (int j = i + 1; j < 18; j++) distinct &= strcmp(texts[i], texts[j]) != 0;
     CHECK(distinct);
     /* Unknown codes get text too, and never the text of success. */
-    const int unknown[] = {1, 2, -17, -100, 12345, INT_MAX, INT_MIN};
+    const int unknown[] = {1, 2, -18, -100, 12345, INT_MAX, INT_MIN};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *t = ring_buffer_strerror(unknown[i]);
         CHECK(t != NULL && strlen(t) > 0);

@@ -159,6 +159,12 @@ typedef enum ring_buffer_status_t {
    * An internal error (a bug): the library caught a panic.
    */
   RB_ERR_PANIC = -16,
+  /**
+   * A legacy consuming read would split or merge the messages of a framed
+   * stream (another consumer took the message whose length was peeked):
+   * nothing was consumed; peek the length again and retry.
+   */
+  RB_ERR_FRAMING = -17,
 } ring_buffer_status_t;
 
 /**
@@ -362,7 +368,7 @@ typedef struct ring_buffer_stats_t {
 /**
  * Every status, in code order.
  */
-#define ring_buffer_status_t_ALL { RB_OK, RB_ERR_INVALID_ARG, RB_ERR_INVALID_NAME, RB_ERR_NOT_FOUND, RB_ERR_EXISTS, RB_ERR_PERMISSION, RB_ERR_NO_SPACE, RB_ERR_INCOMPATIBLE, RB_ERR_CORRUPT, RB_ERR_EMPTY, RB_ERR_FULL, RB_ERR_TIMEOUT, RB_ERR_TOO_LARGE, RB_ERR_BUFFER_TOO_SMALL, RB_ERR_SHUTDOWN, RB_ERR_SYSTEM, RB_ERR_PANIC, }
+#define ring_buffer_status_t_ALL { RB_OK, RB_ERR_INVALID_ARG, RB_ERR_INVALID_NAME, RB_ERR_NOT_FOUND, RB_ERR_EXISTS, RB_ERR_PERMISSION, RB_ERR_NO_SPACE, RB_ERR_INCOMPATIBLE, RB_ERR_CORRUPT, RB_ERR_EMPTY, RB_ERR_FULL, RB_ERR_TIMEOUT, RB_ERR_TOO_LARGE, RB_ERR_BUFFER_TOO_SMALL, RB_ERR_SHUTDOWN, RB_ERR_SYSTEM, RB_ERR_PANIC, RB_ERR_FRAMING, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -428,8 +434,60 @@ int ring_buffer_attached_processes(struct ring_buffer_t *rb);
 int ring_buffer_remove_if_unused(const char *name);
 
 /**
+ * Closes the handle (whatever happens next) and removes the queue it
+ * opened if no live process has that queue open any more: 1 removed, 0 in
+ * use (or the name now belongs to a newer queue, which is never touched), or
+ * a negative code. What `auto_cleanup` needs: `ring_buffer_close` then
+ * `ring_buffer_remove_if_unused(name)` could remove a newer queue that took
+ * the name meanwhile.
+ *
+ * # Safety
+ * None; any handle value is checked.
+ */
+int ring_buffer_close_remove_if_unused(struct ring_buffer_t *rb);
+
+/**
+ * Stores the number of messages queued (exact across processes) in `*out`:
+ * `RB_OK` or a negative code (`*out` untouched). Unlike
+ * `ring_buffer_msg_count`, a failure cannot pass for an empty queue.
+ *
+ * # Safety
+ * `out` must be NULL or writable for a `uint64_t`.
+ */
+int ring_buffer_msg_count_checked(struct ring_buffer_t *rb, uint64_t *out);
+
+/**
+ * Stores the messages put and not yet marked done in `*out`: `RB_OK` or a
+ * negative code (`RB_ERR_INCOMPATIBLE` on a legacy queue; `*out`
+ * untouched).
+ *
+ * # Safety
+ * `out` must be NULL or writable for a `uint64_t`.
+ */
+int ring_buffer_unfinished_tasks_checked(struct ring_buffer_t *rb, uint64_t *out);
+
+/**
+ * Stores the bytes that can be written now (`buffer_size - available_read
+ * - 1`) in `*out`: `RB_OK` or a negative code (`*out` untouched).
+ *
+ * # Safety
+ * `out` must be NULL or writable for a `uint32_t`.
+ */
+int ring_buffer_available_write_checked(struct ring_buffer_t *rb, uint32_t *out);
+
+/**
+ * Fills `*stats` with every statistic: `RB_OK` or a negative code
+ * (`*stats` untouched).
+ *
+ * # Safety
+ * `stats` must be NULL or writable for a `ring_buffer_stats_ex_t`.
+ */
+int ring_buffer_get_stats_ex_checked(struct ring_buffer_t *rb,
+                                     struct ring_buffer_stats_ex_t *stats);
+
+/**
  * Messages queued, exact across processes; 0 on error (see
- * `ring_buffer_last_error()`).
+ * `ring_buffer_last_error()`, or use `ring_buffer_msg_count_checked`).
  *
  * # Safety
  * None; any handle value is checked.
@@ -482,7 +540,8 @@ int ring_buffer_task_done(struct ring_buffer_t *rb);
 int ring_buffer_join(struct ring_buffer_t *rb, int64_t timeout_ns);
 
 /**
- * Messages put and not yet marked done; 0 on error.
+ * Messages put and not yet marked done; 0 on error (use
+ * `ring_buffer_unfinished_tasks_checked` to tell).
  *
  * # Safety
  * None; any handle value is checked.

@@ -46,11 +46,15 @@ pub enum RbStatus {
     RB_ERR_SYSTEM = -15,
     /// An internal error (a bug): the library caught a panic.
     RB_ERR_PANIC = -16,
+    /// A legacy consuming read would split or merge the messages of a framed
+    /// stream (another consumer took the message whose length was peeked):
+    /// nothing was consumed; peek the length again and retry.
+    RB_ERR_FRAMING = -17,
 }
 
 impl RbStatus {
     /// Every status, in code order.
-    pub const ALL: [RbStatus; 17] = [
+    pub const ALL: [RbStatus; 18] = [
         RbStatus::RB_OK,
         RbStatus::RB_ERR_INVALID_ARG,
         RbStatus::RB_ERR_INVALID_NAME,
@@ -68,6 +72,7 @@ impl RbStatus {
         RbStatus::RB_ERR_SHUTDOWN,
         RbStatus::RB_ERR_SYSTEM,
         RbStatus::RB_ERR_PANIC,
+        RbStatus::RB_ERR_FRAMING,
     ];
 
     /// The status with this code, if any.
@@ -111,6 +116,9 @@ impl RbStatus {
             RbStatus::RB_ERR_SHUTDOWN => "the queue was shut down\0",
             RbStatus::RB_ERR_SYSTEM => "a system call failed (see errno)\0",
             RbStatus::RB_ERR_PANIC => "internal error in libring_buffer (a bug; please report it)\0",
+            RbStatus::RB_ERR_FRAMING => {
+                "the read would split or merge messages (another consumer took the one peeked): nothing was consumed; peek again and retry\0"
+            }
         }
     }
 }
@@ -139,6 +147,8 @@ pub enum Error {
     /// A system call failed with this `errno`.
     System(i32),
     Panic,
+    /// A legacy read would split or merge messages of a framed stream.
+    Framing,
 }
 
 impl Error {
@@ -161,6 +171,7 @@ impl Error {
             Error::Shutdown => RbStatus::RB_ERR_SHUTDOWN,
             Error::System(_) => RbStatus::RB_ERR_SYSTEM,
             Error::Panic => RbStatus::RB_ERR_PANIC,
+            Error::Framing => RbStatus::RB_ERR_FRAMING,
         }
     }
 
@@ -225,14 +236,14 @@ mod tests {
     #[test]
     fn codes_are_fixed() {
         let codes: Vec<i32> = RbStatus::ALL.iter().map(|s| *s as i32).collect();
-        assert_eq!(codes, (-16..=0).rev().collect::<Vec<_>>());
+        assert_eq!(codes, (-17..=0).rev().collect::<Vec<_>>());
         for s in RbStatus::ALL {
             assert_eq!(RbStatus::from_code(s as i32), Some(s));
             assert!(s.message().ends_with('\0'));
             assert_eq!(s.message().matches('\0').count(), 1);
         }
         assert_eq!(RbStatus::from_code(1), None);
-        assert_eq!(RbStatus::from_code(-17), None);
+        assert_eq!(RbStatus::from_code(-18), None);
     }
 
     #[test]

@@ -37,6 +37,12 @@ impl Tracker {
         self == Tracker::BOUNDARY
     }
 
+    /// Payload bytes still to come in the current frame, once its whole
+    /// prefix has been seen and some payload remains.
+    pub(crate) fn payload_left(self) -> Option<u32> {
+        (self.have == 0 && self.frame_left > 0).then_some(self.frame_left)
+    }
+
     /// Packs the state into the shared 64-bit word.
     pub(crate) fn pack(self) -> u64 {
         u64::from(self.frame_left)

@@ -217,6 +217,12 @@ enum Op {
     },
     Read(u16),
     Peek(u16),
+    /// The legacy wrapper's get: `peek(4)`, then `read(4 + L)` (or, split,
+    /// `read(4)` then `read(L)`), with the length it peeked plus `skew`.
+    ReadPeeked {
+        split: bool,
+        skew: i8,
+    },
     ReadChunks {
         max: u8,
     },
@@ -237,6 +243,8 @@ fn op(max_payload: usize) -> impl Strategy<Value = Op> {
             .prop_map(|(payload, split)| Op::WriteFramedInTwo { payload, split }),
         1 => (0u16..300).prop_map(Op::Read),
         1 => (0u16..300).prop_map(Op::Peek),
+        3 => (any::<bool>(), prop_oneof![4 => Just(0i8), 1 => -2i8..3])
+            .prop_map(|(split, skew)| Op::ReadPeeked { split, skew }),
         1 => (0u8..4).prop_map(|max| Op::ReadChunks { max }),
         2 => Just(Op::Count),
         1 => Just(Op::Shutdown),
@@ -254,6 +262,8 @@ struct Model {
     read: usize,
     shut_down: bool,
     tasks_done: u64,
+    /// A write left the stream between frames (FLAG_RAW_STREAM).
+    raw: bool,
 }
 
 impl Model {
@@ -266,6 +276,7 @@ impl Model {
             read: 0,
             shut_down: false,
             tasks_done: 0,
+            raw: false,
         }
     }
 
@@ -288,6 +299,32 @@ impl Model {
             pos = end;
         }
         ends
+    }
+    /// The whole frame `[start, end)` of the stream that holds byte `pos`.
+    fn frame_at(&self, pos: usize) -> Option<(usize, usize)> {
+        let mut start = 0;
+        for end in self.frame_ends() {
+            if pos < end {
+                return Some((start, end));
+            }
+            start = end;
+        }
+        None
+    }
+    /// Whether legacy reads are checked against frames.
+    fn framed(&self) -> bool {
+        !self.legacy && !self.raw
+    }
+    /// Where the reader stands in a framed stream: whether on a frame
+    /// boundary, and the end of the frame it is in (`None` at the end of the
+    /// stream); `Err(Framing)` from inside a prefix.
+    fn reader_frame(&self) -> Result<Option<(bool, usize)>, Error> {
+        match self.frame_at(self.read) {
+            Some((start, end)) if start == self.read => Ok(Some((true, end))),
+            Some((start, end)) if self.read >= start + 4 => Ok(Some((false, end))),
+            Some(_) => Err(Error::Framing),
+            None => Ok(None),
+        }
     }
     fn ends_on_frame(&self) -> bool {
         !self.legacy && self.frame_ends().last().copied().unwrap_or(0) == self.written.len()
@@ -387,7 +424,13 @@ impl Model {
         if bytes.len() > self.free() {
             return Err(Error::Full);
         }
+        let ends = self.frame_ends();
+        let on_frame = |pos: usize, ends: &[usize]| pos == 0 || ends.contains(&pos);
+        let started_on_frame = on_frame(self.written.len(), &ends);
         self.written.extend_from_slice(bytes);
+        if !(started_on_frame && on_frame(self.written.len(), &self.frame_ends())) {
+            self.raw = true;
+        }
         Ok(bytes.len() as u64)
     }
 
@@ -397,6 +440,17 @@ impl Model {
         }
         if self.written.len() - self.read < n {
             return Err(Error::Empty);
+        }
+        if consume && self.framed() {
+            // From a boundary: the prefix alone or the whole frame; from
+            // inside a payload: the rest of it.
+            let whole = match self.reader_frame()? {
+                Some((boundary, end)) => self.read + n == end || (boundary && n == 4),
+                None => false,
+            };
+            if !whole {
+                return Err(Error::Framing);
+            }
         }
         let bytes = self.written[self.read..self.read + n].to_vec();
         if consume {
@@ -447,19 +501,52 @@ fn check_op(view: View<'_>, model: &mut Model, op: &Op) -> Result<(), TestCaseEr
             let got = view.read_bytes(&mut buf, consume).map(|()| buf);
             prop_assert_eq!(got, model.read_bytes(*n as usize, consume));
         }
+        Op::ReadPeeked { split, skew } => {
+            let mut prefix = [0u8; 4];
+            let got = view
+                .read_bytes(&mut prefix, false)
+                .map(|()| prefix.to_vec());
+            let want = model.read_bytes(4, false);
+            prop_assert_eq!(&got, &want);
+            if let Ok(prefix) = want {
+                let len = u32::from_le_bytes(prefix.try_into().unwrap()) as i64 + *skew as i64;
+                let len = len.clamp(0, 600) as usize;
+                let reads = if *split { vec![4, len] } else { vec![4 + len] };
+                for n in reads.into_iter().filter(|&n| n > 0) {
+                    let mut buf = vec![0u8; n];
+                    let got = view.read_bytes(&mut buf, true).map(|()| buf);
+                    prop_assert_eq!(got, model.read_bytes(n, true));
+                }
+            }
+        }
         Op::ReadChunks { max } => {
             let mut store: Vec<Vec<u8>> = Vec::new();
             let mut alloc = |len: usize| {
                 store.push(vec![0u8; len]);
                 Some(store.last_mut().unwrap().as_mut_ptr())
             };
-            let chunks = view.read_chunks(*max as usize, 16, &mut alloc).unwrap();
-            let total: usize = chunks.iter().map(|c| c.1).sum();
-            let expect = (model.written.len() - model.read).min(*max as usize * 16);
-            prop_assert_eq!(total, expect);
+            let got = view.read_chunks(*max as usize, 16, &mut alloc);
+            let limit = (model.written.len() - model.read).min(*max as usize * 16);
+            let expect = if limit == 0 || !model.framed() {
+                Ok(limit)
+            } else {
+                // Whole frames only: up to the last frame end within `limit`.
+                let stop = model.read + limit;
+                match model.reader_frame() {
+                    Ok(Some((_, first_end))) if first_end <= stop => {
+                        let last = model.frame_ends().into_iter().filter(|&e| e <= stop).max();
+                        Ok(last.unwrap_or(first_end) - model.read)
+                    }
+                    Ok(_) => Err(Error::Framing),
+                    Err(e) => Err(e),
+                }
+            };
+            let got = got.map(|chunks| chunks.iter().map(|c| c.1).sum::<usize>());
+            prop_assert_eq!(got, expect);
             let bytes: Vec<u8> = store.concat();
-            prop_assert_eq!(&bytes[..], &model.written[model.read..model.read + expect]);
-            model.read += expect;
+            let taken = expect.unwrap_or(0);
+            prop_assert_eq!(&bytes[..], &model.written[model.read..model.read + taken]);
+            model.read += taken;
         }
         Op::Count => {
             let expect = if model.legacy {
@@ -541,6 +628,13 @@ fn exercise(view: View<'_>, op: &Op) {
         }
         Op::Read(n) | Op::Peek(n) => {
             let _ = view.read_bytes(&mut vec![0u8; *n as usize], matches!(op, Op::Read(_)));
+        }
+        Op::ReadPeeked { skew, .. } => {
+            let mut prefix = [0u8; 4];
+            if view.read_bytes(&mut prefix, false).is_ok() {
+                let len = (u32::from_le_bytes(prefix) as i64 + *skew as i64).clamp(0, 600);
+                let _ = view.read_bytes(&mut vec![0u8; 4 + len as usize], true);
+            }
         }
         Op::ReadChunks { max } => {
             let mut store: Vec<Vec<u8>> = Vec::new();

@@ -247,6 +247,16 @@ pub(crate) struct Extension {
     pub reader: Side,
 }
 
+/// [`Identity::flags`] bit, set (for good) by the first legacy raw write that
+/// leaves the byte stream between two frames (a prefix written apart from its
+/// payload, bytes that were never framed). Until then every write put whole
+/// frames, and a legacy consuming read must take whole frames too (or a
+/// prefix, then the rest of its frame), so that consumers racing with the
+/// legacy `peek(4)`-then-`read(4 + L)` pattern can never split or merge
+/// messages. Once set, the stream is plain bytes and legacy reads are not
+/// checked against frames (the legacy one-consumer contract).
+pub(crate) const FLAG_RAW_STREAM: u32 = 1;
+
 /// Written once at creation, read at open to validate the block.
 #[repr(C, align(64))]
 pub(crate) struct Identity {
@@ -254,7 +264,7 @@ pub(crate) struct Identity {
     pub magic: AtomicU64,
     /// `size_of::<Extension>()` of the creator.
     pub size: AtomicU32,
-    /// Reserved, zero.
+    /// [`FLAG_RAW_STREAM`] or 0.
     pub flags: AtomicU32,
     /// `task_done` calls so far; `messages_in - tasks_done` tasks are open.
     pub tasks_done: AtomicU64,

@@ -13,6 +13,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -63,6 +64,32 @@ fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
         if err.raw_os_error() != Some(libc::EINTR) {
             return Err(err);
         }
+    }
+}
+
+/// Longest an open waits for another process's exclusive `flock` on the
+/// object. This library holds it only inside `remove_if_unused`, for a few
+/// system calls; anything longer is a foreign (or stopped) process.
+const OPEN_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// Takes a shared `flock`, retrying a non-blocking attempt with a growing
+/// pause (50 us up to 10 ms) until `limit` has passed: then `Timeout`. A
+/// blocking `flock` could wait for ever, and no signal but a fatal one
+/// would end it.
+fn lock_shared_bounded(file: &File, limit: Duration) -> Result<()> {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match flock(file, libc::LOCK_SH | libc::LOCK_NB) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if start.elapsed() >= limit {
+            return Err(Error::Timeout);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
     }
 }
 
@@ -190,20 +217,26 @@ impl Mapping {
     /// size, owner. Anything else is refused before a byte is mapped.
     pub(crate) fn open(name: &QueueName, access: Access) -> Result<Mapping> {
         let file = open_path(name.path(), true)?;
-        // Shared lock first: it marks us attached, and it waits out a
-        // concurrent `remove_if_unused` that holds the exclusive lock.
-        flock(&file, libc::LOCK_SH)?;
+        // Who owns it and what it is, before any call that can wait: an
+        // object of another user is refused at once, whatever it does with
+        // its locks.
         let st = fstat(file.as_raw_fd())?;
-        if st.st_nlink == 0 {
-            // Removed between our open and our lock.
-            return Err(Error::NotFound);
-        }
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(Error::Incompatible);
         }
         // SAFETY: geteuid cannot fail.
         if st.st_uid != unsafe { libc::geteuid() } && !access.allow_foreign_owner {
             return Err(Error::Permission);
+        }
+        // Shared lock next: it marks us attached, and it waits out a
+        // concurrent `remove_if_unused` that holds the exclusive lock for a
+        // moment. A process that holds the exclusive lock longer is not one
+        // of ours: give up after a bounded wait instead of hanging.
+        lock_shared_bounded(&file, OPEN_LOCK_WAIT)?;
+        let st = fstat(file.as_raw_fd())?;
+        if st.st_nlink == 0 {
+            // Removed between our open and our lock.
+            return Err(Error::NotFound);
         }
         let mut header = [0u8; RING_BUFFER_HEADER_SIZE as usize];
         if (st.st_size as u64) < u64::from(RING_BUFFER_HEADER_SIZE) {
@@ -288,7 +321,28 @@ pub(crate) fn unlink_if_same(name: &QueueName, id: FileId) -> Result<bool> {
 
 /// Unlinks `name` if no live process holds it open. Returns whether it did.
 pub(crate) fn remove_if_unused(name: &QueueName) -> Result<bool> {
+    remove_if_unused_matching(name, None)
+}
+
+/// Unlinks `name` if it still names the object `id` (not a newer queue that
+/// took the name) and no live process holds it open. Returns whether it did;
+/// `false`, not an error, when the name is gone or names another object.
+pub(crate) fn remove_if_unused_same(name: &QueueName, id: FileId) -> Result<bool> {
+    match remove_if_unused_matching(name, Some(id)) {
+        Err(Error::NotFound) => Ok(false),
+        other => other,
+    }
+}
+
+fn remove_if_unused_matching(name: &QueueName, only: Option<FileId>) -> Result<bool> {
     let file = open_path(name.path(), false)?;
+    if let Some(id) = only {
+        // Checked before the lock, too: never even lock a newer queue.
+        let st = fstat(file.as_raw_fd())?;
+        if (st.st_dev, st.st_ino) != (id.dev, id.ino) {
+            return Ok(false);
+        }
+    }
     match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Ok(false),

@@ -183,6 +183,17 @@ impl Queue {
         object::remove_if_unused(&QueueName::new(name.as_ref())?)
     }
 
+    /// Closes this handle and removes the queue it opened if no live process
+    /// has that queue open any more. A newer queue that took the name since
+    /// (after a remove and a create) is never touched. Returns whether the
+    /// queue was removed; other clones of this handle keep it open (then
+    /// `false`).
+    pub fn close_and_remove_if_unused(self) -> Result<bool> {
+        let (name, id) = (self.mapping.name().clone(), self.mapping.file_id());
+        drop(self);
+        object::remove_if_unused_same(&name, id)
+    }
+
     /// The queue's name.
     pub fn name(&self) -> &[u8] {
         self.mapping.name().as_bytes()

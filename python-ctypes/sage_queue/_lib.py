@@ -274,6 +274,7 @@ open_ex = _declare("ring_buffer_open_ex", c_void_p, [c_char_p, c_uint32])
 close = _declare("ring_buffer_close", None, [c_void_p])
 destroy = _declare("ring_buffer_destroy", None, [c_char_p])
 remove_if_unused = _declare("ring_buffer_remove_if_unused", c_int, [c_char_p])
+close_remove_if_unused = _declare("ring_buffer_close_remove_if_unused", c_int, [c_void_p])
 attached_processes = _declare("ring_buffer_attached_processes", c_int, [c_void_p])
 
 put_msg = _declare("ring_buffer_put_msg", c_int, [c_void_p, c_void_p, c_uint32, c_int64])
@@ -285,7 +286,12 @@ get_many = _declare(
 
 msg_count = _declare("ring_buffer_msg_count", c_uint64, [c_void_p])
 available_write = _declare("ring_buffer_available_write", c_uint32, [c_void_p])
+msg_count_checked = _declare("ring_buffer_msg_count_checked", c_int, [c_void_p, POINTER(c_uint64)])
+available_write_checked = _declare("ring_buffer_available_write_checked", c_int, [c_void_p, POINTER(c_uint32)])
 get_stats_ex = _declare("ring_buffer_get_stats_ex", None, [c_void_p, POINTER(RingBufferStatsEx)])
+get_stats_ex_checked = _declare(
+    "ring_buffer_get_stats_ex_checked", c_int, [c_void_p, POINTER(RingBufferStatsEx)]
+)
 reset_stats = _declare("ring_buffer_reset_stats", None, [c_void_p])
 
 shutdown = _declare("ring_buffer_shutdown", c_int, [c_void_p])
@@ -293,6 +299,7 @@ is_shutdown = _declare("ring_buffer_is_shutdown", c_int, [c_void_p])
 task_done = _declare("ring_buffer_task_done", c_int, [c_void_p])
 join = _declare("ring_buffer_join", c_int, [c_void_p, c_int64])
 unfinished_tasks = _declare("ring_buffer_unfinished_tasks", c_uint64, [c_void_p])
+unfinished_tasks_checked = _declare("ring_buffer_unfinished_tasks_checked", c_int, [c_void_p, POINTER(c_uint64)])
 
 get_ref = _declare("ring_buffer_get_ref", POINTER(RingBufferRef), [c_void_p])
 release_ref = _declare("ring_buffer_release_ref", None, [POINTER(RingBufferRef)])

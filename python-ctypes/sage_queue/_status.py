@@ -1,7 +1,7 @@
 """libring_buffer status codes and their mapping to Python exceptions.
 
 The mapping is keyed by the integer codes of ``include/ring_buffer.h``
-(``RB_OK`` = 0 … ``RB_ERR_PANIC`` = -16), which never change. ``Empty``,
+(``RB_OK`` = 0 … ``RB_ERR_FRAMING`` = -17), which never change. ``Empty``,
 ``Full`` and ``Timeout`` depend on the operation (a timed-out get is
 ``queue.Empty``, a timed-out put ``queue.Full``), so callers handle those
 three themselves before calling :func:`error_for`.
@@ -19,6 +19,7 @@ from . import _lib
 from .errors import (
     BufferTooSmallError,
     CorruptQueueError,
+    FramingError,
     IncompatibleQueueError,
     InternalError,
     InvalidArgumentError,
@@ -56,6 +57,7 @@ class Status(enum.IntEnum):
     RB_ERR_SHUTDOWN = -14
     RB_ERR_SYSTEM = -15
     RB_ERR_PANIC = -16
+    RB_ERR_FRAMING = -17
 
 
 # Plain ints for the hot paths (an IntEnum compare costs more than an int's),
@@ -88,6 +90,7 @@ EXCEPTION_BY_CODE: Dict[int, Type[BaseException]] = {
     -14: ShutDown,
     -15: SystemCallError,
     -16: InternalError,
+    -17: FramingError,
 }
 
 

@@ -191,8 +191,12 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
             get_rate = max(0, int(stats["messages_out"]) - int(last["messages_out"])) / elapsed
             last, last_time = stats, now
             done += 1
-            holders = admin.lock_holders(os.stat(admin.object_path(args.name)))
-            attached = len(holders) if holders is not None else max(0, int(stats["attached_processes"]) - 1)
+            # The library's count of processes holding the queue open, less
+            # this one (whose handle is one of them). Not /proc/locks pids
+            # minus os.getpid(): in a container whose /proc shows another pid
+            # namespace's numbers, our own lock carries a pid that is not
+            # os.getpid(), and the watcher would count itself.
+            attached = max(0, int(stats["attached_processes"]) - 1)
             sample: Dict[str, Any] = {
                 "time": time.time(),
                 "name": args.name,

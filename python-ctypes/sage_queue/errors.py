@@ -31,6 +31,7 @@ __all__ = [
     "ClosedQueueError",
     "SystemCallError",
     "InternalError",
+    "FramingError",
     "DescriptorError",
     "MalformedDescriptorError",
     "UnknownQueueTypeError",
@@ -115,6 +116,12 @@ class SystemCallError(SageQueueError, OSError):
 
 class InternalError(SageQueueError):
     """libring_buffer caught an internal panic (RB_ERR_PANIC): a bug."""
+
+
+class FramingError(SageQueueError):
+    """A legacy raw read would have split or merged messages
+    (RB_ERR_FRAMING): another consumer took the message whose length was
+    peeked. Nothing was consumed; peek again and retry."""
 
 
 # ---------------------------------------------------------------- descriptors

@@ -17,12 +17,14 @@ Design notes (why the code looks the way it does):
   (or room) arrives or the slice ends; between slices Python runs its signal
   handlers (Ctrl-C → ``KeyboardInterrupt``) and re-checks the deadline. There
   is no sleep-polling: a message arriving mid-slice wakes the caller at once.
-* **Blocking calls start with the timed call**, not with a timeout-0 try:
-  libring_buffer's try-once takes its ring lock without a deadline, so it
-  hangs (Ctrl-C included) for as long as a stopped peer holds that lock,
-  while a timed call gives up at the end of its slice. (Trying first with
-  the GIL held through a PyDLL view was ~5% faster per message; this
-  robustness was judged worth more.)
+* **One decision after a failed call.** Every operation (put, get, the
+  batch calls, join, shutdown's drain) loops the same way: call, and on a
+  failure ask ``SageQueue._retry`` what the status means for this kind of
+  operation: wait one more slice, or raise (``queue.Empty``/``queue.Full``
+  with the legacy wrapper's texts, ``ShutDown``, ``MessageTooLargeError``,
+  the code's own exception). A try-once call waits at most 100 ms for a lock
+  held by another process (a stopped peer) and then answers TIMEOUT, which
+  for a try means empty or full.
 * **Closed queues:** ``close()`` sets the handle to None, so the hot path
   passes NULL to C, which answers ``RB_ERR_INVALID_ARG``; only that slow path
   checks whether the queue was closed. No extra check costs the hot path.
@@ -37,7 +39,7 @@ import operator
 import pickle
 import threading
 import time
-from ctypes import c_uint32, c_void_p
+from ctypes import c_uint32, c_uint64, c_void_p
 from queue import Empty, Full
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -60,6 +62,17 @@ from .errors import (
     ShutDown,
 )
 
+# What a failed call is part of, for SageQueue._retry.
+_GET, _PUT, _JOIN = 0, 1, 2
+#: The legacy wrapper's exception texts, which SAGE's consumer loops test.
+EMPTY_TRY = "Queue is empty"
+EMPTY_TIMED_OUT = "Get operation timed out"
+FULL_TRY = "Queue is full"
+FULL_TIMED_OUT = "Put operation timed out"
+#: Most messages one get_many call takes (its length array is allocated for
+#: what can arrive, never for an unbounded max_items).
+MAX_BATCH = 1 << 16
+
 if TYPE_CHECKING:
     from .ref import SageQueueRef
 
@@ -73,6 +86,7 @@ __all__ = [
     "SHM_DIR",
     "DEFAULT_MAXSIZE",
     "WAIT_SLICE",
+    "MAX_BATCH",
     "Dumps",
     "Loads",
 ]
@@ -297,7 +311,7 @@ class SageQueue:
         flags = _lib.RB_CREATE_EXCLUSIVE if exclusive else 0
         handle = _lib.create_ex(raw, size, mode, flags)
         if not handle:
-            raise error_for(_lib.last_error(), f"cannot create or open queue {_decode_name(raw)!r}")
+            raise _open_error(_lib.last_error(), f"cannot create or open queue {_decode_name(raw)!r}")
         self._attach(raw, handle, auto_cleanup, dumps, loads, buffer_size)
 
     @classmethod
@@ -317,7 +331,7 @@ class SageQueue:
             _check_count(buffer_size, "buffer_size")
         handle = _lib.open_ex(raw, 0)
         if not handle:
-            raise error_for(_lib.last_error(), f"cannot open queue {_decode_name(raw)!r}")
+            raise _open_error(_lib.last_error(), f"cannot open queue {_decode_name(raw)!r}")
         self = cls.__new__(cls)
         self._attach(raw, handle, auto_cleanup, dumps, loads, buffer_size)
         return self
@@ -387,6 +401,44 @@ class SageQueue:
             return MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text()}")
         return error_for(code, f"{what} on queue {self.name!r}")
 
+    def _retry(
+        self,
+        rc: int,
+        kind: int,
+        block: bool,
+        deadline: Optional[float],
+        what: str,
+        *,
+        size: Optional[int] = None,
+        done: int = 0,
+        count: int = 0,
+    ) -> int:
+        """The one place that decides what a failed call means, for every
+        operation of ``kind`` (_GET, _PUT, _JOIN): returns the nanoseconds the
+        next attempt may wait, or raises. (-1 for a join whose deadline
+        passed.) ``size`` is the item's for a too-large put; ``done`` of
+        ``count`` items went in, for a batch put (``items_put`` on the
+        ``Full``/``ShutDown`` raised)."""
+        waiting_code = RB_ERR_EMPTY if kind == _GET else RB_ERR_FULL
+        if rc == RB_ERR_TIMEOUT or (rc == waiting_code and kind != _JOIN):
+            if block:
+                wait_ns = _next_wait(deadline)
+                if wait_ns >= 0 or kind == _JOIN:
+                    return wait_ns
+            if kind == _GET:
+                raise Empty(EMPTY_TIMED_OUT if block else EMPTY_TRY)
+            full = Full(_batch_text(FULL_TIMED_OUT if block else FULL_TRY, done, count))
+            full.items_put = done  # type: ignore[attr-defined]
+            raise full
+        if rc == RB_ERR_SHUTDOWN:
+            shut = ShutDown(_batch_text(f"queue {self.name!r} was shut down", done, count))
+            if kind == _PUT:
+                shut.items_put = done  # type: ignore[attr-defined]
+            raise shut
+        if rc == RB_ERR_TOO_LARGE and size is not None:
+            raise MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text(size)}")
+        raise self._error(rc, what)
+
     def _too_large_text(self, size: Optional[int] = None) -> str:
         item = f"the item is {size} bytes serialised" if size is not None else "the item is too large"
         return (
@@ -397,12 +449,17 @@ class SageQueue:
 
     def _stats_ex(self) -> _lib.RingBufferStatsEx:
         stats = _lib.RingBufferStatsEx()
-        _lib.get_stats_ex(self._live_handle(), ctypes.byref(stats))
-        # The call is void and leaves the struct untouched on failure; a real
-        # queue never has a 0-byte ring.
-        if stats.buffer_size == 0:
-            raise self._error(_lib.last_error(), "get_stats")
+        rc = _lib.get_stats_ex_checked(self._live_handle(), ctypes.byref(stats))
+        if rc:
+            raise self._error(rc, "get_stats")
         return stats
+
+    def _msg_count(self) -> int:
+        count = c_uint64()
+        rc = _lib.msg_count_checked(self._live_handle(), ctypes.byref(count))
+        if rc:
+            raise self._error(rc, "qsize")
+        return int(count.value)
 
     # ------------------------------------------------------------ put
 
@@ -450,19 +507,8 @@ class SageQueue:
     def _put_wait(self, data: bytes, rc: int, block: bool, deadline: Optional[float], what: str) -> None:
         """The slow path of a put: keeps waiting in slices until it is done,
         the deadline (None: none) passes, or it fails."""
-        while True:
-            if block and (rc == RB_ERR_TIMEOUT or rc == RB_ERR_FULL):
-                wait_ns = _next_wait(deadline)
-                if wait_ns < 0:
-                    raise Full
-            elif rc == RB_ERR_FULL:
-                raise Full
-            elif rc == RB_ERR_SHUTDOWN:
-                raise ShutDown
-            elif rc == RB_ERR_TOO_LARGE:
-                raise MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text(len(data))}")
-            else:
-                raise self._error(rc, what)
+        while rc:
+            wait_ns = self._retry(rc, _PUT, block, deadline, what, size=len(data))
             rc = _put_msg(self._handle, data, len(data), wait_ns)
             if rc == RB_OK:
                 return
@@ -526,18 +572,8 @@ class SageQueue:
                     # More to go: wait for room again, within the same deadline.
                     wait_ns = max(_next_wait(deadline), 0)
                 continue
-            if block and (rc == RB_ERR_TIMEOUT or rc == RB_ERR_FULL):
-                wait_ns = _next_wait(deadline)
-                if wait_ns >= 0:
-                    handle = self._handle
-                    continue
-            if rc == RB_ERR_TIMEOUT or rc == RB_ERR_FULL:
-                full = Full(f"put {done} of {count} items before the queue stayed full")
-                full.items_put = done  # type: ignore[attr-defined]
-                raise full
-            if rc == RB_ERR_SHUTDOWN:
-                raise ShutDown
-            raise self._error(rc, what)
+            wait_ns = self._retry(rc, _PUT, block, deadline, what, done=done, count=count)
+            handle = self._handle
         del joined  # kept alive until here: the C calls read its bytes
         return count
 
@@ -594,13 +630,7 @@ class SageQueue:
         view valid until this thread's next get)."""
         buf, addr, cap, view = rx.buf, rx.addr, rx.cap, rx.view
         while True:
-            if block and (rc == RB_ERR_TIMEOUT or rc == RB_ERR_EMPTY):
-                wait_ns = _next_wait(deadline)
-                if wait_ns < 0:
-                    raise Empty
-            elif rc == RB_ERR_EMPTY:
-                raise Empty
-            elif rc == RB_ERR_BUFFER_TOO_SMALL:
+            if rc == RB_ERR_BUFFER_TOO_SMALL:
                 # Rare: a message larger than this thread's buffer (nothing
                 # was consumed). Receive it into a buffer of its own size.
                 cap = max(rx.length.value, 1)
@@ -608,10 +638,8 @@ class SageQueue:
                 addr = ctypes.addressof(buf)
                 view = memoryview(buf)
                 wait_ns = max(_next_wait(deadline), 0) if block else 0
-            elif rc == RB_ERR_SHUTDOWN:
-                raise ShutDown
             else:
-                raise self._error(rc, what)
+                wait_ns = self._retry(rc, _GET, block, deadline, what)
             rc = _get_msg(self._handle, addr, cap, rx.length_addr, wait_ns)
             if rc == RB_OK:
                 return view[: rx.length.value]
@@ -636,7 +664,10 @@ class SageQueue:
     def _get_packed(self, max_items: int, block: bool, timeout: Optional[float], what: str) -> List[memoryview]:
         """Views of the payloads received by one ``ring_buffer_get_many``
         (valid until this thread's next get)."""
-        count = _check_count(max_items, "max_items")
+        # A ring of n bytes holds fewer than n / 4 messages (each has a 4-byte
+        # prefix), so a larger count could never be filled: the length array
+        # is sized by what can arrive, not by what was asked.
+        count = min(_check_count(max_items, "max_items"), self.maxsize // _FRAME, MAX_BATCH)
         rx = self._receiver()
         lens = rx.lens_for(count)
         wait_ns, deadline = _first_wait(block, timeout)
@@ -655,22 +686,14 @@ class SageQueue:
                 # by itself through the single-message path.
                 rx.length.value = lens[0]
                 return [self._get_wait(rx, rc, block, deadline, what)]
-            if block and (rc == RB_ERR_TIMEOUT or rc == RB_ERR_EMPTY):
-                wait_ns = _next_wait(deadline)
-                if wait_ns < 0:
-                    raise Empty
-                continue
-            if rc == RB_ERR_EMPTY or rc == RB_ERR_TIMEOUT:
-                raise Empty
-            if rc == RB_ERR_SHUTDOWN:
-                raise ShutDown
-            raise self._error(rc, what)
+            wait_ns = self._retry(rc, _GET, block, deadline, what)
 
     # ------------------------------------------------------------ state
 
     def qsize(self) -> int:
-        """Messages queued now, exact across every process."""
-        return int(_lib.msg_count(self._live_handle()))
+        """Messages queued now, exact across every process (an error, such as
+        ``CorruptQueueError``, is raised, never passed off as a count)."""
+        return self._msg_count()
 
     def empty(self) -> bool:
         """Whether no message is queued (across every process)."""
@@ -678,7 +701,11 @@ class SageQueue:
 
     def full(self) -> bool:
         """Whether the ring has no room even for the smallest message."""
-        return int(_lib.available_write(self._live_handle())) < _FRAME + 1
+        room = c_uint32()
+        rc = _lib.available_write_checked(self._live_handle(), ctypes.byref(room))
+        if rc:
+            raise self._error(rc, "full")
+        return int(room.value) < _FRAME + 1
 
     @property
     def closed(self) -> bool:
@@ -695,8 +722,14 @@ class SageQueue:
 
     @property
     def unfinished_tasks(self) -> int:
-        """Messages put and not yet marked done with ``task_done()``."""
-        return int(_lib.unfinished_tasks(self._live_handle()))
+        """Messages put and not yet marked done with ``task_done()``
+        (``IncompatibleQueueError`` on a legacy queue, which keeps no task
+        count)."""
+        count = c_uint64()
+        rc = _lib.unfinished_tasks_checked(self._live_handle(), ctypes.byref(count))
+        if rc:
+            raise self._error(rc, "unfinished_tasks")
+        return int(count.value)
 
     def attached_processes(self) -> int:
         """Live processes that have the queue open (kernel ``flock`` liveness)."""
@@ -712,7 +745,9 @@ class SageQueue:
         ``queue.Queue.shutdown``: later puts raise ``ShutDown``; gets return
         what is queued, then raise ``ShutDown``; blocked callers wake up.
         ``immediate=True`` also discards what is queued, marking each
-        discarded item done so that ``join()`` returns."""
+        discarded item done so that ``join()`` returns (what a stopped
+        consumer holds the queue's read lock over stays queued: the drain
+        never waits for it)."""
         handle = self._live_handle()
         rc = _lib.shutdown(handle)
         if rc < 0:
@@ -730,10 +765,11 @@ class SageQueue:
                 cap = rx.length.value
                 buf = ctypes.create_string_buffer(cap)
                 addr = ctypes.addressof(buf)
-            elif rc in (RB_ERR_EMPTY, RB_ERR_SHUTDOWN):
-                return
             else:
-                raise self._error(rc, "shutdown")
+                try:
+                    self._retry(rc, _GET, False, None, "shutdown")
+                except (Empty, ShutDown):
+                    return
 
     def task_done(self) -> None:
         """Marks one received item as processed (``queue.Queue.task_done``),
@@ -757,9 +793,7 @@ class SageQueue:
             rc = _lib.join(self._live_handle(), wait_ns)
             if rc == RB_OK:
                 return True
-            if rc != RB_ERR_TIMEOUT:
-                raise self._error(rc, "join")
-            wait_ns = _next_wait(deadline)
+            wait_ns = self._retry(rc, _JOIN, True, deadline, "join")
             if wait_ns < 0:
                 return False
 
@@ -794,7 +828,7 @@ class SageQueue:
         result: Dict[str, Union[int, float]] = {
             field[0]: getattr(stats, field[0]) for field in _lib.RingBufferStatsEx._fields_
         }
-        result["message_count"] = int(_lib.msg_count(self._live_handle()))
+        result["message_count"] = self._msg_count()
         return result
 
     def reset_stats(self) -> None:
@@ -814,9 +848,13 @@ class SageQueue:
             handle, self._handle = self._handle, None
             if handle is None:
                 return
-            _lib.close(handle)
-        if self.auto_cleanup:
-            _lib.remove_if_unused(self._raw_name)
+            if self.auto_cleanup:
+                # Removes the object this handle opened, never a newer queue
+                # that took the name since (a close, then a remove by name,
+                # could). A queue still in use elsewhere stays.
+                _lib.close_remove_if_unused(handle)
+            else:
+                _lib.close(handle)
 
     def destroy(self) -> None:
         """Closes this handle and removes the queue's name: nobody can open it
@@ -848,6 +886,22 @@ class SageQueue:
     def __repr__(self) -> str:
         state = "closed" if self._handle is None else f"{self.maxsize} bytes"
         return f"<SageQueue {self.name!r} {state}>"
+
+
+def _batch_text(text: str, done: int, count: int) -> str:
+    return f"{text} (put {done} of {count} items)" if count else text
+
+
+def _open_error(code: int, context: str) -> BaseException:
+    if code == RB_ERR_TIMEOUT:
+        # Only a foreign or stopped process holds a queue object's exclusive
+        # lock for long (this library holds it for a few system calls).
+        return TimeoutError(
+            f"{context}: another process has held an exclusive lock on it for over a second "
+            "(a tool removing it, or a stopped or foreign process); retry later, or remove the "
+            "queue with sage_queue.destroy_queue(name) if it is stale"
+        )
+    return error_for(code, context)
 
 
 def _suggest_size(needed: int) -> int:

@@ -9,6 +9,7 @@ other programs' queues on the machine are never listed, opened or removed.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -271,6 +272,25 @@ def test_watch_reports_rates(prefix: str) -> None:
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert len(lines) == 2 and all(name in line and "put" in line and "/s" in line for line in lines)
+
+
+def test_watch_does_not_count_itself_whatever_pid_proc_shows(
+    prefix: str, holders: List[Holder], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a container whose /proc shows another pid namespace's numbers,
+    the watcher's own lock carries a pid other than os.getpid(); the
+    watcher must still not count itself. Simulated by running the CLI in
+    this process with os.getpid() answering another number."""
+    from sage_queue import cli as cli_module
+
+    name = prefix + "ns"
+    holders.append(Holder(name))
+    real_pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: real_pid + 1_000_000)
+    out = io.StringIO()
+    assert cli_module.main(["watch", name, "--interval", "0.05", "--count", "1", "--json"], out=out) == 0
+    monkeypatch.undo()
+    assert json.loads(out.getvalue())["attached"] == 1  # the holder, not the watcher
 
 
 def test_watch_errors(prefix: str) -> None:

@@ -166,7 +166,7 @@ def _header_codes() -> dict:
 
 def test_status_codes_match_header() -> None:
     codes = _header_codes()
-    assert len(codes) == 17
+    assert len(codes) == 18
     assert {s.name: int(s) for s in Status} == codes
 
 
@@ -188,6 +188,7 @@ def test_every_error_code_maps_to_a_specific_exception() -> None:
         Status.RB_ERR_SHUTDOWN: (sage_queue.ShutDown, sage_queue.ShutDown),
         Status.RB_ERR_SYSTEM: (sage_queue.SystemCallError, OSError),
         Status.RB_ERR_PANIC: (sage_queue.InternalError, sage_queue.SageQueueError),
+        Status.RB_ERR_FRAMING: (sage_queue.FramingError, sage_queue.SageQueueError),
     }
     for status, (cls, also) in expected.items():
         exc = error_for(int(status), "doing something")

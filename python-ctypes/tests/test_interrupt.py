@@ -46,6 +46,20 @@ except KeyboardInterrupt:
 INTERRUPT_WITHIN = 0.5
 
 
+def _default_sigint() -> None:
+    # A process started with SIGINT ignored (any background job of a
+    # non-interactive shell, e.g. `make test &`) passes SIG_IGN on to its
+    # children, and Python then leaves SIGINT ignored: restore the default
+    # in the child we are going to interrupt, as a terminal would have it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _spawn(name: str, op: str) -> "subprocess.Popen[str]":
+    return subprocess.Popen([sys.executable, "-c", CHILD, name, op], env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+
+
 def _wait_until(predicate: Callable[[], bool], limit: float = 30.0) -> None:
     end = time.monotonic() + limit
     while not predicate():
@@ -60,8 +74,7 @@ def test_sigint_interrupts_blocked_call(op: str, make_queue: Callable[..., SageQ
         q.put_bytes(b"f" * 600)  # a second 600-byte message cannot fit
     if op == "join":
         q.put("unfinished task")
-    child = subprocess.Popen([sys.executable, "-c", CHILD, q.name, op], env=child_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = _spawn(q.name, op)
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"
@@ -86,6 +99,30 @@ def test_sigint_interrupts_blocked_call(op: str, make_queue: Callable[..., SageQ
     interrupted_at = float(lines[0].split()[1])  # CLOCK_MONOTONIC is system-wide
     assert interrupted_at - sent < INTERRUPT_WITHIN
     assert q.qsize() == (1 if op in ("put", "join") else 0)  # nothing lost or added
+
+
+def test_interrupts_reach_the_child_when_this_process_ignores_sigint(
+    make_queue: Callable[..., SageQueue],
+) -> None:
+    """`make test` started with SIGINT ignored must pass too: with SIGINT
+    ignored here (as it is inherited), the child still gets Ctrl-C."""
+    q = make_queue(1024)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = _spawn(q.name, "get")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        _wait_until(lambda: q.get_stats()["sleeping_consumers"] >= 1)
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert "interrupted" in out and "KeyboardInterrupt" in err
 
 
 def test_no_sleep_polling_in_the_package() -> None:

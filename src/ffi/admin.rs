@@ -109,8 +109,96 @@ pub unsafe extern "C" fn ring_buffer_remove_if_unused(name: *const c_char) -> c_
     })
 }
 
+/// Closes the handle (whatever happens next) and removes the queue it
+/// opened if no live process has that queue open any more: 1 removed, 0 in
+/// use (or the name now belongs to a newer queue, which is never touched), or
+/// a negative code. What `auto_cleanup` needs: `ring_buffer_close` then
+/// `ring_buffer_remove_if_unused(name)` could remove a newer queue that took
+/// the name meanwhile.
+///
+/// # Safety
+/// None; any handle value is checked.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_close_remove_if_unused(rb: *mut RingBuffer) -> c_int {
+    status(|| Ok(handles::unregister(rb)?.close_and_remove_if_unused()? as c_int))
+}
+
+/// Stores the number of messages queued (exact across processes) in `*out`:
+/// `RB_OK` or a negative code (`*out` untouched). Unlike
+/// `ring_buffer_msg_count`, a failure cannot pass for an empty queue.
+///
+/// # Safety
+/// `out` must be NULL or writable for a `uint64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_msg_count_checked(
+    rb: *mut RingBuffer,
+    out: *mut u64,
+) -> c_int {
+    status(|| {
+        // SAFETY: forwarded contract.
+        let out = unsafe { handles::out(out)? };
+        out.set(handles::queue(rb)?.view().msg_count()?);
+        Ok(0)
+    })
+}
+
+/// Stores the messages put and not yet marked done in `*out`: `RB_OK` or a
+/// negative code (`RB_ERR_INCOMPATIBLE` on a legacy queue; `*out`
+/// untouched).
+///
+/// # Safety
+/// `out` must be NULL or writable for a `uint64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_unfinished_tasks_checked(
+    rb: *mut RingBuffer,
+    out: *mut u64,
+) -> c_int {
+    status(|| {
+        // SAFETY: forwarded contract.
+        let out = unsafe { handles::out(out)? };
+        out.set(handles::queue(rb)?.unfinished_tasks()?);
+        Ok(0)
+    })
+}
+
+/// Stores the bytes that can be written now (`buffer_size - available_read
+/// - 1`) in `*out`: `RB_OK` or a negative code (`*out` untouched).
+///
+/// # Safety
+/// `out` must be NULL or writable for a `uint32_t`.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_available_write_checked(
+    rb: *mut RingBuffer,
+    out: *mut u32,
+) -> c_int {
+    status(|| {
+        // SAFETY: forwarded contract.
+        let out = unsafe { handles::out(out)? };
+        out.set(handles::queue(rb)?.view().available_write()?);
+        Ok(0)
+    })
+}
+
+/// Fills `*stats` with every statistic: `RB_OK` or a negative code
+/// (`*stats` untouched).
+///
+/// # Safety
+/// `stats` must be NULL or writable for a `ring_buffer_stats_ex_t`.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_get_stats_ex_checked(
+    rb: *mut RingBuffer,
+    stats: *mut RingBufferStatsEx,
+) -> c_int {
+    status(|| {
+        // SAFETY: forwarded contract.
+        let stats = unsafe { handles::out(stats)? };
+        stats.set(handles::queue(rb)?.stats()?);
+        Ok(0)
+    })
+}
+
 /// Messages queued, exact across processes; 0 on error (see
-/// `ring_buffer_last_error()`).
+/// `ring_buffer_last_error()`, or use `ring_buffer_msg_count_checked`).
 ///
 /// # Safety
 /// None; any handle value is checked.
@@ -182,7 +270,8 @@ pub unsafe extern "C" fn ring_buffer_join(rb: *mut RingBuffer, timeout_ns: i64) 
     })
 }
 
-/// Messages put and not yet marked done; 0 on error.
+/// Messages put and not yet marked done; 0 on error (use
+/// `ring_buffer_unfinished_tasks_checked` to tell).
 ///
 /// # Safety
 /// None; any handle value is checked.

@@ -1,10 +1,11 @@
 //! Turning C arguments into safe values: the handle registry, names, byte
 //! slices, output pointers. Every check the C API makes on a pointer is here.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::os::raw::{c_char, c_void};
 use std::slice;
-use std::sync::RwLock;
+use std::sync::{Once, RwLock, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
 use crate::layout::{RingBuffer, MAX_NAME_LEN};
@@ -14,10 +15,50 @@ use crate::queue::Queue;
 /// Live handles of this process, by header address.
 static HANDLES: RwLock<BTreeMap<usize, Queue>> = RwLock::new(BTreeMap::new());
 
+type HandlesGuard = RwLockWriteGuard<'static, BTreeMap<usize, Queue>>;
+
+thread_local! {
+    /// The registry's write lock, held by the forking thread across `fork`
+    /// (see [`fork_safe`]).
+    static HELD_ACROSS_FORK: RefCell<Option<HandlesGuard>> = const { RefCell::new(None) };
+}
+
+extern "C" fn before_fork() {
+    let guard = HANDLES.write().unwrap_or_else(|e| e.into_inner());
+    HELD_ACROSS_FORK.with(|held| *held.borrow_mut() = Some(guard));
+}
+
+extern "C" fn after_fork() {
+    // In the parent, and in the child, whose only thread is the one that
+    // forked and so holds the guard: release it.
+    HELD_ACROSS_FORK.with(|held| drop(held.borrow_mut().take()));
+}
+
+/// Makes the registry safe to use in a child forked while other threads are
+/// inside a call: `fork` copies the lock word as it is, so a lock held by a
+/// thread that does not exist in the child would stay held there for ever
+/// (every create/open/close of the child would hang). The `pthread_atfork`
+/// handlers take the write lock before `fork` (waiting out the calls in
+/// flight, which hold it only for a map lookup) and release it on both sides.
+/// Registered before the registry's first use, from every entry point.
+fn fork_safe() -> &'static RwLock<BTreeMap<usize, Queue>> {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: the handlers are `extern "C"` functions without arguments
+        // that live as long as the program; pthread_atfork only records them.
+        let rc =
+            unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+        // Only ENOMEM is possible; without the handlers the library still
+        // works, it is just not safe to fork while calls are in flight.
+        debug_assert_eq!(rc, 0, "pthread_atfork failed");
+    });
+    &HANDLES
+}
+
 /// Records `queue` as open and returns its handle.
 pub(super) fn register(queue: Queue) -> *mut RingBuffer {
     let rb = queue.header_ptr();
-    HANDLES
+    fork_safe()
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .insert(rb as usize, queue);
@@ -32,7 +73,7 @@ pub(super) fn queue(rb: *const RingBuffer) -> Result<Queue> {
     if rb.is_null() {
         return Err(Error::InvalidArg);
     }
-    let handles = HANDLES.read().unwrap_or_else(|e| e.into_inner());
+    let handles = fork_safe().read().unwrap_or_else(|e| e.into_inner());
     handles
         .get(&(rb as usize))
         .cloned()
@@ -44,7 +85,7 @@ pub(super) fn unregister(rb: *const RingBuffer) -> Result<Queue> {
     if rb.is_null() {
         return Err(Error::InvalidArg);
     }
-    let mut handles = HANDLES.write().unwrap_or_else(|e| e.into_inner());
+    let mut handles = fork_safe().write().unwrap_or_else(|e| e.into_inner());
     handles.remove(&(rb as usize)).ok_or(Error::InvalidArg)
 }
 

@@ -8,8 +8,9 @@
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::Role;
+use super::{Frames, Role};
 use crate::error::{Error, Result};
+use crate::frame::frame_len;
 use crate::segment::View;
 use crate::sync::deadline::Wait;
 
@@ -57,7 +58,8 @@ impl View<'_> {
                 self.ring.write(pos, part);
                 pos += part.len() as u64;
             }
-            self.publish(Role::Writer, tail, pos, 0, head);
+            let frames = self.writer_frames(parts);
+            self.publish(Role::Writer, tail, pos, frames, head);
         }
         self.wake_peers(Role::Writer);
         Ok(total)
@@ -76,11 +78,15 @@ impl View<'_> {
             if tail - head < dst.len() as u64 {
                 return Err(Error::Empty);
             }
+            if consume {
+                self.check_whole_read(head, dst.len() as u64)?;
+            }
             self.ring.read(head, dst);
             if !consume {
                 return Ok(());
             }
-            self.publish(Role::Reader, head, head + dst.len() as u64, 0, tail);
+            let frames = self.fed(Role::Reader, &[dst]);
+            self.publish(Role::Reader, head, head + dst.len() as u64, frames, tail);
         }
         self.wake_peers(Role::Reader);
         Ok(())
@@ -101,9 +107,11 @@ impl View<'_> {
             let _guard = self.lock(Role::Reader, Wait::Try)?;
             let _inside = Inside::enter(self.header.readers());
             let (head, tail) = self.counters(Role::Reader)?;
+            let budget = head.saturating_add((max_chunks as u64).saturating_mul(chunk as u64));
+            let end = self.read_end(head, tail.min(budget))?;
             let mut pos = head;
-            while chunks.len() < max_chunks && pos < tail {
-                let len = (tail - pos).min(chunk as u64) as usize;
+            while chunks.len() < max_chunks && pos < end {
+                let len = (end - pos).min(chunk as u64) as usize;
                 let Some(dst) = alloc(len) else { break };
                 // SAFETY: `alloc` hands out fresh heap blocks of `len` bytes.
                 unsafe { self.ring.read_raw(pos, dst, len) };
@@ -113,9 +121,99 @@ impl View<'_> {
             if pos == head {
                 return Ok(chunks);
             }
-            self.publish(Role::Reader, head, pos, 0, tail);
+            if pos != end {
+                // `alloc` refused part-way: the stream is cut where it
+                // stopped, which may be inside a frame.
+                self.check_whole_read(head, pos - head)?;
+            }
+            self.publish(Role::Reader, head, pos, Frames::Whole(0), tail);
         }
         self.wake_peers(Role::Reader);
         Ok(chunks)
+    }
+}
+
+impl View<'_> {
+    /// The framing of a legacy write of `parts`, followed in the caller's
+    /// bytes (never read back from the ring). A write that does not start and
+    /// end on frame boundaries makes the stream raw for good.
+    fn writer_frames(&self, parts: &[&[u8]]) -> Frames {
+        let Some(before) = self.tracker(Role::Writer) else {
+            return Frames::Whole(0);
+        };
+        let frames = self.fed(Role::Writer, parts);
+        if let Frames::Fed(after, completed) = frames {
+            if !(before.is_boundary() && after.is_boundary() && completed > 0) {
+                self.mark_raw_stream();
+            }
+        }
+        frames
+    }
+
+    /// `role`'s framing state after following `parts`, and the frames they
+    /// complete (`Whole(0)`, "follow the ring", on a legacy object, which
+    /// keeps no framing state).
+    fn fed(&self, role: Role, parts: &[&[u8]]) -> Frames {
+        let Some(mut track) = self.tracker(role) else {
+            return Frames::Whole(0);
+        };
+        let completed = parts.iter().map(|p| track.feed(p)).sum();
+        Frames::Fed(track, completed)
+    }
+
+    /// Checks that consuming `len` bytes at `head` (all queued) neither
+    /// splits nor merges messages of a framed stream: from a frame boundary,
+    /// exactly one whole frame or exactly its 4-byte prefix (the legacy
+    /// `read(4)` then `read(L)` pattern); after a prefix, exactly the rest
+    /// of that frame. `Framing` otherwise; raw streams and legacy objects
+    /// are not checked. The reader lock is held.
+    fn check_whole_read(&self, head: u64, len: u64) -> Result<()> {
+        if !self.stream_is_framed() {
+            return Ok(());
+        }
+        let Some(track) = self.tracker(Role::Reader) else {
+            return Ok(());
+        };
+        let whole = if track.is_boundary() {
+            len == 4 || (len > 4 && len == frame_len(self.ring.prefix_at(head)))
+        } else {
+            track.payload_left().map(u64::from) == Some(len)
+        };
+        if whole {
+            Ok(())
+        } else {
+            Err(Error::Framing)
+        }
+    }
+
+    /// Where a legacy drain from `head` that may go up to `limit` stops: at
+    /// `limit` for a raw stream or a legacy object, else at the last frame
+    /// end at or before it. `Framing` if not even the first frame fits.
+    fn read_end(&self, head: u64, limit: u64) -> Result<u64> {
+        if limit == head || !self.stream_is_framed() {
+            return Ok(limit);
+        }
+        let Some(track) = self.tracker(Role::Reader) else {
+            return Ok(limit);
+        };
+        // The end of the frame the reader is in.
+        let mut end = match track.payload_left() {
+            Some(rest) => head + u64::from(rest),
+            None if track.is_boundary() && limit - head >= 4 => {
+                head + frame_len(self.ring.prefix_at(head))
+            }
+            None => return Err(Error::Framing),
+        };
+        if end > limit {
+            return Err(Error::Framing);
+        }
+        while limit - end >= 4 {
+            let next = end + frame_len(self.ring.prefix_at(end));
+            if next > limit {
+                break;
+            }
+            end = next;
+        }
+        Ok(end)
     }
 }

@@ -19,13 +19,26 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use crate::error::{Error, Result};
 use crate::frame::Tracker;
-use crate::layout::Side;
+use crate::layout::{Side, FLAG_RAW_STREAM};
 use crate::segment::View;
 use crate::sync::deadline::Wait;
 use crate::sync::mutex::{self, Guard};
 
 /// Largest `tail` an operation accepts (see [`View::counters`]).
 const MAX_POSITION: u64 = u64::MAX - (1 << 32);
+
+/// What an operation knows of the frames in the bytes it publishes.
+#[derive(Clone, Copy)]
+enum Frames {
+    /// This many whole messages (the message calls). When the side's framing
+    /// state is on a boundary it stays there; otherwise (a legacy raw call
+    /// left it mid-frame) the bytes are followed from the ring.
+    Whole(u64),
+    /// The side's framing state after following the bytes, and the frames
+    /// they completed: the caller fed its own copy of the bytes (legacy raw
+    /// calls), so nothing is read back from the ring.
+    Fed(Tracker, u64),
+}
 
 /// Which side of the queue an operation belongs to.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -113,10 +126,10 @@ impl<'a> View<'a> {
     /// Records a finished copy and publishes it: journal first, then the
     /// counter (`tail` or `head`, Release), then the message count and
     /// framing state. The caller holds the side's lock and has copied the
-    /// bytes `[from, to)` in (writer) or out (reader); `frames` is how many
-    /// whole frames they hold if they start on a frame boundary; `peer` is the
-    /// other side's counter as read by [`View::counters`].
-    fn publish(&self, role: Role, from: u64, to: u64, frames: u64, peer: u64) {
+    /// bytes `[from, to)` in (writer) or out (reader); `frames` says what it
+    /// knows of their framing; `peer` is the other side's counter as read by
+    /// [`View::counters`].
+    fn publish(&self, role: Role, from: u64, to: u64, frames: Frames, peer: u64) {
         use std::sync::atomic::Ordering::Release;
         let (own, total) = match role {
             Role::Writer => (self.ring.tail, self.header.total_bytes_written()),
@@ -130,10 +143,13 @@ impl<'a> View<'a> {
             return;
         };
         let mut track = Tracker::unpack(side.track.load(Relaxed));
-        let counted = if track.is_boundary() && frames > 0 {
-            frames
-        } else {
-            self.feed_from_ring(&mut track, from, to)
+        let counted = match frames {
+            Frames::Whole(n) if track.is_boundary() && n > 0 => n,
+            Frames::Whole(_) => self.feed_from_ring(&mut track, from, to),
+            Frames::Fed(fed, n) => {
+                track = fed;
+                n
+            }
         };
         let messages = side.messages.load(Relaxed).wrapping_add(counted);
         let track = track.pack();
@@ -195,6 +211,27 @@ impl<'a> View<'a> {
             pos += n as u64;
         }
         frames
+    }
+
+    /// The framing state of `role`'s side, which the caller's lock keeps
+    /// still, or `None` on a legacy object (which keeps none).
+    fn tracker(&self, role: Role) -> Option<Tracker> {
+        self.side(role)
+            .map(|side| Tracker::unpack(side.track.load(Relaxed)))
+    }
+
+    /// Whether every write so far put whole frames (see
+    /// [`crate::layout::FLAG_RAW_STREAM`]); `false` on a legacy object.
+    fn stream_is_framed(&self) -> bool {
+        self.ext
+            .is_some_and(|e| e.identity.flags.load(Relaxed) & FLAG_RAW_STREAM == 0)
+    }
+
+    /// Records that the stream holds bytes that are not whole frames.
+    fn mark_raw_stream(&self) {
+        if let Some(e) = self.ext {
+            e.identity.flags.fetch_or(FLAG_RAW_STREAM, Relaxed);
+        }
     }
 
     /// Whether the queue was shut down (never, for a legacy object).

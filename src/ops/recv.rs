@@ -1,6 +1,6 @@
 //! Consumers: taking whole framed messages, one or a batch per lock.
 
-use super::Role;
+use super::{Frames, Role};
 use crate::error::{Error, Result};
 use crate::frame::frame_len;
 use crate::segment::View;
@@ -100,7 +100,13 @@ impl View<'_> {
                 Ok(Attempt::Nothing(tail))
             };
         }
-        self.publish(Role::Reader, head, pos, received as u64, tail);
+        self.publish(
+            Role::Reader,
+            head,
+            pos,
+            Frames::Whole(received as u64),
+            tail,
+        );
         Ok(Attempt::Received(received))
     }
 }

@@ -1,6 +1,6 @@
 //! Producers: putting framed messages, one or a batch per lock.
 
-use super::Role;
+use super::{Frames, Role};
 use crate::error::{Error, Result};
 use crate::frame::frame_len;
 use crate::segment::View;
@@ -77,7 +77,7 @@ impl View<'_> {
         if sent == 0 {
             return Ok(Attempt::NoRoom(head));
         }
-        self.publish(Role::Writer, tail, pos, sent as u64, head);
+        self.publish(Role::Writer, tail, pos, Frames::Whole(sent as u64), head);
         Ok(Attempt::Sent(sent))
     }
 }

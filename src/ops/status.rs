@@ -43,10 +43,17 @@ impl View<'_> {
     pub(crate) fn msg_count(&self) -> Result<u64> {
         match self.ext {
             Some(ext) => {
-                // Consumed first: the published count can only grow after.
+                // Consumed first: the published count can only grow after,
+                // and every message consumed was published before (the
+                // Acquire of `out` sees the writers' counts that preceded
+                // it). More consumed than published was written by someone
+                // else: report it instead of passing off 0 as a count.
                 let out = ext.reader.messages.load(Acquire);
-                let queued = ext.writer.messages.load(Acquire).saturating_sub(out);
-                Ok(queued)
+                ext.writer
+                    .messages
+                    .load(Acquire)
+                    .checked_sub(out)
+                    .ok_or(Error::Corrupt)
             }
             None => {
                 let (mut pos, tail) = (self.ring.head.load(Acquire), self.ring.tail.load(Acquire));
