@@ -80,6 +80,20 @@ impl Queue {
         Queue::create_with(name, size, &Options::default())
     }
 
+    /// [`Queue::create`] with [`Options`] (permission bits, foreign owners).
+    ///
+    /// ```
+    /// use ring_buffer::{Options, Queue};
+    ///
+    /// # let name = format!("doc_create_with_{}", std::process::id());
+    /// # struct Rm(String);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = Queue::remove(&self.0); } }
+    /// # let _rm = Rm(name.clone());
+    /// // Readable and writable by the owner's group too (the umask is ignored).
+    /// let queue = Queue::create_with(&name, 4096, &Options::default().mode(0o660))?;
+    /// assert_eq!(queue.buffer_size(), 4096);
+    /// # Ok::<(), ring_buffer::Error>(())
+    /// ```
     pub fn create_with(name: impl AsRef<[u8]>, size: u32, options: &Options) -> Result<Queue> {
         let name = QueueName::new(name.as_ref())?;
         let size = requested_size(size)?;
@@ -95,6 +109,8 @@ impl Queue {
         Queue::open_with(name, &Options::default())
     }
 
+    /// [`Queue::open`] with [`Options`] (for instance, to accept a queue
+    /// another user created).
     pub fn open_with(name: impl AsRef<[u8]>, options: &Options) -> Result<Queue> {
         let name = QueueName::new(name.as_ref())?;
         Ok(Queue::wrap(Mapping::open(&name, options.access()?)?))
@@ -106,6 +122,7 @@ impl Queue {
         Queue::open_or_create_with(name, size, &Options::default())
     }
 
+    /// [`Queue::open_or_create`] with [`Options`].
     pub fn open_or_create_with(
         name: impl AsRef<[u8]>,
         size: u32,
@@ -220,10 +237,14 @@ impl Queue {
         self.send_batch_wait(msgs, Wait::Forever)
     }
 
+    /// [`Queue::send_batch`] without waiting: [`Error::Full`] if not even
+    /// the first message fits now.
     pub fn try_send_batch(&self, msgs: &[&[u8]]) -> Result<usize> {
         self.send_batch_wait(msgs, Wait::Try)
     }
 
+    /// [`Queue::send_batch`] waiting at most `timeout` for room for the first
+    /// message ([`Error::Timeout`]).
     pub fn send_batch_timeout(&self, msgs: &[&[u8]], timeout: Duration) -> Result<usize> {
         self.send_batch_wait(msgs, Wait::from_duration(timeout))
     }
@@ -263,10 +284,13 @@ impl Queue {
         self.recv_into_wait(buf, Wait::Forever)
     }
 
+    /// [`Queue::recv_into`] without waiting: [`Error::Empty`] if nothing is
+    /// queued.
     pub fn try_recv_into(&self, buf: &mut [u8]) -> Result<usize> {
         self.recv_into_wait(buf, Wait::Try)
     }
 
+    /// [`Queue::recv_into`] waiting at most `timeout` ([`Error::Timeout`]).
     pub fn recv_into_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<usize> {
         self.recv_into_wait(buf, Wait::from_duration(timeout))
     }
@@ -283,10 +307,14 @@ impl Queue {
         self.recv_batch_wait(max, Wait::Forever)
     }
 
+    /// [`Queue::recv_batch`] without waiting: [`Error::Empty`] if nothing
+    /// is queued.
     pub fn try_recv_batch(&self, max: usize) -> Result<Vec<Vec<u8>>> {
         self.recv_batch_wait(max, Wait::Try)
     }
 
+    /// [`Queue::recv_batch`] waiting at most `timeout` for the first message
+    /// ([`Error::Timeout`]).
     pub fn recv_batch_timeout(&self, max: usize, timeout: Duration) -> Result<Vec<Vec<u8>>> {
         self.recv_batch_wait(max, Wait::from_duration(timeout))
     }
@@ -308,6 +336,7 @@ impl Queue {
         self.view().msg_count()
     }
 
+    /// Whether no message is queued now.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
@@ -319,6 +348,7 @@ impl Queue {
         self.view().shutdown()
     }
 
+    /// Whether somebody shut the queue down (see [`Queue::shutdown`]).
     pub fn is_shutdown(&self) -> bool {
         self.view().is_shutdown()
     }
@@ -338,6 +368,7 @@ impl Queue {
         self.view().join(Wait::Forever)
     }
 
+    /// [`Queue::join`] waiting at most `timeout` ([`Error::Timeout`]).
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
         self.view().join(Wait::from_duration(timeout))
     }
