@@ -191,9 +191,9 @@ fn try_and_timeout_variants_wait_and_fail_as_the_byte_api_does() {
     q.send(&v).unwrap();
     assert_eq!(q.try_send(&v), Err(Error::Full));
     assert_eq!(q.send_timeout(&v, short), Err(Error::Timeout));
-    assert_eq!(q.try_send_batch(&[v.clone()]), Err(Error::Full));
+    assert_eq!(q.try_send_batch(std::slice::from_ref(&v)), Err(Error::Full));
     assert_eq!(
-        q.send_batch_timeout(&[v.clone()], short),
+        q.send_batch_timeout(std::slice::from_ref(&v), short),
         Err(Error::Timeout)
     );
     assert_eq!(q.len().unwrap(), 3);
@@ -202,7 +202,7 @@ fn try_and_timeout_variants_wait_and_fail_as_the_byte_api_does() {
     // Room for two again: a batch of three puts the two that fit.
     assert_eq!(q.try_send_batch(&[v.clone(), v.clone(), v.clone()]), Ok(2));
     assert_eq!(
-        q.send_batch_timeout(&[v.clone()], short),
+        q.send_batch_timeout(std::slice::from_ref(&v), short),
         Err(Error::Timeout)
     );
     assert_eq!(q.try_recv_batch(10).unwrap().len(), 3);
