@@ -50,6 +50,8 @@ use crate::Stats;
 /// #     // SAFETY (doc test): the test program is single-threaded here.
 /// #     let pid = unsafe { libc::fork() };
 /// #     if pid == 0 {
+/// #         // Die with the doc test rather than wait for jobs for ever.
+/// #         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
 /// #         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child));
 /// #         unsafe { libc::_exit(if matches!(ok, Ok(Ok(()))) { 0 } else { 1 }) };
 /// #     }
