@@ -58,7 +58,44 @@ impl Options {
 /// Any number of processes and threads may put and get concurrently; every
 /// message is delivered exactly once while everybody lives, and a process
 /// killed at any instant costs at most its own in-flight message. Clones
-/// share one mapping; the mapping goes when the last clone drops.
+/// share one mapping; the mapping goes when the last clone drops. Handles are
+/// `Send` and `Sync`: threads may share one.
+///
+/// The crate documentation shows the whole API at work, with several
+/// processes; [`TypedQueue`](crate::TypedQueue) (feature `serde`) carries
+/// typed values instead of bytes.
+///
+/// ```
+/// use std::thread;
+/// use ring_buffer::{Error, Queue};
+///
+/// # struct Rm(String);
+/// # impl Drop for Rm { fn drop(&mut self) { let _ = Queue::remove(&self.0); } }
+/// let name = format!("doc_queue_{}", std::process::id());
+/// # let _rm = Rm(name.clone());
+/// let queue = Queue::create(&name, 4096)?;
+/// let consumer = {
+///     let queue = queue.clone();
+///     thread::spawn(move || {
+///         let mut got = Vec::new();
+///         loop {
+///             match queue.recv() {
+///                 Ok(msg) => got.push(msg),
+///                 Err(Error::Shutdown) => return got, // shut down and drained
+///                 Err(e) => panic!("{e}"),
+///             }
+///         }
+///     })
+/// };
+/// for i in 0..1000u32 {
+///     queue.send(&i.to_le_bytes())?; // waits while the queue is full
+/// }
+/// queue.shutdown()?;
+/// let got = consumer.join().unwrap();
+/// assert_eq!(got.len(), 1000);
+/// assert_eq!(got[999], 999u32.to_le_bytes());
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Queue {
     mapping: Arc<Mapping>,
@@ -280,6 +317,22 @@ impl Queue {
 
     /// Takes one message into `buf`, waiting as long as it takes; returns its
     /// length. `BufferTooSmall { needed }` (nothing consumed) if it does not fit.
+    ///
+    /// ```
+    /// # use ring_buffer::{Error, Queue};
+    /// # struct Rm(String);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = Queue::remove(&self.0); } }
+    /// # let name = format!("doc_recv_into_{}", std::process::id());
+    /// # let _rm = Rm(name.clone());
+    /// let queue = Queue::create(&name, 4096)?;
+    /// queue.send(b"twelve bytes")?;
+    /// let mut small = [0u8; 4];
+    /// assert_eq!(queue.recv_into(&mut small), Err(Error::BufferTooSmall { needed: 12 }));
+    /// let mut buf = [0u8; 64];
+    /// let len = queue.recv_into(&mut buf)?; // the message was still there
+    /// assert_eq!(&buf[..len], b"twelve bytes");
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn recv_into(&self, buf: &mut [u8]) -> Result<usize> {
         self.recv_into_wait(buf, Wait::Forever)
     }
@@ -378,7 +431,22 @@ impl Queue {
         object::attached_processes(self.mapping.file_id())
     }
 
-    /// Every statistic the queue keeps.
+    /// Every statistic the queue keeps ([`Stats`](crate::Stats)).
+    ///
+    /// ```
+    /// # use ring_buffer::Queue;
+    /// # struct Rm(String);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = Queue::remove(&self.0); } }
+    /// # let name = format!("doc_stats_{}", std::process::id());
+    /// # let _rm = Rm(name.clone());
+    /// let queue = Queue::create(&name, 4096)?;
+    /// queue.send_batch(&[b"a".as_slice(), b"b"])?;
+    /// queue.recv()?;
+    /// let stats = queue.stats()?;
+    /// assert_eq!((stats.messages_in, stats.messages_out, stats.messages_queued), (2, 1, 1));
+    /// assert_eq!(stats.attached_processes, 1);
+    /// # Ok::<(), ring_buffer::Error>(())
+    /// ```
     pub fn stats(&self) -> Result<RingBufferStatsEx> {
         self.view().stats_ex(self.attached_processes()?)
     }
