@@ -226,4 +226,4 @@ miri:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(BUILD) $(PKG_LIB)
+	rm -rf $(BUILD) $(PKG_LIB) $(DEP)/Cargo.lock
