@@ -104,6 +104,9 @@ pub struct TypedQueue<T> {
     _type: PhantomData<fn(T) -> T>,
 }
 
+// What the documentation promises: shareable between threads whatever `T`.
+static_assertions::assert_impl_all!(TypedQueue<std::rc::Rc<u8>>: Send, Sync, Clone);
+
 impl<T> Clone for TypedQueue<T> {
     fn clone(&self) -> Self {
         TypedQueue {
