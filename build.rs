@@ -36,7 +36,8 @@ mod capi {
             .expect("cbindgen could not generate the header")
             .write_to_file(&header);
 
-        // `make header` and `make test` ask for a copy outside OUT_DIR.
+        // A build may ask for a copy outside OUT_DIR (the Makefile reads the
+        // one in OUT_DIR instead).
         println!("cargo:rerun-if-env-changed=RING_BUFFER_HEADER_OUT");
         if let Ok(copy) = env::var("RING_BUFFER_HEADER_OUT") {
             std::fs::copy(&header, copy).expect("copying the generated header");
