@@ -21,6 +21,9 @@ VPY := $(VENV)/bin/python
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 MAJOR := $(firstword $(subst ., ,$(VERSION)))
 LIB := $(BUILD)/libring_buffer.so
+# The C library's build: header generation and its layout check (build.rs).
+# Rust users of the crate build without it (no C compiler, no cbindgen).
+CAPI := --features capi
 PKG_LIB := python-ctypes/sage_queue/libring_buffer.so
 
 CWARN := -Wall -Wextra -Werror
@@ -37,8 +40,8 @@ FFI_SAN := $(addprefix $(BUILD)/ffi-san/,$(C_TESTS) $(CXX_TESTS))
 FFI_HDRS := include/ring_buffer.h $(wildcard ffi-tests/*.h)
 
 .PHONY: all lib header header-check test test-rust test-ffi test-ffi-plain test-ffi-san \
-	test-ffi-valgrind test-install test-python demo bench bench-c bench-python \
-	install fuzz miri venv clean
+	test-ffi-valgrind test-install test-python test-package test-dependent demo bench \
+	bench-c bench-python install fuzz miri venv clean
 
 # ---------------------------------------------------------------- build
 
@@ -46,7 +49,7 @@ all: lib
 
 # Cargo decides what is stale; the copies and links are cheap.
 lib:
-	$(CARGO) build --release --quiet
+	$(CARGO) build --release --quiet $(CAPI)
 	mkdir -p $(BUILD)
 	cp -f target/release/libring_buffer.so $(LIB).tmp && mv -f $(LIB).tmp $(LIB)
 	cp -f target/release/libring_buffer.a $(BUILD)/libring_buffer.a
@@ -56,7 +59,7 @@ lib:
 	cp -f $(LIB) $(PKG_LIB).tmp && mv -f $(PKG_LIB).tmp $(PKG_LIB)
 
 # The header cbindgen generated in the last release build (build.rs).
-OUT_HEADER = $$($(CARGO) build --release --message-format=json 2>/dev/null \
+OUT_HEADER = $$($(CARGO) build --release $(CAPI) --message-format=json 2>/dev/null \
 	| grep -o '"out_dir":"[^"]*/ring_buffer-[^"]*"' | tail -n1 | cut -d'"' -f4)/ring_buffer.h
 
 header: lib
@@ -73,14 +76,58 @@ header-check: lib
 
 # ---------------------------------------------------------------- tests
 
-test: header-check test-rust test-ffi test-install test-python
+test: header-check test-rust test-ffi test-install test-package test-dependent test-python
 	@echo "make test: every suite passed"
 
 test-rust:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --all-features --quiet -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --all-features --quiet
 	# The fuzz properties run 500,000 cases each here (make fuzz runs more).
-	RB_FUZZ_CASES=500000 $(CARGO) test --profile ci --features failpoints --quiet
+	# Unit, integration and doc tests; `serde` for TypedQueue, its doc tests
+	# and the typed examples.
+	RB_FUZZ_CASES=500000 $(CARGO) test --profile ci --features failpoints,serde --quiet
+
+# The crate as published: `cargo package`, then the unpacked tarball alone
+# (its own target dir) builds by default (no C compiler), builds the C
+# library with `capi` (header generation and layout check from the packaged
+# files), compiles every target and runs the fast suites and doc tests; the
+# long stress, chaos and fuzz runs are test-rust's, on the same sources.
+# --allow-dirty: make test runs in work trees with uncommitted edits and
+# build outputs; what goes into the tarball is still only Cargo.toml's
+# `include` list, and the tarball is what gets tested.
+PKG_DIR := target/package/ring_buffer-$(VERSION)
+test-package:
+	$(CARGO) package --quiet --allow-dirty --no-verify
+	rm -rf $(PKG_DIR) && tar -xzf $(PKG_DIR).crate -C target/package
+	cd $(PKG_DIR) && export CARGO_TARGET_DIR=$(abspath target/package/target); \
+	CC=/bin/false $(CARGO) build --quiet --locked && \
+	$(CARGO) build --quiet --locked --features capi && \
+	$(CARGO) test --quiet --locked --all-targets --all-features --no-run && \
+	RB_FUZZ_CASES=2000 $(CARGO) test --quiet --locked --features serde \
+		--lib --test queue_api --test typed --test examples && \
+	$(CARGO) test --quiet --locked --features serde --doc
+	@echo "test-package: the packaged crate builds and tests on its own"
+
+# A crate outside the workspace that depends on this one by path (default
+# features + serde), built with the library's Cargo.lock pins and its own
+# target dir: its build graph has neither cc nor cbindgen (checked against
+# the capi graph, which has both), it builds with CC=/bin/false, no header
+# is generated, and its program sends typed values between two processes.
+DEP := tests/dependent-crate
+DEP_TARGET := target/dependent-crate
+test-dependent:
+	cp -f Cargo.lock $(DEP)/Cargo.lock
+	$(CARGO) tree --quiet -e normal,build --prefix none --features capi | grep '^cbindgen ' >/dev/null
+	@if $(CARGO) tree --quiet --manifest-path $(DEP)/Cargo.toml -e normal,build --prefix none \
+		| grep -E '^(cc|cbindgen) '; then \
+		echo "test-dependent: a default-features dependent pulls a C toolchain crate"; exit 1; fi
+	$(CARGO) fmt --check --manifest-path $(DEP)/Cargo.toml
+	CC=/bin/false CARGO_TARGET_DIR=$(DEP_TARGET) $(CARGO) clippy --quiet \
+		--manifest-path $(DEP)/Cargo.toml -- -D warnings
+	CC=/bin/false CARGO_TARGET_DIR=$(DEP_TARGET) $(CARGO) run --quiet --manifest-path $(DEP)/Cargo.toml
+	@if find $(DEP_TARGET) -name ring_buffer.h | grep .; then \
+		echo "test-dependent: the header was generated for a Rust dependent"; exit 1; fi
 
 test-ffi: test-ffi-plain test-ffi-san test-ffi-valgrind
 
@@ -179,4 +226,4 @@ miri:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(BUILD) $(PKG_LIB)
+	rm -rf $(BUILD) $(PKG_LIB) $(DEP)/Cargo.lock

@@ -253,14 +253,41 @@ typedef struct ring_buffer_t {
  * Counters of the extension block read as 0 on a legacy (version 1) object.
  */
 typedef struct ring_buffer_stats_ex_t {
+  /**
+   * Size of the data area in bytes.
+   */
   uint32_t buffer_size;
+  /**
+   * Bytes queued now, 4-byte length prefixes included.
+   */
   uint32_t available_read;
+  /**
+   * Bytes free now.
+   */
   uint32_t available_write;
+  /**
+   * Readers inside a legacy read call right now.
+   */
   uint32_t readers;
+  /**
+   * Writers inside a legacy write call right now.
+   */
   uint32_t writers;
+  /**
+   * The legacy reference count (`ring_buffer_get_ref`/`_release_ref`).
+   */
   uint32_t ref_count;
+  /**
+   * Bytes written since creation or the last reset, prefixes included.
+   */
   uint64_t total_bytes_written;
+  /**
+   * Bytes read since creation or the last reset, prefixes included.
+   */
   uint64_t total_bytes_read;
+  /**
+   * `available_read / buffer_size`.
+   */
   double utilization;
   /**
    * Layout version of the object (1 legacy, 2 this library).

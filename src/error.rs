@@ -124,31 +124,132 @@ impl RbStatus {
 }
 
 /// Why an operation failed. Each variant has a fixed [`RbStatus`] code.
+///
+/// ```
+/// use ring_buffer::{Error, Queue};
+///
+/// # let name = format!("doc_error_{}", std::process::id());
+/// # struct Rm(String);
+/// # impl Drop for Rm { fn drop(&mut self) { let _ = Queue::remove(&self.0); } }
+/// # let _rm = Rm(name.clone());
+/// let queue = Queue::create(&name, 1024)?;
+/// assert_eq!(queue.try_recv(), Err(Error::Empty));
+/// assert_eq!(Queue::create(&name, 1024).unwrap_err(), Error::Exists);
+/// assert_eq!(Error::Exists.code(), -4); // RB_ERR_EXISTS in C
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
+    /// A closed or unknown handle, or an argument out of range (a size of 0,
+    /// a batch of 0 messages, mode bits beyond `0o777`).
     InvalidArg,
+    /// The name is empty, 64 bytes or longer, or contains `/`, `..` or a
+    /// control character.
     InvalidName,
+    /// No queue of that name exists.
     NotFound,
+    /// A queue of that name exists already (exclusive create).
     Exists,
+    /// The object belongs to another user or its mode forbids access.
     Permission,
+    /// Shared memory (tmpfs) is full.
     NoSpace,
+    /// The object is not a queue of a layout this library knows.
     Incompatible,
+    /// The queue's shared state is inconsistent (overwritten by someone).
     Corrupt,
+    /// No message is queued (a `try_` receive).
     Empty,
+    /// No room for the message (a `try_` send).
     Full,
+    /// The timeout passed before the operation could complete.
     Timeout,
+    /// The message can never fit in this queue.
     TooLarge,
-    /// The next message needs `needed` bytes.
+    /// The caller's buffer cannot hold the next message; nothing was consumed.
     BufferTooSmall {
+        /// Bytes the next message needs.
         needed: u32,
     },
+    /// The queue was shut down (receives return this once it is drained).
     Shutdown,
     /// A system call failed with this `errno`.
     System(i32),
+    /// An internal error (a bug): the C API caught a panic.
     Panic,
-    /// A legacy read would split or merge messages of a framed stream.
+    /// A legacy read would split or merge messages of a framed stream
+    /// (`RB_ERR_FRAMING`); nothing was consumed.
     Framing,
+    /// A value could not be encoded as a message (typed messages,
+    /// [`TypedQueue`](crate::TypedQueue)); nothing was sent. The C API never
+    /// returns it; its [`code`](Error::code) is `RB_ERR_INVALID_ARG`.
+    Encode {
+        /// The Rust type of the value (`std::any::type_name`).
+        type_name: &'static str,
+        /// What went wrong.
+        reason: CodecFailure,
+    },
+    /// A message could not be decoded as the queue's type (typed messages):
+    /// it was sent as another type, or by a program with another definition
+    /// of the type. The message was consumed. The C API never returns it;
+    /// its [`code`](Error::code) is `RB_ERR_INCOMPATIBLE`.
+    Decode {
+        /// The Rust type the message was decoded as (`std::any::type_name`).
+        type_name: &'static str,
+        /// What went wrong.
+        reason: CodecFailure,
+    },
+}
+
+/// Why a typed message could not be encoded or decoded (see
+/// [`Error::Encode`] and [`Error::Decode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodecFailure {
+    /// The message ended before the value did (or a length in it reaches
+    /// past its end).
+    UnexpectedEnd,
+    /// Bytes were left over after the value.
+    TrailingBytes,
+    /// A string was not valid UTF-8.
+    InvalidUtf8,
+    /// A `bool`, `char` or `Option` tag byte had a value those types do not
+    /// have.
+    InvalidValue,
+    /// The type needs what bincode cannot do: self-describing input
+    /// (`deserialize_any`, as untagged or internally tagged enums use) or a
+    /// sequence of unknown length.
+    Unsupported,
+    /// The type's `Serialize` or `Deserialize` implementation (derived or
+    /// written by hand) refused the value: an enum variant number the type
+    /// does not have, a failed validation, ...
+    Rejected,
+}
+
+impl CodecFailure {
+    fn describe(self) -> &'static str {
+        match self {
+            CodecFailure::UnexpectedEnd => "the message ended before the value did",
+            CodecFailure::TrailingBytes => "bytes were left over after the value",
+            CodecFailure::InvalidUtf8 => "a string was not valid UTF-8",
+            CodecFailure::InvalidValue => "a bool, char or Option tag had an impossible value",
+            CodecFailure::Unsupported => {
+                "the type needs what bincode cannot do (deserialize_any, as untagged or \
+                 internally tagged enums use, or a sequence of unknown length)"
+            }
+            CodecFailure::Rejected => {
+                "the type's Serialize or Deserialize refused it (an unknown enum variant, \
+                 a failed validation, ...)"
+            }
+        }
+    }
+}
+
+impl fmt::Display for CodecFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
 }
 
 impl Error {
@@ -172,6 +273,10 @@ impl Error {
             Error::System(_) => RbStatus::RB_ERR_SYSTEM,
             Error::Panic => RbStatus::RB_ERR_PANIC,
             Error::Framing => RbStatus::RB_ERR_FRAMING,
+            // Typed messages are Rust-only; these codes only keep `code()`
+            // total (the C API never sees these variants).
+            Error::Encode { .. } => RbStatus::RB_ERR_INVALID_ARG,
+            Error::Decode { .. } => RbStatus::RB_ERR_INCOMPATIBLE,
         }
     }
 
@@ -219,6 +324,15 @@ impl fmt::Display for Error {
             Error::System(errno) => {
                 write!(f, "{text}: {}", io::Error::from_raw_os_error(*errno))
             }
+            Error::Encode { type_name, reason } => write!(
+                f,
+                "could not encode a value of type `{type_name}` as a message: {reason}; nothing was sent"
+            ),
+            Error::Decode { type_name, reason } => write!(
+                f,
+                "could not decode a message as type `{type_name}`: {reason}; it was sent as another \
+                 type or by a program with another definition of the type (the message was consumed)"
+            ),
             _ => f.write_str(text),
         }
     }
@@ -254,5 +368,31 @@ mod tests {
         assert_eq!(Error::from_errno(libc::ENOSPC), Error::NoSpace);
         assert_eq!(Error::from_errno(libc::ELOOP), Error::Permission);
         assert!(Error::System(libc::EIO).to_string().contains("system call"));
+    }
+
+    #[test]
+    fn codec_errors_keep_existing_codes_and_say_what_failed() {
+        let encode = Error::Encode {
+            type_name: "my::Job",
+            reason: CodecFailure::Unsupported,
+        };
+        let decode = Error::Decode {
+            type_name: "my::Job",
+            reason: CodecFailure::TrailingBytes,
+        };
+        assert_eq!(encode.status(), RbStatus::RB_ERR_INVALID_ARG);
+        assert_eq!(decode.status(), RbStatus::RB_ERR_INCOMPATIBLE);
+        let text = encode.to_string();
+        assert!(
+            text.contains("encode") && text.contains("`my::Job`"),
+            "{text}"
+        );
+        assert!(text.contains("sequence of unknown length"), "{text}");
+        let text = decode.to_string();
+        assert!(
+            text.contains("decode") && text.contains("`my::Job`"),
+            "{text}"
+        );
+        assert!(text.contains("left over"), "{text}");
     }
 }

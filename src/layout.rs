@@ -4,7 +4,7 @@
 //!
 //! The three legacy structs are declared with plain C field types so that
 //! cbindgen reproduces the legacy header field for field. Rust code never holds
-//! a reference to them: [`crate::segment::Header`] reaches each control word
+//! a reference to them: `crate::segment::Header` reaches each control word
 //! through a raw field pointer turned into an atomic. The extension block is
 //! never seen by C, so it is declared with atomics directly and may be borrowed.
 
@@ -127,14 +127,23 @@ pub struct RingBufferStats {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RingBufferStatsEx {
+    /// Size of the data area in bytes.
     pub buffer_size: u32,
+    /// Bytes queued now, 4-byte length prefixes included.
     pub available_read: u32,
+    /// Bytes free now.
     pub available_write: u32,
+    /// Readers inside a legacy read call right now.
     pub readers: u32,
+    /// Writers inside a legacy write call right now.
     pub writers: u32,
+    /// The legacy reference count (`ring_buffer_get_ref`/`_release_ref`).
     pub ref_count: u32,
+    /// Bytes written since creation or the last reset, prefixes included.
     pub total_bytes_written: u64,
+    /// Bytes read since creation or the last reset, prefixes included.
     pub total_bytes_read: u64,
+    /// `available_read / buffer_size`.
     pub utilization: f64,
     /// Layout version of the object (1 legacy, 2 this library).
     pub version: u32,

@@ -22,6 +22,16 @@ impl QueueName {
     /// Validates `name`: 1 to 63 bytes; no `/`, no NUL, no `..`, no ASCII
     /// control characters. Any other byte is allowed, UTF-8 or not, so the
     /// object file name is always a single, printable-enough path component.
+    ///
+    /// ```
+    /// use ring_buffer::{Error, QueueName};
+    ///
+    /// let name = QueueName::new(b"jobs")?;
+    /// assert_eq!(name.path().to_str(), Ok("/dev/shm/sage_ringbuf_jobs"));
+    /// assert_eq!(QueueName::new(b"../etc"), Err(Error::InvalidName));
+    /// assert_eq!(QueueName::new(&[b'x'; 64]), Err(Error::InvalidName));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn new(name: &[u8]) -> Result<QueueName> {
         let valid = !name.is_empty()
             && name.len() < MAX_NAME_LEN

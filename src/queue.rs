@@ -58,7 +58,44 @@ impl Options {
 /// Any number of processes and threads may put and get concurrently; every
 /// message is delivered exactly once while everybody lives, and a process
 /// killed at any instant costs at most its own in-flight message. Clones
-/// share one mapping; the mapping goes when the last clone drops.
+/// share one mapping; the mapping goes when the last clone drops. Handles are
+/// `Send` and `Sync`: threads may share one.
+///
+/// The crate documentation shows the whole API at work, with several
+/// processes; [`TypedQueue`](crate::TypedQueue) (feature `serde`) carries
+/// typed values instead of bytes.
+///
+/// ```
+/// use std::thread;
+/// use ring_buffer::{Error, Queue};
+///
+/// # struct Rm(String);
+/// # impl Drop for Rm { fn drop(&mut self) { let _ = Queue::remove(&self.0); } }
+/// let name = format!("doc_queue_{}", std::process::id());
+/// # let _rm = Rm(name.clone());
+/// let queue = Queue::create(&name, 4096)?;
+/// let consumer = {
+///     let queue = queue.clone();
+///     thread::spawn(move || {
+///         let mut got = Vec::new();
+///         loop {
+///             match queue.recv() {
+///                 Ok(msg) => got.push(msg),
+///                 Err(Error::Shutdown) => return got, // shut down and drained
+///                 Err(e) => panic!("{e}"),
+///             }
+///         }
+///     })
+/// };
+/// for i in 0..1000u32 {
+///     queue.send(&i.to_le_bytes())?; // waits while the queue is full
+/// }
+/// queue.shutdown()?;
+/// let got = consumer.join().unwrap();
+/// assert_eq!(got.len(), 1000);
+/// assert_eq!(got[999], 999u32.to_le_bytes());
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Queue {
     mapping: Arc<Mapping>,
@@ -80,6 +117,20 @@ impl Queue {
         Queue::create_with(name, size, &Options::default())
     }
 
+    /// [`Queue::create`] with [`Options`] (permission bits, foreign owners).
+    ///
+    /// ```
+    /// use ring_buffer::{Options, Queue};
+    ///
+    /// # let name = format!("doc_create_with_{}", std::process::id());
+    /// # struct Rm(String);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = Queue::remove(&self.0); } }
+    /// # let _rm = Rm(name.clone());
+    /// // Readable and writable by the owner's group too (the umask is ignored).
+    /// let queue = Queue::create_with(&name, 4096, &Options::default().mode(0o660))?;
+    /// assert_eq!(queue.buffer_size(), 4096);
+    /// # Ok::<(), ring_buffer::Error>(())
+    /// ```
     pub fn create_with(name: impl AsRef<[u8]>, size: u32, options: &Options) -> Result<Queue> {
         let name = QueueName::new(name.as_ref())?;
         let size = requested_size(size)?;
@@ -95,6 +146,8 @@ impl Queue {
         Queue::open_with(name, &Options::default())
     }
 
+    /// [`Queue::open`] with [`Options`] (for instance, to accept a queue
+    /// another user created).
     pub fn open_with(name: impl AsRef<[u8]>, options: &Options) -> Result<Queue> {
         let name = QueueName::new(name.as_ref())?;
         Ok(Queue::wrap(Mapping::open(&name, options.access()?)?))
@@ -106,6 +159,7 @@ impl Queue {
         Queue::open_or_create_with(name, size, &Options::default())
     }
 
+    /// [`Queue::open_or_create`] with [`Options`].
     pub fn open_or_create_with(
         name: impl AsRef<[u8]>,
         size: u32,
@@ -231,10 +285,14 @@ impl Queue {
         self.send_batch_wait(msgs, Wait::Forever)
     }
 
+    /// [`Queue::send_batch`] without waiting: [`Error::Full`] if not even
+    /// the first message fits now.
     pub fn try_send_batch(&self, msgs: &[&[u8]]) -> Result<usize> {
         self.send_batch_wait(msgs, Wait::Try)
     }
 
+    /// [`Queue::send_batch`] waiting at most `timeout` for room for the first
+    /// message ([`Error::Timeout`]).
     pub fn send_batch_timeout(&self, msgs: &[&[u8]], timeout: Duration) -> Result<usize> {
         self.send_batch_wait(msgs, Wait::from_duration(timeout))
     }
@@ -270,14 +328,33 @@ impl Queue {
 
     /// Takes one message into `buf`, waiting as long as it takes; returns its
     /// length. `BufferTooSmall { needed }` (nothing consumed) if it does not fit.
+    ///
+    /// ```
+    /// # use ring_buffer::{Error, Queue};
+    /// # struct Rm(String);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = Queue::remove(&self.0); } }
+    /// # let name = format!("doc_recv_into_{}", std::process::id());
+    /// # let _rm = Rm(name.clone());
+    /// let queue = Queue::create(&name, 4096)?;
+    /// queue.send(b"twelve bytes")?;
+    /// let mut small = [0u8; 4];
+    /// assert_eq!(queue.recv_into(&mut small), Err(Error::BufferTooSmall { needed: 12 }));
+    /// let mut buf = [0u8; 64];
+    /// let len = queue.recv_into(&mut buf)?; // the message was still there
+    /// assert_eq!(&buf[..len], b"twelve bytes");
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn recv_into(&self, buf: &mut [u8]) -> Result<usize> {
         self.recv_into_wait(buf, Wait::Forever)
     }
 
+    /// [`Queue::recv_into`] without waiting: [`Error::Empty`] if nothing is
+    /// queued.
     pub fn try_recv_into(&self, buf: &mut [u8]) -> Result<usize> {
         self.recv_into_wait(buf, Wait::Try)
     }
 
+    /// [`Queue::recv_into`] waiting at most `timeout` ([`Error::Timeout`]).
     pub fn recv_into_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<usize> {
         self.recv_into_wait(buf, Wait::from_duration(timeout))
     }
@@ -294,10 +371,14 @@ impl Queue {
         self.recv_batch_wait(max, Wait::Forever)
     }
 
+    /// [`Queue::recv_batch`] without waiting: [`Error::Empty`] if nothing
+    /// is queued.
     pub fn try_recv_batch(&self, max: usize) -> Result<Vec<Vec<u8>>> {
         self.recv_batch_wait(max, Wait::Try)
     }
 
+    /// [`Queue::recv_batch`] waiting at most `timeout` for the first message
+    /// ([`Error::Timeout`]).
     pub fn recv_batch_timeout(&self, max: usize, timeout: Duration) -> Result<Vec<Vec<u8>>> {
         self.recv_batch_wait(max, Wait::from_duration(timeout))
     }
@@ -319,6 +400,7 @@ impl Queue {
         self.view().msg_count()
     }
 
+    /// Whether no message is queued now.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
@@ -330,6 +412,7 @@ impl Queue {
         self.view().shutdown()
     }
 
+    /// Whether somebody shut the queue down (see [`Queue::shutdown`]).
     pub fn is_shutdown(&self) -> bool {
         self.view().is_shutdown()
     }
@@ -349,6 +432,7 @@ impl Queue {
         self.view().join(Wait::Forever)
     }
 
+    /// [`Queue::join`] waiting at most `timeout` ([`Error::Timeout`]).
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
         self.view().join(Wait::from_duration(timeout))
     }
@@ -358,7 +442,22 @@ impl Queue {
         object::attached_processes(self.mapping.file_id())
     }
 
-    /// Every statistic the queue keeps.
+    /// Every statistic the queue keeps ([`Stats`](crate::Stats)).
+    ///
+    /// ```
+    /// # use ring_buffer::Queue;
+    /// # struct Rm(String);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = Queue::remove(&self.0); } }
+    /// # let name = format!("doc_stats_{}", std::process::id());
+    /// # let _rm = Rm(name.clone());
+    /// let queue = Queue::create(&name, 4096)?;
+    /// queue.send_batch(&[b"a".as_slice(), b"b"])?;
+    /// queue.recv()?;
+    /// let stats = queue.stats()?;
+    /// assert_eq!((stats.messages_in, stats.messages_out, stats.messages_queued), (2, 1, 1));
+    /// assert_eq!(stats.attached_processes, 1);
+    /// # Ok::<(), ring_buffer::Error>(())
+    /// ```
     pub fn stats(&self) -> Result<RingBufferStatsEx> {
         self.view().stats_ex(self.attached_processes()?)
     }
