@@ -94,7 +94,7 @@ header: lib
 # The header compiles warning-free in strict ISO C11 and C++17.
 header-strict:
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	printf '#include <ring_buffer.h>\nint main(void) { return RING_BUFFER_HEADER_SIZE == sizeof(ring_buffer_t) ? 0 : 1; }\n' > $$tmp/h.c; \
+	printf '#include <stddef.h>\n#include <ring_buffer.h>\nint main(void) { return sizeof(ring_buffer_t) == 200 && offsetof(ring_buffer_t, data) == 200 ? 0 : 1; }\n' > $$tmp/h.c; \
 	cp $$tmp/h.c $$tmp/h.cpp; \
 	$(CC) -std=c11 -Wall -Wextra -Wpedantic -Werror -Iinclude -o $$tmp/c $$tmp/h.c && $$tmp/c; \
 	$(CXX) -std=c++17 -Wall -Wextra -Wpedantic -Werror -Iinclude -o $$tmp/cxx $$tmp/h.cpp && $$tmp/cxx; \

@@ -24,6 +24,7 @@ pub mod ffi;
 mod frame;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod inspect;
 pub mod layout;
 mod name;
 mod object;
@@ -35,5 +36,5 @@ mod sync;
 
 pub use error::{Error, RbStatus, Result};
 pub use layout::{RingBufferStatsEx as Stats, RING_BUFFER_MAGIC, RING_BUFFER_VERSION};
-pub use name::{QueueName, OBJECT_PREFIX};
+pub use name::{QueueName, OBJECT_PREFIX, SHM_DIR};
 pub use queue::{Options, Queue};
