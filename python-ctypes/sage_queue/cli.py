@@ -191,7 +191,7 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
             get_rate = max(0, int(stats["messages_out"]) - int(last["messages_out"])) / elapsed
             last, last_time = stats, now
             done += 1
-            holders = admin.lock_holders(os.stat(admin.object_path(args.name)))
+            holders = admin.lock_holders(args.name)
             attached = len(holders) if holders is not None else max(0, int(stats["attached_processes"]) - 1)
             sample: Dict[str, Any] = {
                 "time": time.time(),

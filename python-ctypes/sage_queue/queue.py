@@ -37,9 +37,10 @@ import operator
 import pickle
 import threading
 import time
+from dataclasses import dataclass
 from ctypes import c_uint32, c_void_p
 from queue import Empty, Full
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import _lib
 from ._status import (
@@ -60,11 +61,9 @@ from .errors import (
     ShutDown,
 )
 
-if TYPE_CHECKING:
-    from .ref import SageQueueRef
-
 __all__ = [
     "SageQueue",
+    "SageQueueRef",
     "create_queue",
     "open_queue",
     "destroy_queue",
@@ -77,8 +76,8 @@ __all__ = [
     "Loads",
 ]
 
-#: Where POSIX shared-memory objects appear on Linux.
-SHM_DIR = "/dev/shm"
+#: Where POSIX shared-memory objects appear on Linux (the library says).
+SHM_DIR = _lib.OBJECT_DIR
 #: Ring size in bytes when ``maxsize`` is 0 (as the legacy wrapper).
 DEFAULT_MAXSIZE = 64 * 1024
 #: Longest single C wait, in seconds: bounds how long Ctrl-C can go unnoticed.
@@ -765,11 +764,9 @@ class SageQueue:
 
     # ------------------------------------------------------------ info
 
-    def get_reference(self) -> "SageQueueRef":
+    def get_reference(self) -> SageQueueRef:
         """A picklable reference to this queue (``SageQueueRef``). As the
         legacy wrapper did, this increments the queue's C reference count."""
-        from .ref import SageQueueRef
-
         ptr = _lib.get_ref(self._live_handle())
         if not ptr:
             raise self._error(_lib.last_error(), "get_reference")
@@ -906,10 +903,33 @@ def list_queues() -> List[str]:
     ``sage_ringbuf_<name>`` in /dev/shm), sorted."""
     import os
 
-    prefix = "sage_ringbuf_"
+    prefix = _lib.OBJECT_PREFIX
     try:
         entries = os.listdir(SHM_DIR)
     except FileNotFoundError:
         return []
     return sorted(entry[len(prefix):] for entry in entries if entry.startswith(prefix) and len(entry) > len(prefix))
 
+
+# Here rather than in ref.py: a reference opens a SageQueue and a SageQueue
+# makes references, so the two live in one module (ref.py re-exports it).
+@dataclass(frozen=True)
+class SageQueueRef:
+    """Reference to the queue ``name``: ``size`` is its ring size in bytes,
+    ``creator_pid`` the process that created it, ``auto_cleanup`` whether
+    queues opened from this reference remove the queue when they close and
+    nobody else has it open. It holds no handle: it pickles, travels to
+    another process and becomes an open ``SageQueue`` there with
+    ``get_queue()``."""
+
+    name: str
+    size: int
+    auto_cleanup: bool = False
+    creator_pid: int = 0
+
+    def get_queue(self, **kwargs: Any) -> SageQueue:
+        """Opens the queue this reference names (it must exist:
+        ``QueueNotFoundError`` otherwise). Keyword arguments (``dumps``,
+        ``loads``, ``buffer_size``) go to ``SageQueue.open``."""
+        kwargs.setdefault("auto_cleanup", self.auto_cleanup)
+        return SageQueue.open(self.name, **kwargs)
