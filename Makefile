@@ -181,7 +181,7 @@ wheel: venv
 	rm -rf $(BUILD)/wheel-raw $(WHEEL_DIR)
 	CARGO_TARGET_DIR=$(PY_CARGO_TARGET) $(VENV)/bin/pip wheel --quiet --disable-pip-version-check \
 		--no-deps --no-build-isolation -w $(BUILD)/wheel-raw ./python-ctypes
-	PATH=$(abspath $(VENV)/bin):$$PATH $(VENV)/bin/auditwheel -q repair -w $(WHEEL_DIR) $(BUILD)/wheel-raw/*.whl
+	PATH=$(abspath $(VENV)/bin):$$PATH $(VENV)/bin/auditwheel repair -w $(WHEEL_DIR) $(BUILD)/wheel-raw/*.whl
 	@ls $(WHEEL_DIR)/*.whl
 
 python-lint: venv

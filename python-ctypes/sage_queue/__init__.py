@@ -29,6 +29,7 @@ from queue import Empty, Full
 from . import errors
 from ._lib import LIBRARY_PATH, LIBRARY_VERSION
 from ._status import EXCEPTION_BY_CODE, Status
+from ._version import __version__
 from .errors import *  # noqa: F401,F403 (the names in errors.__all__)
 from .queue import (
     DEFAULT_MAXSIZE,
@@ -41,7 +42,6 @@ from .queue import (
     remove_if_unused,
 )
 from .ref import SageQueueRef
-from ._version import __version__
 
 __all__ = [
     "SageQueue",

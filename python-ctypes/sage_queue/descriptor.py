@@ -599,6 +599,21 @@ def get_rpc_queue(host: str, port: int, queue_id: Optional[str] = None, *,
 class QueueServer(Protocol):
     """What :func:`start_rpc_queue_server` returns (``transport_rpc.RpcQueueServer``)."""
 
+    @property
+    def authkey(self) -> bytes:
+        """The server's auth key (a secret)."""
+        ...
+
+    @property
+    def pid(self) -> int:
+        """The server process."""
+        ...
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        ...
+
     def descriptor(self, queue_id: Optional[str] = None, maxsize: int = 0) -> QueueDescriptor:
         """An ``rpc`` descriptor of queue ``queue_id`` on this server."""
         ...

@@ -37,8 +37,8 @@ import operator
 import pickle
 import threading
 import time
-from dataclasses import dataclass
 from ctypes import c_uint32, c_void_p
+from dataclasses import dataclass
 from queue import Empty, Full
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -484,7 +484,9 @@ class SageQueue:
             payloads = [_as_bytes(dumps(item), "dumps") for item in items]
         return self._put_packed(payloads, block, timeout, "put_many")
 
-    def put_many_bytes(self, payloads: Iterable[Union[bytes, bytearray, memoryview]], block: bool = True, timeout: Optional[float] = None) -> int:
+    def put_many_bytes(
+        self, payloads: Iterable[Union[bytes, bytearray, memoryview]], block: bool = True, timeout: Optional[float] = None
+    ) -> int:
         """``put_many`` for raw bytes (no pickling)."""
         return self._put_packed([_as_bytes(p, "put_many_bytes") for p in payloads], block, timeout, "put_many_bytes")
 

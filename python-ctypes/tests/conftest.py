@@ -9,10 +9,10 @@ session ends by checking that no queue with this run's prefix is left in
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,8 +91,12 @@ def child_env(**extra: str) -> Dict[str, str]:
     return env
 
 
+#: The class of ctypes' foreign functions (ctypes does not export its name).
+CFuncPtr: Any = vars(ctypes)["_CFuncPtr"]
+
+
 def run_python(code: str, *, env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None,
-               timeout: float = 120) -> subprocess.CompletedProcess:
+               timeout: float = 120) -> "subprocess.CompletedProcess[str]":
     return subprocess.run([sys.executable, "-c", code], env=env or child_env(), cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -22,7 +22,7 @@ import pytest
 
 from sage_queue import EXCEPTION_BY_CODE, Status, _lib
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, CFuncPtr
 
 HEADER = REPO_ROOT / "include" / "ring_buffer.h"
 
@@ -169,7 +169,7 @@ def _python_structs() -> List[Any]:
 
 
 def _python_functions() -> Dict[str, Any]:
-    return {fn.__name__: fn for fn in vars(_lib).values() if isinstance(fn, ctypes._CFuncPtr)}
+    return {fn.__name__: fn for fn in vars(_lib).values() if isinstance(fn, CFuncPtr)}
 
 
 # ---------------------------------------------------------------- checks

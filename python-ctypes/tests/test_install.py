@@ -16,13 +16,12 @@ import re
 import subprocess
 import sys
 import tarfile
-import tomllib
 import zipfile
 from importlib import metadata
 from pathlib import Path
 from typing import Dict
 
-import pytest
+import tomllib
 
 import sage_queue
 

@@ -9,18 +9,19 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Dict
 
 import pytest
 
 import sage_queue
 from sage_queue import _lib
 
-from conftest import PACKAGE_ROOT, child_env, pip_install_target, run_python, unique_name
+from conftest import PACKAGE_ROOT, CFuncPtr, child_env, pip_install_target, run_python, unique_name
 
 PACKAGE_DIR = PACKAGE_ROOT / "sage_queue"
 
 
-def _clean_env(**extra: str) -> dict:
+def _clean_env(**extra: str) -> Dict[str, str]:
     """An environment without any hint of where the library is."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("RING_BUFFER_LIB", "PYTHONPATH", "LD_LIBRARY_PATH", "PYTHONHOME")}
@@ -45,7 +46,7 @@ def test_library_loaded_and_version() -> None:
 
 
 def test_every_c_function_has_argtypes_and_restype() -> None:
-    functions = {name: obj for name, obj in vars(_lib).items() if isinstance(obj, ctypes._CFuncPtr)}
+    functions = {name: obj for name, obj in vars(_lib).items() if isinstance(obj, CFuncPtr)}
     assert len(functions) >= 20
     for name, fn in functions.items():
         assert fn.argtypes is not None, name
