@@ -170,7 +170,7 @@ pub struct RingBufferStatsEx {
     pub reserved: u32,
 }
 
-// The legacy ABI, pinned (LEGACY_ABI.md, x86_64 glibc).
+// The legacy ABI, pinned (docs/legacy-abi.md, x86_64 glibc).
 const_assert_eq!(size_of::<libc::pthread_mutex_t>(), 40);
 const_assert_eq!(offset_of!(RingBuffer, magic), 0);
 const_assert_eq!(offset_of!(RingBuffer, version), 8);

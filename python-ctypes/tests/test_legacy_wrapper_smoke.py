@@ -84,7 +84,7 @@ class RingBufferStats(Structure):
 def load_legacy_lib() -> ctypes.CDLL:
     """The library with the legacy wrapper's declarations (its
     ``_setup_function_signatures``, with ``ring_buffer_create`` taking the
-    name and size of LEGACY_ABI.md)."""
+    name and size of docs/legacy-abi.md)."""
     lib = ctypes.CDLL(LIB_PATH)
     RB = POINTER(RingBufferStruct)
     decl = {
