@@ -242,4 +242,4 @@ miri:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(BUILD) $(PKG_LIB)
+	rm -rf $(BUILD) $(PKG_LIB) python-ctypes/build python-ctypes/sage_queue.egg-info
