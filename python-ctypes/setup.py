@@ -22,7 +22,7 @@ from typing import List, Tuple
 from setuptools import setup
 from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.sdist import sdist
-from setuptools_rust import Binding, RustExtension, Strip
+from setuptools_rust import Binding, RustExtension
 from setuptools_rust.build import build_rust
 
 HERE = Path(__file__).resolve().parent
@@ -99,9 +99,16 @@ setup(
             "sage_queue.libring_buffer",
             path=os.path.relpath(CRATE / "Cargo.toml"),
             binding=Binding.NoBinding,
-            # The shipped library: no failpoints, Cargo.lock as committed.
-            cargo_manifest_args=["--locked"],
-            strip=Strip.All,
+            # The shipped library: no failpoints, Cargo.lock as committed,
+            # no debug information and no symbol table (cargo strips it;
+            # the dynamic symbols, the C API, stay).
+            cargo_manifest_args=[
+                "--locked",
+                "--config",
+                "profile.release.debug=0",
+                "--config",
+                'profile.release.strip="symbols"',
+            ],
         )
     ],
     cmdclass={"build_rust": BuildLibrary, "bdist_wheel": PlatformWheel, "sdist": SdistWithCrate},

@@ -128,7 +128,12 @@ def _cargo_env() -> Dict[str, str]:
 # ---------------------------------------------------------------- the wheel
 
 
-def test_wheel_is_platform_tagged_audited_and_small() -> None:
+def _sections(library: Path) -> str:
+    result = subprocess.run(["readelf", "-S", "-W", str(library)], capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+def test_wheel_is_platform_tagged_audited_and_small(tmp_path: Path) -> None:
     wheel = built_wheel()
     # One wheel for every Python 3 (ctypes needs no Python ABI), for the
     # platform the library was built for.
@@ -139,8 +144,13 @@ def test_wheel_is_platform_tagged_audited_and_small() -> None:
         info = zf.getinfo("sage_queue/libring_buffer.so")
         assert info.file_size < MAX_LIBRARY_BYTES, info.file_size
         assert "sage_queue/py.typed" in names
+        zf.extract("sage_queue/libring_buffer.so", tmp_path)
         tags = zf.read(next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
         assert "Root-Is-Purelib: false" in tags and re.search(r"^Tag: py3-none-manylinux_", tags, re.M), tags
+    # Stripped: no symbol table, no debug information (the dynamic symbols,
+    # the C API, are what ctypes uses).
+    sections = _sections(tmp_path / "sage_queue" / "libring_buffer.so")
+    assert ".dynsym" in sections and ".symtab" not in sections and ".debug_" not in sections, sections
     # The tag is honest: auditwheel finds the library consistent with it.
     platform = wheel.name.rsplit("-", 1)[1][: -len(".whl")]
     show = subprocess.run([str(Path(sys.executable).parent / "auditwheel"), "show", str(wheel)],
