@@ -99,6 +99,9 @@ setup(
             "sage_queue.libring_buffer",
             path=os.path.relpath(CRATE / "Cargo.toml"),
             binding=Binding.NoBinding,
+            # Release also for editable installs (setuptools-rust would build
+            # those unoptimised): the same build as the wheel's, shared.
+            debug=False,
             # The shipped library: no failpoints, Cargo.lock as committed,
             # no debug information and no symbol table (cargo strips it;
             # the dynamic symbols, the C API, stay).
