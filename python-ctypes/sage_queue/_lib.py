@@ -275,7 +275,15 @@ _lib, LIBRARY_PATH = _load()
 
 
 def _declare(name: str, restype: Any, argtypes: List[Any]) -> Callable[..., Any]:
-    fn = getattr(_lib, name)
+    try:
+        fn = getattr(_lib, name)
+    except AttributeError:
+        # An older build than this package (a system-wide install, a stale
+        # $RING_BUFFER_LIB): say so rather than fail on a missing attribute.
+        raise ImportError(
+            f"sage_queue: {LIBRARY_PATH} lacks {name}: the library is older than this package; "
+            f"install the library built from the same sources (or unset ${ENV_VAR})"
+        ) from None
     fn.restype = restype
     fn.argtypes = argtypes
     return fn  # type: ignore[no-any-return]

@@ -8,6 +8,7 @@ import ctypes
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Dict
 
@@ -158,3 +159,16 @@ def test_public_api_is_exported() -> None:
     assert sage_queue.Empty is __import__("queue").Empty
     assert sage_queue.Full is __import__("queue").Full
     assert (PACKAGE_DIR / "py.typed").is_file()
+
+
+def test_an_older_library_is_named_as_such(tmp_path: Path) -> None:
+    """A library that passes the loader's probe but lacks a function this
+    package declares (an older build) gives an ImportError saying so."""
+    source = tmp_path / "old.c"
+    source.write_text("int ring_buffer_put_packed(void) { return 0; }\n")
+    old = tmp_path / "libring_buffer.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(old), str(source)], check=True)
+    result = run_python("import sage_queue", env=child_env(RING_BUFFER_LIB=str(old)))
+    assert result.returncode != 0
+    assert f"ImportError: sage_queue: {old} lacks ring_buffer_" in result.stderr, result.stderr
+    assert "older than this package" in result.stderr
