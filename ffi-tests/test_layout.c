@@ -1,5 +1,5 @@
 /* The legacy ABI, checked at run time from C: every offset, size and
- * alignment of the three legacy structs (LEGACY_ABI.md), the constants, and
+ * alignment of the three legacy structs (docs/legacy-abi.md), the constants, and
  * the header a freshly created queue has in shared memory, read directly
  * through the handle as legacy callers (and the legacy Python wrapper) do.
  *

@@ -1,4 +1,4 @@
-/* Every legacy function of LEGACY_ABI.md: its success path, its error paths
+/* Every legacy function of docs/legacy-abi.md: its success path, its error paths
  * with the legacy return convention (-1 / NULL / 0 / true) AND the reason in
  * ring_buffer_last_error(), and the deliberate fixes of the legacy defects
  * (robust ref mutex, dec_ref to zero keeps the handle, mode 0600, strict

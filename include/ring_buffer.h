@@ -15,6 +15,11 @@
 #include <stdint.h>
 #include <pthread.h>
 #include <sys/types.h>
+#if defined(__cplusplus)
+#define RING_BUFFER_DATA_MEMBER __extension__ char data[]
+#else
+#define RING_BUFFER_DATA_MEMBER char data[]
+#endif
 
 /**
  * `ring_buffer_create_ex` flag: fail with `RB_ERR_EXISTS` if the queue
@@ -242,9 +247,9 @@ typedef struct ring_buffer_t {
    */
   char padding[24];
   /**
-   * The ring's bytes (`buffer_size` of them).
+   * The ring's bytes (`buffer_size` of them), at offset 200.
    */
-  char data[0];
+  RING_BUFFER_DATA_MEMBER;
 } ring_buffer_t;
 
 /**
@@ -350,6 +355,68 @@ typedef struct ring_buffer_stats_ex_t {
    */
   uint32_t reserved;
 } ring_buffer_stats_ex_t;
+
+/**
+ * What `ring_buffer_inspect` learns about a queue object without attaching
+ * to it. Header fields are 0 unless `header_status` is `RB_OK` or
+ * `RB_ERR_INCOMPATIBLE` with `version` set (a queue header of an unknown
+ * layout or a size that does not match it).
+ */
+typedef struct ring_buffer_info_t {
+  /**
+   * Bytes of the object (`st_size`).
+   */
+  uint64_t object_size;
+  /**
+   * Last modification, nanoseconds since the Unix epoch.
+   */
+  int64_t modified_ns;
+  /**
+   * User owning the object.
+   */
+  uint32_t owner_uid;
+  /**
+   * `st_mode` of the object: file type and permission bits.
+   */
+  uint32_t mode;
+  /**
+   * `RB_OK` if the object holds a queue header of a known layout and its
+   * size matches; otherwise why not: `RB_ERR_INCOMPATIBLE` (not a regular
+   * file, bad magic, unknown version or size), `RB_ERR_PERMISSION` (this
+   * user may not read it), `RB_ERR_SYSTEM`.
+   */
+  int header_status;
+  /**
+   * Layout version in the header (1 legacy, 2 this library).
+   */
+  uint32_t version;
+  /**
+   * `buffer_size` in the header.
+   */
+  uint32_t buffer_size;
+  /**
+   * Process that created the object, from the header.
+   */
+  pid_t creator_pid;
+  /**
+   * `head` in the header (bytes ever consumed).
+   */
+  uint64_t head;
+  /**
+   * `tail` in the header (bytes ever published).
+   */
+  uint64_t tail;
+  /**
+   * Processes that have the queue open (their `flock`s), this one included
+   * if it has.
+   */
+  uint32_t attached_processes;
+  /**
+   * 1 if `creator_pid` names a live process, 0 if it is gone, -1 unknown
+   * (no header read, or no creator recorded).
+   */
+  int32_t creator_alive;
+} ring_buffer_info_t;
 
 /**
  * A serialisable reference to a queue (legacy `ring_buffer_ref_t`), allocated
@@ -574,6 +641,52 @@ int ring_buffer_join(struct ring_buffer_t *rb, int64_t timeout_ns);
  * None; any handle value is checked.
  */
 uint64_t ring_buffer_unfinished_tasks(struct ring_buffer_t *rb);
+
+/**
+ * `RB_OK` if `name` is a valid queue name (1 to 63 bytes, no `/`, no `..`,
+ * no control character), otherwise `RB_ERR_INVALID_NAME` (`RB_ERR_INVALID_ARG`
+ * for NULL).
+ *
+ * # Safety
+ * `name` must be NULL or a NUL-terminated string.
+ */
+int ring_buffer_check_name(const char *name);
+
+/**
+ * The directory holding the queue objects, `"/dev/shm"` (static string).
+ */
+const char *ring_buffer_object_dir(void);
+
+/**
+ * The prefix of every queue object's file name in that directory,
+ * `"sage_ringbuf_"` (static string): queue `q` is `/dev/shm/sage_ringbuf_q`.
+ */
+const char *ring_buffer_object_prefix(void);
+
+/**
+ * Fills `info` with what can be learnt about the object of queue `name`
+ * without attaching to it (no `flock`, `process_count` untouched): owner,
+ * mode, size, the header's fields, attached processes, whether the creator
+ * lives. Works on objects of other users and on objects that are not queues
+ * (see `header_status`). `RB_ERR_NOT_FOUND` if there is no such object;
+ * `info` is written only on success.
+ *
+ * # Safety
+ * `name` must be NULL or a NUL-terminated string; `info` NULL or writable
+ * for a `ring_buffer_info_t`.
+ */
+int ring_buffer_inspect(const char *name, struct ring_buffer_info_t *info);
+
+/**
+ * The pids of the processes that have queue `name` open (sorted, without
+ * attaching): returns how many there are and stores the first `cap` of them
+ * in `pids` (which may be NULL when `cap` is 0), or a negative code.
+ *
+ * # Safety
+ * `name` must be NULL or a NUL-terminated string; `pids` writable for `cap`
+ * elements.
+ */
+int ring_buffer_attached_pids(const char *name, pid_t *pids, uint32_t cap);
 
 /**
  * Creates the queue `name` with a data area of `size` bytes rounded up to a

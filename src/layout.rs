@@ -87,8 +87,10 @@ pub struct RingBuffer {
     pub total_bytes_read: u64,
     /// Unused, zero.
     pub padding: [c_char; 24],
-    /// The ring's bytes (`buffer_size` of them).
-    pub data: [c_char; 0],
+    // The ring's `buffer_size` bytes follow at offset 200. C sees them as the
+    // flexible array member `data`, which cbindgen.toml adds to the header
+    // (`[export.body]`): Rust has no such member type, and a zero-length
+    // array is not ISO C or C++.
 }
 
 /// A serialisable reference to a queue (legacy `ring_buffer_ref_t`), allocated
@@ -177,7 +179,7 @@ pub struct RingBufferStatsEx {
     pub reserved: u32,
 }
 
-// The legacy ABI, pinned (LEGACY_ABI.md, x86_64 glibc).
+// The legacy ABI, pinned (docs/legacy-abi.md, x86_64 glibc).
 const_assert_eq!(size_of::<libc::pthread_mutex_t>(), 40);
 const_assert_eq!(offset_of!(RingBuffer, magic), 0);
 const_assert_eq!(offset_of!(RingBuffer, version), 8);
@@ -194,7 +196,6 @@ const_assert_eq!(offset_of!(RingBuffer, creator_pid), 152);
 const_assert_eq!(offset_of!(RingBuffer, total_bytes_written), 160);
 const_assert_eq!(offset_of!(RingBuffer, total_bytes_read), 168);
 const_assert_eq!(offset_of!(RingBuffer, padding), 176);
-const_assert_eq!(offset_of!(RingBuffer, data), 200);
 const_assert_eq!(size_of::<RingBuffer>(), RING_BUFFER_HEADER_SIZE as usize);
 const_assert_eq!(align_of::<RingBuffer>(), 8);
 

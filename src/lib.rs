@@ -238,6 +238,7 @@ pub mod ffi;
 mod frame;
 #[cfg(test)]
 mod fuzz_tests;
+mod inspect;
 #[doc(hidden)]
 pub mod layout;
 mod name;
@@ -252,7 +253,7 @@ mod typed;
 
 pub use error::{CodecFailure, Error, RbStatus, Result};
 pub use layout::{RingBufferStatsEx as Stats, RING_BUFFER_MAGIC, RING_BUFFER_VERSION};
-pub use name::{QueueName, OBJECT_PREFIX};
+pub use name::{QueueName, OBJECT_PREFIX, SHM_DIR};
 pub use queue::{Options, Queue};
 #[cfg(feature = "serde")]
 pub use typed::TypedQueue;

@@ -5,11 +5,31 @@ use std::ffi::{CStr, CString};
 use crate::error::{Error, Result};
 use crate::layout::MAX_NAME_LEN;
 
-/// Directory of POSIX shared-memory objects on Linux (what `shm_open` uses).
-pub(crate) const SHM_DIR: &str = "/dev/shm";
+/// The two strings below, written once: Rust uses them as `&str`, the C API
+/// hands them out NUL-terminated (`ring_buffer_object_dir`/`_prefix`).
+macro_rules! shm_dir {
+    () => {
+        "/dev/shm"
+    };
+}
+macro_rules! object_prefix {
+    () => {
+        "sage_ringbuf_"
+    };
+}
 
-/// Prefix of every queue object: `/dev/shm/sage_ringbuf_<name>`.
-pub const OBJECT_PREFIX: &str = "sage_ringbuf_";
+/// Directory of POSIX shared-memory objects on Linux (what `shm_open` uses).
+pub const SHM_DIR: &str = shm_dir!();
+
+/// Prefix of every queue object's file name: `/dev/shm/sage_ringbuf_<name>`
+/// (the POSIX object name is `/sage_ringbuf_<name>`).
+pub const OBJECT_PREFIX: &str = object_prefix!();
+
+/// [`SHM_DIR`], NUL-terminated.
+pub(crate) const SHM_DIR_C: &str = concat!(shm_dir!(), "\0");
+
+/// [`OBJECT_PREFIX`], NUL-terminated.
+pub(crate) const OBJECT_PREFIX_C: &str = concat!(object_prefix!(), "\0");
 
 /// A validated queue name and the path of its object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,6 +127,12 @@ mod tests {
         ] {
             assert_eq!(QueueName::new(bad), Err(Error::InvalidName), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn c_strings_match_the_rust_ones() {
+        assert_eq!(SHM_DIR_C, format!("{SHM_DIR}\0"));
+        assert_eq!(OBJECT_PREFIX_C, format!("{OBJECT_PREFIX}\0"));
     }
 
     #[test]

@@ -33,7 +33,17 @@ pub(crate) struct FileId {
     ino: u64,
 }
 
-fn fstat(fd: libc::c_int) -> Result<libc::stat> {
+impl FileId {
+    /// The identity `st` describes.
+    pub(crate) fn of(st: &libc::stat) -> FileId {
+        FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
+}
+
+pub(crate) fn fstat(fd: libc::c_int) -> Result<libc::stat> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is writable storage for a `struct stat`; fstat fills it on
     // success, and it is only read then.
@@ -44,7 +54,7 @@ fn fstat(fd: libc::c_int) -> Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
-fn lstat(path: &CStr) -> Result<libc::stat> {
+pub(crate) fn lstat(path: &CStr) -> Result<libc::stat> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: as in `fstat`; `path` is NUL-terminated.
     if unsafe { libc::lstat(path.as_ptr(), st.as_mut_ptr()) } != 0 {
@@ -96,7 +106,7 @@ fn lock_shared_bounded(file: &File, limit: Duration) -> Result<()> {
 /// Opens `path` read-write (or read-only), never through a symbolic link,
 /// and never waiting: `O_NONBLOCK` keeps a FIFO planted at the path from
 /// blocking the open (it is refused later as not a regular file).
-fn open_path(path: &CStr, write: bool) -> Result<File> {
+pub(crate) fn open_path(path: &CStr, write: bool) -> Result<File> {
     let access = if write { libc::O_RDWR } else { libc::O_RDONLY };
     let flags = access | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
     // SAFETY: `path` is NUL-terminated; the flags create nothing.
@@ -366,15 +376,21 @@ fn remove_if_unused_matching(name: &QueueName, only: Option<FileId>) -> Result<b
     )
 }
 
-/// Processes holding a `flock` on the object `id`, from `/proc/locks`
-/// (one line per lock: `N: FLOCK ADVISORY READ <pid> <maj>:<min>:<ino> 0 EOF`,
-/// device numbers in hex). Several handles of one process count once; a
-/// child that inherited a handle across `fork` shares its parent's lock.
+/// Processes holding a `flock` on the object `id`: see [`lock_holders`].
 pub(crate) fn attached_processes(id: FileId) -> Result<u32> {
+    Ok(lock_holders(id)?.len() as u32)
+}
+
+/// Pids of the processes holding a `flock` on the object `id`, sorted, from
+/// `/proc/locks` (one line per lock: `N: FLOCK ADVISORY READ <pid>
+/// <maj>:<min>:<ino> 0 EOF`, device numbers in hex). Several handles of one
+/// process count once; a child that inherited a handle across `fork` shares
+/// its parent's lock.
+pub(crate) fn lock_holders(id: FileId) -> Result<Vec<libc::pid_t>> {
     let mut text = String::new();
     File::open("/proc/locks")?.read_to_string(&mut text)?;
     let (major, minor) = (libc::major(id.dev) as u64, libc::minor(id.dev) as u64);
-    let mut pids: Vec<&str> = text
+    let mut pids: Vec<libc::pid_t> = text
         .lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace().skip(1);
@@ -382,7 +398,7 @@ pub(crate) fn attached_processes(id: FileId) -> Result<u32> {
             if fields.next()? != "FLOCK" {
                 return None;
             }
-            let pid = fields.nth(2)?;
+            let pid: libc::pid_t = fields.nth(2)?.parse().ok()?;
             let mut dev = fields.next()?.split(':');
             let maj = u64::from_str_radix(dev.next()?, 16).ok()?;
             let min = u64::from_str_radix(dev.next()?, 16).ok()?;
@@ -392,7 +408,7 @@ pub(crate) fn attached_processes(id: FileId) -> Result<u32> {
         .collect();
     pids.sort_unstable();
     pids.dedup();
-    Ok(pids.len() as u32)
+    Ok(pids)
 }
 
 #[cfg(test)]

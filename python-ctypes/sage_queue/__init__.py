@@ -18,8 +18,8 @@ any transport: local, shm, sage_queue, rpc, ray_queue, ray_actor),
 ``sage_queue.ray_support`` and the command line tool ``python -m
 sage_queue`` (``sage-queue``: list, stat, watch, rm, gc).
 
-The library is loaded from ``$RING_BUFFER_LIB``, this package's directory,
-the source tree's ``build/``, then the system search path.
+The library is loaded from ``$RING_BUFFER_LIB``, this package's directory
+(where ``pip install`` builds it), then the system search path.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from queue import Empty, Full
 from . import errors
 from ._lib import LIBRARY_PATH, LIBRARY_VERSION
 from ._status import EXCEPTION_BY_CODE, Status
+from ._version import __version__
 from .errors import *  # noqa: F401,F403 (the names in errors.__all__)
 from .queue import (
     DEFAULT_MAXSIZE,
@@ -41,8 +42,6 @@ from .queue import (
     remove_if_unused,
 )
 from .ref import SageQueueRef
-
-__version__ = "1.0.0"
 
 __all__ = [
     "SageQueue",

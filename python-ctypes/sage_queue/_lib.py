@@ -8,11 +8,16 @@ only the module-level function objects defined at the bottom.
 Where the library comes from, in order (the first one that loads wins):
 
 1. ``$RING_BUFFER_LIB`` (a path to the ``.so``);
-2. ``libring_buffer.so`` in this package's directory (``make`` copies the
-   fresh build there, and ``pip install`` packages it);
-3. the source tree's ``build/libring_buffer.so`` (in-tree use);
-4. the system search path (``libring_buffer.so.1`` via ``dlopen``, then
-   ``ctypes.util.find_library("ring_buffer")``).
+2. ``libring_buffer.so`` in this package's directory (``pip install`` builds
+   it there from the Rust crate; ``make`` refreshes the editable install's);
+3. the system search path (``libring_buffer.so.1`` via ``dlopen``, then
+   ``ctypes.util.find_library("ring_buffer")``, e.g. after ``make install``).
+
+Nothing here knows where a source tree is: an installed package depends on
+no path into a repository.
+
+Every declaration below (constants, structs, prototypes) is checked field by
+field against ``include/ring_buffer.h`` by ``tests/test_header_drift.py``.
 
 If none loads, importing ``sage_queue`` raises one ``ImportError`` naming
 every candidate and why it failed.
@@ -32,6 +37,7 @@ from ctypes import (
     c_char_p,
     c_double,
     c_int,
+    c_int32,
     c_int64,
     c_uint32,
     c_uint64,
@@ -56,13 +62,16 @@ __all__ = [
     "RingBufferStats",
     "RingBufferStatsEx",
     "RingBufferRef",
+    "RingBufferInfo",
+    "OBJECT_DIR",
+    "OBJECT_PREFIX",
 ]
 
 #: Environment variable naming the library file to load first.
 ENV_VAR = "RING_BUFFER_LIB"
 #: The library's soname (what ``make install`` puts on the system path).
 SONAME = "libring_buffer.so.1"
-#: File name of the library inside the package and in ``build/``.
+#: File name of the library inside the package.
 LIB_FILE = "libring_buffer.so"
 
 # Constants of include/ring_buffer.h.
@@ -132,10 +141,32 @@ class RingBufferRef(Structure):
     ]
 
 
-# Layout checks against the header: a mismatch here would corrupt memory.
+class RingBufferInfo(Structure):
+    """``ring_buffer_info_t``: what ``ring_buffer_inspect`` learns about a
+    queue object without attaching to it."""
+
+    _fields_ = [
+        ("object_size", c_uint64),
+        ("modified_ns", c_int64),
+        ("owner_uid", c_uint32),
+        ("mode", c_uint32),
+        ("header_status", c_int),
+        ("version", c_uint32),
+        ("buffer_size", c_uint32),
+        ("creator_pid", c_int),
+        ("head", c_uint64),
+        ("tail", c_uint64),
+        ("attached_processes", c_uint32),
+        ("creator_alive", c_int32),
+    ]
+
+
+# Cheap guards at import (tests/test_header_drift.py checks every field's
+# offset against the compiled header): a mismatch would corrupt memory.
 assert ctypes.sizeof(RingBufferStats) == 48
 assert ctypes.sizeof(RingBufferRef) == 76
 assert ctypes.sizeof(RingBufferStatsEx) == 144
+assert ctypes.sizeof(RingBufferInfo) == 64
 
 
 # ---------------------------------------------------------------- loading
@@ -143,11 +174,6 @@ assert ctypes.sizeof(RingBufferStatsEx) == 144
 
 def _package_candidate() -> Path:
     return Path(__file__).resolve().parent / LIB_FILE
-
-
-def _source_tree_candidate() -> Path:
-    # python-ctypes/sage_queue/_lib.py -> <repo>/build/libring_buffer.so
-    return Path(__file__).resolve().parents[2] / "build" / LIB_FILE
 
 
 def _env_candidate() -> Optional[str]:
@@ -164,7 +190,6 @@ def _find_library_candidate() -> Optional[str]:
 _CANDIDATES: List[Tuple[str, Callable[[], Optional[str]]]] = [
     (f"${ENV_VAR}", _env_candidate),
     ("package directory", lambda: str(_package_candidate())),
-    ("source tree build/", lambda: str(_source_tree_candidate())),
     ("system search path (dlopen)", lambda: SONAME),
     ("ctypes.util.find_library('ring_buffer')", _find_library_candidate),
 ]
@@ -213,8 +238,9 @@ def _load() -> Tuple[ctypes.CDLL, str]:
     raise ImportError(
         "sage_queue cannot load libring_buffer; tried, in order:\n"
         + "\n".join(failures)
-        + f"\nBuild it with `make` in the repository, set ${ENV_VAR} to the "
-        "path of libring_buffer.so, or install it (`make install`)."
+        + "\nInstall the package with pip (`pip install ./python-ctypes` builds the "
+        f"library from the Rust crate, a wheel carries it), set ${ENV_VAR} to the path "
+        "of a libring_buffer.so, or install the library system-wide (`make install`)."
     )
 
 
@@ -249,7 +275,15 @@ _lib, LIBRARY_PATH = _load()
 
 
 def _declare(name: str, restype: Any, argtypes: List[Any]) -> Callable[..., Any]:
-    fn = getattr(_lib, name)
+    try:
+        fn = getattr(_lib, name)
+    except AttributeError:
+        # An older build than this package (a system-wide install, a stale
+        # $RING_BUFFER_LIB): say so rather than fail on a missing attribute.
+        raise ImportError(
+            f"sage_queue: {LIBRARY_PATH} lacks {name}: the library is older than this package; "
+            f"install the library built from the same sources (or unset ${ENV_VAR})"
+        ) from None
     fn.restype = restype
     fn.argtypes = argtypes
     return fn  # type: ignore[no-any-return]
@@ -304,5 +338,16 @@ unfinished_tasks_checked = _declare("ring_buffer_unfinished_tasks_checked", c_in
 get_ref = _declare("ring_buffer_get_ref", POINTER(RingBufferRef), [c_void_p])
 release_ref = _declare("ring_buffer_release_ref", None, [POINTER(RingBufferRef)])
 
+# Looking at queues from outside (admin.py), without attaching.
+check_name = _declare("ring_buffer_check_name", c_int, [c_char_p])
+object_dir = _declare("ring_buffer_object_dir", c_char_p, [])
+object_prefix = _declare("ring_buffer_object_prefix", c_char_p, [])
+inspect = _declare("ring_buffer_inspect", c_int, [c_char_p, POINTER(RingBufferInfo)])
+attached_pids = _declare("ring_buffer_attached_pids", c_int, [c_char_p, POINTER(c_int), c_uint32])
+
 #: Version string of the loaded library, e.g. "1.0.0".
 LIBRARY_VERSION: str = (version() or b"?").decode("ascii", "replace")
+#: Directory of the queue objects ("/dev/shm"), from the library.
+OBJECT_DIR: str = object_dir().decode()
+#: File-name prefix of every queue object in OBJECT_DIR ("sage_ringbuf_"), from the library.
+OBJECT_PREFIX: str = object_prefix().decode()

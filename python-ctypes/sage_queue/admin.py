@@ -1,15 +1,16 @@
 """Inspecting and cleaning up the queues of a machine (what the CLI shows).
 
-Every queue is an object ``/dev/shm/sage_ringbuf_<name>``. What can be told
-about one, from the cheapest and always available to the richest:
+Every queue is an object ``<dir>/<prefix><name>`` (``/dev/shm/sage_ringbuf_<name>``;
+both from the C library). The C library tells everything about one; this
+module only asks and formats:
 
-* ``lstat``: size, owner, mode, age (also for objects we cannot open);
-* ``/proc/locks``: the live processes attached to it. Each open handle holds
-  a shared ``flock`` on the object, which the kernel drops when the process
-  dies, so this is liveness, not a counter; read here directly, it needs no
-  handle (and so never counts us) and works for other users' objects too;
-* the 200-byte header (read-only ``pread``, no handle, no lock): creator
-  pid and layout version, when its magic says it is a queue;
+* ``ring_buffer_inspect``: size, owner, mode, age, the header's fields
+  (layout version, ring size, creator pid) and whether the creator lives,
+  and the live processes attached to it, all without attaching (no handle,
+  no lock: it never counts us and works for other users' objects too).
+  Attachment is liveness, not a counter: each open handle holds a shared
+  ``flock`` the kernel drops when the process dies;
+* ``ring_buffer_attached_pids``: who those processes are;
 * opening it (``SageQueue.open``): every statistic. Opening attaches us
   (our own ``flock``) until we close, so we always close, and our own pid is
   left out of the attached processes we report.
@@ -17,15 +18,16 @@ about one, from the cheapest and always available to the richest:
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import pwd
 import stat as stat_module
-import struct
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import _lib
+from ._status import Status, error_for, strerror
 from .errors import (
     CorruptQueueError,
     IncompatibleQueueError,
@@ -34,7 +36,7 @@ from .errors import (
     QueuePermissionError,
     SageQueueError,
 )
-from .queue import SHM_DIR, SageQueue, _encode_name
+from .queue import SageQueue, _encode_name
 
 __all__ = [
     "OBJECT_PREFIX",
@@ -48,18 +50,12 @@ __all__ = [
     "remove_queue",
     "collect_garbage",
     "lock_holders",
-    "pid_alive",
 ]
 
-#: File name prefix of queue objects in /dev/shm.
-OBJECT_PREFIX = "sage_ringbuf_"
-_MAGIC = 0x53414745424C4B52
-_HEADER = struct.Struct("<QIIQQ")  # magic, version, buffer_size, head, tail
-_CREATOR_PID = struct.Struct("<i")
-_CREATOR_PID_OFFSET = 152
-_HEADER_SIZE = 200
-
-LockTable = Dict[Tuple[int, int, int], Set[int]]
+#: File name prefix of queue objects in their directory (the library's).
+OBJECT_PREFIX = _lib.OBJECT_PREFIX
+#: Directory of the queue objects (the library's).
+OBJECT_DIR = _lib.OBJECT_DIR
 
 
 @dataclass
@@ -115,93 +111,68 @@ class GcReport:
         }
 
 
-# ---------------------------------------------------------------- primitives
+# ---------------------------------------------------------------- the library's answers
 
 
 def object_path(name: str) -> str:
     """Path of the object of queue ``name``."""
-    return os.path.join(SHM_DIR, OBJECT_PREFIX + name)
+    return os.path.join(OBJECT_DIR, OBJECT_PREFIX + name)
 
 
 def list_objects(prefix: str = "") -> List[str]:
-    """Names of the queue objects in /dev/shm whose name starts with ``prefix``, sorted."""
+    """Names of the queue objects whose name starts with ``prefix``, sorted."""
     try:
-        entries = os.listdir(SHM_DIR)
+        entries = os.listdir(OBJECT_DIR)
     except FileNotFoundError:
         return []
     wanted = OBJECT_PREFIX + prefix
     return sorted(e[len(OBJECT_PREFIX):] for e in entries if e.startswith(wanted) and len(e) > len(OBJECT_PREFIX))
 
 
-def read_lock_table() -> Optional[LockTable]:
-    """``flock`` holders by (major, minor, inode), from /proc/locks (None if
-    unreadable). Lines read ``N: FLOCK ADVISORY READ <pid> <maj>:<min>:<ino> 0
-    EOF`` (device numbers in hex); waiters (``N: -> FLOCK ...``) hold nothing."""
+def _library_name(name: str) -> Optional[bytes]:
+    """``name`` as the library takes it, or None if it is not a valid queue
+    name (an object someone else made under our prefix)."""
     try:
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            text = f.read()
-    except OSError:
+        raw = _encode_name(name)
+    except InvalidNameError:
         return None
-    table: LockTable = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 6 or fields[1] != "FLOCK":
-            continue
-        try:
-            pid = int(fields[4])
-            major, minor, ino = fields[5].split(":")
-            key = (int(major, 16), int(minor, 16), int(ino))
-        except ValueError:
-            continue
-        table.setdefault(key, set()).add(pid)
-    return table
+    return raw if _lib.check_name(raw) == Status.RB_OK else None
 
 
-def lock_holders(st: os.stat_result, table: Optional[LockTable] = None) -> Optional[List[int]]:
-    """Pids of the live processes other than this one that hold the object
-    ``st`` open (sorted), or None if /proc/locks cannot be read."""
-    if table is None:
-        table = read_lock_table()
-        if table is None:
-            return None
-    pids = table.get((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino), set())
-    me = os.getpid()
-    return sorted(p for p in pids if p != me)
+def _not_found(name: str) -> QueueNotFoundError:
+    return QueueNotFoundError(f"no queue named {name!r} (no {object_path(name)})")
 
 
-def pid_alive(pid: int) -> Optional[bool]:
-    """Whether process ``pid`` exists (None if ``pid`` is not a real pid)."""
-    if pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, belongs to someone else
-        return True
-    return True
+def _inspect(name: str, raw: bytes) -> "_lib.RingBufferInfo":
+    """``ring_buffer_inspect`` of ``name``; QueueNotFoundError if no object."""
+    info = _lib.RingBufferInfo()
+    rc = _lib.inspect(raw, ctypes.byref(info))
+    if rc == Status.RB_ERR_NOT_FOUND:
+        raise _not_found(name)
+    if rc != Status.RB_OK:
+        raise error_for(rc, f"cannot inspect queue {name!r}")
+    return info
 
 
-def _read_header(path: str) -> Optional[Tuple[int, int, int]]:
-    """(version, buffer_size, creator_pid) from the object's header if it
-    carries the queue magic; None if unreadable or not a queue."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+def lock_holders(name: str) -> Optional[List[int]]:
+    """Pids of the live processes other than this one that have queue
+    ``name`` open (sorted); None if the library cannot tell (a name it does
+    not accept). QueueNotFoundError if there is no such object."""
+    raw = _library_name(name)
+    if raw is None:
         return None
-    try:
-        raw = os.pread(fd, _HEADER_SIZE, 0)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if len(raw) < _HEADER_SIZE:
-        return None
-    magic, version, buffer_size, _head, _tail = _HEADER.unpack_from(raw)
-    if magic != _MAGIC:
-        return None
-    (creator,) = _CREATOR_PID.unpack_from(raw, _CREATOR_PID_OFFSET)
-    return version, buffer_size, creator
+    capacity = 64
+    while True:
+        pids = (ctypes.c_int * capacity)()
+        count = _lib.attached_pids(raw, pids, capacity)
+        if count == Status.RB_ERR_NOT_FOUND:
+            raise _not_found(name)
+        if count < 0:
+            raise error_for(count, f"cannot list the processes attached to queue {name!r}")
+        if count <= capacity:
+            me = os.getpid()
+            return [pid for pid in pids[:count] if pid != me]
+        capacity = count  # more came meanwhile: ask again with room for all
 
 
 def _owner_name(uid: int) -> str:
@@ -214,48 +185,55 @@ def _owner_name(uid: int) -> str:
 # ---------------------------------------------------------------- inspection
 
 
-def inspect_queue(name: str, table: Optional[LockTable] = None, *, open_queue: bool = True) -> QueueInfo:
+def inspect_queue(name: str, *, open_queue: bool = True) -> QueueInfo:
     """Everything that can be learnt about queue ``name`` (see the module
     docstring); ``QueueNotFoundError`` if there is no such object."""
-    path = object_path(name)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise QueueNotFoundError(f"no queue named {name!r} (no {path})") from None
-    info = QueueInfo(
-        name=name,
-        path=path,
-        object_bytes=st.st_size,
-        owner_uid=st.st_uid,
-        owner=_owner_name(st.st_uid),
-        mode=f"{stat_module.S_IMODE(st.st_mode):04o}",
-        modified=st.st_mtime,
-    )
-    holders = lock_holders(st, table)
+    info = QueueInfo(name=name, path=object_path(name))
+    raw = _library_name(name)
+    if raw is None:
+        # Not a name the library accepts: what the directory entry says.
+        try:
+            st = os.lstat(info.path)
+        except FileNotFoundError:
+            raise _not_found(name) from None
+        _set_file_facts(info, st.st_size, st.st_uid, st.st_mode, st.st_mtime)
+        info.status, info.detail = "bad-name", "name not valid for a queue (too long or bad characters)"
+        return info
+    found = _inspect(name, raw)
+    _set_file_facts(info, found.object_size, found.owner_uid, found.mode, found.modified_ns / 1e9)
+    holders = lock_holders(name)
     if holders is not None:
         info.attached_pids = holders
         info.attached = len(holders)
-    if not stat_module.S_ISREG(st.st_mode):
+    if found.version:
+        info.layout_version = int(found.version)
+        info.ring_bytes = int(found.buffer_size)
+    if found.creator_pid > 0:
+        info.creator_pid = int(found.creator_pid)
+        info.creator_alive = {1: True, 0: False}.get(found.creator_alive)
+    if not stat_module.S_ISREG(found.mode):
         info.status, info.detail = "not-a-queue", "not a regular file"
         return info
-    header = _read_header(path)
-    if header is not None:
-        info.layout_version, info.ring_bytes, creator = header
-        if creator > 0:
-            info.creator_pid = creator
-            info.creator_alive = pid_alive(creator)
     if open_queue:
-        _add_stats(info, st)
+        _add_stats(info)
     return info
 
 
-def _add_stats(info: QueueInfo, st: os.stat_result) -> None:
+def _set_file_facts(info: QueueInfo, size: int, uid: int, mode: int, modified: float) -> None:
+    info.object_bytes = int(size)
+    info.owner_uid = int(uid)
+    info.owner = _owner_name(int(uid))
+    info.mode = f"{stat_module.S_IMODE(mode):04o}"
+    info.modified = modified
+
+
+def _add_stats(info: QueueInfo) -> None:
     """Opens the queue for its statistics (and closes it), or records why it
     could not be opened in ``info.status``/``info.detail``."""
     try:
         q = SageQueue.open(info.name)
     except QueuePermissionError as exc:
-        foreign = st.st_uid != os.geteuid()
+        foreign = info.owner_uid != os.geteuid()
         info.status = "foreign" if foreign else "denied"
         info.detail = f"owned by {info.owner}" if foreign else str(exc)
         return
@@ -289,17 +267,16 @@ def _add_stats(info: QueueInfo, st: os.stat_result) -> None:
         info.detail = "legacy layout (version 1): one producer and one consumer only"
     info.fill_percent = round(100.0 * float(stats["utilization"]), 2)
     info.messages = int(stats["message_count"])
-    if info.attached is None:  # no /proc/locks: the library's count, less us
+    if info.attached is None:  # the library's count, less us
         info.attached = max(0, int(stats["attached_processes"]) - 1)
 
 
 def scan_queues(prefix: str = "", *, open_queues: bool = True) -> List[QueueInfo]:
     """``inspect_queue`` for every queue object whose name starts with ``prefix``."""
-    table = read_lock_table()
     infos = []
     for name in list_objects(prefix):
         try:
-            infos.append(inspect_queue(name, table, open_queue=open_queues))
+            infos.append(inspect_queue(name, open_queue=open_queues))
         except QueueNotFoundError:  # removed meanwhile
             continue
     return infos
@@ -307,7 +284,7 @@ def scan_queues(prefix: str = "", *, open_queues: bool = True) -> List[QueueInfo
 
 def queue_stats(name: str) -> Dict[str, Any]:
     """Every key of ``SageQueue.get_stats()`` for queue ``name``, plus
-    ``name``, ``status`` (``ok``, ``legacy``, ``corrupt``), ``detail``, ``owner``, ``owner_uid``, ``mode``,
+    ``name``, ``status`` (``ok``, ``legacy``), ``detail``, ``owner``, ``owner_uid``, ``mode``,
     ``object_bytes``, ``creator_pid``, ``creator_alive``, ``attached_pids``
     and ``fill_percent``. ``attached_processes`` does not count this process.
     Raises the error that kept the queue from opening."""
@@ -346,15 +323,9 @@ def remove_queue(name: str) -> List[int]:
     ``QueueNotFoundError`` if there is no such object, ``PermissionError``
     if it cannot be removed."""
     path = object_path(name)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise QueueNotFoundError(f"no queue named {name!r} (no {path})") from None
-    holders = lock_holders(st) or []
-    try:
-        raw = _encode_name(name)
-    except InvalidNameError:
-        raw = None
+    info = inspect_queue(name, open_queue=False)
+    holders = info.attached_pids
+    raw = _library_name(name)
     if raw is not None:
         _lib.destroy(raw)
     if os.path.lexists(path):
@@ -367,7 +338,7 @@ def remove_queue(name: str) -> List[int]:
         except OSError as exc:
             if exc.errno in (errno.EPERM, errno.EACCES):
                 raise PermissionError(
-                    f"cannot remove queue {name!r}: permission denied (it belongs to {_owner_name(st.st_uid)})"
+                    f"cannot remove queue {name!r}: permission denied (it belongs to {info.owner})"
                 ) from None
             raise
     return holders
@@ -382,17 +353,19 @@ def collect_garbage(prefix: str = "", *, dry_run: bool = False, all_users: bool 
     ``all_users`` (root could otherwise remove everyone's idle queues).
     ``dry_run`` only reports."""
     report = GcReport(dry_run=dry_run)
-    table = read_lock_table()
     me = os.geteuid()
     for name in list_objects(prefix):
-        path = object_path(name)
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
+            info = inspect_queue(name, open_queue=False)
+        except QueueNotFoundError:
             continue
-        holders = lock_holders(st, table) or []
-        if st.st_uid != me and not all_users:
-            report.kept.append((name, f"owned by {_owner_name(st.st_uid)} (--all-users to include it)", holders))
+        holders = info.attached_pids
+        if info.owner_uid != me and not all_users:
+            report.kept.append((name, f"owned by {info.owner} (--all-users to include it)", holders))
+            continue
+        raw = _library_name(name)
+        if raw is None:
+            report.kept.append((name, f"name not valid for a queue: remove it by hand ({info.path})", holders))
             continue
         if dry_run:
             if holders:
@@ -400,23 +373,19 @@ def collect_garbage(prefix: str = "", *, dry_run: bool = False, all_users: bool 
             else:
                 report.removed.append(name)
             continue
-        try:
-            raw = _encode_name(name)
-        except InvalidNameError:
-            report.kept.append((name, f"name not valid for a queue: remove it by hand ({path})", holders))
-            continue
         rc = _lib.remove_if_unused(raw)
         if rc == 1:
             report.removed.append(name)
         elif rc == 0:
             # In use: look again, the holders may have changed meanwhile.
-            now = lock_holders(st) or holders
+            try:
+                now = lock_holders(name) or holders
+            except QueueNotFoundError:
+                now = holders
             report.kept.append((name, _in_use(now), now))
-        elif rc == -3:  # RB_ERR_NOT_FOUND: removed meanwhile
+        elif rc == Status.RB_ERR_NOT_FOUND:  # removed meanwhile
             continue
         else:
-            from ._status import strerror
-
             report.kept.append((name, f"cannot remove: {strerror(rc)}", holders))
     return report
 

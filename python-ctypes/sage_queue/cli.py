@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     json_flag.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                            help="print JSON instead of a table")
     parser = _Parser(prog=_prog(), description="Inspect and clean up sage_queue shared-memory queues "
-                     "(objects /dev/shm/sage_ringbuf_<name>).", parents=[json_flag])
+                     f"(objects {admin.object_path('<name>')}).", parents=[json_flag])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 

@@ -70,7 +70,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .transport_rpc import RpcQueueServer
+    from types import ModuleType
 
 __all__ = [
     "QueueDescriptor",
@@ -87,6 +87,7 @@ __all__ = [
     "get_ray_actor_queue",
     "get_rpc_queue",
     "start_rpc_queue_server",
+    "QueueServer",
     "sage_queue_name",
     "BUILTIN_QUEUE_TYPES",
     "DEFAULT_SHM_MAXSIZE",
@@ -103,6 +104,9 @@ SECRET_METADATA_KEYS = frozenset({"authkey"})
 
 #: Built-in queue types and where their implementation lives ("module:class",
 #: imported on first use so that, e.g., Ray is only imported for Ray types).
+#: This module is the model and the registry: it imports no transport. The
+#: transports import it, and are found here by name, like any plug-in (the
+#: factories below that need a transport's help reach it the same way).
 _BUILTIN_IMPLEMENTATIONS: Dict[str, str] = {
     "local": "sage_queue.transport_local:LocalQueue",
     "shm": "sage_queue.transport_shm:DescribedSageQueue",
@@ -322,13 +326,12 @@ class QueueDescriptor:
         of ``maxsize`` bytes when resolved. ``auto_cleanup``: handles
         resolved from it remove the queue when they close and no other live
         process has it open."""
-        from .queue import _check_maxsize, _encode_name
-
-        _encode_name(shm_name)  # InvalidNameError now rather than at resolution
+        shm = _transport("shm")
+        shm.check_name(shm_name)  # InvalidNameError now rather than at resolution
         return cls(
             queue_id or _new_id("shm"),
             "shm",
-            {"shm_name": shm_name, "maxsize": _check_maxsize(maxsize), "auto_cleanup": bool(auto_cleanup)},
+            {"shm_name": shm_name, "maxsize": shm.check_maxsize(maxsize), "auto_cleanup": bool(auto_cleanup)},
         )
 
     @classmethod
@@ -344,15 +347,13 @@ class QueueDescriptor:
         ``queue_id`` (and ``namespace``) by :func:`sage_queue_name`, so every
         process asking for the same id gets the same queue. ``maxsize`` is
         the ring size in bytes; ``auto_cleanup`` as for ``create_shm_queue``."""
-        from .queue import _check_maxsize
-
         queue_id = queue_id or _new_id("sage")
         return cls(
             queue_id,
             "sage_queue",
             {
                 "queue_name": sage_queue_name(queue_id, namespace),
-                "maxsize": _check_maxsize(maxsize),
+                "maxsize": _transport("sage_queue").check_maxsize(maxsize),
                 "auto_cleanup": bool(auto_cleanup),
                 "namespace": namespace,
             },
@@ -373,10 +374,8 @@ class QueueDescriptor:
         cluster resolves it with ``ray.get_actor``. Ray must be initialised.
         The actor lives as long as this process (its owner) unless
         ``detached``; ``ray_support.destroy_ray_queue`` removes it."""
-        from . import ray_support
-
         queue_id = queue_id or _new_id("ray_queue")
-        metadata = ray_support.create_ray_queue_actor(queue_id, _check_items(maxsize, "maxsize"), namespace, detached)
+        metadata = _transport("ray_queue").create_ray_queue_actor(queue_id, _check_items(maxsize, "maxsize"), namespace, detached)
         return cls(queue_id, "ray_queue", metadata)
 
     @classmethod
@@ -394,10 +393,8 @@ class QueueDescriptor:
         a ``ray_support.QueueHolder`` actor is created under that name
         (owned by this process, or ``detached``); an existing actor must
         offer QueueHolder's methods. Ray must be initialised."""
-        from . import ray_support
-
         queue_id = queue_id or _new_id("ray_actor")
-        metadata = ray_support.ensure_holder_queue(
+        metadata = _transport("ray_actor").ensure_holder_queue(
             queue_id, _check_text(actor_name, "actor_name"), _check_items(maxsize, "maxsize"), namespace, detached
         )
         return cls(queue_id, "ray_actor", metadata)
@@ -416,10 +413,9 @@ class QueueDescriptor:
         the RPC queue server at ``host:port``. The auth key is ``authkey``,
         or that of the server this process started there with
         :func:`start_rpc_queue_server`; it travels in the metadata (hex)."""
-        from .transport_rpc import rpc_metadata
-
         queue_id = queue_id or _new_id("rpc")
-        return cls(queue_id, "rpc", rpc_metadata(host, port, queue_id, authkey, _check_items(maxsize, "maxsize")))
+        metadata = _transport("rpc").rpc_metadata(host, port, queue_id, authkey, _check_items(maxsize, "maxsize"))
+        return cls(queue_id, "rpc", metadata)
 
 
 def _is_json(value: object) -> bool:
@@ -433,30 +429,34 @@ def _is_json(value: object) -> bool:
 # ---------------------------------------------------------------- sage_queue names
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
-_MAX_NAME_BYTES = 63
 
 
 def sage_queue_name(queue_id: str, namespace: Optional[str] = None) -> str:
     """The SageQueue name of the ``sage_queue`` queue ``queue_id``
     (in ``namespace``): ``"<namespace>.<queue_id>"`` or ``queue_id`` when
-    that is a valid name (1..63 bytes, no ``/``, ``..`` or control
-    characters); otherwise a readable, sanitised prefix plus a hash of the
-    full id (the same in every process)."""
+    that is a valid name (the C library's rule, ``ring_buffer_check_name``:
+    1..63 bytes, no ``/``, ``..`` or control characters); otherwise a
+    readable, sanitised prefix plus a hash of the full id (the same in
+    every process)."""
     wanted = f"{namespace}.{queue_id}" if namespace else queue_id
-    raw = wanted.encode("utf-8", "surrogateescape")
-    if (
-        0 < len(raw) <= _MAX_NAME_BYTES
-        and b"/" not in raw
-        and b".." not in raw
-        and not any(c < 0x20 or c == 0x7F for c in raw)
-    ):
+    if _transport("sage_queue").is_valid_name(wanted):
         return wanted
+    raw = wanted.encode("utf-8", "surrogateescape")
     digest = hashlib.blake2b(raw, digest_size=8).hexdigest()
-    readable = _NAME_UNSAFE.sub("_", wanted).replace("..", "_")[: _MAX_NAME_BYTES - len(digest) - 1]
+    longest: int = _transport("sage_queue").MAX_NAME_BYTES
+    readable = _NAME_UNSAFE.sub("_", wanted).replace("..", "_")[: longest - len(digest) - 1]
     return f"{readable}-{digest}"
 
 
 # ---------------------------------------------------------------- registry
+
+
+def _transport(queue_type: str) -> "ModuleType":
+    """The module of the built-in transport of ``queue_type`` (imported on
+    first use, as for resolution)."""
+    module_name, _, _attr = _BUILTIN_IMPLEMENTATIONS[queue_type].partition(":")
+    return importlib.import_module(module_name)
+
 
 _registry_lock = threading.Lock()
 #: queue_type -> implementation (a class, or "module:attr" until first use).
@@ -596,12 +596,38 @@ def get_rpc_queue(host: str, port: int, queue_id: Optional[str] = None, *,
     return resolve_descriptor(QueueDescriptor.create_rpc_queue(host, port, queue_id, authkey=authkey))
 
 
+class QueueServer(Protocol):
+    """What :func:`start_rpc_queue_server` returns (``transport_rpc.RpcQueueServer``)."""
+
+    @property
+    def authkey(self) -> bytes:
+        """The server's auth key (a secret)."""
+        ...
+
+    @property
+    def pid(self) -> int:
+        """The server process."""
+        ...
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        ...
+
+    def descriptor(self, queue_id: Optional[str] = None, maxsize: int = 0) -> QueueDescriptor:
+        """An ``rpc`` descriptor of queue ``queue_id`` on this server."""
+        ...
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stops the server (its queues go with it)."""
+        ...
+
+
 def start_rpc_queue_server(host: str = "127.0.0.1", port: int = 0, authkey: Optional[bytes] = None,
-                           **kwargs: Any) -> "RpcQueueServer":
+                           **kwargs: Any) -> QueueServer:
     """Starts an RPC queue server (see ``sage_queue.transport_rpc``): a
     ``multiprocessing.managers`` server in a child process, on loopback, with
     ``authkey`` (default: 32 random bytes). ``port`` 0 picks a free port.
     Returns the server; call ``.stop()`` (or use it as a context manager)."""
-    from .transport_rpc import start_rpc_queue_server as start
-
-    return start(host, port, authkey, **kwargs)
+    server: QueueServer = _transport("rpc").start_rpc_queue_server(host, port, authkey, **kwargs)
+    return server

@@ -40,8 +40,9 @@ import pickle
 import threading
 import time
 from ctypes import c_uint32, c_uint64, c_void_p
+from dataclasses import dataclass
 from queue import Empty, Full
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import _lib
 from ._status import (
@@ -73,11 +74,9 @@ FULL_TIMED_OUT = "Put operation timed out"
 #: what can arrive, never for an unbounded max_items).
 MAX_BATCH = 1 << 16
 
-if TYPE_CHECKING:
-    from .ref import SageQueueRef
-
 __all__ = [
     "SageQueue",
+    "SageQueueRef",
     "create_queue",
     "open_queue",
     "destroy_queue",
@@ -91,8 +90,8 @@ __all__ = [
     "Loads",
 ]
 
-#: Where POSIX shared-memory objects appear on Linux.
-SHM_DIR = "/dev/shm"
+#: Where POSIX shared-memory objects appear on Linux (the library says).
+SHM_DIR = _lib.OBJECT_DIR
 #: Ring size in bytes when ``maxsize`` is 0 (as the legacy wrapper).
 DEFAULT_MAXSIZE = 64 * 1024
 #: Longest single C wait, in seconds: bounds how long Ctrl-C can go unnoticed.
@@ -531,7 +530,9 @@ class SageQueue:
             payloads = [_as_bytes(dumps(item), "dumps") for item in items]
         return self._put_packed(payloads, block, timeout, "put_many")
 
-    def put_many_bytes(self, payloads: Iterable[Union[bytes, bytearray, memoryview]], block: bool = True, timeout: Optional[float] = None) -> int:
+    def put_many_bytes(
+        self, payloads: Iterable[Union[bytes, bytearray, memoryview]], block: bool = True, timeout: Optional[float] = None
+    ) -> int:
         """``put_many`` for raw bytes (no pickling)."""
         return self._put_packed([_as_bytes(p, "put_many_bytes") for p in payloads], block, timeout, "put_many_bytes")
 
@@ -799,11 +800,9 @@ class SageQueue:
 
     # ------------------------------------------------------------ info
 
-    def get_reference(self) -> "SageQueueRef":
+    def get_reference(self) -> SageQueueRef:
         """A picklable reference to this queue (``SageQueueRef``). As the
         legacy wrapper did, this increments the queue's C reference count."""
-        from .ref import SageQueueRef
-
         ptr = _lib.get_ref(self._live_handle())
         if not ptr:
             raise self._error(_lib.last_error(), "get_reference")
@@ -960,10 +959,33 @@ def list_queues() -> List[str]:
     ``sage_ringbuf_<name>`` in /dev/shm), sorted."""
     import os
 
-    prefix = "sage_ringbuf_"
+    prefix = _lib.OBJECT_PREFIX
     try:
         entries = os.listdir(SHM_DIR)
     except FileNotFoundError:
         return []
     return sorted(entry[len(prefix):] for entry in entries if entry.startswith(prefix) and len(entry) > len(prefix))
 
+
+# Here rather than in ref.py: a reference opens a SageQueue and a SageQueue
+# makes references, so the two live in one module (ref.py re-exports it).
+@dataclass(frozen=True)
+class SageQueueRef:
+    """Reference to the queue ``name``: ``size`` is its ring size in bytes,
+    ``creator_pid`` the process that created it, ``auto_cleanup`` whether
+    queues opened from this reference remove the queue when they close and
+    nobody else has it open. It holds no handle: it pickles, travels to
+    another process and becomes an open ``SageQueue`` there with
+    ``get_queue()``."""
+
+    name: str
+    size: int
+    auto_cleanup: bool = False
+    creator_pid: int = 0
+
+    def get_queue(self, **kwargs: Any) -> SageQueue:
+        """Opens the queue this reference names (it must exist:
+        ``QueueNotFoundError`` otherwise). Keyword arguments (``dumps``,
+        ``loads``, ``buffer_size``) go to ``SageQueue.open``."""
+        kwargs.setdefault("auto_cleanup", self.auto_cleanup)
+        return SageQueue.open(self.name, **kwargs)

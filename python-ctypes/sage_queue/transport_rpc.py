@@ -388,7 +388,7 @@ def _serve(host: str, port: int) -> None:
     authkey = bytes.fromhex(sys.stdin.buffer.readline().decode().strip())
     server = _ServerManager(address=(host, port), authkey=authkey).get_server()
     stop = threading.Event()
-    setattr(server, "stop_event", stop)  # what Server.shutdown() sets
+    server.stop_event = stop  # type: ignore[attr-defined]  # what Server.shutdown() sets
     multiprocessing.current_process()._manager_server = server  # type: ignore[attr-defined]
     threading.Thread(target=server.accepter, name="accepter", daemon=True).start()
     threading.Thread(target=_stop_on_eof, args=(stop,), name="stop-on-eof", daemon=True).start()

@@ -15,10 +15,35 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Tuple
 
+from . import _lib
 from .descriptor import DEFAULT_SHM_MAXSIZE, QueueDescriptor, metadata_value, resolve_descriptor
-from .queue import SageQueue
+from .errors import InvalidNameError
+from .queue import SageQueue, _check_maxsize, _encode_name
 
-__all__ = ["DescribedSageQueue"]
+__all__ = ["DescribedSageQueue", "check_name", "check_maxsize", "is_valid_name", "MAX_NAME_BYTES"]
+
+#: Longest queue name in bytes (the C name field holds it and a NUL).
+MAX_NAME_BYTES = _lib.MAX_NAME_LEN - 1
+
+
+def check_name(name: object) -> None:
+    """``InvalidNameError`` (or ``TypeError``) unless ``name`` is a valid
+    queue name (for the descriptor factories)."""
+    _encode_name(name)
+
+
+def check_maxsize(maxsize: object) -> int:
+    """The ring size in bytes ``maxsize`` asks for (0: the default)."""
+    return _check_maxsize(maxsize)
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether the C library accepts ``name`` as a queue name."""
+    try:
+        raw = _encode_name(name)
+    except InvalidNameError:
+        return False
+    return bool(_lib.check_name(raw) == 0)
 
 #: queue_type -> (metadata key of the SageQueue name, factory to mention).
 _NAME_KEYS = {

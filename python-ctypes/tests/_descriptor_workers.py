@@ -20,8 +20,8 @@ def relay(in_json: str, out_json: str, count: int) -> Tuple[int, str]:
     """Gets ``count`` items from the first queue and puts ``(pid, item * 2)``
     on the second (batches and single calls mixed). Returns (pid, the type
     name of what the descriptors resolved to)."""
-    source = resolve_descriptor(QueueDescriptor.from_json(in_json))
-    sink = resolve_descriptor(out_json)  # plain JSON text is accepted too
+    source: Any = resolve_descriptor(QueueDescriptor.from_json(in_json))
+    sink: Any = resolve_descriptor(out_json)  # plain JSON text is accepted too
     try:
         taken = 0
         while taken < count:
@@ -46,6 +46,6 @@ def put_from_pickled_queue(q: Any, items: List[Any]) -> int:
 
 def resolve_only(desc_json: str) -> str:
     """Resolves a descriptor (the test expects an error)."""
-    q = resolve_descriptor(desc_json)
+    q: Any = resolve_descriptor(desc_json)
     _close(q)
     return type(q).__name__

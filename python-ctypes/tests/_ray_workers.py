@@ -130,7 +130,7 @@ class Sink:
 
 @ray.remote(num_cpus=0)
 def resolve_and_put(desc_json: str, items: List[Any]) -> int:
-    q = resolve_descriptor(desc_json)
+    q: Any = resolve_descriptor(desc_json)
     try:
         for item in items:
             q.put(item, timeout=60)
@@ -144,7 +144,7 @@ class DescriptorUser:
     """Resolves a descriptor once, in its own worker process."""
 
     def __init__(self, desc_json: str) -> None:
-        self.q = resolve_descriptor(desc_json)
+        self.q: Any = resolve_descriptor(desc_json)
 
     def pid(self) -> int:
         return os.getpid()
@@ -153,7 +153,7 @@ class DescriptorUser:
         return [self.q.get(timeout=60) for _ in range(count)]
 
     def put(self, items: List[Any]) -> int:
-        return self.q.put_many(items, timeout=60)
+        return int(self.q.put_many(items, timeout=60))
 
     def close(self) -> None:
         getattr(self.q, "close", lambda: None)()

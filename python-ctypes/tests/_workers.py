@@ -5,7 +5,7 @@ under fork."""
 from __future__ import annotations
 
 import os
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 from sage_queue import SageQueue, ShutDown
 
@@ -36,7 +36,7 @@ def consume_until_shutdown(q: SageQueue, batch: int = 0) -> Tuple[int, int, bool
     """Gets until the queue is shut down and drained. Returns (count,
     checksum, every producer's items arrived in order)."""
     count = checksum = 0
-    last_seq: dict = {}
+    last_seq: Dict[int, int] = {}
     in_order = True
     try:
         while True:

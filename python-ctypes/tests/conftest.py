@@ -9,10 +9,10 @@ session ends by checking that no queue with this run's prefix is left in
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,24 +91,35 @@ def child_env(**extra: str) -> Dict[str, str]:
     return env
 
 
+#: The class of ctypes' foreign functions (ctypes does not export its name).
+CFuncPtr: Any = vars(ctypes)["_CFuncPtr"]
+
+
 def run_python(code: str, *, env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None,
-               timeout: float = 120) -> subprocess.CompletedProcess:
+               timeout: float = 120) -> "subprocess.CompletedProcess[str]":
     return subprocess.run([sys.executable, "-c", code], env=env or child_env(), cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def built_wheel() -> Path:
+    """The wheel ``make wheel`` built: ``make test`` builds it first and names
+    its directory in $SAGE_QUEUE_WHEEL_DIR (default: the repository's
+    build/wheel). Tests install it rather than building the package again."""
+    directory = Path(os.environ.get("SAGE_QUEUE_WHEEL_DIR") or REPO_ROOT / "build" / "wheel")
+    wheels = sorted(directory.glob("sage_queue-*.whl"))
+    if len(wheels) != 1:
+        pytest.fail(f"expected one wheel in {directory}, found {[w.name for w in wheels]}: run `make wheel` "
+                    "(make test does) or set SAGE_QUEUE_WHEEL_DIR")
+    return wheels[0]
+
+
 def pip_install_target(tmp_path: Path) -> Path:
-    """`pip install --target` of python-ctypes into ``tmp_path / "site"``,
-    which it returns. Installs from a copy (``tmp_path / "src"``), so the
-    build leaves nothing in the source tree; --no-build-isolation: use the
-    installed setuptools rather than fetching one."""
-    source = tmp_path / "src"
-    shutil.copytree(PACKAGE_ROOT, source,
-                    ignore=shutil.ignore_patterns("tests", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    """`pip install --target` of the built wheel into ``tmp_path / "site"``,
+    which it returns (no index: nothing is fetched)."""
     site = tmp_path / "site"
     pip = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--no-build-isolation", "--no-index", "--target", str(site), str(source)],
+         "--no-index", "--target", str(site), str(built_wheel())],
         capture_output=True, text=True, timeout=300,
     )
     assert pip.returncode == 0, pip.stdout + pip.stderr

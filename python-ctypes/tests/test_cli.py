@@ -39,7 +39,7 @@ sys.stdin.read()
 """
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = 120) -> "subprocess.CompletedProcess[str]":
     return subprocess.run([sys.executable, "-m", "sage_queue", *args], env=child_env(),
                           capture_output=True, text=True, timeout=timeout)
 
@@ -91,7 +91,11 @@ def prefix(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def holders(request: pytest.FixtureRequest) -> List[Holder]:
     started: List[Holder] = []
-    request.addfinalizer(lambda: [h.release() for h in started])
+    def release_all() -> None:
+        for h in started:
+            h.release()
+
+    request.addfinalizer(release_all)
     return started
 
 

@@ -11,7 +11,7 @@ import os
 import pickle
 import queue
 import threading
-from typing import Any, Callable, List
+from typing import Any, Callable, Dict, List, cast
 
 import pytest
 
@@ -64,7 +64,14 @@ def sage_desc(request: pytest.FixtureRequest) -> Callable[..., QueueDescriptor]:
         names.append(desc.metadata["queue_name"])
         return desc
 
-    request.addfinalizer(lambda: [destroy_queue(n) for n in names])
+    def destroy_all() -> None:
+
+        for n in names:
+
+            destroy_queue(n)
+
+
+    request.addfinalizer(destroy_all)
     return make
 
 
@@ -219,7 +226,7 @@ def test_register_resolve_unregister() -> None:
     try:
         assert "test_list" in get_registered_queue_types()
         desc = QueueDescriptor("lq", "test_list", {"x": 1})
-        q = resolve_descriptor(desc.to_json())
+        q: Any = resolve_descriptor(desc.to_json())
         assert isinstance(q, _ListQueue) and q.descriptor == desc and _ListQueue.built[-1] == desc
         q.put(1)
         assert q.qsize() == 1 and q.get() == 1 and q.empty()
@@ -276,10 +283,10 @@ def test_queue_like_protocol() -> None:
 def test_local_queue_is_shared_by_threads(local_id: str) -> None:
     desc = QueueDescriptor.create_local_queue(local_id, maxsize=3)
     assert desc.queue_type == "local" and desc.metadata == {"maxsize": 3, "creator_pid": os.getpid()}
-    a = resolve_descriptor(desc)
-    b = resolve_descriptor(QueueDescriptor.from_json(desc.to_json()))
-    assert isinstance(a, QueueLike) and a.queue is b.queue and isinstance(a.queue, queue.Queue)
-    assert get_local_queue(local_id).queue is a.queue
+    a: Any = resolve_descriptor(desc)
+    b: Any = resolve_descriptor(QueueDescriptor.from_json(desc.to_json()))
+    assert isinstance(cast(object, a), QueueLike) and a.queue is b.queue and isinstance(a.queue, queue.Queue)
+    assert cast(Any, get_local_queue(local_id)).queue is a.queue
     got: List[int] = []
     consumer = threading.Thread(target=lambda: got.extend(b.get(timeout=30) for _ in range(10)))
     consumer.start()
@@ -314,7 +321,7 @@ def test_local_descriptor_from_another_pid_is_refused(local_id: str) -> None:
 
 
 def test_local_queue_pickles_as_its_descriptor(local_id: str) -> None:
-    q = get_local_queue(local_id)
+    q: Any = get_local_queue(local_id)
     q.put("x")
     again = pickle.loads(pickle.dumps(q))  # same process: the same queue
     assert again.queue is q.queue and again.get_nowait() == "x"
@@ -333,7 +340,7 @@ def test_local_queue_pickles_as_its_descriptor(local_id: str) -> None:
     ("shm", {"shm_name": 5}, "shm_name"),
     ("local", {"creator_pid": "me"}, "creator_pid"),
 ])
-def test_missing_or_mistyped_metadata(queue_type: str, metadata: dict, key: str) -> None:
+def test_missing_or_mistyped_metadata(queue_type: str, metadata: Dict[str, Any], key: str) -> None:
     with pytest.raises(MissingMetadataError) as info:
         resolve_descriptor(QueueDescriptor("q", queue_type, metadata))
     message = str(info.value)
@@ -346,10 +353,10 @@ def test_missing_or_mistyped_metadata(queue_type: str, metadata: dict, key: str)
 def test_sage_queue_descriptor_resolves_to_a_sage_queue(sage_desc: Callable[..., QueueDescriptor]) -> None:
     desc = sage_desc(maxsize=8192)
     assert desc.metadata["queue_name"] == desc.queue_id and desc.metadata["maxsize"] == 8192
-    q = resolve_descriptor(desc)
-    other = resolve_descriptor(desc.to_json())
+    q: Any = resolve_descriptor(desc)
+    other: Any = resolve_descriptor(desc.to_json())
     try:
-        assert isinstance(q, SageQueue) and isinstance(q, QueueLike) and q.maxsize == 8192
+        assert isinstance(cast(object, q), SageQueue) and isinstance(cast(object, q), QueueLike) and q.maxsize == 8192
         assert q.descriptor == desc and q.queue_id == desc.queue_id
         q.put_many(range(100))
         assert other.qsize() == 100 and other.get_many(1000) == list(range(100))
@@ -368,9 +375,9 @@ def test_shm_descriptor_and_helpers(qname: str) -> None:
     assert desc.metadata == {"shm_name": qname, "maxsize": 4096, "auto_cleanup": False}
     with SageQueue(qname, 4096) as plain:
         plain.put("from a plain SageQueue")
-        q = resolve_descriptor(desc)
+        q: Any = resolve_descriptor(desc)
         assert q.get(timeout=5) == "from a plain SageQueue"
-        attached = attach_to_shm_queue("stage1", qname)
+        attached: Any = attach_to_shm_queue("stage1", qname)
         attached.put(1)
         assert plain.get(timeout=5) == 1
         for handle in (q, attached):
@@ -385,8 +392,8 @@ def test_shm_descriptor_and_helpers(qname: str) -> None:
 def test_get_sage_queue_same_id_same_queue(request: pytest.FixtureRequest) -> None:
     queue_id = unique_name("gsq")
     request.addfinalizer(lambda: destroy_queue(queue_id))
-    a = get_sage_queue(queue_id, 2048)
-    b = get_sage_queue(queue_id)
+    a: Any = get_sage_queue(queue_id, 2048)
+    b: Any = get_sage_queue(queue_id)
     try:
         a.put("x")
         assert b.get(timeout=5) == "x" and b.maxsize == 2048  # the existing queue's size
@@ -397,7 +404,7 @@ def test_get_sage_queue_same_id_same_queue(request: pytest.FixtureRequest) -> No
 
 def test_sage_queue_auto_cleanup(sage_desc: Callable[..., QueueDescriptor]) -> None:
     desc = sage_desc(auto_cleanup=True)
-    q = resolve_descriptor(desc)
+    q: Any = resolve_descriptor(desc)
     path = f"/dev/shm/sage_ringbuf_{desc.metadata['queue_name']}"
     assert os.path.exists(path)
     q.close()

@@ -16,15 +16,14 @@ import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Iterator, List, cast
 
 import pytest
 
 from sage_queue import destroy_queue
-from sage_queue.descriptor import QueueDescriptor, resolve_descriptor, start_rpc_queue_server
+from sage_queue.descriptor import QueueDescriptor, QueueServer, resolve_descriptor, start_rpc_queue_server
 from sage_queue.errors import LocalQueueProcessError, QueueAuthenticationError, QueueUnavailableError
 from sage_queue.transport_local import forget_local_queue
-from sage_queue.transport_rpc import RpcQueueServer
 
 import _descriptor_workers as workers
 from conftest import child_env, unique_name
@@ -40,7 +39,7 @@ def spawn_pool() -> Iterator[ProcessPoolExecutor]:
 
 
 @pytest.fixture(scope="module")
-def rpc_server() -> Iterator[RpcQueueServer]:
+def rpc_server() -> Iterator[QueueServer]:
     server = start_rpc_queue_server()
     try:
         yield server
@@ -49,7 +48,7 @@ def rpc_server() -> Iterator[RpcQueueServer]:
 
 
 @pytest.fixture
-def describe(request: pytest.FixtureRequest, rpc_server: RpcQueueServer) -> Callable[[str], QueueDescriptor]:
+def describe(request: pytest.FixtureRequest, rpc_server: QueueServer) -> Callable[[str], QueueDescriptor]:
     """describe(queue_type) -> a descriptor of a fresh queue of that type;
     its shared-memory queue (if any) is destroyed after the test."""
     names: List[str] = []
@@ -68,7 +67,14 @@ def describe(request: pytest.FixtureRequest, rpc_server: RpcQueueServer) -> Call
             raise AssertionError(queue_type)
         return desc
 
-    request.addfinalizer(lambda: [destroy_queue(n) for n in names])
+    def destroy_all() -> None:
+
+        for n in names:
+
+            destroy_queue(n)
+
+
+    request.addfinalizer(destroy_all)
     return make
 
 
@@ -82,14 +88,14 @@ def test_json_descriptor_reaches_the_same_queue_in_a_spawned_process(
     queue_type: str, describe: Callable[[str], QueueDescriptor], spawn_pool: ProcessPoolExecutor
 ) -> None:
     to_child, from_child = describe(queue_type), describe(queue_type)
-    outbox = resolve_descriptor(to_child)
-    inbox = resolve_descriptor(from_child.to_json())
+    outbox: Any = resolve_descriptor(to_child)
+    inbox: Any = resolve_descriptor(from_child.to_json())
     try:
         future = spawn_pool.submit(workers.relay, to_child.to_json(), from_child.to_json(), ITEMS)
         for i in range(ITEMS):  # parent -> child
             outbox.put(i, timeout=60)
         child_pid, child_type = future.result(timeout=120)
-        received = []
+        received: List[Any] = []
         while len(received) < ITEMS:  # child -> parent
             received.extend(inbox.get_many(ITEMS, timeout=60))
         assert child_pid != os.getpid() and child_type == type(outbox).__name__
@@ -104,7 +110,7 @@ def test_json_descriptor_reaches_the_same_queue_in_a_spawned_process(
 def test_resolved_queue_pickles_to_a_spawned_process(
     queue_type: str, describe: Callable[[str], QueueDescriptor], spawn_pool: ProcessPoolExecutor
 ) -> None:
-    q = resolve_descriptor(describe(queue_type))
+    q: Any = resolve_descriptor(describe(queue_type))
     try:
         child_pid = spawn_pool.submit(workers.put_from_pickled_queue, q, ["a", {"b": 2}, (3,)]).result(timeout=120)
         assert child_pid != os.getpid()
@@ -124,7 +130,7 @@ def test_local_descriptor_is_refused_in_a_spawned_process(spawn_pool: ProcessPoo
         assert "do not cross processes" in message and f"lives in process {os.getpid()}" in message
         for suggested in ("sage_queue", "shm", "rpc", "ray_queue", "ray_actor"):
             assert suggested in message
-        assert resolve_descriptor(desc).get_nowait() == "stays here"
+        assert cast(Any, resolve_descriptor(desc)).get_nowait() == "stays here"
     finally:
         forget_local_queue(desc.queue_id)
 
@@ -152,8 +158,8 @@ class OnlyInTheClient:
     value: int
 
 
-def test_rpc_semantics(rpc_server: RpcQueueServer) -> None:
-    bounded = resolve_descriptor(rpc_server.descriptor(unique_name("rpc"), maxsize=2))
+def test_rpc_semantics(rpc_server: QueueServer) -> None:
+    bounded: Any = resolve_descriptor(rpc_server.descriptor(unique_name("rpc"), maxsize=2))
     bounded.put(OnlyInTheClient(1))
     bounded.put_nowait(OnlyInTheClient(2))
     assert bounded.full() and bounded.qsize() == 2 and not bounded.empty()
@@ -172,10 +178,10 @@ def test_rpc_semantics(rpc_server: RpcQueueServer) -> None:
     assert bounded.get(timeout=float("inf")) == 0 and bounded.get() == 1
 
 
-def test_rpc_queue_is_shared_by_threads_and_handles(rpc_server: RpcQueueServer) -> None:
+def test_rpc_queue_is_shared_by_threads_and_handles(rpc_server: QueueServer) -> None:
     desc = rpc_server.descriptor(unique_name("rpc"))
-    shared = resolve_descriptor(desc)
-    other = resolve_descriptor(desc.to_json())
+    shared: Any = resolve_descriptor(desc)
+    other: Any = resolve_descriptor(desc.to_json())
 
     def produce(base: int) -> None:
         for i in range(100):

@@ -8,7 +8,7 @@ import queue
 import re
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 
@@ -17,7 +17,6 @@ from sage_queue import SageQueue, open_queue
 from sage_queue._status import EXCEPTION_BY_CODE, Status, error_for
 
 from conftest import REPO_ROOT, SHM
-
 
 # ---------------------------------------------------------------- names
 
@@ -89,7 +88,7 @@ def test_item_too_large(make_queue: Callable[..., SageQueue]) -> None:
 
 
 class Unpicklable:
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> Tuple[Any, ...]:
         raise TypeError("cannot pickle this")
 
 
@@ -119,7 +118,7 @@ def test_closed_queue(make_queue: Callable[..., SageQueue]) -> None:
     q = make_queue()
     q.put(1)
     q.close()
-    operations = [
+    operations: List[Callable[[], object]] = [
         lambda: q.put(1), lambda: q.put_nowait(1), lambda: q.get(), lambda: q.get_nowait(),
         lambda: q.get(timeout=1), lambda: q.put(2, timeout=1), lambda: q.put_bytes(b"x"), lambda: q.get_bytes(),
         lambda: q.put_many([1, 2]), lambda: q.get_many(2), lambda: q.qsize(), lambda: q.empty(), lambda: q.full(),
@@ -159,7 +158,7 @@ def test_close_while_other_thread_waits(make_queue: Callable[..., SageQueue]) ->
 # ---------------------------------------------------------------- mapping
 
 
-def _header_codes() -> dict:
+def _header_codes() -> Dict[str, int]:
     text = (REPO_ROOT / "include" / "ring_buffer.h").read_text()
     return {name: int(value) for name, value in re.findall(r"^\s*(RB_(?:OK|ERR_\w+)) = (-?\d+),", text, re.M)}
 

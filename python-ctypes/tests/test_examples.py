@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from typing import List
 
 from conftest import PACKAGE_ROOT, REPO_ROOT, SHM, child_env
 
@@ -14,7 +15,7 @@ DEMO = PACKAGE_ROOT / "examples" / "pipeline_demo.py"
 BENCH = REPO_ROOT / "bench" / "bench_python.py"
 
 
-def _leftovers(prefix: str) -> list:
+def _leftovers(prefix: str) -> List[str]:
     return sorted(p.name for p in SHM.glob(f"sage_ringbuf_{prefix}*"))
 
 

@@ -3,14 +3,15 @@ operation succeeds at once, and no per-call allocation of receive buffers."""
 
 from __future__ import annotations
 
-import ctypes
 import threading
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Tuple
 
 import pytest
 
 import sage_queue.queue as queue_module
 from sage_queue import SageQueue, _lib
+
+from conftest import CFuncPtr
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def c_calls(monkeypatch: pytest.MonkeyPatch) -> List[str]:
         return wrapper
 
     for name, fn in list(vars(_lib).items()):
-        if isinstance(fn, ctypes._CFuncPtr):
+        if isinstance(fn, CFuncPtr):
             monkeypatch.setattr(_lib, name, counting(name, fn))
     for alias, name in (("_put_msg", "put_msg"), ("_get_msg", "get_msg")):
         monkeypatch.setattr(queue_module, alias, counting(name, getattr(queue_module, alias)))
@@ -35,7 +36,7 @@ def c_calls(monkeypatch: pytest.MonkeyPatch) -> List[str]:
 
 def test_one_c_call_per_operation(make_queue: Callable[..., SageQueue], c_calls: List[str]) -> None:
     q = make_queue(1 << 16)
-    cases = [
+    cases: List[Tuple[Callable[[], object], List[str]]] = [
         (lambda: q.put("a"), ["put_msg"]),
         (lambda: q.get(), ["get_msg"]),
         (lambda: q.put("b", timeout=5), ["put_msg"]),
@@ -62,7 +63,11 @@ def test_receive_buffer_is_per_thread_and_reused(make_queue: Callable[..., SageQ
     q.get_many(1)
     assert q._receiver() is mine
     theirs: List[object] = []
-    t = threading.Thread(target=lambda: (q.get(), theirs.append(q._receiver())))
+    def get_then_record() -> None:
+        q.get()
+        theirs.append(q._receiver())
+
+    t = threading.Thread(target=get_then_record)
     t.start()
     t.join(30)
     assert theirs and theirs[0] is not mine

@@ -24,6 +24,7 @@ import struct
 import time
 from ctypes import POINTER, Structure, c_bool, c_char, c_char_p, c_int, c_uint32, c_uint64, c_void_p
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,7 +84,7 @@ class RingBufferStats(Structure):
 def load_legacy_lib() -> ctypes.CDLL:
     """The library with the legacy wrapper's declarations (its
     ``_setup_function_signatures``, with ``ring_buffer_create`` taking the
-    name and size of LEGACY_ABI.md)."""
+    name and size of docs/legacy-abi.md)."""
     lib = ctypes.CDLL(LIB_PATH)
     RB = POINTER(RingBufferStruct)
     decl = {
@@ -128,7 +129,7 @@ def shm_path(name: str) -> Path:
     return Path("/dev/shm") / f"sage_ringbuf_{name}"
 
 
-def make_obj(i: int):
+def make_obj(i: int) -> Any:
     """Object number i: varied types and sizes, deterministic, comparable
     with == (no NaN), so the reader can rebuild what it must receive."""
     k = i % 10
@@ -154,12 +155,12 @@ def make_obj(i: int):
     return 1.0 / (i + 1)
 
 
-def frame(obj) -> bytes:
+def frame(obj: Any) -> bytes:
     payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return struct.pack("<I", len(payload)) + payload
 
 
-def test_structs_and_header_as_the_wrapper_reads_them(lib, queue_name):
+def test_structs_and_header_as_the_wrapper_reads_them(lib: ctypes.CDLL, queue_name: str) -> None:
     assert ctypes.sizeof(RingBufferRef) == 76
     assert ctypes.sizeof(RingBufferStats) == 48
     name = queue_name.encode()
@@ -259,7 +260,7 @@ def _producer(name: bytes, count: int) -> None:
     os._exit(0)
 
 
-def test_10000_pickles_between_two_processes(lib, queue_name):
+def test_10000_pickles_between_two_processes(lib: ctypes.CDLL, queue_name: str) -> None:
     name = queue_name.encode()
     ctx = multiprocessing.get_context("fork")
     rb = lib.ring_buffer_create(name, RING_BYTES)

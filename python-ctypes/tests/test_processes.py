@@ -7,19 +7,20 @@ import multiprocessing as mp
 import pickle
 import threading
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, List
+from typing import Any, Callable, List, Tuple
 
 import pytest
 
-import _workers
 from sage_queue import SageQueue
+
+import _workers
 
 PRODUCERS = 3
 CONSUMERS = 3
 PER_PRODUCER = 1500
 
 
-def _check_reports(reports: List[tuple], producers: int, per_producer: int) -> None:
+def _check_reports(reports: List[Tuple[Any, ...]], producers: int, per_producer: int) -> None:
     total = sum(r[-3] for r in reports)
     checksum = sum(r[-2] for r in reports)
     assert total == producers * per_producer, f"lost or duplicated: {total}"
@@ -32,7 +33,7 @@ def _check_reports(reports: List[tuple], producers: int, per_producer: int) -> N
 def test_start_methods_many_producers_and_consumers(
     method: str, batch: int, make_queue: Callable[..., SageQueue]
 ) -> None:
-    ctx = mp.get_context(method)
+    ctx: Any = mp.get_context(method)
     q = make_queue(1 << 14)  # small ring: producers have to wait for room
     results = make_queue()
     consumers = [ctx.Process(target=_workers.consumer_process, args=(q, results, batch)) for _ in range(CONSUMERS)]
@@ -127,7 +128,7 @@ def test_pickles_by_name_not_handle(make_queue: Callable[..., SageQueue]) -> Non
 
 def test_threads_share_one_queue(make_queue: Callable[..., SageQueue]) -> None:
     q = make_queue(1 << 14)
-    out: List[tuple] = []
+    out: List[Tuple[Any, ...]] = []
     lock = threading.Lock()
 
     def consume() -> None:

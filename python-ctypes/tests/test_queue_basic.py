@@ -6,7 +6,7 @@ from __future__ import annotations
 import pickle
 import queue
 import time
-from typing import Callable
+from typing import Any, Callable, List
 
 import pytest
 
@@ -141,7 +141,7 @@ def test_put_many_get_many_order_and_counts(make_queue: Callable[..., SageQueue]
     items = [(i, "x" * (i % 50)) for i in range(3000)]  # larger than the ring
     import threading
 
-    received = []
+    received: List[Any] = []
 
     def consume() -> None:
         while len(received) < len(items):
@@ -177,7 +177,7 @@ def test_get_many_stops_at_receive_buffer(make_queue: Callable[..., SageQueue]) 
     q.put_many_bytes([b"a" * 1000] * 5)
     first = q.get_many_bytes(10)
     assert 1 <= len(first) <= 2
-    rest = []
+    rest: List[Any] = []
     while len(first) + len(rest) < 5:
         rest.extend(q.get_many_bytes(10, timeout=1))
     assert first + rest == [b"a" * 1000] * 5

@@ -184,7 +184,7 @@ def test_descriptor_json_resolves_in_other_ray_workers(queue_type: str, describe
 
     desc = describe(queue_type)
     text = desc.to_json()
-    here = resolve_descriptor(QueueDescriptor.from_json(text))
+    here: Any = resolve_descriptor(QueueDescriptor.from_json(text))
     try:
         # A task resolves the JSON and puts; the driver gets.
         task_pid = ray.get(workers.resolve_and_put.remote(text, list(range(20))), timeout=WAIT)
@@ -212,7 +212,7 @@ def test_ray_queue_semantics(queue_type: str, describe: Callable[..., QueueDescr
     import queue as stdlib_queue
 
     desc = describe(queue_type, maxsize=50)
-    q = resolve_descriptor(desc)
+    q: Any = resolve_descriptor(desc)
     assert desc.metadata["namespace"] == f"sage_queue_tests_{RUN_PREFIX}" and desc.metadata["maxsize"] == 50
     assert q.put_many(range(50)) == 50
     assert q.full() and q.qsize() == 50
@@ -282,6 +282,7 @@ def test_ray_descriptors_resolve_in_another_driver(ray_session: Any,
 
 def test_gone_actors_give_clear_errors(describe: Callable[[str], QueueDescriptor], workers: Any) -> None:
     import ray
+
     from sage_queue.ray_support import destroy_ray_queue
 
     for queue_type in ("ray_queue", "ray_actor"):
@@ -297,7 +298,7 @@ def test_gone_actors_give_clear_errors(describe: Callable[[str], QueueDescriptor
             ray.get(workers.resolve_and_put.remote(desc.to_json(), [1]), timeout=WAIT)
     # A ray_actor queue dropped from a live holder is recreated, empty, on use.
     desc = describe("ray_actor")
-    q = resolve_descriptor(desc)
+    q: Any = resolve_descriptor(desc)
     q.put("lost")
     destroy_ray_queue(desc)
     assert resolve_descriptor(desc).qsize() == 0

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 
@@ -39,7 +39,7 @@ def _leftovers(pid: int) -> List[str]:
     return sorted(p.name for p in SHM.glob("sage_ringbuf_*") if tag.search(p.name))
 
 
-def _run(argv: List[str], cwd: Path, env: dict) -> Tuple[subprocess.CompletedProcess, List[str]]:
+def _run(argv: List[str], cwd: Path, env: Dict[str, str]) -> Tuple["subprocess.CompletedProcess[str]", List[str]]:
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=180)

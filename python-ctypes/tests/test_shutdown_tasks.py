@@ -11,8 +11,9 @@ from typing import Callable, List
 
 import pytest
 
-import _workers
 from sage_queue import SageQueue, ShutDown, open_queue
+
+import _workers
 
 
 def test_put_after_shutdown_raises(make_queue: Callable[..., SageQueue]) -> None:
@@ -86,7 +87,11 @@ def test_shutdown_immediate_discards_and_unblocks_join(make_queue: Callable[...,
     q.task_done()
     assert q.unfinished_tasks == 4
     joined = threading.Event()
-    t = threading.Thread(target=lambda: (q.join(), joined.set()))
+    def join_then_set() -> None:
+        q.join()
+        joined.set()
+
+    t = threading.Thread(target=join_then_set)
     t.start()
     time.sleep(0.2)
     assert not joined.is_set()

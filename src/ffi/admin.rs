@@ -7,7 +7,9 @@ use super::boundary::{call, last_error, status};
 use super::handles;
 use super::{RB_CREATE_EXCLUSIVE, RB_OPEN_ALLOW_FOREIGN_OWNER};
 use crate::error::{Error, RbStatus};
+use crate::inspect::{self, RingBufferInfo};
 use crate::layout::{RingBuffer, RingBufferStatsEx};
+use crate::name::{OBJECT_PREFIX_C, SHM_DIR_C};
 use crate::object::{self, buffer_size_for};
 use crate::queue::{Options, Queue};
 use crate::sync::deadline::Wait;
@@ -278,4 +280,87 @@ pub unsafe extern "C" fn ring_buffer_join(rb: *mut RingBuffer, timeout_ns: i64) 
 #[no_mangle]
 pub unsafe extern "C" fn ring_buffer_unfinished_tasks(rb: *mut RingBuffer) -> u64 {
     call(0, || handles::queue(rb)?.unfinished_tasks())
+}
+
+/// `RB_OK` if `name` is a valid queue name (1 to 63 bytes, no `/`, no `..`,
+/// no control character), otherwise `RB_ERR_INVALID_NAME` (`RB_ERR_INVALID_ARG`
+/// for NULL).
+///
+/// # Safety
+/// `name` must be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_check_name(name: *const c_char) -> c_int {
+    status(|| {
+        // SAFETY: forwarded contract.
+        unsafe { handles::name(name)? };
+        Ok(0)
+    })
+}
+
+/// The directory holding the queue objects, `"/dev/shm"` (static string).
+#[no_mangle]
+pub extern "C" fn ring_buffer_object_dir() -> *const c_char {
+    SHM_DIR_C.as_ptr() as *const c_char
+}
+
+/// The prefix of every queue object's file name in that directory,
+/// `"sage_ringbuf_"` (static string): queue `q` is `/dev/shm/sage_ringbuf_q`.
+#[no_mangle]
+pub extern "C" fn ring_buffer_object_prefix() -> *const c_char {
+    OBJECT_PREFIX_C.as_ptr() as *const c_char
+}
+
+/// Fills `info` with what can be learnt about the object of queue `name`
+/// without attaching to it (no `flock`, `process_count` untouched): owner,
+/// mode, size, the header's fields, attached processes, whether the creator
+/// lives. Works on objects of other users and on objects that are not queues
+/// (see `header_status`). `RB_ERR_NOT_FOUND` if there is no such object;
+/// `info` is written only on success.
+///
+/// # Safety
+/// `name` must be NULL or a NUL-terminated string; `info` NULL or writable
+/// for a `ring_buffer_info_t`.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_inspect(
+    name: *const c_char,
+    info: *mut RingBufferInfo,
+) -> c_int {
+    status(|| {
+        // SAFETY: forwarded contract.
+        let name = unsafe { handles::name(name)? };
+        // SAFETY: forwarded contract.
+        let info = unsafe { handles::out(info)? };
+        info.set(inspect::inspect(&name)?);
+        Ok(0)
+    })
+}
+
+/// The pids of the processes that have queue `name` open (sorted, without
+/// attaching): returns how many there are and stores the first `cap` of them
+/// in `pids` (which may be NULL when `cap` is 0), or a negative code.
+///
+/// # Safety
+/// `name` must be NULL or a NUL-terminated string; `pids` writable for `cap`
+/// elements.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_attached_pids(
+    name: *const c_char,
+    pids: *mut libc::pid_t,
+    cap: u32,
+) -> c_int {
+    status(|| {
+        // SAFETY: forwarded contract.
+        let name = unsafe { handles::name(name)? };
+        let out: &mut [libc::pid_t] = if cap == 0 {
+            &mut []
+        } else {
+            // SAFETY: forwarded contract.
+            unsafe { handles::array_mut(pids, cap)? }
+        };
+        let found = inspect::attached_pids(&name)?;
+        for (dst, &pid) in out.iter_mut().zip(&found) {
+            *dst = pid;
+        }
+        Ok(found.len().min(c_int::MAX as usize) as c_int)
+    })
 }
