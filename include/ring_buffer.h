@@ -145,7 +145,8 @@ typedef enum ring_buffer_status_t {
    */
   RB_ERR_TIMEOUT = -11,
   /**
-   * The message can never fit in this queue.
+   * The message can go neither through the ring nor out of line (no room
+   * in /dev/shm, 4 GiB or more, or a queue that cannot carry it).
    */
   RB_ERR_TOO_LARGE = -12,
   /**
@@ -689,6 +690,21 @@ int ring_buffer_inspect(const char *name, struct ring_buffer_info_t *info);
 int ring_buffer_attached_pids(const char *name, pid_t *pids, uint32_t cap);
 
 /**
+ * Removes the orphaned side objects of queue `name`: the out-of-line bytes
+ * of messages longer than the ring whose producer died before publishing
+ * them or whose consumer died after taking them (objects
+ * `/dev/shm/sage_ringbuf_<name>..<id>`). Objects in use and those a queued
+ * message still names are kept. If the queue no longer exists, every side
+ * object of that name nobody holds is removed. Returns how many were
+ * removed, or a negative code (`RB_ERR_PERMISSION` for another user's
+ * queue). Every open of a queue does the same for it.
+ *
+ * # Safety
+ * `name` must be NULL or a NUL-terminated string.
+ */
+int ring_buffer_reclaim(const char *name);
+
+/**
  * Creates the queue `name` with a data area of `size` bytes rounded up to a
  * power of two (at least 1024; 0 means 1024), or opens it if it exists (the
  * size is then ignored). New objects get mode 0600 whatever the umask.
@@ -894,8 +910,15 @@ bool is_power_of_2(uint32_t v);
  * many nanoseconds at most. Returns `RB_OK`, `RB_ERR_FULL` (timeout 0),
  * `RB_ERR_TIMEOUT` (also for timeout 0 if another producer has been stopped
  * for 100 ms inside a put),
- * `RB_ERR_TOO_LARGE` (can never fit: returned at once), `RB_ERR_SHUTDOWN`,
- * or another code.
+ * `RB_ERR_TOO_LARGE` (returned at once), `RB_ERR_SHUTDOWN`, or another code.
+ *
+ * A message longer than the ring is written into a side shared-memory
+ * object `/dev/shm/sage_ringbuf_<queue>..<id>` (mode 0600) and a small
+ * descriptor goes through the ring; the consumer's get returns the whole
+ * message and removes the object. `RB_ERR_TOO_LARGE` only if /dev/shm has
+ * no room for it, or on a legacy (version 1) object or a raw byte stream.
+ * A producer killed before publishing leaves an orphan that the queue's
+ * next open (and `ring_buffer_reclaim`) removes.
  *
  * # Safety
  * `data` must be readable for `len` bytes.
@@ -911,7 +934,11 @@ int ring_buffer_put_msg(struct ring_buffer_t *rb,
  * the length needed, nothing consumed. Otherwise `RB_OK`, `RB_ERR_EMPTY`
  * (timeout 0), `RB_ERR_TIMEOUT` (also for timeout 0 if another consumer has
  * been stopped for 100 ms inside a get), `RB_ERR_SHUTDOWN` (shut down and drained),
- * `RB_ERR_CORRUPT`, or another code.
+ * `RB_ERR_CORRUPT`, or another code. A message longer than the ring comes
+ * whole from its side object (see `ring_buffer_put_msg`), which is then
+ * removed; `*out_len` reports its full length when `cap` is too small. Its
+ * side object missing (removed by hand): `RB_ERR_CORRUPT`, that one message
+ * dropped, the next call goes on with the next.
  *
  * # Safety
  * `buf` must be writable for `cap` bytes (it may be NULL if `cap` is 0);
@@ -927,7 +954,10 @@ int ring_buffer_get_msg(struct ring_buffer_t *rb,
  * Waits (per `timeout_ns`) until the first message fits, then puts, in
  * order, as many of the `count` messages as fit, under one lock and with
  * one wake-up. Returns how many (at least 1) or a negative code;
- * `RB_ERR_TOO_LARGE` at once if any message can never fit.
+ * `RB_ERR_TOO_LARGE` at once, nothing put, if any message can go neither
+ * through the ring nor out of line. A message longer than the ring goes out
+ * of line (see `ring_buffer_put_msg`) alone: first in the batch, it is put
+ * by itself (returns 1); later, the batch stops before it.
  *
  * # Safety
  * `datas` and `lens` must be readable arrays of `count` elements, each

@@ -36,7 +36,8 @@ pub enum RbStatus {
     RB_ERR_FULL = -10,
     /// The timeout passed before the operation could complete.
     RB_ERR_TIMEOUT = -11,
-    /// The message can never fit in this queue.
+    /// The message can go neither through the ring nor out of line (no room
+    /// in /dev/shm, 4 GiB or more, or a queue that cannot carry it).
     RB_ERR_TOO_LARGE = -12,
     /// The caller's buffer cannot hold the next message; nothing was consumed.
     RB_ERR_BUFFER_TOO_SMALL = -13,
@@ -108,7 +109,7 @@ impl RbStatus {
             RbStatus::RB_ERR_FULL => "the queue is full\0",
             RbStatus::RB_ERR_TIMEOUT => "timed out\0",
             RbStatus::RB_ERR_TOO_LARGE => {
-                "message too large: it can never fit in this queue; create a larger queue\0"
+                "message too large: longer than the ring and /dev/shm has no room for it (or over 4 GiB, or the queue is a legacy object or raw byte stream that cannot carry it out of line)\0"
             }
             RbStatus::RB_ERR_BUFFER_TOO_SMALL => {
                 "buffer too small for the next message: retry with the length reported\0"
@@ -165,7 +166,8 @@ pub enum Error {
     Full,
     /// The timeout passed before the operation could complete.
     Timeout,
-    /// The message can never fit in this queue.
+    /// The message can go neither through the ring nor out of line (no room
+    /// in /dev/shm, 4 GiB or more, or a queue that cannot carry it).
     TooLarge,
     /// The caller's buffer cannot hold the next message; nothing was consumed.
     BufferTooSmall {

@@ -8,10 +8,27 @@
 //! API moved the bytes.
 
 use crate::layout::RING_BUFFER_FRAME_PREFIX;
+use crate::side::DESCRIPTOR_FLAG;
 
 /// Bytes a message of `len` payload bytes occupies in the ring.
 pub(crate) const fn frame_len(len: u32) -> u64 {
     RING_BUFFER_FRAME_PREFIX as u64 + len as u64
+}
+
+/// Payload bytes of the frame whose length prefix is `prefix`: bit 31 marks
+/// a descriptor frame (see `crate::side`) and is not part of the length.
+pub(crate) const fn payload_len(prefix: u32) -> u32 {
+    prefix & !DESCRIPTOR_FLAG
+}
+
+/// Bytes in the ring of the frame whose length prefix is `prefix`.
+pub(crate) const fn frame_len_of_prefix(prefix: u32) -> u64 {
+    frame_len(payload_len(prefix))
+}
+
+/// Whether the frame whose length prefix is `prefix` is a descriptor.
+pub(crate) const fn is_descriptor(prefix: u32) -> bool {
+    prefix & DESCRIPTOR_FLAG != 0
 }
 
 /// Position inside the framed byte stream.
@@ -74,8 +91,12 @@ impl Tracker {
                     completed += 1;
                 }
             } else if self.have == 3 {
-                let len =
-                    u32::from_le_bytes([self.prefix[0], self.prefix[1], self.prefix[2], bytes[0]]);
+                let len = payload_len(u32::from_le_bytes([
+                    self.prefix[0],
+                    self.prefix[1],
+                    self.prefix[2],
+                    bytes[0],
+                ]));
                 bytes = &bytes[1..];
                 *self = Tracker::BOUNDARY;
                 if len == 0 {
@@ -85,7 +106,7 @@ impl Tracker {
                 }
             } else if self.have == 0 && bytes.len() >= 4 {
                 // Fast path: a whole prefix at once.
-                let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+                let len = payload_len(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
                 bytes = &bytes[4..];
                 if len == 0 {
                     completed += 1;
@@ -126,6 +147,19 @@ mod tests {
                 t = Tracker::unpack(t.pack());
             }
             assert_eq!(n, 4, "chunks of {cut}");
+            assert!(t.is_boundary());
+        }
+    }
+
+    #[test]
+    fn descriptor_frames_count_as_one_message() {
+        let mut stream = (DESCRIPTOR_FLAG | 3).to_le_bytes().to_vec();
+        stream.extend_from_slice(b"abc");
+        stream.extend_from_slice(&framed(&[b"z"]));
+        for cut in 1..stream.len() {
+            let mut t = Tracker::BOUNDARY;
+            let n: u64 = stream.chunks(cut).map(|c| t.feed(c)).sum();
+            assert_eq!(n, 2, "chunks of {cut}");
             assert!(t.is_boundary());
         }
     }

@@ -247,6 +247,7 @@ mod ops;
 mod queue;
 mod ring;
 mod segment;
+mod side;
 mod sync;
 #[cfg(feature = "serde")]
 mod typed;

@@ -285,7 +285,11 @@ impl Mapping {
         // SAFETY: `map` covers exactly `object_size(version, buffer_size)`
         // bytes, page-aligned, for as long as `self` lives; both values were
         // validated (open) or chosen (create).
-        unsafe { View::new(self.map.as_mut_ptr(), self.version, self.buffer_size) }
+        let view = unsafe { View::new(self.map.as_mut_ptr(), self.version, self.buffer_size) };
+        View {
+            name: Some(&self.name),
+            ..view
+        }
     }
 
     pub(crate) fn name(&self) -> &QueueName {
@@ -310,12 +314,16 @@ impl Drop for Mapping {
 }
 
 /// Unlinks the object called `name` (legacy `ring_buffer_destroy`). Mapped
-/// handles keep working; the memory goes when the last one closes.
+/// handles keep working; the memory goes when the last one closes. The
+/// queue's side objects that nobody holds go too: the messages longer than
+/// the ring still queued are dropped with the queue's name (a handle still
+/// open that takes one of their descriptors gets `Corrupt` for it).
 pub(crate) fn unlink(name: &QueueName) -> Result<()> {
     // SAFETY: the path is NUL-terminated.
     if unsafe { libc::unlink(name.path().as_ptr()) } != 0 {
         return Err(Error::last_os());
     }
+    let _ = crate::side::remove_unused_of_missing_queue(name);
     Ok(())
 }
 

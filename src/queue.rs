@@ -206,9 +206,35 @@ impl Queue {
         )?))
     }
 
+    /// Every open (and create) reclaims the queue's orphaned side objects
+    /// (a dead process's message longer than the ring): the queue's next
+    /// user cleans up after the dead. Failing to is not the open's failure
+    /// (`sage-queue gc` tries again).
     fn wrap(mapping: Mapping) -> Queue {
-        Queue {
+        let queue = Queue {
             mapping: Arc::new(mapping),
+        };
+        let _ = queue.view().reclaim_side_objects();
+        queue
+    }
+
+    /// Removes the orphaned side objects of queue `name` (messages longer
+    /// than the ring whose producer died before publishing them, or whose
+    /// consumer died after taking them): through the queue if it exists
+    /// (attaching to it for the moment), else every side object of that name
+    /// nobody holds. Returns how many it removed.
+    pub fn reclaim(name: impl AsRef<[u8]>) -> Result<usize> {
+        let name = QueueName::new(name.as_ref())?;
+        match Mapping::open(&name, Options::default().access()?) {
+            Ok(mapping) => {
+                let queue = Queue {
+                    mapping: Arc::new(mapping),
+                };
+                let n = queue.view().reclaim_side_objects()?;
+                Ok(n)
+            }
+            Err(Error::NotFound) => crate::side::remove_unused_of_missing_queue(&name),
+            Err(e) => Err(e),
         }
     }
 

@@ -86,6 +86,10 @@ pub(crate) struct View<'a> {
     pub(crate) ring: Ring<'a>,
     /// The extension block; `None` for a legacy (version 1) object.
     pub(crate) ext: Option<&'a Extension>,
+    /// The queue's name, which locates its side objects (messages longer
+    /// than the ring, see `crate::side`); `None` for a bare view of bytes
+    /// (tests), which then refuses such messages.
+    pub(crate) name: Option<&'a QueueName>,
 }
 
 impl<'a> View<'a> {
@@ -113,7 +117,12 @@ impl<'a> View<'a> {
             // writes by other processes.
             unsafe { &*(base.add(extension_offset(buffer_size) as usize) as *const Extension) }
         });
-        View { header, ring, ext }
+        View {
+            header,
+            ring,
+            ext,
+            name: None,
+        }
     }
 
     pub(crate) fn buffer_size(&self) -> u32 {

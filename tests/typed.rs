@@ -213,28 +213,29 @@ fn try_and_timeout_variants_wait_and_fail_as_the_byte_api_does() {
 }
 
 #[test]
-fn a_value_too_large_for_the_ring_fails_as_bytes_of_that_length_do() {
+fn a_value_longer_than_the_ring_goes_out_of_line_as_bytes_of_that_length_do() {
     let (bytes, _cleanup) = fresh("typed_large", 1024);
     let max = bytes.max_message_len() as usize; // 1019
     let q = TypedQueue::<Vec<u8>>::from_queue(bytes.clone());
     assert_eq!(q.max_message_len() as usize, max);
     // A Vec<u8> of n < 251 bytes encodes as n + 1, from 251 on as n + 3.
     let fits = vec![1u8; max - 3];
-    let too_large = vec![1u8; max - 2];
+    let longer = vec![2u8; 100_000];
     assert_eq!(TypedQueue::<Vec<u8>>::encode(&fits).unwrap().len(), max);
-    assert_eq!(bytes.try_send(&vec![0; max + 1]), Err(Error::TooLarge));
-    assert_eq!(q.try_send(&too_large), Err(Error::TooLarge));
-    assert_eq!(q.send(&too_large), Err(Error::TooLarge));
-    assert_eq!(
-        q.send_timeout(&too_large, Duration::from_millis(1)),
-        Err(Error::TooLarge)
-    );
-    // As with bytes, one message that can never fit fails the whole batch.
-    assert_eq!(
-        q.send_batch(&[vec![1], too_large.clone()]),
-        Err(Error::TooLarge)
-    );
-    assert_eq!(q.len().unwrap(), 0);
+    q.send(&longer).unwrap();
+    q.send_timeout(&longer, Duration::from_millis(100)).unwrap();
+    assert_eq!(q.len().unwrap(), 2);
+    assert_eq!(q.recv().unwrap(), longer);
+    assert_eq!(q.recv().unwrap(), longer);
+    // In a batch it goes alone, in order.
+    let batch = [vec![1], longer.clone(), vec![3]];
+    let mut sent = 0;
+    while sent < batch.len() {
+        sent += q.send_batch(&batch[sent..]).unwrap();
+    }
+    for want in &batch {
+        assert_eq!(&q.recv().unwrap(), want);
+    }
     q.send(&fits).unwrap();
     assert_eq!(q.recv().unwrap(), fits);
 }

@@ -364,3 +364,24 @@ pub unsafe extern "C" fn ring_buffer_attached_pids(
         Ok(found.len().min(c_int::MAX as usize) as c_int)
     })
 }
+
+/// Removes the orphaned side objects of queue `name`: the out-of-line bytes
+/// of messages longer than the ring whose producer died before publishing
+/// them or whose consumer died after taking them (objects
+/// `/dev/shm/sage_ringbuf_<name>..<id>`). Objects in use and those a queued
+/// message still names are kept. If the queue no longer exists, every side
+/// object of that name nobody holds is removed. Returns how many were
+/// removed, or a negative code (`RB_ERR_PERMISSION` for another user's
+/// queue). Every open of a queue does the same for it.
+///
+/// # Safety
+/// `name` must be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_reclaim(name: *const c_char) -> c_int {
+    status(|| {
+        // SAFETY: forwarded contract.
+        let name = unsafe { handles::name(name)? };
+        let n = crate::queue::Queue::reclaim(name.as_bytes())?;
+        Ok(n.min(c_int::MAX as usize) as c_int)
+    })
+}

@@ -22,8 +22,15 @@ use crate::sync::deadline::Wait;
 /// many nanoseconds at most. Returns `RB_OK`, `RB_ERR_FULL` (timeout 0),
 /// `RB_ERR_TIMEOUT` (also for timeout 0 if another producer has been stopped
 /// for 100 ms inside a put),
-/// `RB_ERR_TOO_LARGE` (can never fit: returned at once), `RB_ERR_SHUTDOWN`,
-/// or another code.
+/// `RB_ERR_TOO_LARGE` (returned at once), `RB_ERR_SHUTDOWN`, or another code.
+///
+/// A message longer than the ring is written into a side shared-memory
+/// object `/dev/shm/sage_ringbuf_<queue>..<id>` (mode 0600) and a small
+/// descriptor goes through the ring; the consumer's get returns the whole
+/// message and removes the object. `RB_ERR_TOO_LARGE` only if /dev/shm has
+/// no room for it, or on a legacy (version 1) object or a raw byte stream.
+/// A producer killed before publishing leaves an orphan that the queue's
+/// next open (and `ring_buffer_reclaim`) removes.
 ///
 /// # Safety
 /// `data` must be readable for `len` bytes.
@@ -48,7 +55,11 @@ pub unsafe extern "C" fn ring_buffer_put_msg(
 /// the length needed, nothing consumed. Otherwise `RB_OK`, `RB_ERR_EMPTY`
 /// (timeout 0), `RB_ERR_TIMEOUT` (also for timeout 0 if another consumer has
 /// been stopped for 100 ms inside a get), `RB_ERR_SHUTDOWN` (shut down and drained),
-/// `RB_ERR_CORRUPT`, or another code.
+/// `RB_ERR_CORRUPT`, or another code. A message longer than the ring comes
+/// whole from its side object (see `ring_buffer_put_msg`), which is then
+/// removed; `*out_len` reports its full length when `cap` is too small. Its
+/// side object missing (removed by hand): `RB_ERR_CORRUPT`, that one message
+/// dropped, the next call goes on with the next.
 ///
 /// # Safety
 /// `buf` must be writable for `cap` bytes (it may be NULL if `cap` is 0);
@@ -93,7 +104,10 @@ pub unsafe extern "C" fn ring_buffer_get_msg(
 /// Waits (per `timeout_ns`) until the first message fits, then puts, in
 /// order, as many of the `count` messages as fit, under one lock and with
 /// one wake-up. Returns how many (at least 1) or a negative code;
-/// `RB_ERR_TOO_LARGE` at once if any message can never fit.
+/// `RB_ERR_TOO_LARGE` at once, nothing put, if any message can go neither
+/// through the ring nor out of line. A message longer than the ring goes out
+/// of line (see `ring_buffer_put_msg`) alone: first in the batch, it is put
+/// by itself (returns 1); later, the batch stops before it.
 ///
 /// # Safety
 /// `datas` and `lens` must be readable arrays of `count` elements, each

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::{Frames, Role};
 use crate::error::{Error, Result};
-use crate::frame::frame_len;
+use crate::frame::{frame_len_of_prefix, is_descriptor};
 use crate::segment::View;
 use crate::sync::deadline::Wait;
 
@@ -165,8 +165,8 @@ impl View<'_> {
     /// splits nor merges messages of a framed stream: from a frame boundary,
     /// exactly one whole frame or exactly its 4-byte prefix (the legacy
     /// `read(4)` then `read(L)` pattern); after a prefix, exactly the rest
-    /// of that frame. `Framing` otherwise; raw streams and legacy objects
-    /// are not checked. The reader lock is held.
+    /// of that frame. `Framing` otherwise, and for a descriptor frame (see
+    /// `crate::side`); raw streams and legacy objects are not checked. The reader lock is held.
     fn check_whole_read(&self, head: u64, len: u64) -> Result<()> {
         if !self.stream_is_framed() {
             return Ok(());
@@ -175,7 +175,13 @@ impl View<'_> {
             return Ok(());
         };
         let whole = if track.is_boundary() {
-            len == 4 || (len > 4 && len == frame_len(self.ring.prefix_at(head)))
+            let prefix = self.ring.prefix_at(head);
+            // A descriptor frame names a side object only the message calls
+            // resolve: a raw read taking it would orphan that object.
+            if is_descriptor(prefix) {
+                return Err(Error::Framing);
+            }
+            len == 4 || (len > 4 && len == frame_len_of_prefix(prefix))
         } else {
             track.payload_left().map(u64::from) == Some(len)
         };
@@ -200,7 +206,11 @@ impl View<'_> {
         let mut end = match track.payload_left() {
             Some(rest) => head + u64::from(rest),
             None if track.is_boundary() && limit - head >= 4 => {
-                head + frame_len(self.ring.prefix_at(head))
+                let prefix = self.ring.prefix_at(head);
+                if is_descriptor(prefix) {
+                    return Err(Error::Framing);
+                }
+                head + frame_len_of_prefix(prefix)
             }
             None => return Err(Error::Framing),
         };
@@ -208,7 +218,11 @@ impl View<'_> {
             return Err(Error::Framing);
         }
         while limit - end >= 4 {
-            let next = end + frame_len(self.ring.prefix_at(end));
+            let prefix = self.ring.prefix_at(end);
+            if is_descriptor(prefix) {
+                break;
+            }
+            let next = end + frame_len_of_prefix(prefix);
             if next > limit {
                 break;
             }

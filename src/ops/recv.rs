@@ -2,8 +2,9 @@
 
 use super::{Frames, Role};
 use crate::error::{Error, Result};
-use crate::frame::frame_len;
+use crate::frame::{frame_len, frame_len_of_prefix, is_descriptor, payload_len};
 use crate::segment::View;
+use crate::side::{Descriptor, MAX_DESCRIPTOR_LEN};
 use crate::sync::deadline::Wait;
 
 /// Where received messages go.
@@ -19,10 +20,23 @@ pub(crate) unsafe trait Incoming {
 
 /// What one locked attempt achieved.
 enum Attempt {
-    /// This many messages were consumed.
-    Received(usize),
+    /// This many messages were consumed; the side objects of those that
+    /// came out of line are to be removed.
+    Received(usize, Vec<Descriptor>),
     /// No whole message was queued; `tail` was this.
     Nothing(u64),
+}
+
+/// What the frame at the read position is.
+enum Next {
+    /// A message of this many payload bytes, in the ring.
+    Inline(u32),
+    /// A message that went out of line, its descriptor frame this long.
+    Large(Descriptor, u64),
+    /// Not a whole frame yet.
+    Incomplete,
+    /// No writer can have produced this frame.
+    Corrupt,
 }
 
 impl View<'_> {
@@ -33,16 +47,60 @@ impl View<'_> {
     /// If the first message does not fit in `sink`, nothing is consumed and
     /// the error says how many bytes it needs. Once the queue is shut down,
     /// what is queued is still handed out, then `Shutdown`.
+    ///
+    /// A message that went out of line (see `crate::side`) is copied from
+    /// its side object under the lock, before its descriptor is consumed,
+    /// and the object is removed after: a consumer killed during the copy
+    /// loses nothing. A descriptor whose side object is missing or malformed
+    /// is consumed and reported as `Corrupt` (that one item is lost; the
+    /// next call goes on with the next one).
     pub(crate) fn recv<I: Incoming + ?Sized>(&self, sink: &mut I, wait: Wait) -> Result<usize> {
         loop {
             match self.try_recv(sink, wait)? {
-                Attempt::Received(n) => {
+                Attempt::Received(n, done) => {
                     self.wake_peers(Role::Reader);
+                    if !done.is_empty() {
+                        crate::failpoint::hit("side_consumed");
+                    }
+                    if let Some(name) = self.name {
+                        for d in &done {
+                            d.remove(name);
+                        }
+                    }
                     return Ok(n);
                 }
                 Attempt::Nothing(_) if wait == Wait::Try => return Err(Error::Empty),
                 Attempt::Nothing(tail) => self.wait_for_messages(tail, wait)?,
             }
+        }
+    }
+
+    /// The frame at `pos`, with `queued` bytes published from there.
+    fn next_frame(&self, pos: u64, queued: u64) -> Next {
+        if queued < 4 {
+            return Next::Incomplete;
+        }
+        let prefix = self.ring.prefix_at(pos);
+        let frame = frame_len_of_prefix(prefix);
+        if !is_descriptor(prefix) {
+            return match frame {
+                f if f > self.ring.capacity() => Next::Corrupt,
+                f if f <= queued => Next::Inline(payload_len(prefix)),
+                _ => Next::Incomplete,
+            };
+        }
+        let len = payload_len(prefix) as usize;
+        if len > MAX_DESCRIPTOR_LEN || self.name.is_none() {
+            return Next::Corrupt;
+        }
+        if frame > queued {
+            return Next::Incomplete;
+        }
+        let mut payload = [0u8; MAX_DESCRIPTOR_LEN];
+        self.ring.read(pos + 4, &mut payload[..len]);
+        match Descriptor::parse(&payload[..len]) {
+            Some(d) if u32::try_from(d.len).is_ok() => Next::Large(d, frame),
+            _ => Next::Corrupt,
         }
     }
 
@@ -55,19 +113,16 @@ impl View<'_> {
         let ring = self.ring;
         let mut pos = head;
         let mut received = 0;
+        let mut done = Vec::new();
         while pos < tail {
-            let queued = tail - pos;
-            let frame = (queued >= 4).then(|| frame_len(ring.prefix_at(pos)));
-            match frame {
-                // No writer can have produced this frame.
-                Some(frame) if frame > ring.capacity() => {
+            match self.next_frame(pos, tail - pos) {
+                Next::Corrupt => {
                     if received == 0 {
                         return Err(Error::Corrupt);
                     }
                     break;
                 }
-                Some(frame) if frame <= queued => {
-                    let len = (frame - 4) as u32;
+                Next::Inline(len) => {
                     let Some(dst) = sink.slot(received, len) else {
                         if received == 0 {
                             return Err(Error::BufferTooSmall { needed: len });
@@ -78,6 +133,32 @@ impl View<'_> {
                     // bytes and outside the mapping.
                     unsafe { ring.read_raw(pos + 4, dst, len as usize) };
                     crate::failpoint::hit("reader_mid_copy");
+                    pos += frame_len(len);
+                    received += 1;
+                }
+                Next::Large(d, frame) => {
+                    let name = self.name.expect("checked by next_frame");
+                    let file = match d.open(name) {
+                        Ok(file) => file,
+                        Err(e) if received == 0 => {
+                            // Lost (removed by someone else): drop its
+                            // descriptor so the queue goes on.
+                            self.publish(Role::Reader, head, pos + frame, Frames::Whole(1), tail);
+                            return Err(e);
+                        }
+                        Err(_) => break,
+                    };
+                    let len = d.len as u32;
+                    let Some(dst) = sink.slot(received, len) else {
+                        if received == 0 {
+                            return Err(Error::BufferTooSmall { needed: len });
+                        }
+                        break;
+                    };
+                    // SAFETY: as above.
+                    unsafe { d.copy(&file, dst)? };
+                    crate::failpoint::hit("reader_mid_side_copy");
+                    done.push(d);
                     pos += frame;
                     received += 1;
                 }
@@ -85,7 +166,7 @@ impl View<'_> {
                 // half-way through writing it in two calls; but if the
                 // writers' framing state says the stream ends on a frame
                 // boundary right at `tail`, the prefix lies.
-                _ => {
+                Next::Incomplete => {
                     if received == 0 && self.writer_ends_on_frame(tail) {
                         return Err(Error::Corrupt);
                     }
@@ -107,6 +188,6 @@ impl View<'_> {
             Frames::Whole(received as u64),
             tail,
         );
-        Ok(Attempt::Received(received))
+        Ok(Attempt::Received(received, done))
     }
 }

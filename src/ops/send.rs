@@ -4,6 +4,7 @@ use super::{Frames, Role};
 use crate::error::{Error, Result};
 use crate::frame::frame_len;
 use crate::segment::View;
+use crate::side::{Outbound, DESCRIPTOR_FLAG, MAX_DESCRIPTOR_LEN};
 use crate::sync::deadline::Wait;
 
 /// Messages to put, in order.
@@ -33,16 +34,81 @@ impl View<'_> {
     /// Puts messages in order: waits (as `wait` allows) until the first one
     /// fits, then publishes as many as fit, under one lock and with one
     /// wake-up. Returns how many were put (at least one).
+    ///
+    /// A message longer than the ring goes out of line (see `crate::side`):
+    /// alone if it comes first, else the batch stops before it (the caller
+    /// puts the rest with its next call, as with a full ring).
     pub(crate) fn send<O: Outgoing + ?Sized>(&self, batch: &O, wait: Wait) -> Result<usize> {
         if batch.count() == 0 {
             return Err(Error::InvalidArg);
         }
         let capacity = self.ring.capacity();
-        if (0..batch.count()).any(|i| !fits_ever(batch.message(i).len(), capacity)) {
+        let first_large =
+            (0..batch.count()).find(|&i| !fits_ever(batch.message(i).len(), capacity));
+        // A batch with a message that can go nowhere puts nothing.
+        let out_of_line = self.name.is_some() && self.stream_is_framed();
+        let impossible = |i: usize| {
+            let len = batch.message(i).len();
+            !fits_ever(len, capacity) && (!out_of_line || u32::try_from(len).is_err())
+        };
+        if first_large.is_some() && (0..batch.count()).any(impossible) {
             return Err(Error::TooLarge);
         }
+        match first_large {
+            Some(0) => self.send_large(batch.message(0), wait).map(|()| 1),
+            Some(k) => self.send_frames(batch, k, 0, wait),
+            None => self.send_frames(batch, batch.count(), 0, wait),
+        }
+    }
+
+    /// Puts one message longer than the ring: its bytes into a side object,
+    /// then its descriptor through the ring. The side object is complete and
+    /// named before the descriptor is published, and this process's `flock`
+    /// on it (which marks it "not an orphan") ends only after; if the
+    /// descriptor cannot be published (full, timeout, shutdown) the object
+    /// is removed. `TooLarge` if `/dev/shm` cannot hold the message, or on a
+    /// queue that cannot carry descriptors (a legacy object, a raw stream).
+    fn send_large(&self, msg: &[u8], wait: Wait) -> Result<()> {
+        // Receivers take lengths as u32 (the C API's `out_len`); `send`
+        // checked both.
+        let Some(name) = self.name.filter(|_| self.stream_is_framed()) else {
+            return Err(Error::TooLarge);
+        };
+        if self.is_shut_down() {
+            return Err(Error::Shutdown);
+        }
+        // Not worth copying the message out if a try-once call cannot put
+        // its descriptor now (checked again, under the lock, below).
+        let descriptor_frame = frame_len(MAX_DESCRIPTOR_LEN as u32);
+        if wait == Wait::Try && u64::from(self.available_write()?) < descriptor_frame {
+            return Err(Error::Full);
+        }
+        let side = Outbound::create(name, msg)?;
+        let descriptor = side.descriptor();
+        match self.send_frames(&[&descriptor[..]][..], 1, DESCRIPTOR_FLAG, wait) {
+            Ok(_) => {
+                crate::failpoint::hit("side_published");
+                drop(side);
+                Ok(())
+            }
+            Err(e) => {
+                side.discard();
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts the first `count` messages of `batch` (each fits in the ring),
+    /// with `flag` or'ed into every length prefix.
+    fn send_frames<O: Outgoing + ?Sized>(
+        &self,
+        batch: &O,
+        count: usize,
+        flag: u32,
+        wait: Wait,
+    ) -> Result<usize> {
         loop {
-            match self.try_send(batch, wait)? {
+            match self.try_send(batch, count, flag, wait)? {
                 Attempt::Sent(n) => {
                     self.wake_peers(Role::Writer);
                     return Ok(n);
@@ -53,7 +119,13 @@ impl View<'_> {
         }
     }
 
-    fn try_send<O: Outgoing + ?Sized>(&self, batch: &O, wait: Wait) -> Result<Attempt> {
+    fn try_send<O: Outgoing + ?Sized>(
+        &self,
+        batch: &O,
+        count: usize,
+        flag: u32,
+        wait: Wait,
+    ) -> Result<Attempt> {
         if self.is_shut_down() {
             return Err(Error::Shutdown);
         }
@@ -62,13 +134,14 @@ impl View<'_> {
         let room = self.ring.capacity() - (tail - head).min(self.ring.capacity());
         let mut pos = tail;
         let mut sent = 0;
-        while sent < batch.count() {
+        while sent < count {
             let msg = batch.message(sent);
             let frame = frame_len(msg.len() as u32);
             if pos - tail + frame > room {
                 break;
             }
-            self.ring.write(pos, &(msg.len() as u32).to_le_bytes());
+            self.ring
+                .write(pos, &(msg.len() as u32 | flag).to_le_bytes());
             crate::failpoint::hit("writer_mid_copy");
             self.ring.write(pos + 4, msg);
             pos += frame;

@@ -1,0 +1,80 @@
+//! Reclaiming the side objects of dead processes (see `crate::side`): run by
+//! every open of a queue (its next user) and by `ring_buffer_reclaim`
+//! (`sage-queue gc`).
+
+use super::Role;
+use crate::error::Result;
+use crate::frame::{frame_len_of_prefix, is_descriptor, payload_len};
+use crate::segment::View;
+use crate::side::{self, Descriptor, MAX_DESCRIPTOR_LEN};
+use crate::sync::deadline::Wait;
+
+impl View<'_> {
+    /// Removes this queue's orphaned side objects: those nobody holds a
+    /// `flock` on and no queued descriptor names. Returns how many.
+    ///
+    /// Under the reader lock no consumer takes a descriptor; an exclusive
+    /// `flock` on a side object means its producer has published it or died
+    /// (it holds its shared lock from before the object had a name until
+    /// after the publication), so `tail`, read after the locks, covers every
+    /// descriptor that will ever name it. On a raw stream (legacy writes cut
+    /// frames) the queued frames cannot be walked: nothing is removed.
+    pub(crate) fn reclaim_side_objects(&self) -> Result<usize> {
+        let (Some(name), Some(_)) = (self.name, self.ext) else {
+            return Ok(0);
+        };
+        let ids = side::list(name)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let _guard = self.lock(Role::Reader, Wait::Try)?;
+        let unused: Vec<_> = ids
+            .iter()
+            .filter_map(|id| side::lock_unused(name, id))
+            .collect();
+        if unused.is_empty() || !self.stream_is_framed() {
+            return Ok(0);
+        }
+        let Some(referenced) = self.queued_side_ids()? else {
+            return Ok(0);
+        };
+        Ok(unused
+            .into_iter()
+            .filter(|u| !referenced.contains(&u.id))
+            .map(|u| usize::from(u.remove(name)))
+            .sum())
+    }
+
+    /// The ids of the side objects the queued descriptors name (the reader
+    /// lock is held), or `None` if the reader stands inside a frame's prefix
+    /// (a legacy raw read) and the frames cannot be followed.
+    fn queued_side_ids(&self) -> Result<Option<Vec<Vec<u8>>>> {
+        let (head, tail) = self.counters(Role::Reader)?;
+        let mut pos = head;
+        if let Some(track) = self.tracker(Role::Reader) {
+            match track.payload_left() {
+                Some(rest) => pos += u64::from(rest),
+                None if !track.is_boundary() => return Ok(None),
+                None => {}
+            }
+        }
+        let mut ids = Vec::new();
+        let mut payload = [0u8; MAX_DESCRIPTOR_LEN];
+        while tail.saturating_sub(pos) >= 4 {
+            let prefix = self.ring.prefix_at(pos);
+            let frame = frame_len_of_prefix(prefix);
+            if frame > tail - pos {
+                break;
+            }
+            let len = payload_len(prefix) as usize;
+            if is_descriptor(prefix) && len <= MAX_DESCRIPTOR_LEN {
+                self.ring.read(pos + 4, &mut payload[..len]);
+                if let Some(d) = Descriptor::parse(&payload[..len]) {
+                    ids.push(d.id);
+                }
+            }
+            pos += frame;
+        }
+        Ok(Some(ids))
+    }
+}
