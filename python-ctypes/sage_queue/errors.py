@@ -96,8 +96,10 @@ class CorruptQueueError(SageQueueError):
 
 
 class MessageTooLargeError(SageQueueError, ValueError):
-    """The item can never fit in this queue, even empty (RB_ERR_TOO_LARGE).
-    Nothing was written; the queue is still usable."""
+    """The item could not be sent (RB_ERR_TOO_LARGE): it is larger than the
+    ring and /dev/shm has no room for it out of line (or it is 4 GiB or
+    more, or the queue is a legacy object). Nothing was written; the queue is
+    still usable."""
 
 
 class BufferTooSmallError(SageQueueError):

@@ -99,6 +99,13 @@ WAIT_SLICE = 0.1
 #: Largest per-thread receive buffer allocated up front; rarer, larger
 #: messages are received into a buffer of their exact size.
 MAX_DEFAULT_BUFFER = 1 << 20
+#: A thread's receive buffer grows to take an item larger than it (and is
+#: kept for the next ones) up to this many bytes; a larger item arrives into
+#: a buffer of its own.
+MAX_KEPT_BUFFER = 64 << 20
+#: Serialised items of this many bytes or more cannot be sent (the C API's
+#: lengths are 32-bit).
+_MAX_ITEM = 1 << 32
 
 Dumps = Callable[[Any], bytes]
 Loads = Callable[[bytes], Any]
@@ -268,15 +275,19 @@ class SageQueue:
     ``SageQueue(name, maxsize)`` opens the queue ``name`` or creates it with a
     ring of ``maxsize`` bytes (rounded up to a power of two, at least 1024;
     0 means 64 KiB; ignored when the queue exists). Items are pickled
-    (``pickle.HIGHEST_PROTOCOL``) unless ``dumps``/``loads`` are given; each
-    item's serialised form must fit in the ring (``max_message_size``).
+    (``pickle.HIGHEST_PROTOCOL``) unless ``dumps``/``loads`` are given. Items
+    of any size go through: one whose serialised form is larger than the
+    ring (``max_message_size``) travels in a shared-memory object of its own
+    (``/dev/shm/sage_ringbuf_<name>..<id>``, removed when it is received),
+    and only a small descriptor goes through the ring.
 
     ``auto_cleanup=True`` removes the queue when this object is closed and no
     other live process has it open. ``exclusive=True`` fails with
     ``QueueExistsError`` if the queue exists. ``mode`` sets the permission
     bits of a new queue (0600 by default). ``buffer_size`` is the size of
-    each thread's receive buffer (default: the ring size, at most 1 MiB;
-    larger messages still arrive, into a buffer of their own size).
+    each thread's receive buffer (default: the ring size, at most 1 MiB); it
+    grows to take larger items and is kept, up to ``MAX_KEPT_BUFFER`` bytes
+    (larger items arrive into a buffer of their own).
 
     A SageQueue pickles by name: sent to another process (multiprocessing
     under any start method, ``ProcessPoolExecutor``), it reattaches to the
@@ -361,7 +372,8 @@ class SageQueue:
             raise
         #: Ring size in bytes (a power of two; the queue's, if it existed).
         self.maxsize = int(stats.buffer_size)
-        #: Largest serialised item that can ever fit.
+        #: Largest serialised item that travels inside the ring; larger ones
+        #: go out of line (a shared-memory object of their own).
         self.max_message_size = self.maxsize - 1 - _FRAME
         #: Layout version of the queue object (1: legacy C library, 2: this one).
         self.layout_version = int(stats.version)
@@ -380,6 +392,14 @@ class SageQueue:
         except AttributeError:
             rx = self._tls.rx = _Receiver(self._buffer_size)
             return rx
+
+    def _grow_receiver(self, needed: int) -> _Receiver:
+        """This thread's receive buffer, replaced by one of at least
+        ``needed`` bytes (the next power of two, at most MAX_KEPT_BUFFER),
+        kept for the following gets."""
+        cap = min(max(1 << (needed - 1).bit_length(), self._buffer_size), MAX_KEPT_BUFFER)
+        rx = self._tls.rx = _Receiver(max(cap, needed))
+        return rx
 
     def _live_handle(self) -> c_void_p:
         handle = self._handle
@@ -439,11 +459,20 @@ class SageQueue:
         raise self._error(rc, what)
 
     def _too_large_text(self, size: Optional[int] = None) -> str:
-        item = f"the item is {size} bytes serialised" if size is not None else "the item is too large"
+        item = f"the item is {size} bytes serialised" if size is not None else "the item"
+        if size is not None and size >= _MAX_ITEM:
+            return f"{item}: items of 4 GiB or more cannot be sent; nothing was written. Send smaller items"
+        if self.layout_version != 2:
+            where = "this queue is a legacy (version 1) object, which carries only items that fit in its ring"
+        else:
+            where = (
+                "it is larger than this queue's ring and /dev/shm has no room for it out of line "
+                "(or the queue holds raw legacy byte writes)"
+            )
         return (
-            f"{item}, but this queue's ring is {self.maxsize} bytes and holds messages of at most "
-            f"{self.max_message_size} bytes; nothing was written. Create the queue with a larger "
-            f"maxsize (ring bytes, e.g. SageQueue(name, maxsize={_suggest_size(size or self.maxsize * 2)}))"
+            f"{item} did not go through: {where} (ring {self.maxsize} bytes, items up to "
+            f"{self.max_message_size} bytes inline); nothing was written. Free space in /dev/shm "
+            f"(df /dev/shm) or send smaller items"
         )
 
     def _stats_ex(self) -> _lib.RingBufferStatsEx:
@@ -469,8 +498,9 @@ class SageQueue:
         None waits as long as it takes, a number waits at most that many
         seconds (then ``queue.Full``); a negative timeout is a ValueError.
         Raises ``ShutDown`` after ``shutdown()``, ``MessageTooLargeError``
-        (nothing written) for an item that can never fit, and the pickling
-        error for an item that cannot be serialised (the queue is untouched).
+        (nothing written) for an item larger than the ring that /dev/shm has
+        no room for, and the pickling error for an item that cannot be
+        serialised (the queue is untouched).
         """
         dumps = self._dumps
         if dumps is None:
@@ -517,11 +547,13 @@ class SageQueue:
         allows (each call puts as many as fit, under one lock, with one
         wake-up). Returns how many were put (all of them).
 
-        Every item is serialised and size-checked before anything is
-        written, so a pickling error or ``MessageTooLargeError`` leaves the
-        queue untouched. If ``block`` is False or ``timeout`` passes before
-        all are in, raises ``queue.Full`` with ``items_put`` set on it (the
-        first ``items_put`` items were put, the rest were not).
+        Every item is serialised before anything is written, so a pickling
+        error leaves the queue untouched. Items larger than the ring go out
+        of line, each in its own call. If ``block`` is False or ``timeout``
+        passes before all are in, raises ``queue.Full`` with ``items_put``
+        set on it (the first ``items_put`` items were put, the rest were
+        not); ``MessageTooLargeError`` (/dev/shm has no room for an item)
+        carries ``items_put`` the same way.
         """
         dumps = self._dumps
         if dumps is None:
@@ -543,10 +575,10 @@ class SageQueue:
         # Back to back in one bytes object plus a uint32 length array: the
         # layout ring_buffer_put_packed takes, built by C-speed calls only
         # (array.array is ~10x cheaper to fill than a ctypes array).
-        sizes = array.array("I", map(len, payloads))
-        largest = max(sizes)
-        if largest > self.max_message_size:
+        largest = max(map(len, payloads))
+        if largest >= _MAX_ITEM:
             raise MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text(largest)}")
+        sizes = array.array("I", map(len, payloads))
         joined = b"".join(payloads)
         address = ctypes.cast(ctypes.c_char_p(joined), c_void_p).value or 0  # no copy
         lens_address = sizes.buffer_info()[0]
@@ -573,6 +605,13 @@ class SageQueue:
                     # More to go: wait for room again, within the same deadline.
                     wait_ns = max(_next_wait(deadline), 0)
                 continue
+            if rc == RB_ERR_TOO_LARGE:
+                too_large = MessageTooLargeError(
+                    f"{what} on queue {self.name!r}: {self._too_large_text(sizes[done])}"
+                    f" ({done} of {count} items were put)"
+                )
+                too_large.items_put = done  # type: ignore[attr-defined]
+                raise too_large
             wait_ns = self._retry(rc, _PUT, block, deadline, what, done=done, count=count)
             handle = self._handle
         del joined  # kept alive until here: the C calls read its bytes
@@ -632,12 +671,18 @@ class SageQueue:
         buf, addr, cap, view = rx.buf, rx.addr, rx.cap, rx.view
         while True:
             if rc == RB_ERR_BUFFER_TOO_SMALL:
-                # Rare: a message larger than this thread's buffer (nothing
-                # was consumed). Receive it into a buffer of its own size.
-                cap = max(rx.length.value, 1)
-                buf = ctypes.create_string_buffer(cap)
-                addr = ctypes.addressof(buf)
-                view = memoryview(buf)
+                # A message larger than this thread's buffer (nothing was
+                # consumed): grow the buffer and keep it for the next ones,
+                # or, beyond MAX_KEPT_BUFFER, receive it into one of its own.
+                needed = max(rx.length.value, 1)
+                if needed <= MAX_KEPT_BUFFER:
+                    rx = self._grow_receiver(needed)
+                    buf, addr, cap, view = rx.buf, rx.addr, rx.cap, rx.view
+                else:
+                    cap = needed
+                    buf = ctypes.create_string_buffer(cap)
+                    addr = ctypes.addressof(buf)
+                    view = memoryview(buf)
                 wait_ns = max(_next_wait(deadline), 0) if block else 0
             else:
                 wait_ns = self._retry(rc, _GET, block, deadline, what)

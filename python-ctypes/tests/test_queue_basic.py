@@ -192,8 +192,13 @@ def test_messages_larger_than_receive_buffer(make_queue: Callable[..., SageQueue
     q.put("small")
     assert q.get() == big
     assert q.get_bytes() == big
-    assert q.get_many(5) == [big]  # the big one comes alone
-    assert q.get_many(5) == ["small"]
+    # The first get grew this thread's buffer and kept it: get_many now
+    # takes the big one and the small one together.
+    assert q.get_many(5) == [big, "small"]
+    q.put(b"c" * 40_000)
+    q.put("after")
+    assert q.get_many(5) == [b"c" * 40_000]  # larger than the kept buffer: alone
+    assert q.get_many(5) == ["after"]
 
 
 def test_put_many_partial_full_reports_count(make_queue: Callable[..., SageQueue]) -> None:

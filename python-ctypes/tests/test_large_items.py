@@ -1,0 +1,166 @@
+"""Items larger than the ring, with default arguments (issue 14, item 1).
+
+An item whose pickle is larger than the ring travels in a shared-memory
+object of its own (``/dev/shm/sage_ringbuf_<queue>..<id>``) named by a small
+descriptor in the ring. put/get, put_nowait/get_nowait, put_many/get_many
+between processes under fork and spawn; /dev/shm entries are counted before
+and after (nothing left behind); ``MessageTooLargeError`` only when the side
+object cannot be written (a file size limit stands in for a full /dev/shm);
+a SIGKILLed producer's orphan is reclaimed by the queue's next user; the
+legacy wrapper's get does not crash on a descriptor: it keeps waiting."""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+import struct
+import time
+from typing import Any, Callable, List
+
+import pytest
+
+from sage_queue import SageQueue
+
+import _large_workers
+from conftest import SHM
+from test_legacy_wrapper_smoke import load_legacy_lib
+
+
+def side_objects(q: SageQueue) -> List[str]:
+    return sorted(p.name for p in SHM.glob(f"sage_ringbuf_{q.name}..*"))
+
+
+def shm_entries(q: SageQueue) -> List[str]:
+    """The queue's object and its side objects."""
+    return sorted(p.name for p in SHM.glob(f"sage_ringbuf_{q.name}*"))
+
+
+def test_default_queue_carries_items_of_any_size(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue()  # default arguments: a 64 KiB ring
+    assert q.maxsize == 64 * 1024
+    before = shm_entries(q)
+    items = [_large_workers.large_item(i) for i in range(12)]
+    for item in items:
+        q.put(item)
+    assert len(side_objects(q)) == 9  # three of every four are larger than the ring
+    assert q.qsize() == 12
+    assert [q.get() for _ in items] == items
+    q.put_nowait(items[2])
+    assert q.get_nowait() == items[2]
+    assert q.put_many(items) == 12
+    got: List[Any] = []
+    while len(got) < 12:
+        got.extend(q.get_many(5))
+    assert got == items
+    # Exactly around the ring's limit, raw bytes.
+    for size in range(q.max_message_size - 2, q.max_message_size + 3):
+        q.put_bytes(b"z" * size)
+        assert q.get_bytes() == b"z" * size
+    assert shm_entries(q) == before, "side objects left behind"
+
+
+def test_receive_buffer_grows_once_and_is_kept(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue()
+    big = b"q" * (3 << 20)
+    q.put(big)
+    assert q.get() == big
+    rx = q._tls.rx
+    assert rx.cap >= len(big)
+    for _ in range(3):
+        q.put(big)
+        assert q.get() == big
+        assert q._tls.rx is rx, "a new buffer for an item of a size already seen"
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("batch", [0, 3], ids=["put-get", "put_many-get_many"])
+def test_large_items_between_processes(method: str, batch: int, make_queue: Callable[..., SageQueue]) -> None:
+    ctx: Any = mp.get_context(method)
+    q = make_queue()
+    before = shm_entries(q)
+    producers = [ctx.Process(target=_large_workers.produce, args=(q, p * 100, 24, batch)) for p in range(2)]
+    for p in producers:
+        p.start()
+    got: List[Any] = []
+    while len(got) < 48:
+        if batch:
+            got.extend(q.get_many(batch, timeout=60))
+        else:
+            got.append(q.get(timeout=60))
+    for p in producers:
+        p.join(60)
+        assert p.exitcode == 0
+    want = [_large_workers.large_item(p * 100 + i) for p in range(2) for i in range(24)]
+    key = repr
+    assert sorted(got, key=key) == sorted(want, key=key)
+    # Each producer's items in its order.
+    for p in range(2):
+        mine = [g for g in got if g in want[p * 24 : p * 24 + 24]]
+        assert mine == want[p * 24 : p * 24 + 24]
+    assert shm_entries(q) == before
+
+
+def test_too_large_only_when_dev_shm_cannot_hold_it(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue()
+    results = make_queue()
+    child = mp.get_context("fork").Process(target=_large_workers.put_with_file_size_limit, args=(q, results))
+    child.start()
+    report = results.get(timeout=60)
+    child.join(60)
+    assert child.exitcode == 0
+    assert report[0][0] == "put" and "/dev/shm" in report[0][1] and "nothing was written" in report[0][1]
+    assert report[1][0] == "put_many" and report[1][1] == 1, report
+    assert "1 of 3 items were put" in report[1][2]
+    assert q.get(timeout=5) == b"small"
+    assert q.get(timeout=5) == b"c" * (512 << 10)
+    assert q.qsize() == 0
+    assert side_objects(q) == []
+
+
+def test_killed_producer_leaves_an_orphan_the_next_user_reclaims(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue(1024)  # a small ring: the producer soon waits for room
+    child = mp.get_context("fork").Process(target=_large_workers.put_forever, args=(q,))
+    child.start()
+    deadline = time.monotonic() + 30
+    # Wait until the ring is full of descriptors and one more object is made.
+    while len(side_objects(q)) <= q.qsize() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    queued = q.qsize()
+    assert queued > 0
+    assert len(side_objects(q)) == queued + 1, "the one it was about to publish"
+    again = SageQueue(q.name)  # the next user
+    assert len(side_objects(q)) == queued
+    again.close()
+    for i in range(queued):
+        assert q.get(timeout=5) == bytes([i % 256]) * (1 << 20)
+    assert side_objects(q) == []
+
+
+def test_legacy_wrapper_get_waits_on_a_descriptor(make_queue: Callable[..., SageQueue]) -> None:
+    """The legacy wrapper's get (peek 4, wait for 4 + L readable, read) sees
+    a length of 2 GiB or more that never becomes readable: it keeps waiting,
+    as on an empty queue, and consumes nothing; SageQueue then gets the item."""
+    q = make_queue()
+    item = b"L" * 200_000
+    q.put_bytes(item)
+    lib = load_legacy_lib()
+    rb = lib.ring_buffer_open(q.name.encode())
+    assert rb
+    try:
+        header = ctypes.create_string_buffer(4)
+        assert lib.ring_buffer_peek(rb, header, 4) == 4
+        (length,) = struct.unpack("<I", header.raw)
+        assert length >= 1 << 31
+        assert lib.ring_buffer_available_read(rb) < 4 + length
+        # A raw read of the prefix is refused (-1), nothing consumed.
+        assert lib.ring_buffer_read(rb, header, 4) == -1
+    finally:
+        lib.ring_buffer_close(rb)
+    assert q.get_bytes(timeout=5) == item
+    assert side_objects(q) == []
