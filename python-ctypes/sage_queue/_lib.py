@@ -344,6 +344,7 @@ object_dir = _declare("ring_buffer_object_dir", c_char_p, [])
 object_prefix = _declare("ring_buffer_object_prefix", c_char_p, [])
 inspect = _declare("ring_buffer_inspect", c_int, [c_char_p, POINTER(RingBufferInfo)])
 attached_pids = _declare("ring_buffer_attached_pids", c_int, [c_char_p, POINTER(c_int), c_uint32])
+reclaim = _declare("ring_buffer_reclaim", c_int, [c_char_p])
 
 #: Version string of the loaded library, e.g. "1.0.0".
 LIBRARY_VERSION: str = (version() or b"?").decode("ascii", "replace")

@@ -13,7 +13,12 @@ module only asks and formats:
 * ``ring_buffer_attached_pids``: who those processes are;
 * opening it (``SageQueue.open``): every statistic. Opening attaches us
   (our own ``flock``) until we close, so we always close, and our own pid is
-  left out of the attached processes we report.
+  left out of the attached processes we report;
+* side objects: an item larger than its queue's ring travels in an object
+  of its own, ``<prefix><queue>..<id>`` (queue names may not contain ``..``,
+  so the queue is what precedes the last ``..``; the id holds no dot). They
+  are listed with their queue (``side_objects``, ``side_bytes``), and
+  ``ring_buffer_reclaim`` removes those of dead processes (what ``gc`` runs).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import ctypes
 import errno
 import os
 import pwd
+import re
 import stat as stat_module
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -44,6 +50,8 @@ __all__ = [
     "GcReport",
     "object_path",
     "list_objects",
+    "list_side_objects",
+    "split_side_object",
     "inspect_queue",
     "scan_queues",
     "queue_stats",
@@ -64,7 +72,9 @@ class QueueInfo:
     (opened; a version-1 object of the legacy C library), or why it could
     not be opened: ``foreign`` (another user's), ``denied``, ``corrupt``,
     ``incompatible`` (not a queue of a known layout), ``bad-name``,
-    ``not-a-queue`` (not a regular file), ``error``; ``detail`` says more.
+    ``not-a-queue`` (not a regular file), ``error``, ``gone`` (no queue
+    object, only side objects left: ``gc`` removes them); ``detail`` says
+    more.
     Fields that could not be learnt are None."""
 
     name: str
@@ -84,6 +94,10 @@ class QueueInfo:
     attached_pids: List[int] = field(default_factory=list)
     creator_pid: Optional[int] = None
     creator_alive: Optional[bool] = None
+    #: Side objects of this queue (items larger than its ring, queued or
+    #: orphaned) and their bytes.
+    side_objects: int = 0
+    side_bytes: int = 0
 
     @property
     def opened(self) -> bool:
@@ -102,10 +116,13 @@ class GcReport:
     removed: List[str] = field(default_factory=list)
     kept: List[Tuple[str, str, List[int]]] = field(default_factory=list)
     dry_run: bool = False
+    #: Queue name -> side objects of dead processes removed (not in a dry run).
+    side_objects_removed: Dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
             "dry_run": self.dry_run,
+            "side_objects_removed": dict(self.side_objects_removed),
             "removed": list(self.removed),
             "kept": [{"name": n, "reason": r, "attached_pids": p} for n, r, p in self.kept],
         }
@@ -119,14 +136,53 @@ def object_path(name: str) -> str:
     return os.path.join(OBJECT_DIR, OBJECT_PREFIX + name)
 
 
-def list_objects(prefix: str = "") -> List[str]:
-    """Names of the queue objects whose name starts with ``prefix``, sorted."""
+#: ``<queue>..<id>``: the queue is what precedes the last ``..`` (the id has
+#: no dot), as the library names side objects.
+_SIDE_OBJECT = re.compile(r"(?P<queue>.+)\.\.(?P<id>[A-Za-z0-9_]{1,48})", re.DOTALL)
+
+
+def split_side_object(entry: str) -> Optional[Tuple[str, str]]:
+    """``(queue, id)`` if ``entry`` (a name after the object prefix) is a
+    side object's, else None."""
+    m = _SIDE_OBJECT.fullmatch(entry)
+    if m is None or _library_name(m.group("queue")) is None:
+        return None
+    return m.group("queue"), m.group("id")
+
+
+def _entries(prefix: str) -> List[str]:
     try:
         entries = os.listdir(OBJECT_DIR)
     except FileNotFoundError:
         return []
     wanted = OBJECT_PREFIX + prefix
     return sorted(e[len(OBJECT_PREFIX):] for e in entries if e.startswith(wanted) and len(e) > len(OBJECT_PREFIX))
+
+
+def list_objects(prefix: str = "") -> List[str]:
+    """Names of the queue objects whose name starts with ``prefix``, sorted
+    (side objects left out: see ``list_side_objects``)."""
+    return [e for e in _entries(prefix) if split_side_object(e) is None]
+
+
+def list_side_objects(prefix: str = "") -> Dict[str, List[str]]:
+    """The side objects of the queues whose name starts with ``prefix``:
+    queue name -> paths, sorted."""
+    found: Dict[str, List[str]] = {}
+    for entry in _entries(prefix):
+        split = split_side_object(entry)
+        if split is not None:
+            found.setdefault(split[0], []).append(os.path.join(OBJECT_DIR, OBJECT_PREFIX + entry))
+    return found
+
+
+def _add_side_objects(info: QueueInfo, paths: List[str]) -> None:
+    for path in paths:
+        try:
+            info.side_bytes += os.lstat(path).st_size
+        except FileNotFoundError:  # consumed meanwhile
+            continue
+        info.side_objects += 1
 
 
 def _library_name(name: str) -> Optional[bytes]:
@@ -185,10 +241,12 @@ def _owner_name(uid: int) -> str:
 # ---------------------------------------------------------------- inspection
 
 
-def inspect_queue(name: str, *, open_queue: bool = True) -> QueueInfo:
+def inspect_queue(name: str, *, open_queue: bool = True, with_side_objects: bool = True) -> QueueInfo:
     """Everything that can be learnt about queue ``name`` (see the module
     docstring); ``QueueNotFoundError`` if there is no such object."""
     info = QueueInfo(name=name, path=object_path(name))
+    if with_side_objects:
+        _add_side_objects(info, list_side_objects(name).get(name, []))
     raw = _library_name(name)
     if raw is None:
         # Not a name the library accepts: what the directory entry says.
@@ -274,12 +332,21 @@ def _add_stats(info: QueueInfo) -> None:
 def scan_queues(prefix: str = "", *, open_queues: bool = True) -> List[QueueInfo]:
     """``inspect_queue`` for every queue object whose name starts with ``prefix``."""
     infos = []
+    sides = list_side_objects(prefix)
     for name in list_objects(prefix):
         try:
-            infos.append(inspect_queue(name, open_queue=open_queues))
+            info = inspect_queue(name, open_queue=open_queues, with_side_objects=False)
         except QueueNotFoundError:  # removed meanwhile
             continue
-    return infos
+        _add_side_objects(info, sides.pop(name, []))
+        infos.append(info)
+    # Side objects whose queue is gone (a remover or producer that died).
+    for name, paths in sides.items():
+        info = QueueInfo(name=name, path=object_path(name), status="gone",
+                         detail="no queue object; its side objects are left: sage-queue gc removes them")
+        _add_side_objects(info, paths)
+        infos.append(info)
+    return sorted(infos, key=lambda i: i.name)
 
 
 def queue_stats(name: str) -> Dict[str, Any]:
@@ -351,7 +418,9 @@ def collect_garbage(prefix: str = "", *, dry_run: bool = False, all_users: bool 
     opens the queue meanwhile keeps it). Objects of crashed programs go;
     queues in use stay. Only this user's objects are considered unless
     ``all_users`` (root could otherwise remove everyone's idle queues).
-    ``dry_run`` only reports."""
+    Then the side objects (items larger than a ring) of dead processes go:
+    ``ring_buffer_reclaim`` for every queue that has any (those of removed
+    queues went with them). ``dry_run`` only reports (queues)."""
     report = GcReport(dry_run=dry_run)
     me = os.geteuid()
     for name in list_objects(prefix):
@@ -387,6 +456,14 @@ def collect_garbage(prefix: str = "", *, dry_run: bool = False, all_users: bool 
             continue
         else:
             report.kept.append((name, f"cannot remove: {strerror(rc)}", holders))
+    if not dry_run:
+        for name in list_side_objects(prefix):
+            raw = _library_name(name)
+            if raw is None:
+                continue
+            count = _lib.reclaim(raw)
+            if count > 0:
+                report.side_objects_removed[name] = int(count)
     return report
 
 

@@ -143,10 +143,18 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
             _or_dash(info.attached),
             _or_dash(info.owner),
             _creator(info),
-            status,
+            status + _side_note(info),
         ])
     _table(rows, out)
     return EXIT_OK
+
+
+def _side_note(info: admin.QueueInfo) -> str:
+    """What the STATUS column adds for items larger than the ring."""
+    if not info.side_objects:
+        return ""
+    n = info.side_objects
+    return f" (+{n} side object{'s' if n != 1 else ''}, {_size(info.side_bytes)})"
 
 
 def cmd_stat(args: argparse.Namespace, out: TextIO) -> int:
@@ -257,6 +265,9 @@ def cmd_gc(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"{verb} {name} (no live process attached)\n")
     for name, reason, _pids in report.kept:
         out.write(f"kept {name}: {reason}\n")
+    for name, count in report.side_objects_removed.items():
+        out.write(f"removed {count} side object{'s' if count != 1 else ''} of {name} "
+                  "(items larger than the ring of dead processes)\n")
     out.write(f"{len(report.removed)} {verb}, {len(report.kept)} kept\n")
     return EXIT_OK
 

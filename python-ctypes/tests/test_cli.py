@@ -354,7 +354,7 @@ def test_gc_removes_only_what_no_live_process_holds(prefix: str, holders: List[H
 
     live.release()
     report = cli_json("gc", "--prefix", prefix)
-    assert report == {"dry_run": False, "removed": [prefix + "inuse"], "kept": []}
+    assert report == {"dry_run": False, "removed": [prefix + "inuse"], "kept": [], "side_objects_removed": {}}
 
 
 def test_gc_leaves_other_users_queues_alone(prefix: str) -> None:

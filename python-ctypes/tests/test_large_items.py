@@ -12,6 +12,7 @@ legacy wrapper's get does not crash on a descriptor: it keeps waiting."""
 from __future__ import annotations
 
 import ctypes
+import io
 import multiprocessing as mp
 import os
 import signal
@@ -19,13 +20,13 @@ import struct
 import time
 from typing import Any, Callable, List
 
-import pytest
-
-from sage_queue import SageQueue
-
 import _large_workers
-from conftest import SHM
+import pytest
 from test_legacy_wrapper_smoke import load_legacy_lib
+
+from sage_queue import SageQueue, admin, cli
+
+from conftest import SHM
 
 
 def side_objects(q: SageQueue) -> List[str]:
@@ -163,4 +164,48 @@ def test_legacy_wrapper_get_waits_on_a_descriptor(make_queue: Callable[..., Sage
     finally:
         lib.ring_buffer_close(rb)
     assert q.get_bytes(timeout=5) == item
+    assert side_objects(q) == []
+
+
+def _cli(*argv: str) -> str:
+    out = io.StringIO()
+    assert cli.main(list(argv), out=out) == 0
+    return out.getvalue()
+
+
+def test_list_shows_side_objects_with_their_queue_and_gc_reclaims_orphans(
+    make_queue: Callable[..., SageQueue],
+) -> None:
+    q = make_queue(1024)
+    q.put_bytes(b"s" * 300_000)  # queued, out of line
+    listed = {i.name: i for i in admin.scan_queues(q.name)}
+    assert list(listed) == [q.name], "a side object is not listed as a queue of its own"
+    assert listed[q.name].side_objects == 1 and listed[q.name].side_bytes == 300_000
+    assert "+1 side object" in _cli("list", "--prefix", q.name)
+    assert admin.split_side_object(side_objects(q)[0][len("sage_ringbuf_"):])[0] == q.name  # type: ignore[index]
+    # A queued item is not garbage.
+    assert admin.collect_garbage(q.name).side_objects_removed == {}
+    assert len(side_objects(q)) == 1
+    # A producer killed while waiting for room leaves an orphan: gc removes it.
+    child = mp.get_context("fork").Process(target=_large_workers.put_forever, args=(q,))
+    child.start()
+    deadline = time.monotonic() + 30
+    while len(side_objects(q)) <= q.qsize() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    queued = q.qsize()
+    assert len(side_objects(q)) == queued + 1
+    text = _cli("gc", "--prefix", q.name)
+    assert f"removed 1 side object of {q.name}" in text, text
+    assert len(side_objects(q)) == queued
+    # The queue object gone behind the library's back: its side objects are
+    # listed as "gone" and gc removes them (nobody holds them).
+    q.close()
+    os.unlink(SHM / f"sage_ringbuf_{q.name}")
+    listed = {i.name: i for i in admin.scan_queues(q.name)}
+    assert listed[q.name].status == "gone" and listed[q.name].side_objects == queued
+    assert "gone" in _cli("list", "--prefix", q.name)
+    assert admin.collect_garbage(q.name).side_objects_removed == {q.name: queued}
     assert side_objects(q) == []
