@@ -284,12 +284,29 @@ impl Queue {
         self.view().buffer_size()
     }
 
-    /// Largest message that fits (in an empty queue).
+    /// Largest message that travels inside the ring (in an empty queue).
+    /// Longer messages go out of line: their bytes in a shared-memory object
+    /// of their own (`/dev/shm/sage_ringbuf_<name>..<id>`), a descriptor in
+    /// the ring; [`Error::TooLarge`] only if `/dev/shm` cannot hold them.
     pub fn max_message_len(&self) -> u32 {
         self.buffer_size() - 1 - RING_BUFFER_FRAME_PREFIX
     }
 
-    /// Puts one message, waiting as long as it takes for room.
+    /// Puts one message, waiting as long as it takes for room. A message
+    /// longer than the ring goes out of line (see [`Queue::max_message_len`]).
+    ///
+    /// ```
+    /// # use ring_buffer::{Error, Queue};
+    /// # struct Rm(String);
+    /// # impl Drop for Rm { fn drop(&mut self) { let _ = Queue::remove(&self.0); } }
+    /// # let name = format!("doc_send_large_{}", std::process::id());
+    /// # let _rm = Rm(name.clone());
+    /// let queue = Queue::create(&name, 4096)?;
+    /// let big = vec![7u8; 1 << 20]; // 256 times the ring
+    /// queue.send(&big)?;
+    /// assert_eq!(queue.recv()?, big);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn send(&self, msg: &[u8]) -> Result<()> {
         self.send_batch_wait(&[msg][..], Wait::Forever).map(drop)
     }
