@@ -41,6 +41,19 @@ def take(q: SageQueue, count: int) -> Tuple[int, List[Any]]:
 
 
 @ray.remote(num_cpus=0)
+def put_large(q: SageQueue, start: int, count: int) -> int:
+    """Items larger than the ring (test_large_items' items): half with
+    put_many, half with put."""
+    import _large_workers
+
+    half = start + count // 2
+    q.put_many([_large_workers.large_item(i) for i in range(start, half)])
+    for i in range(half, start + count):
+        q.put(_large_workers.large_item(i))
+    return os.getpid()
+
+
+@ray.remote(num_cpus=0)
 def put_via_ref(ref: SageQueueRef, items: List[Any]) -> int:
     q = ref.get_queue()
     try:

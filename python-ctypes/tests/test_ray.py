@@ -23,7 +23,7 @@ from sage_queue import SageQueue, destroy_queue
 from sage_queue.descriptor import QueueDescriptor, resolve_descriptor
 from sage_queue.errors import QueueUnavailableError
 
-from conftest import PACKAGE_ROOT, RUN_PREFIX, child_env, unique_name
+from conftest import PACKAGE_ROOT, RUN_PREFIX, SHM, child_env, unique_name
 
 TESTS_DIR = Path(__file__).resolve().parent
 PIPELINE_PRODUCERS = 2
@@ -94,6 +94,27 @@ def test_sage_queue_and_ref_in_tasks_both_directions(make_queue: Callable[..., S
     ray.get(workers.put_via_ref.remote(ray.put(ref), ["r1", {"r": 2}]), timeout=WAIT)
     assert [q.get(timeout=60), q.get(timeout=60)] == ["r1", {"r": 2}]
     assert q.qsize() == 0
+
+
+def test_items_larger_than_the_ring_in_tasks(make_queue: Callable[..., SageQueue], workers: Any) -> None:
+    """Default arguments (a 64 KiB ring), items of up to 1 MiB, both
+    directions; nothing left in /dev/shm."""
+    import _large_workers
+    import ray
+
+    q = make_queue()
+    before = sorted(p.name for p in SHM.glob(f"sage_ringbuf_{q.name}*"))
+    assert ray.get(workers.put_large.remote(q, 0, 12), timeout=WAIT) != os.getpid()
+    got: List[Any] = []
+    while len(got) < 12:
+        got.extend(q.get_many(12, timeout=60))
+    assert got == [_large_workers.large_item(i) for i in range(12)]
+    pending = workers.take.remote(q, 8)
+    for i in range(100, 108):
+        q.put(_large_workers.large_item(i))
+    pid, items = ray.get(pending, timeout=WAIT)
+    assert pid != os.getpid() and items == [_large_workers.large_item(i) for i in range(100, 108)]
+    assert sorted(p.name for p in SHM.glob(f"sage_ringbuf_{q.name}*")) == before
 
 
 def test_sage_queue_in_an_actor_both_directions(make_queue: Callable[..., SageQueue], workers: Any,
