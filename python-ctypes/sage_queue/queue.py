@@ -574,32 +574,44 @@ class SageQueue:
             return 0
         # Back to back in one bytes object plus a uint32 length array: the
         # layout ring_buffer_put_packed takes, built by C-speed calls only
-        # (array.array is ~10x cheaper to fill than a ctypes array).
+        # (array.array is ~10x cheaper to fill than a ctypes array). Items
+        # larger than the ring go out of line, one put_msg each straight from
+        # their own bytes: they are left out of the joined copy.
         largest = max(map(len, payloads))
         if largest >= _MAX_ITEM:
             raise MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text(largest)}")
+        inline = self.max_message_size
+        any_large = largest > inline
         sizes = array.array("I", map(len, payloads))
-        joined = b"".join(payloads)
+        joined = b"".join(p for p in payloads if len(p) <= inline) if any_large else b"".join(payloads)
         address = ctypes.cast(ctypes.c_char_p(joined), c_void_p).value or 0  # no copy
-        lens_address = sizes.buffer_info()[0]
+        lens_base = sizes.buffer_info()[0]
         remaining_bytes = len(joined)
         ring = self.maxsize
         wait_ns, deadline = _first_wait(block, timeout)
         handle = self._handle
         done = 0
         while done < count:
-            batch = count - done
-            if remaining_bytes > ring:
-                # More than the ring holds: offer only what could fit at
-                # best, which also keeps the call's byte total below 4 GiB.
-                batch = max(1, sum(1 for _ in itertools.takewhile(
-                    ring.__ge__, itertools.accumulate(sizes[done:]))))
-            rc = _lib.put_packed(handle, address, lens_address, batch, wait_ns)
+            if any_large and sizes[done] > inline:
+                rc = _put_msg(handle, payloads[done], sizes[done], wait_ns)
+                if rc == RB_OK:
+                    rc = 1
+                    sent = 0
+            else:
+                batch = count - done
+                if any_large:
+                    batch = _inline_run(sizes, done, inline, ring)
+                elif remaining_bytes > ring:
+                    # More than the ring holds: offer only what could fit at
+                    # best, which also keeps the call's byte total below 4 GiB.
+                    batch = max(1, sum(1 for _ in itertools.takewhile(
+                        ring.__ge__, itertools.accumulate(sizes[done:]))))
+                rc = _lib.put_packed(handle, address, lens_base + 4 * done, batch, wait_ns)
+                if rc > 0:
+                    sent = sum(sizes[done : done + rc])
             if rc > 0:
-                sent = sum(sizes[done : done + rc])
                 address += sent
                 remaining_bytes -= sent
-                lens_address += 4 * rc
                 done += rc
                 if done < count and block:
                     # More to go: wait for room again, within the same deadline.
@@ -946,6 +958,19 @@ def _open_error(code: int, context: str) -> BaseException:
             "queue with sage_queue.destroy_queue(name) if it is stale"
         )
     return error_for(code, context)
+
+
+def _inline_run(sizes: "array.array[int]", start: int, inline: int, ring: int) -> int:
+    """How many items from ``start`` go in one put_packed call: the run of
+    items that fit inside the ring (at most ``inline`` bytes each), no more
+    than the ring could hold at best (at least one)."""
+    run = total = 0
+    for size in itertools.islice(sizes, start, None):
+        total += size
+        if size > inline or (run and total > ring):
+            break
+        run += 1
+    return max(run, 1)
 
 
 def _suggest_size(needed: int) -> int:
