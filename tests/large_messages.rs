@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fork, fresh, unique_name, wait_child, Cleanup, Exit};
+use common::{fork, fresh, unique_name, wait_child, Exit};
 use ring_buffer::{Error, Queue};
 
 /// The side objects of queue `name` in /dev/shm now.
@@ -276,7 +276,7 @@ mod killed {
     fn reclaim_of_a_removed_queue_removes_its_orphans() {
         let name = unique_name("large_kill_gone");
         let q = Queue::create(&name, 1024).unwrap();
-        let _c = Cleanup(name.clone());
+        let _c = common::Cleanup(name.clone());
         let child = fork(|| {
             let q = Queue::open(&name).unwrap();
             failpoint::arm("side_linked", 1);
