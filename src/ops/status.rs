@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 
 use crate::error::{Error, Result};
-use crate::frame::frame_len_of_prefix;
+use crate::frame::frame_len;
 use crate::layout::{RingBufferStats, RingBufferStatsEx};
 use crate::segment::View;
 use crate::sync::deadline::Wait;
@@ -60,7 +60,8 @@ impl View<'_> {
                 self.ring.used(pos, tail)?;
                 let mut count = 0;
                 while tail - pos >= 4 {
-                    let frame = frame_len_of_prefix(self.ring.prefix_at(pos));
+                    // No descriptors on a legacy object: the prefix is the length.
+                    let frame = frame_len(self.ring.prefix_at(pos));
                     if frame > tail - pos {
                         break;
                     }
