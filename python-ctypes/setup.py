@@ -29,8 +29,11 @@ HERE = Path(__file__).resolve().parent
 #: Where an sdist keeps its copy of the crate.
 SDIST_CRATE = "rust"
 #: What the crate needs to build (build.rs compiles the layout check).
-CRATE_FILES = ["Cargo.toml", "Cargo.lock", "build.rs", "cbindgen.toml", "ffi-tests/layout_static_check.c"]
-CRATE_DIRS = ["src"]
+# Cargo.toml's [[example]] and [[test]] targets must exist for cargo to read
+# the manifest, so their sources come along (they are not built).
+CRATE_FILES = ["Cargo.toml", "Cargo.lock", "build.rs", "cbindgen.toml", "ffi-tests/layout_static_check.c",
+               "tests/examples.rs", "tests/typed.rs"]
+CRATE_DIRS = ["src", "examples"]
 #: The file name ``_lib.py`` loads from the package directory.
 LIB_FILE = "libring_buffer.so"
 
