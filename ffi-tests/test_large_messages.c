@@ -5,7 +5,9 @@
  * what legacy raw readers see (nothing they can take), several producer and
  * consumer processes, producers and consumers SIGKILLed at random instants
  * (at most the consumer's own item lost, orphans removed by
- * ring_buffer_reclaim and by the next open), RB_ERR_TOO_LARGE only when
+ * ring_buffer_reclaim and by the next open), ring_buffer_put_msgv and
+ * ring_buffer_get_msg_fd (parts written once; an out-of-line message handed
+ * over as a descriptor to map), RB_ERR_TOO_LARGE only when
  * the object cannot be written (a file size limit stands in for a full
  * /dev/shm), and nothing left in /dev/shm after normal use. */
 #include "check.h"
@@ -195,6 +197,56 @@ static void test_no_room(void) {
     done(rb, name);
 }
 
+/* ring_buffer_put_msgv (parts written back to back, never joined) and
+ * ring_buffer_get_msg_fd (an out-of-line message handed over as its side
+ * object's descriptor instead of a copy). */
+static void test_gathered_and_fd(void) {
+    stage = "put_msgv and get_msg_fd";
+    const char *name;
+    ring_buffer_t *rb = fresh("large_fd", &name);
+    const void *parts[3] = {"head", in, "tail"};
+    uint32_t lens[3] = {4, 100, 4};
+    CHECK_EQ(ring_buffer_put_msgv(rb, parts, lens, 3, RB_NO_WAIT), RB_OK);
+    lens[1] = 300000;
+    CHECK_EQ(ring_buffer_put_msgv(rb, parts, lens, 3, RB_NO_WAIT), RB_OK);
+    CHECK_EQ(side_objects(name), 1);
+    int fd = 7;
+    uint32_t len = 0;
+    CHECK_EQ(ring_buffer_get_msg_fd(rb, out, sizeof out, &len, &fd, RB_NO_WAIT), RB_OK);
+    CHECK(len == 108 && fd == -1);
+    CHECK(memcmp(out, "head", 4) == 0 && memcmp(out + 4, in, 100) == 0 && memcmp(out + 104, "tail", 4) == 0);
+    CHECK_EQ(ring_buffer_get_msg_fd(rb, NULL, 0, &len, &fd, RB_NO_WAIT), RB_OK);
+    CHECK(len == 300008 && fd >= 0);
+    CHECK_EQ(side_objects(name), 0); /* the name is gone; the descriptor keeps the bytes */
+    if (fd >= 0) {
+        unsigned char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+        CHECK(m != MAP_FAILED);
+        if (m != MAP_FAILED) {
+            CHECK(memcmp(m, "head", 4) == 0 && memcmp(m + 4, in, 300000) == 0);
+            CHECK(memcmp(m + 300004, "tail", 4) == 0);
+            m[0] = 'H'; /* private: allowed, and seen by nobody else */
+            munmap(m, len);
+        }
+        close(fd);
+    }
+    /* In the ring but larger than `cap`: the size needed, nothing consumed,
+     * `*out_fd` untouched. */
+    lens[1] = 100;
+    CHECK_EQ(ring_buffer_put_msgv(rb, parts, lens, 3, RB_NO_WAIT), RB_OK);
+    fd = 7;
+    EXPECT_CODE(ring_buffer_get_msg_fd(rb, out, 10, &len, &fd, RB_NO_WAIT), RB_ERR_BUFFER_TOO_SMALL);
+    CHECK_EQ(len, 108);
+    CHECK_EQ(fd, 7);
+    CHECK_EQ(ring_buffer_get_msg_fd(rb, out, sizeof out, &len, &fd, RB_NO_WAIT), RB_OK);
+    CHECK(len == 108 && fd == -1);
+    /* Bad arguments. */
+    EXPECT_CODE(ring_buffer_put_msgv(rb, parts, lens, 0, RB_NO_WAIT), RB_ERR_INVALID_ARG);
+    EXPECT_CODE(ring_buffer_put_msgv(rb, NULL, lens, 3, RB_NO_WAIT), RB_ERR_INVALID_ARG);
+    EXPECT_CODE(ring_buffer_get_msg_fd(rb, out, sizeof out, &len, NULL, RB_NO_WAIT), RB_ERR_INVALID_ARG);
+    EXPECT_CODE(ring_buffer_get_msg_fd(rb, out, sizeof out, &len, &fd, RB_NO_WAIT), RB_ERR_EMPTY);
+    done(rb, name);
+}
+
 /* ------------------------------------------------------------ processes */
 
 #define PRODUCERS 2
@@ -368,6 +420,7 @@ int main(void) {
     test_round_trip_and_sizes();
     test_legacy_readers();
     test_no_room();
+    test_gathered_and_fd();
     test_many_processes();
     test_producer_killed();
     test_consumer_killed();

@@ -929,6 +929,47 @@ int ring_buffer_put_msg(struct ring_buffer_t *rb,
                         int64_t timeout_ns);
 
 /**
+ * Puts one message made of `count` parts written back to back
+ * (`parts[i]`, `lens[i]` bytes; NULL allowed when 0), exactly as
+ * `ring_buffer_put_msg` of their concatenation, without the caller joining
+ * them: each byte is copied once, into the ring or, for a message longer
+ * than the ring, into its side object. `RB_ERR_TOO_LARGE` if the total
+ * reaches 4 GiB, `RB_ERR_INVALID_ARG` for no parts; otherwise returns as
+ * `ring_buffer_put_msg`.
+ *
+ * # Safety
+ * `parts` and `lens` must be readable arrays of `count` elements, each
+ * `parts[i]` readable for `lens[i]` bytes.
+ */
+int ring_buffer_put_msgv(struct ring_buffer_t *rb,
+                         const void *const *parts,
+                         const uint32_t *lens,
+                         uint32_t count,
+                         int64_t timeout_ns);
+
+/**
+ * Takes one whole message as `ring_buffer_get_msg` does, except that a
+ * message that went out of line (longer than the ring) is not copied: its
+ * side object, taken from the queue (its name is removed from /dev/shm),
+ * is handed over as a read-only descriptor in `*out_fd`, which the caller
+ * owns (map it with `mmap(PROT_READ [| PROT_WRITE], MAP_PRIVATE)` or read
+ * it, then close it), with its length in `*out_len`; `buf` is untouched. A
+ * message in the ring is copied into `buf` with `*out_fd` = -1, or, if
+ * `cap` is too small, `RB_ERR_BUFFER_TOO_SMALL` with `*out_len` = the length
+ * needed and nothing consumed. Other codes as `ring_buffer_get_msg`.
+ *
+ * # Safety
+ * `buf` must be writable for `cap` bytes (it may be NULL if `cap` is 0);
+ * `out_len` and `out_fd` must be writable.
+ */
+int ring_buffer_get_msg_fd(struct ring_buffer_t *rb,
+                           void *buf,
+                           uint32_t cap,
+                           uint32_t *out_len,
+                           int *out_fd,
+                           int64_t timeout_ns);
+
+/**
  * Takes one whole message into `buf` (`cap` bytes) and stores its length in
  * `*out_len`. If it does not fit: `RB_ERR_BUFFER_TOO_SMALL`, `*out_len` =
  * the length needed, nothing consumed. Otherwise `RB_OK`, `RB_ERR_EMPTY`

@@ -191,8 +191,14 @@ impl Outgoing for Batch {
     fn count(&self) -> usize {
         self.0.len()
     }
-    fn message(&self, index: usize) -> &[u8] {
-        &self.0[index]
+    fn len_of(&self, index: usize) -> usize {
+        self.0[index].len()
+    }
+    fn parts(&self, index: usize, put: &mut dyn FnMut(&[u8])) {
+        // Two parts where possible: the gathered path is what is fuzzed.
+        let (a, b) = self.0[index].split_at(self.0[index].len() / 2);
+        put(a);
+        put(b);
     }
 }
 

@@ -52,6 +52,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::error::{Error, Result};
 use crate::name::{QueueName, OBJECT_PREFIX, SHM_DIR};
 use crate::object::{fstat, lstat, open_path, FileId};
+use crate::ops::Outgoing;
 
 /// Bit 31 of a length prefix: the frame is a descriptor.
 pub(crate) const DESCRIPTOR_FLAG: u32 = 0x8000_0000;
@@ -173,10 +174,15 @@ fn no_room(e: Error) -> Error {
 }
 
 impl Outbound {
-    /// Writes `msg` into a new side object of `queue`, named and complete,
+    /// Writes message `index` of `msg` into a new side object of `queue`,
+    /// named and complete,
     /// with this process's shared `flock` on it. `TooLarge` if `/dev/shm`
     /// cannot hold it.
-    pub(crate) fn create(queue: &QueueName, msg: &[u8]) -> Result<Outbound> {
+    pub(crate) fn create<O: Outgoing + ?Sized>(
+        queue: &QueueName,
+        msg: &O,
+        index: usize,
+    ) -> Result<Outbound> {
         let dir = c"/dev/shm";
         debug_assert_eq!(dir.to_bytes(), SHM_DIR.as_bytes());
         // SAFETY: `dir` is NUL-terminated; O_TMPFILE creates an unnamed file,
@@ -200,15 +206,23 @@ impl Outbound {
         // Locked before it has a name: nobody ever sees it unlocked while
         // this producer lives.
         flock(&file, libc::LOCK_SH)?;
-        let len = msg.len() as u64;
+        let len = msg.len_of(index) as u64;
         // Reserve every page first: a full /dev/shm fails here, at once.
         // SAFETY: posix_fallocate on our descriptor.
         match unsafe { libc::posix_fallocate(fd, 0, len as libc::off_t) } {
             0 | libc::EOPNOTSUPP => {}
             e => return Err(no_room(Error::from_errno(e))),
         }
-        file.write_all_at(msg, 0)
-            .map_err(|e| no_room(Error::from(e)))?;
+        let (mut at, mut failed) = (0u64, None);
+        msg.parts(index, &mut |part| {
+            if failed.is_none() {
+                failed = file.write_all_at(part, at).err();
+                at += part.len() as u64;
+            }
+        });
+        if let Some(e) = failed {
+            return Err(no_room(Error::from(e)));
+        }
         crate::failpoint::hit("side_written");
         let fd_path = format!("/proc/self/fd/{fd}\0");
         for _ in 0..16 {

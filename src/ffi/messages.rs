@@ -8,13 +8,15 @@
 //! process's ongoing put (get) to finish, at most 100 ms: if that process
 //! is stopped inside it, the call returns `RB_ERR_TIMEOUT` rather than hang.
 
+use std::fs::File;
+use std::os::fd::IntoRawFd;
 use std::os::raw::{c_int, c_void};
 
 use super::boundary::status;
 use super::handles::{self, array, array_mut, bytes};
 use crate::error::Error;
 use crate::layout::RingBuffer;
-use crate::ops::{Incoming, Outgoing};
+use crate::ops::{Gathered, Incoming, Outgoing};
 use crate::sync::deadline::Wait;
 
 /// Puts one message of `len` bytes (`data` may be NULL when `len` is 0).
@@ -48,6 +50,134 @@ pub unsafe extern "C" fn ring_buffer_put_msg(
         queue.send_batch_wait(&[msg][..], Wait::from_timeout_ns(timeout_ns))?;
         Ok(0)
     })
+}
+
+/// Puts one message made of `count` parts written back to back
+/// (`parts[i]`, `lens[i]` bytes; NULL allowed when 0), exactly as
+/// `ring_buffer_put_msg` of their concatenation, without the caller joining
+/// them: each byte is copied once, into the ring or, for a message longer
+/// than the ring, into its side object. `RB_ERR_TOO_LARGE` if the total
+/// reaches 4 GiB, `RB_ERR_INVALID_ARG` for no parts; otherwise returns as
+/// `ring_buffer_put_msg`.
+///
+/// # Safety
+/// `parts` and `lens` must be readable arrays of `count` elements, each
+/// `parts[i]` readable for `lens[i]` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_put_msgv(
+    rb: *mut RingBuffer,
+    parts: *const *const c_void,
+    lens: *const u32,
+    count: u32,
+    timeout_ns: i64,
+) -> c_int {
+    status(|| {
+        let queue = handles::queue(rb)?;
+        if count == 0 {
+            return Err(Error::InvalidArg);
+        }
+        // SAFETY: forwarded contract.
+        let parts = unsafe { handles::byte_slices(parts, lens, count)? };
+        let len = parts
+            .iter()
+            .try_fold(0u32, |sum, p| sum.checked_add(p.len() as u32))
+            .ok_or(Error::TooLarge)?;
+        let msg = Gathered {
+            parts: &parts,
+            len: len as usize,
+        };
+        queue.send_batch_wait(&msg, Wait::from_timeout_ns(timeout_ns))?;
+        Ok(0)
+    })
+}
+
+/// Takes one whole message as `ring_buffer_get_msg` does, except that a
+/// message that went out of line (longer than the ring) is not copied: its
+/// side object, taken from the queue (its name is removed from /dev/shm),
+/// is handed over as a read-only descriptor in `*out_fd`, which the caller
+/// owns (map it with `mmap(PROT_READ [| PROT_WRITE], MAP_PRIVATE)` or read
+/// it, then close it), with its length in `*out_len`; `buf` is untouched. A
+/// message in the ring is copied into `buf` with `*out_fd` = -1, or, if
+/// `cap` is too small, `RB_ERR_BUFFER_TOO_SMALL` with `*out_len` = the length
+/// needed and nothing consumed. Other codes as `ring_buffer_get_msg`.
+///
+/// # Safety
+/// `buf` must be writable for `cap` bytes (it may be NULL if `cap` is 0);
+/// `out_len` and `out_fd` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn ring_buffer_get_msg_fd(
+    rb: *mut RingBuffer,
+    buf: *mut c_void,
+    cap: u32,
+    out_len: *mut u32,
+    out_fd: *mut c_int,
+    timeout_ns: i64,
+) -> c_int {
+    status(|| {
+        let queue = handles::queue(rb)?;
+        // SAFETY: forwarded contract.
+        let out_len = unsafe { handles::out(out_len)? };
+        // SAFETY: forwarded contract.
+        let out_fd = unsafe { handles::out(out_fd)? };
+        if buf.is_null() && cap > 0 {
+            return Err(Error::InvalidArg);
+        }
+        let mut sink = WithFile {
+            packed: Packed {
+                buf: buf as *mut u8,
+                cap: cap as usize,
+                used: 0,
+                lens: &mut [],
+                max: 1,
+            },
+            file: None,
+            len: 0,
+        };
+        match queue
+            .view()
+            .recv(&mut sink, Wait::from_timeout_ns(timeout_ns))
+        {
+            Ok(_) => match sink.file.take() {
+                Some(file) => {
+                    out_len.set(sink.len);
+                    out_fd.set(file.into_raw_fd());
+                }
+                None => {
+                    out_len.set(sink.packed.used as u32);
+                    out_fd.set(-1);
+                }
+            },
+            Err(Error::BufferTooSmall { needed }) => {
+                out_len.set(needed);
+                return Err(Error::BufferTooSmall { needed });
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(0)
+    })
+}
+
+/// One message into a caller's buffer, or its side object's file when it
+/// went out of line.
+struct WithFile<'a> {
+    packed: Packed<'a>,
+    file: Option<File>,
+    len: u32,
+}
+
+// SAFETY: `slot` is `Packed`'s, with its guarantees.
+unsafe impl Incoming for WithFile<'_> {
+    fn slot(&mut self, index: usize, len: u32) -> Option<*mut u8> {
+        self.packed.slot(index, len)
+    }
+    fn adopt(&mut self, index: usize, len: u32, file: File) -> Option<File> {
+        if index != 0 {
+            return Some(file);
+        }
+        self.file = Some(file);
+        self.len = len;
+        None
+    }
 }
 
 /// Takes one whole message into `buf` (`cap` bytes) and stores its length in
@@ -256,8 +386,11 @@ impl Outgoing for PackedOut<'_> {
     fn count(&self) -> usize {
         self.lens.len()
     }
-    fn message(&self, index: usize) -> &[u8] {
+    fn len_of(&self, index: usize) -> usize {
+        self.lens[index] as usize
+    }
+    fn parts(&self, index: usize, put: &mut dyn FnMut(&[u8])) {
         let at = self.offsets[index];
-        &self.data[at..at + self.lens[index] as usize]
+        put(&self.data[at..at + self.lens[index] as usize])
     }
 }

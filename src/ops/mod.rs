@@ -14,7 +14,7 @@ mod tasks;
 mod wait;
 
 pub(crate) use recv::Incoming;
-pub(crate) use send::Outgoing;
+pub(crate) use send::{Gathered, Outgoing};
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 

@@ -1,5 +1,7 @@
 //! Consumers: taking whole framed messages, one or a batch per lock.
 
+use std::fs::File;
+
 use super::{Frames, Role};
 use crate::error::{Error, Result};
 use crate::frame::{frame_len, frame_len_of_prefix, is_descriptor, payload_len};
@@ -16,6 +18,14 @@ pub(crate) unsafe trait Incoming {
     /// Destination for message number `index` (0-based within this call) of
     /// `len` bytes, or `None` to stop before it (no room left, batch full).
     fn slot(&mut self, index: usize, len: u32) -> Option<*mut u8>;
+
+    /// Message number `index`, of `len` bytes, went out of line: here is its
+    /// side object, opened read-only and checked (its name is removed once
+    /// the message is consumed). `None` takes the file instead of a copy;
+    /// `Some(file)` hands it back to be copied through `slot` (the default).
+    fn adopt(&mut self, _index: usize, _len: u32, file: File) -> Option<File> {
+        Some(file)
+    }
 }
 
 /// What one locked attempt achieved.
@@ -149,6 +159,12 @@ impl View<'_> {
                         Err(_) => break,
                     };
                     let len = d.len as u32;
+                    let Some(file) = sink.adopt(received, len, file) else {
+                        done.push(d);
+                        pos += frame;
+                        received += 1;
+                        continue;
+                    };
                     let Some(dst) = sink.slot(received, len) else {
                         if received == 0 {
                             return Err(Error::BufferTooSmall { needed: len });

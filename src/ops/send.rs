@@ -10,15 +10,45 @@ use crate::sync::deadline::Wait;
 /// Messages to put, in order.
 pub(crate) trait Outgoing {
     fn count(&self) -> usize;
-    fn message(&self, index: usize) -> &[u8];
+    /// Bytes of message `index`.
+    fn len_of(&self, index: usize) -> usize;
+    /// Hands the bytes of message `index` to `put`, in one or more parts
+    /// (as many as `len_of` says, in order).
+    fn parts(&self, index: usize, put: &mut dyn FnMut(&[u8]));
 }
 
 impl Outgoing for [&[u8]] {
     fn count(&self) -> usize {
         self.len()
     }
-    fn message(&self, index: usize) -> &[u8] {
-        self[index]
+    fn len_of(&self, index: usize) -> usize {
+        self[index].len()
+    }
+    fn parts(&self, index: usize, put: &mut dyn FnMut(&[u8])) {
+        put(self[index])
+    }
+}
+
+/// One message given as parts to write back to back, never joined in memory
+/// (`ring_buffer_put_msgv`): each byte is copied once, into the ring or the
+/// message's side object.
+pub(crate) struct Gathered<'a> {
+    pub(crate) parts: &'a [&'a [u8]],
+    /// The parts' total.
+    pub(crate) len: usize,
+}
+
+impl Outgoing for Gathered<'_> {
+    fn count(&self) -> usize {
+        1
+    }
+    fn len_of(&self, _index: usize) -> usize {
+        self.len
+    }
+    fn parts(&self, _index: usize, put: &mut dyn FnMut(&[u8])) {
+        for part in self.parts {
+            put(part);
+        }
     }
 }
 
@@ -43,19 +73,18 @@ impl View<'_> {
             return Err(Error::InvalidArg);
         }
         let capacity = self.ring.capacity();
-        let first_large =
-            (0..batch.count()).find(|&i| !fits_ever(batch.message(i).len(), capacity));
+        let first_large = (0..batch.count()).find(|&i| !fits_ever(batch.len_of(i), capacity));
         // A batch with a message that can go nowhere puts nothing.
         let out_of_line = self.name.is_some() && self.stream_is_framed();
         let impossible = |i: usize| {
-            let len = batch.message(i).len();
+            let len = batch.len_of(i);
             !fits_ever(len, capacity) && (!out_of_line || u32::try_from(len).is_err())
         };
         if first_large.is_some() && (0..batch.count()).any(impossible) {
             return Err(Error::TooLarge);
         }
         match first_large {
-            Some(0) => self.send_large(batch.message(0), wait).map(|()| 1),
+            Some(0) => self.send_large(batch, wait).map(|()| 1),
             Some(k) => self.send_frames(batch, k, 0, wait),
             None => self.send_frames(batch, batch.count(), 0, wait),
         }
@@ -68,7 +97,7 @@ impl View<'_> {
     /// descriptor cannot be published (full, timeout, shutdown) the object
     /// is removed. `TooLarge` if `/dev/shm` cannot hold the message, or on a
     /// queue that cannot carry descriptors (a legacy object, a raw stream).
-    fn send_large(&self, msg: &[u8], wait: Wait) -> Result<()> {
+    fn send_large<O: Outgoing + ?Sized>(&self, msg: &O, wait: Wait) -> Result<()> {
         // Receivers take lengths as u32 (the C API's `out_len`); `send`
         // checked both.
         let Some(name) = self.name.filter(|_| self.stream_is_framed()) else {
@@ -83,7 +112,7 @@ impl View<'_> {
         if wait == Wait::Try && u64::from(self.available_write()?) < descriptor_frame {
             return Err(Error::Full);
         }
-        let side = Outbound::create(name, msg)?;
+        let side = Outbound::create(name, msg, 0)?;
         let descriptor = side.descriptor();
         match self.send_frames(&[&descriptor[..]][..], 1, DESCRIPTOR_FLAG, wait) {
             Ok(_) => {
@@ -135,15 +164,19 @@ impl View<'_> {
         let mut pos = tail;
         let mut sent = 0;
         while sent < count {
-            let msg = batch.message(sent);
-            let frame = frame_len(msg.len() as u32);
+            let len = batch.len_of(sent) as u32;
+            let frame = frame_len(len);
             if pos - tail + frame > room {
                 break;
             }
-            self.ring
-                .write(pos, &(msg.len() as u32 | flag).to_le_bytes());
+            self.ring.write(pos, &(len | flag).to_le_bytes());
             crate::failpoint::hit("writer_mid_copy");
-            self.ring.write(pos + 4, msg);
+            let mut at = pos + 4;
+            batch.parts(sent, &mut |part| {
+                self.ring.write(at, part);
+                at += part.len() as u64;
+            });
+            debug_assert_eq!(at, pos + frame);
             pos += frame;
             sent += 1;
         }
