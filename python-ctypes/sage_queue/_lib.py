@@ -313,6 +313,8 @@ attached_processes = _declare("ring_buffer_attached_processes", c_int, [c_void_p
 
 put_msg = _declare("ring_buffer_put_msg", c_int, [c_void_p, c_void_p, c_uint32, c_int64])
 get_msg = _declare("ring_buffer_get_msg", c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_int64])
+put_msgv = _declare("ring_buffer_put_msgv", c_int, [c_void_p, c_void_p, c_void_p, c_uint32, c_int64])
+get_msg_fd = _declare("ring_buffer_get_msg_fd", c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_void_p, c_int64])
 put_packed = _declare("ring_buffer_put_packed", c_int, [c_void_p, c_void_p, c_void_p, c_uint32, c_int64])
 get_many = _declare(
     "ring_buffer_get_many", c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_uint32, c_int64]

@@ -35,7 +35,9 @@ from __future__ import annotations
 import array
 import ctypes
 import itertools
+import mmap
 import operator
+import os
 import pickle
 import threading
 import time
@@ -44,7 +46,7 @@ from dataclasses import dataclass
 from queue import Empty, Full
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-from . import _lib
+from . import _lib, _oob
 from ._status import (
     RB_ERR_BUFFER_TOO_SMALL,
     RB_ERR_EMPTY,
@@ -123,6 +125,8 @@ _pickle_loads = pickle.loads
 _monotonic = time.monotonic
 _put_msg = _lib.put_msg
 _get_msg = _lib.get_msg
+_get_msg_fd = _lib.get_msg_fd
+_Pieces = _oob.Pieces
 _NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number"
 
 
@@ -233,7 +237,7 @@ class _Receiver:
 
     __slots__ = (
         "buf", "addr", "cap", "view", "length", "length_addr", "lens", "lens_addr", "lens_cap",
-        "addr_arg", "cap_arg", "length_arg", "hot",
+        "addr_arg", "cap_arg", "length_arg", "hot", "fd", "fd_addr",
     )
 
     def __init__(self, cap: int) -> None:
@@ -248,6 +252,8 @@ class _Receiver:
         self.lens = array.array("I")
         self.lens_addr = 0
         self.lens_cap = 0
+        self.fd = ctypes.c_int(-1)
+        self.fd_addr = ctypes.addressof(self.fd)
         # The same values as ready-made ctypes arguments (see _SLICE_ARG).
         self.addr_arg = c_void_p(self.addr)
         self.cap_arg = c_uint32(cap)
@@ -504,7 +510,13 @@ class SageQueue:
         """
         dumps = self._dumps
         if dumps is None:
-            data = _pickle_dumps(item, _PROTOCOL)
+            buffers: List[pickle.PickleBuffer] = []
+            data = _pickle_dumps(item, _PROTOCOL, buffer_callback=buffers.append)
+            if buffers:
+                # Out-of-band buffers (numpy arrays...): written once, straight
+                # into shared memory (see _oob).
+                self._put_pieces(_Pieces(data, buffers), block, timeout, "put")
+                return
         else:
             data = dumps(item)
             if type(data) is not bytes:
@@ -519,6 +531,22 @@ class SageQueue:
         rc = _put_msg(self._handle, data, len(data), wait_ns)
         if rc:
             self._put_wait(data, rc, block, deadline, "put")
+
+    def _put_pieces(self, pieces: _oob.Pieces, block: bool, timeout: Optional[float], what: str) -> None:
+        """Puts one message given as pieces (``ring_buffer_put_msgv``)."""
+        try:
+            count = len(pieces.addresses)
+            parts = (c_void_p * count)(*pieces.addresses)
+            lens = (c_uint32 * count)(*pieces.lengths)
+            wait_ns, deadline = _first_wait(block, timeout)
+            if block and timeout is None:
+                wait_ns = _SLICE_NS
+            rc = _lib.put_msgv(self._handle, parts, lens, count, wait_ns)
+            while rc:
+                wait_ns = self._retry(rc, _PUT, block, deadline, what, size=pieces.nbytes)
+                rc = _lib.put_msgv(self._handle, parts, lens, count, wait_ns)
+        finally:
+            pieces.release()
 
     def put_nowait(self, item: Any) -> None:
         """``put(item, block=False)``."""
@@ -556,8 +584,19 @@ class SageQueue:
         carries ``items_put`` the same way.
         """
         dumps = self._dumps
+        payloads: List[Union[bytes, _oob.Pieces]]
         if dumps is None:
-            payloads = [_pickle_dumps(item, _PROTOCOL) for item in items]
+            payloads = []
+            buffers: List[pickle.PickleBuffer] = []
+            collect = buffers.append
+            for item in items:
+                data = _pickle_dumps(item, _PROTOCOL, buffer_callback=collect)
+                if buffers:
+                    payloads.append(_Pieces(data, buffers))
+                    buffers = []
+                    collect = buffers.append
+                else:
+                    payloads.append(data)
         else:
             payloads = [_as_bytes(dumps(item), "dumps") for item in items]
         return self._put_packed(payloads, block, timeout, "put_many")
@@ -568,7 +607,19 @@ class SageQueue:
         """``put_many`` for raw bytes (no pickling)."""
         return self._put_packed([_as_bytes(p, "put_many_bytes") for p in payloads], block, timeout, "put_many_bytes")
 
-    def _put_packed(self, payloads: List[bytes], block: bool, timeout: Optional[float], what: str) -> int:
+    def _put_packed(
+        self, payloads: "List[Union[bytes, _oob.Pieces]]", block: bool, timeout: Optional[float], what: str
+    ) -> int:
+        try:
+            return self._put_packed_held(payloads, block, timeout, what)
+        finally:
+            for p in payloads:
+                if type(p) is _Pieces:
+                    p.release()
+
+    def _put_packed_held(
+        self, payloads: "List[Union[bytes, _oob.Pieces]]", block: bool, timeout: Optional[float], what: str
+    ) -> int:
         count = len(payloads)
         if count == 0:
             return 0
@@ -581,9 +632,15 @@ class SageQueue:
         if largest >= _MAX_ITEM:
             raise MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text(largest)}")
         inline = self.max_message_size
-        any_large = largest > inline
+        alone = [type(p) is not bytes or len(p) > inline for p in payloads]
+        any_large = any(alone)
         sizes = array.array("I", map(len, payloads))
-        joined = b"".join(p for p in payloads if len(p) <= inline) if any_large else b"".join(payloads)
+        # Only bytes are not `alone` (so all are bytes when none is).
+        joined = (
+            b"".join(p for p, a in zip(payloads, alone) if not a)  # type: ignore[misc]
+            if any_large
+            else b"".join(payloads)  # type: ignore[arg-type]
+        )
         address = ctypes.cast(ctypes.c_char_p(joined), c_void_p).value or 0  # no copy
         lens_base = sizes.buffer_info()[0]
         remaining_bytes = len(joined)
@@ -592,15 +649,21 @@ class SageQueue:
         handle = self._handle
         done = 0
         while done < count:
-            if any_large and sizes[done] > inline:
-                rc = _put_msg(handle, payloads[done], sizes[done], wait_ns)
+            if any_large and alone[done]:
+                one = payloads[done]
+                if type(one) is _Pieces:
+                    n = len(one.addresses)
+                    rc = _lib.put_msgv(handle, (c_void_p * n)(*one.addresses), (c_uint32 * n)(*one.lengths), n,
+                                       wait_ns)
+                else:
+                    rc = _put_msg(handle, one, sizes[done], wait_ns)
                 if rc == RB_OK:
                     rc = 1
                     sent = 0
             else:
                 batch = count - done
                 if any_large:
-                    batch = _inline_run(sizes, done, inline, ring)
+                    batch = _inline_run(sizes, alone, done, ring)
                 elif remaining_bytes > ring:
                     # More than the ring holds: offer only what could fit at
                     # best, which also keeps the call's byte total below 4 GiB.
@@ -654,13 +717,17 @@ class SageQueue:
         if rc == RB_OK:
             loads = self._loads
             if loads is None:
-                # pickle copies what it keeps, so the reused buffer is safe.
-                return _pickle_loads(view[: length.value])
+                # pickle copies what it keeps, so the reused buffer is safe
+                # (an item with out-of-band buffers gets copies of them).
+                try:
+                    return _pickle_loads(view[: length.value])
+                except pickle.UnpicklingError:
+                    return _loads_any(view[: length.value])
             # A custom loads might keep a view of its input: give it a copy.
             return loads(view[: length.value].tobytes())
         payload = self._get_wait(self._tls.rx, rc, block, deadline, "get")
         loads = self._loads
-        return _pickle_loads(payload) if loads is None else loads(bytes(payload))
+        return _loads_any(payload) if loads is None else loads(bytes(payload))
 
     def get_nowait(self) -> Any:
         """``get(block=False)``."""
@@ -681,11 +748,18 @@ class SageQueue:
         than the thread's buffer into one of its own. Returns the payload (a
         view valid until this thread's next get)."""
         buf, addr, cap, view = rx.buf, rx.addr, rx.cap, rx.view
+        asked_for_file = False
         while True:
-            if rc == RB_ERR_BUFFER_TOO_SMALL:
-                # A message larger than this thread's buffer (nothing was
-                # consumed): grow the buffer and keep it for the next ones,
-                # or, beyond MAX_KEPT_BUFFER, receive it into one of its own.
+            if rc == RB_ERR_BUFFER_TOO_SMALL and not asked_for_file:
+                # Larger than this thread's buffer (nothing was consumed):
+                # if it went out of line, get_msg_fd below hands it over as
+                # its side object, mapped, whatever the buffer's size.
+                asked_for_file = True
+                wait_ns = max(_next_wait(deadline), 0) if block else 0
+            elif rc == RB_ERR_BUFFER_TOO_SMALL:
+                # In the ring and larger than this thread's buffer: grow the
+                # buffer and keep it for the next ones, or, beyond
+                # MAX_KEPT_BUFFER, receive it into one of its own.
                 needed = max(rx.length.value, 1)
                 if needed <= MAX_KEPT_BUFFER:
                     rx = self._grow_receiver(needed)
@@ -698,8 +772,12 @@ class SageQueue:
                 wait_ns = max(_next_wait(deadline), 0) if block else 0
             else:
                 wait_ns = self._retry(rc, _GET, block, deadline, what)
-            rc = _get_msg(self._handle, addr, cap, rx.length_addr, wait_ns)
+            # An item that went out of line comes as its side object, mapped
+            # (no copy); one in the ring is copied into the buffer.
+            rc = _get_msg_fd(self._handle, addr, cap, rx.length_addr, rx.fd_addr, wait_ns)
             if rc == RB_OK:
+                if rx.fd.value >= 0:
+                    return _map(rx.fd.value, rx.length.value)
                 return view[: rx.length.value]
 
     def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
@@ -712,7 +790,12 @@ class SageQueue:
         payloads = self._get_packed(max_items, block, timeout, "get_many")
         loads = self._loads
         if loads is None:
-            return [_pickle_loads(p) for p in payloads]
+            try:
+                return [_pickle_loads(p) for p in payloads]
+            except pickle.UnpicklingError:
+                # One carries out-of-band buffers (unpickling has no effect
+                # on the queue: doing it again is safe).
+                return [_loads_any(p) for p in payloads]
         return [loads(p.tobytes()) for p in payloads]
 
     def get_many_bytes(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[bytes]:
@@ -960,17 +1043,40 @@ def _open_error(code: int, context: str) -> BaseException:
     return error_for(code, context)
 
 
-def _inline_run(sizes: "array.array[int]", start: int, inline: int, ring: int) -> int:
+def _inline_run(sizes: "array.array[int]", alone: List[bool], start: int, ring: int) -> int:
     """How many items from ``start`` go in one put_packed call: the run of
-    items that fit inside the ring (at most ``inline`` bytes each), no more
-    than the ring could hold at best (at least one)."""
+    items that travel inside the ring (not ``alone``), no more than the ring
+    could hold at best (at least one)."""
     run = total = 0
-    for size in itertools.islice(sizes, start, None):
-        total += size
-        if size > inline or (run and total > ring):
+    for at in range(start, len(sizes)):
+        total += sizes[at]
+        if alone[at] or (run and total > ring):
             break
         run += 1
     return max(run, 1)
+
+
+def _loads_any(payload: memoryview) -> Any:
+    """Unpickles a message that may carry out-of-band buffers (see _oob);
+    its buffers are used in place when ``payload`` maps the item's own side
+    object, copied otherwise."""
+    try:
+        return _pickle_loads(payload)
+    except pickle.UnpicklingError:
+        if bytes(payload[: len(_oob.MAGIC)]) != _oob.MAGIC:
+            raise
+        return _oob.loads(payload, owned=isinstance(payload.obj, mmap.mmap))
+
+
+def _map(fd: int, length: int) -> memoryview:
+    """The side object ``fd`` (ours alone, already unlinked) mapped private
+    and writable; the descriptor is closed, the mapping lives as long as
+    views of it do."""
+    try:
+        mapping = mmap.mmap(fd, length, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+    return memoryview(mapping)
 
 
 def _suggest_size(needed: int) -> int:
