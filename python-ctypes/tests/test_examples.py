@@ -15,12 +15,16 @@ DEMO = PACKAGE_ROOT / "examples" / "pipeline_demo.py"
 BENCH = REPO_ROOT / "bench" / "bench_python.py"
 
 
+ARRAYS = 40
+
+
 def _leftovers(prefix: str) -> List[str]:
     return sorted(p.name for p in SHM.glob(f"sage_ringbuf_{prefix}*"))
 
 
 def test_demo_runs_and_checks_itself() -> None:
-    result = subprocess.run([sys.executable, str(DEMO), "--messages", "3000", "--probes", "100"],
+    result = subprocess.run([sys.executable, str(DEMO), "--messages", "3000", "--probes", "100",
+                             "--arrays", str(ARRAYS)],
                             env=child_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -28,6 +32,11 @@ def test_demo_runs_and_checks_itself() -> None:
     assert out.count("exact count, checksum, order OK") == 2
     table = [line for line in out.splitlines() if line.startswith(("SageQueue ", "multiprocessing.Queue "))]
     assert len(table) == 2 and all(" us " in line for line in table)
+    # The stage of numpy arrays larger than the (default) ring: intact, and
+    # received without a copy.
+    arrays = [line for line in out.splitlines() if line.startswith("1 MiB numpy arrays: SageQueue")]
+    assert len(arrays) == 1 and arrays[0].endswith(": intact"), out
+    assert f"mp.Queue, {ARRAYS - 1:,} without a copy)" in arrays[0], arrays[0]
 
 
 def test_demo_ctrl_c_leaves_nothing_behind() -> None:
