@@ -432,7 +432,7 @@ class SageQueue:
         if rc == RB_ERR_SHUTDOWN:
             shut = ShutDown(_batch_text(f"queue {self.name!r} was shut down", done, count))
             if kind == _PUT:
-                shut.items_put = done  # type: ignore[attr-defined]
+                shut.items_put = done
             raise shut
         if rc == RB_ERR_TOO_LARGE and size is not None:
             raise MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text(size)}")

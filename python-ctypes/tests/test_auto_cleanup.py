@@ -5,7 +5,6 @@ the name denoted at that moment, with its messages."""
 from __future__ import annotations
 
 import multiprocessing
-from typing import Callable
 
 from sage_queue import SageQueue, destroy_queue, open_queue
 

@@ -18,7 +18,6 @@ from sage_queue.queue import MAX_BATCH
 
 from conftest import SHM
 
-
 # ---------------------------------------------------------------- item 6
 
 
@@ -139,7 +138,7 @@ def test_unfinished_tasks_of_a_legacy_queue_raise(qname: str) -> None:
     try:
         assert q.layout_version == 1
         with pytest.raises(IncompatibleQueueError):
-            q.unfinished_tasks
+            _ = q.unfinished_tasks
         assert q.qsize() == 0
         assert q.full() is False
     finally:

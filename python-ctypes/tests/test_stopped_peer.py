@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Tuple
 
 import pytest
 
@@ -60,11 +60,11 @@ def _held(q: SageQueue, side: str) -> bool:
             assert _lib.get_msg(handle, buf, len(buf), ctypes.byref(length), 5_000_000_000) == Status.RB_OK
             assert length.value == len(probe)
         assert rc in (Status.RB_OK, Status.RB_ERR_TIMEOUT, Status.RB_ERR_FULL), rc
-    return rc == Status.RB_ERR_TIMEOUT
+    return bool(rc == Status.RB_ERR_TIMEOUT)
 
 
 @pytest.fixture
-def streamer(make_queue: Callable[..., SageQueue]) -> Iterator[tuple]:
+def streamer(make_queue: Callable[..., SageQueue]) -> Iterator[Tuple[SageQueue, "subprocess.Popen[str]"]]:
     # Ring 2 MiB: one 1 MiB message fits, a second does not, so the probe
     # put can only ever find the ring full or its lock held.
     q = make_queue(1 << 21)
@@ -78,7 +78,7 @@ def streamer(make_queue: Callable[..., SageQueue]) -> Iterator[tuple]:
         child.wait()
 
 
-def _stop_holding(q: SageQueue, child: subprocess.Popen, side: str) -> None:
+def _stop_holding(q: SageQueue, child: "subprocess.Popen[str]", side: str) -> None:
     rng = random.Random(side)
     for _ in range(400):
         time.sleep(rng.uniform(0.0005, 0.005))
@@ -90,7 +90,7 @@ def _stop_holding(q: SageQueue, child: subprocess.Popen, side: str) -> None:
     pytest.fail(f"never caught the streamer holding the {side} lock")
 
 
-def test_nowait_calls_say_empty_and_full(streamer: tuple) -> None:
+def test_nowait_calls_say_empty_and_full(streamer: Tuple[SageQueue, "subprocess.Popen[str]"]) -> None:
     q, child = streamer
     _stop_holding(q, child, "reader")
     with pytest.raises(queue.Empty, match="^Queue is empty$"):
