@@ -31,6 +31,12 @@ and ``sage_queue`` (default :data:`DEFAULT_SHM_MAXSIZE`, 1 MiB; rounded up to a
 power of two, at least 1024), **items** for ``local``, ``ray_queue``,
 ``ray_actor`` and ``rpc`` (0: unbounded).
 
+``shm`` and ``sage_queue`` descriptors record the machine they were made on
+(``metadata["host_id"]``, see ``sage_queue.hostid``; ``host_name`` for
+messages): resolved on another machine they raise ``QueueUnavailableError``
+naming both and create nothing, since the same name there is another queue.
+Descriptors written by 1.0 (no ``host_id``) resolve anywhere, as before.
+
 The JSON of an ``rpc`` descriptor contains its server's auth key: treat it as
 a secret (``repr()`` of a descriptor hides it, the JSON cannot).
 """
@@ -331,7 +337,8 @@ class QueueDescriptor:
         return cls(
             queue_id or _new_id("shm"),
             "shm",
-            {"shm_name": shm_name, "maxsize": shm.check_maxsize(maxsize), "auto_cleanup": bool(auto_cleanup)},
+            {"shm_name": shm_name, "maxsize": shm.check_maxsize(maxsize), "auto_cleanup": bool(auto_cleanup),
+             **shm.host_metadata()},
         )
 
     @classmethod
@@ -356,6 +363,7 @@ class QueueDescriptor:
                 "maxsize": _transport("sage_queue").check_maxsize(maxsize),
                 "auto_cleanup": bool(auto_cleanup),
                 "namespace": namespace,
+                **_transport("sage_queue").host_metadata(),
             },
         )
 

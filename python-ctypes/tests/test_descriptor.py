@@ -39,6 +39,7 @@ from sage_queue.errors import (
     MissingMetadataError,
     UnknownQueueTypeError,
 )
+from sage_queue.hostid import host_id, host_name
 from sage_queue.transport_local import forget_local_queue
 
 from conftest import run_python, unique_name
@@ -372,7 +373,8 @@ def test_sage_queue_descriptor_resolves_to_a_sage_queue(sage_desc: Callable[...,
 
 def test_shm_descriptor_and_helpers(qname: str) -> None:
     desc = QueueDescriptor.create_shm_queue("stage1", qname, 4096)
-    assert desc.metadata == {"shm_name": qname, "maxsize": 4096, "auto_cleanup": False}
+    assert desc.metadata == {"shm_name": qname, "maxsize": 4096, "auto_cleanup": False, "host_id": host_id(),
+                             "host_name": host_name()}
     with SageQueue(qname, 4096) as plain:
         plain.put("from a plain SageQueue")
         q: Any = resolve_descriptor(desc)
