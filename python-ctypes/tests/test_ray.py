@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Iterator, List, cast
 
 import pytest
 
@@ -235,6 +235,49 @@ def test_ray_queue_semantics(queue_type: str, describe: Callable[..., QueueDescr
         QueueDescriptor.create_ray_actor_queue(desc.queue_id, desc.metadata["actor_name"])
     q.put("shared")
     assert resolve_descriptor(again).get(timeout=60) == "shared"
+
+
+@pytest.mark.parametrize("queue_type", ["ray_queue", "ray_actor"])
+def test_ray_batches_take_one_ray_call_each(queue_type: str, describe: Callable[..., QueueDescriptor],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """put_many/get_many cross in one Ray call per batch (counted at
+    ray.get, which every call of the transport goes through), waits
+    included, in order, and a partial batch reports items_put."""
+    import queue as stdlib_queue
+    import threading
+
+    import ray
+
+    desc = describe(queue_type, maxsize=1500)
+    q: Any = resolve_descriptor(desc)
+    calls: List[int] = []  # ray.get calls of this thread
+    real_get = ray.get
+    me = threading.get_ident()
+
+    def counting_get(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() == me:
+            calls.append(1)
+        return real_get(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "get", counting_get)  # the module ray_support calls through
+    assert q.put_many(range(1000)) == 1000 and len(calls) == 1
+    assert q.get_many(600) == list(range(600)) and len(calls) == 2
+    assert q.get_many(1000, timeout=60) == list(range(600, 1000)) and len(calls) == 3
+    # A blocking get_many waits in the actor for the first item: still one call.
+    later = threading.Timer(0.3, lambda: cast(Any, resolve_descriptor(desc)).put_many(["late", "later"]))
+    later.start()
+    got = q.get_many(10, timeout=60)
+    later.join()
+    assert len(calls) == 4
+    got += [] if len(got) == 2 else q.get_many(10, timeout=60)
+    assert got == ["late", "later"]
+    calls.clear()
+    with pytest.raises(stdlib_queue.Full) as partial:
+        q.put_many(range(2000), timeout=0.2)
+    assert partial.value.items_put == 1500 and len(calls) == 1  # type: ignore[attr-defined]
+    assert q.get_many(2000) == list(range(1500)) and len(calls) == 2
+    with pytest.raises(stdlib_queue.Empty):
+        q.get_many(5, block=False)
 
 
 def test_ray_descriptors_resolve_in_another_driver(ray_session: Any,
