@@ -70,6 +70,7 @@ def check_descriptor_host(descriptor: QueueDescriptor) -> None:
 _NAME_KEYS = {
     "shm": ("shm_name", "QueueDescriptor.create_shm_queue(queue_id, shm_name, maxsize)"),
     "sage_queue": ("queue_name", "QueueDescriptor.create_sage_queue(queue_id, maxsize)"),
+    "auto": ("queue_name", "QueueDescriptor.create_auto_queue(queue_id, maxsize)"),
 }
 
 

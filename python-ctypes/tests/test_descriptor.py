@@ -44,7 +44,7 @@ from sage_queue.transport_local import forget_local_queue
 
 from conftest import run_python, unique_name
 
-BUILTINS = ["local", "ray_actor", "ray_queue", "rpc", "sage_queue", "shm"]
+BUILTINS = ["auto", "local", "ray_actor", "ray_queue", "rpc", "sage_queue", "shm"]
 
 
 @pytest.fixture
@@ -184,7 +184,7 @@ def test_metadata_that_is_not_json_is_reported_by_key() -> None:
 
 def test_builtin_types_are_registered() -> None:
     assert get_registered_queue_types() == BUILTINS
-    assert D.BUILTIN_QUEUE_TYPES == ("local", "shm", "sage_queue", "ray_queue", "ray_actor", "rpc")
+    assert D.BUILTIN_QUEUE_TYPES == ("local", "shm", "sage_queue", "ray_queue", "ray_actor", "rpc", "auto")
 
 
 def test_unknown_type_says_what_to_do() -> None:

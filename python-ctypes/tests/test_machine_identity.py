@@ -189,3 +189,23 @@ def test_one_point_oh_descriptors_pickles_and_refs_still_resolve(names: Callable
         assert status == "QueueUnavailableError", message
     finally:
         q.close()
+
+
+def test_auto_without_ray_is_this_machines_queue(names: Callable[[], str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``auto`` descriptor made without Ray is the SageQueue here and,
+    elsewhere, a clear QueueUnavailableError (no bridge to reach it)."""
+    from sage_queue.transport_shm import DescribedSageQueue
+
+    name = names()
+    desc = QueueDescriptor.create_auto_queue(name, 1 << 16)
+    assert "bridge_name" not in desc.metadata and desc.metadata["host_id"] == host_id()
+    q: Any = resolve_descriptor(desc.to_json())
+    try:
+        assert type(q) is DescribedSageQueue and q.name == name
+        q.put("auto")
+        assert q.get(timeout=60) == "auto"
+    finally:
+        q.close()
+    monkeypatch.setenv(HOST_ID_ENV, OTHER)
+    with pytest.raises(QueueUnavailableError, match="described without Ray.*ray.init"):
+        resolve_descriptor(desc.to_json())

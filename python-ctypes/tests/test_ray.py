@@ -345,3 +345,134 @@ def test_gone_actors_give_clear_errors(describe: Callable[[str], QueueDescriptor
     q.put("lost")
     destroy_ray_queue(desc)
     assert resolve_descriptor(desc).qsize() == 0
+
+
+# ---------------------------------------------------------------- the auto type (one node)
+
+OTHER_HOST = "t15-other-machine"
+
+
+@pytest.fixture
+def auto_desc(request: pytest.FixtureRequest, ray_session: Any) -> Callable[..., QueueDescriptor]:
+    """auto_desc(maxsize=1 << 20, **kwargs) -> an ``auto`` descriptor (its
+    bridge started); bridge and queue removed after the test."""
+    from sage_queue.transport_auto import destroy_auto_queue
+
+    made: List[QueueDescriptor] = []
+
+    def make(maxsize: int = 1 << 20, **kwargs: Any) -> QueueDescriptor:
+        made.append(QueueDescriptor.create_auto_queue(unique_name("auto"), maxsize, **kwargs))
+        return made[-1]
+
+    def cleanup() -> None:
+        for desc in made:
+            destroy_auto_queue(desc)
+
+    request.addfinalizer(cleanup)
+    return make
+
+
+def test_auto_is_the_shared_memory_queue_on_its_machine(auto_desc: Callable[..., QueueDescriptor]) -> None:
+    from sage_queue.hostid import host_id
+    from sage_queue.transport_shm import DescribedSageQueue
+
+    desc = auto_desc()
+    meta = desc.metadata
+    assert meta["host_id"] == host_id() and meta["bridge_name"].startswith("sage_queue.auto_bridge.")
+    assert meta["node_id"] and meta["batch_size"] == 512
+    q: Any = resolve_descriptor(QueueDescriptor.from_json(desc.to_json()))
+    try:
+        assert type(q) is DescribedSageQueue and q.name == meta["queue_name"]
+        q.put("here")
+        with SageQueue.open(meta["queue_name"]) as plain:
+            assert plain.get(timeout=60) == "here"
+    finally:
+        q.close()
+
+
+def test_auto_endpoint_semantics(auto_desc: Callable[..., QueueDescriptor], monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process plays another machine (the bridge keeps the real
+    identity): the descriptor resolves to the Ray endpoint, which behaves as
+    a queue: order, batches, timeouts, Full, ShutDown, qsize."""
+    import queue as stdlib_queue
+
+    from sage_queue import ShutDown
+    from sage_queue.ray_bridge import RemoteAutoQueue
+
+    desc = auto_desc(maxsize=4096, batch_size=8)
+    local: Any = resolve_descriptor(desc)  # the SageQueue, resolved with this machine's identity
+    monkeypatch.setenv("SAGE_QUEUE_HOST_ID", OTHER_HOST)
+    remote: Any = resolve_descriptor(desc.to_json())
+    try:
+        assert isinstance(remote, RemoteAutoQueue)
+        for i in range(20):  # buffered; batches of 8 go at once, the rest within the flush delay
+            remote.put(i)
+        got: List[Any] = []
+        while len(got) < 20:
+            got.extend(local.get_many(100, timeout=60))
+        assert got == list(range(20))
+        remote.put_many(range(100, 110))
+        got = []
+        while len(got) < 10:
+            got.extend(local.get_many(100, timeout=60))
+        assert got == list(range(100, 110))
+        local.put_many(["a", "b", "c"])
+        assert remote.qsize() == 3 and not remote.empty()
+        assert remote.get(timeout=60) == "a" and remote.get_many(5) == ["b", "c"]
+        assert remote.qsize() == 0 and remote.empty()
+        with pytest.raises(stdlib_queue.Empty):
+            remote.get(timeout=0.1)
+        with pytest.raises(stdlib_queue.Empty):
+            remote.get_nowait()
+        with pytest.raises(ValueError, match="non-negative"):
+            remote.get(timeout=-1)
+        # A ring of 4096 bytes: a bounded put fails, the item is not kept.
+        with pytest.raises(stdlib_queue.Full) as partial:
+            remote.put_many([b"x" * 500] * 20, timeout=0.2)
+        went = partial.value.items_put  # type: ignore[attr-defined]
+        assert 0 < went < 20
+        with pytest.raises(stdlib_queue.Full):
+            remote.put_nowait(b"y" * 500)
+        assert local.get_many(100) == [b"x" * 500] * went and local.qsize() == 0
+        remote.put("last")
+        remote.shutdown()
+        assert local.get(timeout=60) == "last"
+        with pytest.raises(ShutDown):
+            remote.get(timeout=60)
+        with pytest.raises(ShutDown):
+            remote.put_many([1], timeout=5)
+    finally:
+        remote.close()
+        local.close()
+
+
+def test_auto_from_other_machines_actors(auto_desc: Callable[..., QueueDescriptor], workers: Any,
+                                         actors: List[Any]) -> None:
+    """Actors started with another SAGE_QUEUE_HOST_ID reach the queue
+    through the bridge, both ways, exact counts and order per producer."""
+    import ray
+
+    desc = auto_desc()
+    local: Any = resolve_descriptor(desc)
+    env = {"env_vars": {"SAGE_QUEUE_HOST_ID": OTHER_HOST}}
+    users = [workers.AutoUser.options(runtime_env=env).remote(desc.to_json()) for _ in range(3)]
+    actors.extend(users)
+    try:
+        kinds = ray.get([u.kind.remote() for u in users], timeout=WAIT)
+        assert {k[:2] for k in kinds} == {("RemoteAutoQueue", OTHER_HOST)}
+        # Remote producers (put and put_many) -> the local consumer.
+        done = [users[0].produce.remote(0, 3000), users[1].produce.remote(1, 3000, 100)]
+        got: List[Any] = []
+        while len(got) < 6000:
+            got.extend(local.get_many(1000, timeout=60))
+        assert ray.get(done, timeout=WAIT) == [3000, 3000]
+        for p in (0, 1):
+            assert [s for q, s in got if q == p] == list(range(3000))
+        # Local producer -> a remote consumer.
+        pending = users[2].consume.remote(5000)
+        local.put_many([(9, s) for s in range(5000)])
+        assert ray.get(pending, timeout=WAIT) == [(9, s) for s in range(5000)]
+        assert local.qsize() == 0
+        ray.get([u.close.remote() for u in users], timeout=WAIT)
+    finally:
+        local.close()
