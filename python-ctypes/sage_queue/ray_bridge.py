@@ -73,7 +73,12 @@ class AutoBridge:
         self._queue = SageQueue(queue_name, maxsize)
 
     def host(self) -> str:
+        """The machine identity seen by the bridge."""
         return host_id()
+
+    def node_id(self) -> str:
+        """The Ray node the bridge runs on."""
+        return str(ray.get_runtime_context().get_node_id())
 
     def put_batch(self, payloads: List[bytes], block: bool, timeout: Optional[float]) -> Tuple[str, int]:
         try:

@@ -170,10 +170,11 @@ class AutoUser:
     def __init__(self, desc_json: str) -> None:
         self.q: Any = resolve_descriptor(desc_json)
 
-    def kind(self) -> Tuple[str, str, int]:
+    def kind(self) -> Tuple[str, str, str]:
+        """(type of the resolved queue, machine identity, Ray node id)."""
         from sage_queue.hostid import host_id
 
-        return type(self.q).__name__, host_id(), os.getpid()
+        return type(self.q).__name__, host_id(), ray.get_runtime_context().get_node_id()
 
     def produce(self, producer: int, count: int, batch: int = 0) -> int:
         """``count`` items (producer, seq): by put, or by put_many of ``batch``."""
