@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Iterator, List, Tuple, cast
 
 import pytest
 
@@ -38,7 +38,7 @@ def cluster() -> Iterator[Tuple[Any, str, str]]:
 
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), str(TESTS_DIR), saved]))
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": STORE,
+    c: Any = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": STORE,
                                                       "include_dashboard": False})
     try:
         second = c.add_node(num_cpus=1, object_store_memory=STORE)
@@ -66,11 +66,12 @@ def on_second_node(cluster: Tuple[Any, str, str], desc: QueueDescriptor, count: 
 
     options = {"scheduling_strategy": NodeAffinitySchedulingStrategy(cluster[2], soft=False),
                "runtime_env": {"env_vars": {"SAGE_QUEUE_HOST_ID": OTHER_HOST}}}
-    return [_ray_workers.AutoUser.options(**options).remote(desc.to_json()) for _ in range(count)]
+    user: Any = _ray_workers.AutoUser
+    return [user.options(**options).remote(desc.to_json()) for _ in range(count)]
 
 
 @pytest.fixture
-def auto_queue(cluster: Tuple[Any, str, str], request: pytest.FixtureRequest) -> Iterator[QueueDescriptor]:
+def auto_queue(cluster: Tuple[Any, str, str]) -> Iterator[QueueDescriptor]:
     desc = QueueDescriptor.create_auto_queue(unique_name("cl"), 1 << 20, batch_size=256)
     try:
         yield desc
@@ -83,7 +84,8 @@ def test_both_ways_between_two_nodes(cluster: Tuple[Any, str, str], auto_queue: 
 
     desc = auto_queue
     bridge = ray.get_actor(desc.metadata["bridge_name"], namespace=desc.metadata["bridge_namespace"])
-    assert ray.get(bridge.node_id.remote(), timeout=WAIT) == cluster[1] == desc.metadata["node_id"]
+    bridge_node: Any = ray.get(bridge.node_id.remote(), timeout=WAIT)
+    assert bridge_node == cluster[1] == desc.metadata["node_id"]
     assert ray.get(bridge.host.remote(), timeout=WAIT) == host_id() != OTHER_HOST
     local: Any = resolve_descriptor(desc)
     users = on_second_node(cluster, desc, 4)
@@ -135,7 +137,7 @@ def test_bridge_killed_mid_stream(cluster: Tuple[Any, str, str], auto_queue: Que
         # Let the stream run, then kill the bridge.
         bridge = ray.get_actor(desc.metadata["bridge_name"], namespace=desc.metadata["bridge_namespace"])
         deadline = time.monotonic() + 120
-        while ray.get(bridge.qsize.remote(), timeout=WAIT) == 0 and time.monotonic() < deadline:
+        while cast(int, ray.get(bridge.qsize.remote(), timeout=WAIT)) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(1.0)
         ray.kill(bridge, no_restart=True)
