@@ -292,8 +292,9 @@ class RemoteAutoQueue(QueueAdapter):
                 self._first_at = time.monotonic()
             self._out.append(payload)
             count = len(self._out)
-            self._start_flusher()
-            self._lock.notify_all()
+            if count == 1:  # the flusher sleeps until a buffer starts (one wake-up per batch)
+                self._start_flusher()
+                self._lock.notify_all()
         if block and timeout is None:
             if count >= self._batch:
                 self._send(True, None)
@@ -315,6 +316,8 @@ class RemoteAutoQueue(QueueAdapter):
             if not self._out:
                 self._first_at = time.monotonic()
             self._out.extend(payloads)
+            self._start_flusher()
+            self._lock.notify_all()
         try:
             self._send(block, timeout)
         except Full as full:
