@@ -28,7 +28,7 @@ import pickle
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python-ctypes"))
@@ -134,7 +134,7 @@ def one_node(n: int) -> Tuple[float, float]:
         for _ in range(3):
             for label, q in (("SageQueue", plain), ("auto", auto)):
                 t0 = time.perf_counter()
-                for start in range(0, n, 1000):
+                for _ in range(n // 1000):
                     for _ in range(1000):
                         q.put(PAYLOAD)
                     for _ in range(1000):
