@@ -217,3 +217,27 @@ class AutoUser:
 
     def close(self) -> None:
         self.q.close()
+
+
+@ray.remote(num_cpus=0)
+class AutoOwner:
+    """Creates an ``auto`` queue where it runs (its machine, its node: the
+    bridge is pinned there) and uses it as the local SageQueue."""
+
+    def __init__(self, queue_id: str, batch_size: int) -> None:
+        from sage_queue.descriptor import QueueDescriptor
+
+        self.desc = QueueDescriptor.create_auto_queue(queue_id, 1 << 20, batch_size=batch_size)
+        self.q: Any = resolve_descriptor(self.desc)
+
+    def descriptor(self) -> Tuple[str, str]:
+        return self.desc.to_json(), type(self.q).__name__
+
+    def put_range(self, count: int) -> int:
+        return int(self.q.put_many(range(count), timeout=60))
+
+    def take(self, count: int) -> List[Any]:
+        items: List[Any] = []
+        while len(items) < count:
+            items.extend(self.q.get_many(count - len(items), timeout=60))
+        return items

@@ -31,15 +31,18 @@ STORE = 80 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Tuple[Any, str, str]]:
-    """(cluster, head node id, second node id), with this driver connected."""
+def cluster() -> Iterator[Tuple[Any, str, str, Any]]:
+    """(cluster, head node id, second node id, second node), with this
+    driver connected. Node deaths are detected within about two seconds."""
     import ray
     from ray.cluster_utils import Cluster
 
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), str(TESTS_DIR), saved]))
     c: Any = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": STORE,
-                                                      "include_dashboard": False})
+                                                      "include_dashboard": False,
+                                                      "_system_config": {"health_check_period_ms": 500,
+                                                                         "health_check_failure_threshold": 4}})
     try:
         second = c.add_node(num_cpus=1, object_store_memory=STORE)
         ray.init(address=c.address, namespace=f"sage_queue_cluster_{RUN_PREFIX}", logging_level=logging.WARNING)
@@ -47,7 +50,7 @@ def cluster() -> Iterator[Tuple[Any, str, str]]:
             c.wait_for_nodes()
             head_id = ray.get_runtime_context().get_node_id()
             assert second.node_id != head_id
-            yield c, head_id, second.node_id
+            yield c, head_id, second.node_id, second
         finally:
             ray.shutdown()
     finally:
@@ -58,20 +61,25 @@ def cluster() -> Iterator[Tuple[Any, str, str]]:
             os.environ["PYTHONPATH"] = saved
 
 
-def on_second_node(cluster: Tuple[Any, str, str], desc: QueueDescriptor, count: int) -> List[Any]:
-    """``count`` AutoUser actors on the second node, as another machine."""
+def second_node_options(cluster: Tuple[Any, str, str, Any]) -> Any:
+    """Actor options: on the second node, as another machine."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(cluster[2], soft=False),
+            "runtime_env": {"env_vars": {"SAGE_QUEUE_HOST_ID": OTHER_HOST}}}
+
+
+def on_second_node(cluster: Tuple[Any, str, str, Any], desc: QueueDescriptor, count: int) -> List[Any]:
+    """``count`` AutoUser actors on the second node, as another machine."""
     import _ray_workers
 
-    options = {"scheduling_strategy": NodeAffinitySchedulingStrategy(cluster[2], soft=False),
-               "runtime_env": {"env_vars": {"SAGE_QUEUE_HOST_ID": OTHER_HOST}}}
+    options = second_node_options(cluster)
     user: Any = _ray_workers.AutoUser
     return [user.options(**options).remote(desc.to_json()) for _ in range(count)]
 
 
 @pytest.fixture
-def auto_queue(cluster: Tuple[Any, str, str]) -> Iterator[QueueDescriptor]:
+def auto_queue(cluster: Tuple[Any, str, str, Any]) -> Iterator[QueueDescriptor]:
     desc = QueueDescriptor.create_auto_queue(unique_name("cl"), 1 << 20, batch_size=256)
     try:
         yield desc
@@ -79,7 +87,7 @@ def auto_queue(cluster: Tuple[Any, str, str]) -> Iterator[QueueDescriptor]:
         destroy_auto_queue(desc)
 
 
-def test_both_ways_between_two_nodes(cluster: Tuple[Any, str, str], auto_queue: QueueDescriptor) -> None:
+def test_both_ways_between_two_nodes(cluster: Tuple[Any, str, str, Any], auto_queue: QueueDescriptor) -> None:
     import ray
 
     desc = auto_queue
@@ -117,7 +125,7 @@ def test_both_ways_between_two_nodes(cluster: Tuple[Any, str, str], auto_queue: 
         local.close()
 
 
-def test_bridge_killed_mid_stream(cluster: Tuple[Any, str, str], auto_queue: QueueDescriptor) -> None:
+def test_bridge_killed_mid_stream(cluster: Tuple[Any, str, str, Any], auto_queue: QueueDescriptor) -> None:
     """A producer and a consumer on the second node stream through the
     bridge; the bridge is killed: both get QueueUnavailableError (no hang),
     nothing is duplicated or reordered, and at most a few batches (the
@@ -164,3 +172,62 @@ def test_bridge_killed_mid_stream(cluster: Tuple[Any, str, str], auto_queue: Que
         ray.kill(producer)
         ray.kill(consumer)
         local.close()
+
+
+def test_second_nodes_queue_from_the_head_and_node_death(cluster: Tuple[Any, str, str, Any]) -> None:
+    """The other way round: a queue made on the second node ("another
+    machine", bridge pinned there) is reached from this driver through the
+    bridge, both ways, exactly; then the second node dies and the driver's
+    blocked get and its put both end in QueueUnavailableError. Last in the
+    module: the node stays dead."""
+    import threading
+
+    import ray
+
+    from sage_queue import destroy_queue
+    from sage_queue.errors import QueueUnavailableError
+    from sage_queue.ray_bridge import RemoteAutoQueue
+
+    import _ray_workers
+
+    owner_class: Any = _ray_workers.AutoOwner
+    owner = owner_class.options(**second_node_options(cluster)).remote(unique_name("nd"), 64)
+    text, owner_kind = ray.get(owner.descriptor.remote(), timeout=WAIT)
+    desc = QueueDescriptor.from_json(text)
+    try:
+        assert owner_kind == "DescribedSageQueue" and desc.metadata["host_id"] == OTHER_HOST
+        assert desc.metadata["node_id"] == cluster[2]
+        remote: Any = resolve_descriptor(text)
+        assert isinstance(remote, RemoteAutoQueue)
+        assert ray.get(owner.put_range.remote(1000), timeout=WAIT) == 1000
+        got: List[Any] = []
+        while len(got) < 1000:
+            got.extend(remote.get_many(1000, timeout=60))
+        assert got == list(range(1000))
+        taken = owner.take.remote(500)
+        for i in range(500):
+            remote.put(("head", i))
+        remote.flush()
+        assert ray.get(taken, timeout=WAIT) == [("head", i) for i in range(500)]
+        # A get blocked for ever, then the node goes.
+        outcome: List[BaseException] = []
+
+        def blocked_get() -> None:
+            try:
+                remote.get()
+            except BaseException as exc:  # reported to the test
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=blocked_get, daemon=True)
+        waiter.start()
+        cluster[0].remove_node(cluster[3], allow_graceful=False)
+        waiter.join(120)
+        assert not waiter.is_alive(), "a get through a dead node's bridge hung"
+        assert len(outcome) == 1 and isinstance(outcome[0], QueueUnavailableError), outcome
+        assert "bridge" in str(outcome[0])
+        with pytest.raises(QueueUnavailableError):
+            remote.put("after", timeout=5)
+        with pytest.raises(QueueUnavailableError):
+            resolve_descriptor(text)
+    finally:
+        destroy_queue(desc.metadata["queue_name"])  # the dead node's queue, still in this machine's /dev/shm
