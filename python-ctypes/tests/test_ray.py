@@ -280,6 +280,29 @@ def test_ray_batches_take_one_ray_call_each(queue_type: str, describe: Callable[
         q.get_many(5, block=False)
 
 
+def test_ray_queue_made_by_plain_ray_util_queue_still_batches(ray_session: Any) -> None:
+    """A ray_queue actor made by ray.util.queue itself (as sage_queue 1.0
+    did) lacks the batch calls: put_many/get_many fall back to item calls."""
+    import ray
+    from ray.util.queue import Queue
+
+    from sage_queue.ray_support import RAY_QUEUE_ACTOR_PREFIX
+
+    queue_id = unique_name("old")
+    namespace = ray.get_runtime_context().namespace
+    old = Queue(0, actor_options={"name": RAY_QUEUE_ACTOR_PREFIX + queue_id, "namespace": namespace, "num_cpus": 0})
+    handle: Any = old.actor
+    try:
+        desc = QueueDescriptor(queue_id, "ray_queue", {"actor_name": RAY_QUEUE_ACTOR_PREFIX + queue_id,
+                                                       "namespace": namespace, "maxsize": 0})
+        q: Any = resolve_descriptor(desc)
+        assert not hasattr(handle, "put_batch")
+        assert q.put_many(range(30)) == 30
+        assert q.get_many(20) == list(range(20)) and q.get_many(20, timeout=5) == list(range(20, 30))
+    finally:
+        ray.kill(handle)
+
+
 def test_ray_descriptors_resolve_in_another_driver(ray_session: Any,
                                                    describe: Callable[..., QueueDescriptor]) -> None:
     """Another process joins the cluster (in another namespace) and finds
