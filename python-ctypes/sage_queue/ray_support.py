@@ -6,9 +6,11 @@ in an object, through ``ray.put``) reattaches the worker to the same
 shared-memory queue; both sides can put and get. Ray workers must be able to
 load the library: they inherit the driver's environment when ``ray.init()``
 starts the cluster; otherwise pass ``runtime_env=sage_queue.ray_support.
-runtime_env()`` to ``ray.init``. Shared memory does not cross machines: for
-a pipeline spread over several nodes use ``ray_queue``, ``ray_actor`` or
-``rpc`` descriptors.
+runtime_env()`` to ``ray.init``. Shared memory does not cross machines (a
+pickled SageQueue says so on another machine: ``sage_queue.hostid``): for a
+pipeline spread over several nodes use ``auto`` descriptors (shared memory
+on the queue's machine, batches through a bridge actor elsewhere:
+``sage_queue.ray_bridge``), or ``ray_queue``, ``ray_actor`` or ``rpc``.
 
 **``ray_queue``**: a ``ray.util.queue.Queue`` whose actor is *named*
 (``sage_queue.ray_queue.<queue_id>`` in a recorded namespace), so any
