@@ -422,6 +422,14 @@ class RemoteAutoQueue(QueueAdapter):
                 self._lock.notify_all()
             _endpoints.discard(self)
 
+    def __getattr__(self, name: str) -> Any:
+        # Not forwarded to the bridge's actor handle (QueueAdapter forwards
+        # to its wrapped queue): an actor method would look like a queue call.
+        raise AttributeError(
+            f"{type(self).__name__} has no attribute {name!r}: an auto queue reached from another machine "
+            "offers put/get (and _nowait), put_many/get_many, qsize/empty/full, flush, shutdown and close"
+        )
+
     def __repr__(self) -> str:
         return f"<RemoteAutoQueue {self.queue_id!r} via {self._bridge_name!r}>"
 

@@ -428,6 +428,8 @@ def test_auto_endpoint_semantics(auto_desc: Callable[..., QueueDescriptor], monk
     remote: Any = resolve_descriptor(desc.to_json())
     try:
         assert isinstance(remote, RemoteAutoQueue)
+        with pytest.raises(AttributeError, match="task_done"):
+            remote.task_done()
         for i in range(20):  # buffered; batches of 8 go at once, the rest within the flush delay
             remote.put(i)
         got: List[Any] = []
