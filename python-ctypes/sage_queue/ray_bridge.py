@@ -31,6 +31,7 @@ from __future__ import annotations
 import atexit
 import collections
 import pickle
+import sys
 import threading
 import time
 import weakref
@@ -408,14 +409,17 @@ class RemoteAutoQueue(QueueAdapter):
         self._prepare_get()
         self._call(self._queue.shutdown.remote(immediate))
 
-    def close(self) -> None:
-        """Sends what is buffered, then stops this endpoint's flusher
-        (prefetched items not yet returned are lost)."""
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Sends what is buffered (waiting up to ``timeout`` for room; None:
+        as long as it takes), then stops this endpoint's flusher. Prefetched
+        items not yet returned are lost. ``queue.Full`` if buffered items
+        could not be sent in time (they are dropped; the endpoint is closed
+        anyway)."""
         if self._closed:
             return
         try:
             if self._error is None and self._out:
-                self._send(True, None)
+                self._send(True, check_timeout(True, timeout))
         finally:
             with self._lock:
                 self._closed = True
@@ -436,12 +440,16 @@ class RemoteAutoQueue(QueueAdapter):
 
 #: Open endpoints, flushed when the interpreter exits normally.
 _endpoints: "weakref.WeakSet[RemoteAutoQueue]" = weakref.WeakSet()
+#: How long the exit flush waits for room in a full queue (an exit never hangs).
+EXIT_FLUSH_TIMEOUT = 30.0
 
 
 @atexit.register
 def _flush_all() -> None:
     for endpoint in list(_endpoints):
+        pending = len(endpoint._out)
         try:
-            endpoint.close()
-        except Exception:  # the bridge may be gone at exit: nothing left to do
-            pass
+            endpoint.close(EXIT_FLUSH_TIMEOUT)
+        except Exception as exc:  # the process is exiting: say what was lost, do not hang
+            sys.stderr.write(f"sage_queue: {endpoint!r}: up to {pending} buffered items not sent at exit "
+                             f"({type(exc).__name__}: {exc})\n")

@@ -501,3 +501,27 @@ def test_auto_from_other_machines_actors(auto_desc: Callable[..., QueueDescripto
         ray.get([u.close.remote() for u in users], timeout=WAIT)
     finally:
         local.close()
+
+
+def test_auto_remote_producer_flushes_at_exit(ray_session: Any, auto_desc: Callable[..., QueueDescriptor]) -> None:
+    """A driver on "another machine" puts and exits without flush() or
+    close(): its buffered items still arrive (the exit flush)."""
+    desc = auto_desc(batch_size=10_000, flush_delay=60)  # nothing would go before exit otherwise
+    local: Any = resolve_descriptor(desc)
+    code = (
+        "import sys, ray\n"
+        "ray.init(address=sys.argv[1], logging_level='WARNING')\n"
+        "from sage_queue.descriptor import resolve_descriptor\n"
+        "q = resolve_descriptor(sys.argv[2])\n"
+        "assert type(q).__name__ == 'RemoteAutoQueue', type(q)\n"
+        "for i in range(100):\n"
+        "    q.put(('exit', i))\n"
+    )
+    try:
+        result = subprocess.run([sys.executable, "-c", code, ray_session.address_info["address"], desc.to_json()],
+                                env=child_env(SAGE_QUEUE_HOST_ID=OTHER_HOST), capture_output=True, text=True,
+                                timeout=WAIT)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert local.get_many(1000, block=False) == [("exit", i) for i in range(100)]
+    finally:
+        local.close()
