@@ -41,7 +41,7 @@ FFI_HDRS := include/ring_buffer.h $(wildcard ffi-tests/*.h)
 
 .PHONY: all lib header header-check header-strict test test-rust test-ffi test-ffi-plain \
 	test-ffi-san test-ffi-valgrind test-install test-python test-package test-dependent python-lint \
-	wheel demo bench bench-c bench-python install fuzz miri venv clean tools-test tools-demo
+	wheel demo bench bench-c bench-python bench-ray install fuzz miri venv clean tools-test tools-demo
 
 # ---------------------------------------------------------------- tools
 
@@ -247,7 +247,7 @@ test-python: lib venv wheel
 demo: tools-demo lib venv
 	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) python-ctypes/examples/pipeline_demo.py
 
-bench: bench-c bench-python
+bench: bench-c bench-python bench-ray
 
 $(BUILD)/bench/bench_c: bench/bench.c $(FFI_HDRS) | lib
 	@mkdir -p $(@D)
@@ -258,6 +258,10 @@ bench-c: lib $(BUILD)/bench/bench_c
 
 bench-python: lib venv
 	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) bench/bench_python.py
+
+# auto vs ray_queue vs ray_actor between two Ray nodes (a local two-node cluster).
+bench-ray: lib venv
+	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) bench/bench_ray.py
 
 # ---------------------------------------------------------------- install
 

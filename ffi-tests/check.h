@@ -260,6 +260,18 @@ __attribute__((unused)) static int wait_child(pid_t pid) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* A 32-bit integer hash (lowbias32): the tests derive message lengths and
+ * payload bytes from sequence numbers with it, so a consumer can check every
+ * byte it receives. */
+__attribute__((unused)) static uint32_t rbt_mix(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
 /* Prints the summary; the value to return from main(). */
 static int rbt_finish(const char *program) {
     printf("%s: %d checks, %d failed\n", program, rbt_checks, rbt_failures);

@@ -17,15 +17,6 @@
 
 #define RING 4096u
 
-static uint32_t mix(uint32_t x) {
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
-    return x;
-}
-
 /* ------------------------------------------------------------ one process */
 
 static void put_frame(ring_buffer_t *rb, const char *payload) {
@@ -126,12 +117,12 @@ struct tally {
 static unsigned per_producer;
 
 static uint32_t payload_len(unsigned producer, unsigned seq) {
-    uint32_t h = mix(producer * 1000003u + seq);
+    uint32_t h = rbt_mix(producer * 1000003u + seq);
     return 8 + (h % 13 == 0 ? h % 1500 : h % 120);
 }
 
 static unsigned char payload_byte(unsigned producer, unsigned seq, uint32_t i) {
-    return (unsigned char)(mix(producer * 7919u + seq * 31u) + i * 17u);
+    return (unsigned char)(rbt_mix(producer * 7919u + seq * 31u) + i * 17u);
 }
 
 /* The legacy wrapper's put: check the free space, write(4 + L), retry. */

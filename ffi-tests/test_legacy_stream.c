@@ -21,20 +21,11 @@
 
 static unsigned count; /* messages per variant */
 
-static uint32_t mix(uint32_t x) {
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
-    return x;
-}
-
 /* Payload length of message `seq`: mostly small, regularly empty, some
  * large ones, and now and then the largest frame the ring can hold (it only
  * fits once the ring is completely drained). */
 static uint32_t msg_len(uint32_t seq) {
-    uint32_t h = mix(seq + 1);
+    uint32_t h = rbt_mix(seq + 1);
     if (seq % 97 == 0) return 0;
     if (seq % 1009 == 500) return MAX_PAYLOAD;
     if (seq % 13 == 0) return 1000 + h % 2000;
@@ -42,7 +33,7 @@ static uint32_t msg_len(uint32_t seq) {
 }
 
 static unsigned char msg_byte(uint32_t seq, uint32_t i) {
-    return (unsigned char)(mix(seq * 2654435761u) + i * 131u + (i >> 8));
+    return (unsigned char)(rbt_mix(seq * 2654435761u) + i * 131u + (i >> 8));
 }
 
 static void make_frame(uint32_t seq, unsigned char *frame) {

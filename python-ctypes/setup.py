@@ -28,12 +28,14 @@ from setuptools_rust.build import build_rust
 HERE = Path(__file__).resolve().parent
 #: Where an sdist keeps its copy of the crate.
 SDIST_CRATE = "rust"
-#: What the crate needs to build (build.rs compiles the layout check).
-# Cargo.toml's [[example]] and [[test]] targets must exist for cargo to read
-# the manifest, so their sources come along (they are not built).
-CRATE_FILES = ["Cargo.toml", "Cargo.lock", "build.rs", "cbindgen.toml", "ffi-tests/layout_static_check.c",
-               "tests/examples.rs", "tests/typed.rs"]
-CRATE_DIRS = ["src", "examples"]
+#: What the crate needs to build: its manifest names the README, the
+#: examples and the integration tests as targets (cargo reads the manifest
+#: whole, even to build the library alone), and build.rs compiles the layout
+#: check. The same set as the crate's own package (Cargo.toml `include`).
+CRATE_FILES = ["Cargo.toml", "Cargo.lock", "README-crate.md", "build.rs", "cbindgen.toml",
+               "ffi-tests/layout_static_check.c"]
+CRATE_DIRS = ["src", "examples", "tests/common"]
+CRATE_GLOBS = ["tests/*.rs"]
 #: The file name ``_lib.py`` loads from the package directory.
 LIB_FILE = "libring_buffer.so"
 
@@ -91,6 +93,11 @@ class SdistWithCrate(sdist):
             shutil.copy2(source / name, target / name)
         for name in CRATE_DIRS:
             shutil.copytree(source / name, target / name, dirs_exist_ok=True)
+        for pattern in CRATE_GLOBS:
+            for path in source.glob(pattern):
+                relative = path.relative_to(source)
+                (target / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target / relative)
 
 
 CRATE = crate_dir()

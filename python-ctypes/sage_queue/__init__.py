@@ -11,10 +11,11 @@ Pure Python (ctypes) over libring_buffer. The API follows ``queue.Queue``::
 
 A ``SageQueue`` pickles by name, so it can be handed to ``multiprocessing``
 workers (fork, spawn, forkserver), ``ProcessPoolExecutor`` tasks and Ray
-tasks and actors on the same node.
+tasks and actors on the same machine (elsewhere it refuses, naming both
+machines; ``QueueDescriptor.create_auto_queue`` reaches other nodes).
 
 Also here: ``sage_queue.descriptor`` (serialisable descriptions of queues of
-any transport: local, shm, sage_queue, rpc, ray_queue, ray_actor),
+any transport: local, shm, sage_queue, rpc, ray_queue, ray_actor, auto),
 ``sage_queue.ray_support`` and the command line tool ``python -m
 sage_queue`` (``sage-queue``: list, stat, watch, rm, gc).
 

@@ -24,12 +24,20 @@ type           what resolves                                       reaches
 ``ray_actor``  a queue inside a named Ray actor                    every worker of the cluster
 ``rpc``        a ``multiprocessing.managers`` server on loopback   processes that hold the
                with an auth key (``start_rpc_queue_server``)       descriptor (auth key)
+``auto``       ``SageQueue`` on its machine; elsewhere a Ray       every node of the Ray
+               endpoint through a bridge actor (``ray_bridge``)    cluster
 ============== =================================================== ==========================
 
-``maxsize`` means what the transport means by it: ring **bytes** for ``shm``
-and ``sage_queue`` (default :data:`DEFAULT_SHM_MAXSIZE`, 1 MiB; rounded up to a
+``maxsize`` means what the transport means by it: ring **bytes** for ``shm``,
+``sage_queue`` and ``auto`` (default :data:`DEFAULT_SHM_MAXSIZE`, 1 MiB; rounded up to a
 power of two, at least 1024), **items** for ``local``, ``ray_queue``,
 ``ray_actor`` and ``rpc`` (0: unbounded).
+
+``shm`` and ``sage_queue`` descriptors record the machine they were made on
+(``metadata["host_id"]``, see ``sage_queue.hostid``; ``host_name`` for
+messages): resolved on another machine they raise ``QueueUnavailableError``
+naming both and create nothing, since the same name there is another queue.
+Descriptors written by 1.0 (no ``host_id``) resolve anywhere, as before.
 
 The JSON of an ``rpc`` descriptor contains its server's auth key: treat it as
 a secret (``repr()`` of a descriptor hides it, the JSON cannot).
@@ -114,6 +122,7 @@ _BUILTIN_IMPLEMENTATIONS: Dict[str, str] = {
     "ray_queue": "sage_queue.ray_support:RayQueue",
     "ray_actor": "sage_queue.ray_support:RayActorQueue",
     "rpc": "sage_queue.transport_rpc:RpcQueue",
+    "auto": "sage_queue.transport_auto:resolve_auto",
 }
 BUILTIN_QUEUE_TYPES: Tuple[str, ...] = tuple(_BUILTIN_IMPLEMENTATIONS)
 
@@ -331,7 +340,8 @@ class QueueDescriptor:
         return cls(
             queue_id or _new_id("shm"),
             "shm",
-            {"shm_name": shm_name, "maxsize": shm.check_maxsize(maxsize), "auto_cleanup": bool(auto_cleanup)},
+            {"shm_name": shm_name, "maxsize": shm.check_maxsize(maxsize), "auto_cleanup": bool(auto_cleanup),
+             **shm.host_metadata()},
         )
 
     @classmethod
@@ -356,6 +366,7 @@ class QueueDescriptor:
                 "maxsize": _transport("sage_queue").check_maxsize(maxsize),
                 "auto_cleanup": bool(auto_cleanup),
                 "namespace": namespace,
+                **_transport("sage_queue").host_metadata(),
             },
         )
 
@@ -398,6 +409,30 @@ class QueueDescriptor:
             queue_id, _check_text(actor_name, "actor_name"), _check_items(maxsize, "maxsize"), namespace, detached
         )
         return cls(queue_id, "ray_actor", metadata)
+
+    @classmethod
+    def create_auto_queue(
+        cls: Type[_D],
+        queue_id: Optional[str] = None,
+        maxsize: int = DEFAULT_SHM_MAXSIZE,
+        *,
+        namespace: Optional[str] = None,
+        batch_size: int = 512,
+        flush_delay: float = 0.005,
+        detached: bool = False,
+    ) -> _D:
+        """An ``auto`` queue: the SageQueue named after ``queue_id`` (as
+        ``create_sage_queue``; ring of ``maxsize`` bytes) on this machine,
+        which is what it resolves to here; from any other node of the Ray
+        cluster it resolves to an endpoint that reaches it through a bridge
+        actor pinned to this node, moving up to ``batch_size`` items per Ray
+        call (remote puts wait at most ``flush_delay`` seconds in a buffer).
+        The bridge is started now if Ray is initialised (owned by this
+        process, or ``detached``); without Ray the queue is reachable from
+        this machine only. See ``sage_queue.ray_bridge``."""
+        queue_id = queue_id or _new_id("auto")
+        metadata = _transport("auto").auto_metadata(queue_id, maxsize, namespace, batch_size, flush_delay, detached)
+        return cls(queue_id, "auto", metadata)
 
     @classmethod
     def create_rpc_queue(

@@ -64,6 +64,7 @@ from .errors import (
     MessageTooLargeError,
     ShutDown,
 )
+from .hostid import check_same_host, host_id, host_name
 
 # What a failed call is part of, for SageQueue._retry.
 _GET, _PUT, _JOIN = 0, 1, 2
@@ -953,7 +954,8 @@ class SageQueue:
             creator_pid = int(ref.creator_pid)
         finally:
             _lib.release_ref(ptr)
-        return SageQueueRef(name=name, size=size, auto_cleanup=self.auto_cleanup, creator_pid=creator_pid)
+        return SageQueueRef(name=name, size=size, auto_cleanup=self.auto_cleanup, creator_pid=creator_pid,
+                            host_id=host_id(), host_name=host_name())
 
     def get_stats(self) -> Dict[str, Union[int, float]]:
         """Statistics: the legacy keys (buffer_size, available_read,
@@ -1014,12 +1016,14 @@ class SageQueue:
             pass
 
     def __reduce__(self) -> Tuple[Callable[..., "SageQueue"], Tuple[Any, ...]]:
-        # By name, never by handle: the receiving process opens its own.
+        # By name, never by handle: the receiving process opens its own, if
+        # it runs on this machine (the identity travels along).
         if self._handle is None:
             raise self._closed_error()
         return (
             _reattach,
-            (type(self), self.name, self.auto_cleanup, self._dumps, self._loads, self._buffer_size_arg),
+            (type(self), self.name, self.auto_cleanup, self._dumps, self._loads, self._buffer_size_arg,
+             host_id(), host_name()),
         )
 
     def __repr__(self) -> str:
@@ -1093,8 +1097,13 @@ def _reattach(
     dumps: Optional[Dumps],
     loads: Optional[Loads],
     buffer_size: Optional[int],
+    machine: Optional[str] = None,
+    machine_name: Optional[str] = None,
 ) -> SageQueue:
-    """Unpickling: opens the queue by name in this process."""
+    """Unpickling: opens the queue by name in this process, which must run
+    on the machine the pickle was made on (``QueueUnavailableError``
+    otherwise). Pickles made by 1.0 carry no machine and open as before."""
+    check_same_host(machine, f"queue {name!r}", machine_name)
     return cls.open(name, auto_cleanup, dumps=dumps, loads=loads, buffer_size=buffer_size)
 
 
@@ -1150,18 +1159,23 @@ class SageQueueRef:
     """Reference to the queue ``name``: ``size`` is its ring size in bytes,
     ``creator_pid`` the process that created it, ``auto_cleanup`` whether
     queues opened from this reference remove the queue when they close and
-    nobody else has it open. It holds no handle: it pickles, travels to
-    another process and becomes an open ``SageQueue`` there with
-    ``get_queue()``."""
+    nobody else has it open. ``host_id`` (and ``host_name``) say which
+    machine the queue lives on (``sage_queue.hostid``; None in references
+    made by 1.0). It holds no handle: it pickles, travels to another
+    process and becomes an open ``SageQueue`` there with ``get_queue()``,
+    on the same machine only (``QueueUnavailableError`` elsewhere)."""
 
     name: str
     size: int
     auto_cleanup: bool = False
     creator_pid: int = 0
+    host_id: Optional[str] = None
+    host_name: Optional[str] = None
 
     def get_queue(self, **kwargs: Any) -> SageQueue:
         """Opens the queue this reference names (it must exist:
         ``QueueNotFoundError`` otherwise). Keyword arguments (``dumps``,
         ``loads``, ``buffer_size``) go to ``SageQueue.open``."""
+        check_same_host(self.host_id, f"queue {self.name!r}", self.host_name)
         kwargs.setdefault("auto_cleanup", self.auto_cleanup)
         return SageQueue.open(self.name, **kwargs)

@@ -6,15 +6,19 @@ in an object, through ``ray.put``) reattaches the worker to the same
 shared-memory queue; both sides can put and get. Ray workers must be able to
 load the library: they inherit the driver's environment when ``ray.init()``
 starts the cluster; otherwise pass ``runtime_env=sage_queue.ray_support.
-runtime_env()`` to ``ray.init``. Shared memory does not cross machines: for
-a pipeline spread over several nodes use ``ray_queue``, ``ray_actor`` or
-``rpc`` descriptors.
+runtime_env()`` to ``ray.init``. Shared memory does not cross machines (a
+pickled SageQueue says so on another machine: ``sage_queue.hostid``): for a
+pipeline spread over several nodes use ``auto`` descriptors (shared memory
+on the queue's machine, batches through a bridge actor elsewhere:
+``sage_queue.ray_bridge``), or ``ray_queue``, ``ray_actor`` or ``rpc``.
 
 **``ray_queue``**: a ``ray.util.queue.Queue`` whose actor is *named*
 (``sage_queue.ray_queue.<queue_id>`` in a recorded namespace), so any
 process of the cluster reaches it from the descriptor with ``ray.get_actor``
 (a ``ray.util.queue.Queue`` on its own is an anonymous actor handle that
-cannot be described by a name).
+cannot be described by a name). Its actor is ``ray.util.queue``'s own plus
+batch calls (:class:`BatchQueueActor`): ``put_many``/``get_many`` cross in
+one Ray call per batch, waiting inside the actor (``ray_actor`` likewise).
 
 **``ray_actor``**: queue ``queue_id`` inside a named actor that may hold
 many queues. :class:`QueueHolder` is that actor (an asyncio actor: a
@@ -42,6 +46,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import ray
 from ray.util.queue import Queue as _RayUtilQueue
+from ray.util.queue import _QueueActor as _RayQueueActor
 
 from ._lib import ENV_VAR, LIBRARY_PATH
 from .descriptor import QueueDescriptor, metadata_value
@@ -124,6 +129,64 @@ def _lookup(desc: QueueDescriptor, name: str, namespace: str) -> Any:
         ) from None
 
 
+# ---------------------------------------------------------------- batches in an actor
+
+
+async def _put_batch(q: "asyncio.Queue[Any]", items: List[Any], block: bool, timeout: Optional[float]) -> int:
+    """Puts ``items`` in order into ``q`` (inside an actor), waiting up to
+    ``timeout`` in all for room; returns how many went in."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    for done, item in enumerate(items):
+        try:
+            q.put_nowait(item)
+            continue
+        except asyncio.QueueFull:
+            if not block:
+                return done
+        remaining = None if deadline is None else max(0.0, deadline - loop.time())
+        try:
+            await asyncio.wait_for(q.put(item), remaining)
+        except asyncio.TimeoutError:
+            return done
+    return len(items)
+
+
+async def _get_batch(q: "asyncio.Queue[Any]", max_items: int, block: bool, timeout: Optional[float]) -> List[Any]:
+    """Waits up to ``timeout`` for one item of ``q`` (inside an actor), then
+    takes up to ``max_items`` in all without waiting; [] if none came."""
+    if not block:
+        if q.empty():
+            return []
+        items = [q.get_nowait()]
+    else:
+        try:
+            # A cancelled Queue.get loses nothing: the timeout is safe.
+            items = [await asyncio.wait_for(q.get(), timeout)]
+        except asyncio.TimeoutError:
+            return []
+    while len(items) < max_items and not q.empty():
+        items.append(q.get_nowait())
+    return items
+
+
+class BatchQueueActor(_RayQueueActor):
+    """The actor of a ``ray_queue`` queue: ``ray.util.queue``'s own actor
+    (so a ``ray.util.queue.Queue`` works over it unchanged) plus one call
+    per batch in each direction, waiting inside the actor."""
+
+    async def put_batch(self, items: List[Any], block: bool = True, timeout: Optional[float] = None) -> int:
+        """Puts ``items`` in order; how many went in within ``timeout``."""
+        return await _put_batch(self.queue, items, block, timeout)
+
+    async def get_batch(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
+        """Up to ``max_items`` items, waiting up to ``timeout`` for the first."""
+        return await _get_batch(self.queue, max_items, block, timeout)
+
+
+_RemoteBatchQueueActor = ray.remote(BatchQueueActor)
+
+
 # ---------------------------------------------------------------- ray_queue
 
 
@@ -134,8 +197,8 @@ def create_ray_queue_actor(queue_id: str, maxsize: int, namespace: Optional[str]
     ns = _namespace(namespace)
     name = RAY_QUEUE_ACTOR_PREFIX + queue_id
     # get_if_exists: describing the same queue_id twice gives the same queue.
-    q = _RayUtilQueue(maxsize, actor_options=_actor_options(name, ns, detached))
-    _keep_owned(ns, name, q.actor, detached)
+    handle = _RemoteBatchQueueActor.options(**_actor_options(name, ns, detached)).remote(maxsize)
+    _keep_owned(ns, name, handle, detached)
     return {"actor_name": name, "namespace": ns, "maxsize": maxsize, "detached": bool(detached)}
 
 
@@ -164,6 +227,41 @@ class RayQueue(QueueAdapter):
         q.maxsize = maxsize
         q.actor = handle
         self._queue = q
+
+    def put_many(self, items: Iterable[Any], block: bool = True, timeout: Optional[float] = None) -> int:
+        """Puts every item, in order, in one actor call (the wait for room
+        happens in the actor); ``queue.Full`` (with ``items_put``) if they did
+        not all fit in time."""
+        batch = list(items)
+        try:
+            method = self._queue.actor.put_batch
+        except AttributeError:  # an actor made by plain ray.util.queue
+            return super().put_many(batch, block, timeout)
+        done = int(ray.get(method.remote(batch, block, check_timeout(block, timeout))))
+        return _check_put(done, len(batch))
+
+    def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
+        """Up to ``max_items`` items (at least one) in one actor call."""
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, not {max_items}")
+        try:
+            method = self._queue.actor.get_batch
+        except AttributeError:  # an actor made by plain ray.util.queue
+            return super().get_many(max_items, block, timeout)
+        items = ray.get(method.remote(max_items, block, check_timeout(block, timeout)))
+        if not items:
+            raise Empty
+        return list(items)
+
+
+def _check_put(done: int, count: int) -> int:
+    """``done`` if all ``count`` items went in, else ``queue.Full`` carrying
+    ``items_put`` (as ``SageQueue.put_many``)."""
+    if done < count:
+        full = Full(f"put {done} of {count} items before the queue stayed full")
+        full.items_put = done  # type: ignore[attr-defined]
+        raise full
+    return done
 
 
 # ---------------------------------------------------------------- ray_actor
@@ -220,33 +318,11 @@ class QueueHolder:
 
     async def put_many(self, queue_id: str, items: List[Any], block: bool = True,
                        timeout: Optional[float] = None) -> int:
-        q = self._queue(queue_id)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        for done, item in enumerate(items):
-            try:
-                q.put_nowait(item)
-                continue
-            except asyncio.QueueFull:
-                if not block:
-                    return done
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            try:
-                await asyncio.wait_for(q.put(item), remaining)
-            except asyncio.TimeoutError:
-                return done
-        return len(items)
+        return await _put_batch(self._queue(queue_id), items, block, timeout)
 
     async def get_many(self, queue_id: str, max_items: int, block: bool = True,
                        timeout: Optional[float] = None) -> List[Any]:
-        ok, first = await self.get(queue_id, block, timeout)
-        if not ok:
-            return []
-        items = [first]
-        q = self._queue(queue_id)
-        while len(items) < max_items and not q.empty():
-            items.append(q.get_nowait())
-        return items
+        return await _get_batch(self._queue(queue_id), max_items, block, timeout)
 
     async def qsize(self, queue_id: str) -> int:
         return self._queue(queue_id).qsize()
@@ -329,11 +405,7 @@ class RayActorQueue(QueueAdapter):
         ``items_put``) if they did not all fit in time."""
         batch = list(items)
         done = int(ray.get(self._queue.put_many.remote(self.queue_id, batch, block, check_timeout(block, timeout))))
-        if done < len(batch):
-            full = Full(f"put {done} of {len(batch)} items before the queue stayed full")
-            full.items_put = done  # type: ignore[attr-defined]
-            raise full
-        return done
+        return _check_put(done, len(batch))
 
     def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
         """Up to ``max_items`` items (at least one) in one actor call."""

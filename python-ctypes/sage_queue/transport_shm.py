@@ -13,14 +13,15 @@ SageQueue API (``put_many``, ``shutdown``, ``task_done``...) is there.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from . import _lib
 from .descriptor import DEFAULT_SHM_MAXSIZE, QueueDescriptor, metadata_value, resolve_descriptor
 from .errors import InvalidNameError
+from .hostid import check_same_host, host_id, host_name
 from .queue import SageQueue, _check_maxsize, _encode_name
 
-__all__ = ["DescribedSageQueue", "check_name", "check_maxsize", "is_valid_name", "MAX_NAME_BYTES"]
+__all__ = ["DescribedSageQueue", "check_name", "check_maxsize", "is_valid_name", "host_metadata", "MAX_NAME_BYTES"]
 
 #: Longest queue name in bytes (the C name field holds it and a NUL).
 MAX_NAME_BYTES = _lib.MAX_NAME_LEN - 1
@@ -45,10 +46,31 @@ def is_valid_name(name: str) -> bool:
         return False
     return bool(_lib.check_name(raw) == 0)
 
+
+def host_metadata() -> Dict[str, str]:
+    """The metadata that ties a descriptor to this machine: ``host_id``
+    (``sage_queue.hostid.host_id()``) and ``host_name`` (for messages)."""
+    return {"host_id": host_id(), "host_name": host_name()}
+
+
+def check_descriptor_host(descriptor: QueueDescriptor) -> None:
+    """``QueueUnavailableError`` naming both machines if ``descriptor``
+    was made on another machine; descriptors without ``host_id`` (1.0)
+    pass."""
+    recorded = descriptor.metadata.get("host_id")
+    name = descriptor.metadata.get("host_name")
+    check_same_host(
+        recorded if isinstance(recorded, str) else None,
+        f"{descriptor.queue_type} queue {descriptor.queue_id!r}",
+        name if isinstance(name, str) else None,
+    )
+
+
 #: queue_type -> (metadata key of the SageQueue name, factory to mention).
 _NAME_KEYS = {
     "shm": ("shm_name", "QueueDescriptor.create_shm_queue(queue_id, shm_name, maxsize)"),
     "sage_queue": ("queue_name", "QueueDescriptor.create_sage_queue(queue_id, maxsize)"),
+    "auto": ("queue_name", "QueueDescriptor.create_auto_queue(queue_id, maxsize)"),
 }
 
 
@@ -66,6 +88,9 @@ class DescribedSageQueue(SageQueue):
         name = metadata_value(descriptor, key, str, factory)
         maxsize = metadata_value(descriptor, "maxsize", int, factory, default=DEFAULT_SHM_MAXSIZE)
         auto_cleanup = metadata_value(descriptor, "auto_cleanup", bool, factory, default=False)
+        metadata_value(descriptor, "host_id", str, factory, default=None)  # a string when present
+        # Before anything is opened or created: elsewhere the name is another queue.
+        check_descriptor_host(descriptor)
         super().__init__(name, maxsize, auto_cleanup)
         self.descriptor = descriptor
 
@@ -79,7 +104,12 @@ class DescribedSageQueue(SageQueue):
             return super().__reduce__()
         if self._handle is None:
             raise self._closed_error()
-        return (resolve_descriptor, (self.descriptor,))
+        descriptor = self.descriptor
+        if "host_id" not in descriptor.metadata:
+            # A 1.0 descriptor: this queue is open here, so it lives here.
+            descriptor = QueueDescriptor(descriptor.queue_id, descriptor.queue_type,
+                                         {**descriptor.metadata, **host_metadata()}, descriptor.created_timestamp)
+        return (resolve_descriptor, (descriptor,))
 
     def __repr__(self) -> str:
         if self.descriptor is None:

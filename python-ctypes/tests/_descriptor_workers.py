@@ -49,3 +49,37 @@ def resolve_only(desc_json: str) -> str:
     q: Any = resolve_descriptor(desc_json)
     _close(q)
     return type(q).__name__
+
+
+def set_host_id(value: str) -> None:
+    """Pool initializer: this worker process plays another machine."""
+    os.environ["SAGE_QUEUE_HOST_ID"] = value
+
+
+def unpickle_and_put(data: bytes, item: Any) -> Tuple[str, str]:
+    """Unpickles a queue (or SageQueueRef) and puts ``item``; returns
+    ("ok", pid) or (exception class name, message)."""
+    import pickle
+
+    from sage_queue import SageQueueRef
+
+    try:
+        obj = pickle.loads(data)
+        q = obj.get_queue() if isinstance(obj, SageQueueRef) else obj
+        try:
+            q.put(item, timeout=60)
+        finally:
+            _close(q)
+    except Exception as exc:  # the test inspects what was raised
+        return type(exc).__name__, str(exc)
+    return "ok", str(os.getpid())
+
+
+def resolve_and_put_json(desc_json: str, item: Any) -> int:
+    """Resolves a descriptor's JSON and puts ``item``."""
+    q: Any = resolve_descriptor(desc_json)
+    try:
+        q.put(item, timeout=60)
+    finally:
+        _close(q)
+    return os.getpid()

@@ -170,3 +170,87 @@ class DescriptorUser:
 
     def close(self) -> None:
         getattr(self.q, "close", lambda: None)()
+
+
+# ---------------------------------------------------------------- the auto type
+
+
+@ray.remote(num_cpus=0)
+class AutoUser:
+    """Resolves an ``auto`` descriptor in its own process (started with
+    another SAGE_QUEUE_HOST_ID, it plays another machine) and moves items."""
+
+    def __init__(self, desc_json: str) -> None:
+        self.q: Any = resolve_descriptor(desc_json)
+
+    def kind(self) -> Tuple[str, str, str]:
+        """(type of the resolved queue, machine identity, Ray node id)."""
+        from sage_queue.hostid import host_id
+
+        return type(self.q).__name__, host_id(), ray.get_runtime_context().get_node_id()
+
+    def produce(self, producer: int, count: int, batch: int = 0) -> int:
+        """``count`` items (producer, seq): by put, or by put_many of ``batch``."""
+        if batch:
+            for start in range(0, count, batch):
+                self.q.put_many([(producer, s) for s in range(start, min(count, start + batch))])
+        else:
+            for s in range(count):
+                self.q.put((producer, s))
+        self.q.flush()
+        return count
+
+    def consume(self, count: int, timeout: float = 60) -> List[Any]:
+        items: List[Any] = []
+        while len(items) < count:
+            items.extend(self.q.get_many(count - len(items), timeout=timeout))
+        return items
+
+    def consume_until_error(self) -> Tuple[List[Any], str]:
+        """Gets until an exception; returns what arrived and the exception's
+        class name and message."""
+        items: List[Any] = []
+        try:
+            while True:
+                items.extend(self.q.get_many(1000, timeout=120))
+        except Exception as exc:
+            return items, f"{type(exc).__name__}: {exc}"
+
+    def produce_until_error(self, producer: int, count: int) -> Tuple[int, str]:
+        """Puts (producer, seq) one by one; returns how many puts returned
+        and the exception that ended it ("" if all did)."""
+        s = 0
+        try:
+            for s in range(count):
+                self.q.put((producer, s))
+            self.q.flush()
+            return count, ""
+        except Exception as exc:
+            return s, f"{type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        self.q.close()
+
+
+@ray.remote(num_cpus=0)
+class AutoOwner:
+    """Creates an ``auto`` queue where it runs (its machine, its node: the
+    bridge is pinned there) and uses it as the local SageQueue."""
+
+    def __init__(self, queue_id: str, batch_size: int) -> None:
+        from sage_queue.descriptor import QueueDescriptor
+
+        self.desc = QueueDescriptor.create_auto_queue(queue_id, 1 << 20, batch_size=batch_size)
+        self.q: Any = resolve_descriptor(self.desc)
+
+    def descriptor(self) -> Tuple[str, str]:
+        return self.desc.to_json(), type(self.q).__name__
+
+    def put_range(self, count: int) -> int:
+        return int(self.q.put_many(range(count), timeout=60))
+
+    def take(self, count: int) -> List[Any]:
+        items: List[Any] = []
+        while len(items) < count:
+            items.extend(self.q.get_many(count - len(items), timeout=60))
+        return items

@@ -9,14 +9,17 @@ session ends by checking that no queue with this run's prefix is left in
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -96,6 +99,27 @@ def child_env(**extra: str) -> Dict[str, str]:
 
 #: The class of ctypes' foreign functions (ctypes does not export its name).
 CFuncPtr: Any = vars(ctypes)["_CFuncPtr"]
+
+
+@contextlib.contextmanager
+def reaped(child: "subprocess.Popen[str]") -> Iterator["subprocess.Popen[str]"]:
+    """Kills and reaps ``child`` on leaving the block if it is still running
+    (a failed check must not leave it behind)."""
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def interrupt(child: "subprocess.Popen[str]", timeout: float = 60) -> Tuple[str, str, float]:
+    """Sends SIGINT (Ctrl-C) to ``child`` and waits for it to end: its stdout,
+    its stderr, and the CLOCK_MONOTONIC time the signal was sent."""
+    sent = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=timeout)
+    return out, err, sent
 
 
 def run_python(code: str, *, env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None,

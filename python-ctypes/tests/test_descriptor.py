@@ -39,11 +39,12 @@ from sage_queue.errors import (
     MissingMetadataError,
     UnknownQueueTypeError,
 )
+from sage_queue.hostid import host_id, host_name
 from sage_queue.transport_local import forget_local_queue
 
 from conftest import run_python, unique_name
 
-BUILTINS = ["local", "ray_actor", "ray_queue", "rpc", "sage_queue", "shm"]
+BUILTINS = ["auto", "local", "ray_actor", "ray_queue", "rpc", "sage_queue", "shm"]
 
 
 @pytest.fixture
@@ -183,7 +184,7 @@ def test_metadata_that_is_not_json_is_reported_by_key() -> None:
 
 def test_builtin_types_are_registered() -> None:
     assert get_registered_queue_types() == BUILTINS
-    assert D.BUILTIN_QUEUE_TYPES == ("local", "shm", "sage_queue", "ray_queue", "ray_actor", "rpc")
+    assert D.BUILTIN_QUEUE_TYPES == ("local", "shm", "sage_queue", "ray_queue", "ray_actor", "rpc", "auto")
 
 
 def test_unknown_type_says_what_to_do() -> None:
@@ -372,7 +373,8 @@ def test_sage_queue_descriptor_resolves_to_a_sage_queue(sage_desc: Callable[...,
 
 def test_shm_descriptor_and_helpers(qname: str) -> None:
     desc = QueueDescriptor.create_shm_queue("stage1", qname, 4096)
-    assert desc.metadata == {"shm_name": qname, "maxsize": 4096, "auto_cleanup": False}
+    assert desc.metadata == {"shm_name": qname, "maxsize": 4096, "auto_cleanup": False, "host_id": host_id(),
+                             "host_name": host_name()}
     with SageQueue(qname, 4096) as plain:
         plain.put("from a plain SageQueue")
         q: Any = resolve_descriptor(desc)

@@ -196,7 +196,8 @@ def test_an_sdist_carries_the_crate_and_installs(tmp_path: Path) -> None:
         members = set(tar.getnames())
     for needed in ("setup.py", "pyproject.toml", "sage_queue/__init__.py", "rust/Cargo.toml", "rust/Cargo.lock",
                    "rust/build.rs", "rust/cbindgen.toml", "rust/src/lib.rs", "rust/src/ffi/mod.rs",
-                   "rust/ffi-tests/layout_static_check.c"):
+                   "rust/ffi-tests/layout_static_check.c", "rust/examples/producer.rs", "rust/tests/typed.rs",
+                   "rust/README-crate.md"):
         assert f"{root}/{needed}" in members, needed
     assert not any(m.endswith(".so") for m in members), "an sdist carries no built library"
     # Installed from the sdist alone (unpacked by pip outside the repository).

@@ -18,7 +18,7 @@ import pytest
 
 from sage_queue import SageQueue
 
-from conftest import child_env
+from conftest import child_env, interrupt, reaped
 
 CHILD = r"""
 import sys, time
@@ -75,7 +75,7 @@ def test_sigint_interrupts_blocked_call(op: str, make_queue: Callable[..., SageQ
     if op == "join":
         q.put("unfinished task")
     child = _spawn(q.name, op)
-    try:
+    with reaped(child):
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"
         if op == "put":
@@ -85,13 +85,7 @@ def test_sigint_interrupts_blocked_call(op: str, make_queue: Callable[..., SageQ
         else:
             _wait_until(lambda: q.get_stats()["sleeping_consumers"] >= 1)
         time.sleep(0.15)  # well inside the blocking call
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        out, err, sent = interrupt(child)
     assert child.returncode != 0
     assert "KeyboardInterrupt" in err
     lines = [line for line in out.splitlines() if line.startswith("interrupted")]
@@ -112,16 +106,11 @@ def test_interrupts_reach_the_child_when_this_process_ignores_sigint(
         child = _spawn(q.name, "get")
     finally:
         signal.signal(signal.SIGINT, previous)
-    try:
+    with reaped(child):
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"
         _wait_until(lambda: q.get_stats()["sleeping_consumers"] >= 1)
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        out, err, _ = interrupt(child)
     assert "interrupted" in out and "KeyboardInterrupt" in err
 
 

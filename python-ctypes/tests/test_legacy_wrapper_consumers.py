@@ -133,6 +133,6 @@ def test_several_wrapper_consumers_lose_nothing(qname: str) -> None:
     assert set(received) == expected
     # Each consumer saw each producer's items in order.
     for got, _ in outcomes:
-        for producer in range(PRODUCERS):
-            seqs = [s for q, s in got if q == producer]
+        for which in range(PRODUCERS):
+            seqs = [seq for producer, seq in got if producer == which]
             assert seqs == sorted(seqs)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 
 from sage_queue import QueuePermissionError, SageQueue, open_queue
 
-from conftest import SHM, child_env
+from conftest import SHM, child_env, interrupt, reaped
 
 TRY_OPEN = r"""
 import signal, sys
@@ -59,16 +58,11 @@ def test_open_gives_up_with_a_clear_error(locked: str) -> None:
 def test_ctrl_c_interrupts_an_open(locked: str) -> None:
     child = subprocess.Popen([sys.executable, "-c", TRY_OPEN, locked], env=child_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(child):
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "opening"
-        time.sleep(0.5)
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        time.sleep(0.5)  # inside the bounded wait of an open, most likely
+        out, err, _ = interrupt(child, timeout=30)
     assert "interrupted" in out and "KeyboardInterrupt" in err
 
 

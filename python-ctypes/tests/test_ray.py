@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Iterator, List, cast
 
 import pytest
 
@@ -258,6 +258,72 @@ def test_ray_queue_semantics(queue_type: str, describe: Callable[..., QueueDescr
     assert resolve_descriptor(again).get(timeout=60) == "shared"
 
 
+@pytest.mark.parametrize("queue_type", ["ray_queue", "ray_actor"])
+def test_ray_batches_take_one_ray_call_each(queue_type: str, describe: Callable[..., QueueDescriptor],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """put_many/get_many cross in one Ray call per batch (counted at
+    ray.get, which every call of the transport goes through), waits
+    included, in order, and a partial batch reports items_put."""
+    import queue as stdlib_queue
+    import threading
+
+    import ray
+
+    desc = describe(queue_type, maxsize=1500)
+    q: Any = resolve_descriptor(desc)
+    calls: List[int] = []  # ray.get calls of this thread
+    real_get = ray.get
+    me = threading.get_ident()
+
+    def counting_get(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() == me:
+            calls.append(1)
+        return real_get(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "get", counting_get)  # the module ray_support calls through
+    assert q.put_many(range(1000)) == 1000 and len(calls) == 1
+    assert q.get_many(600) == list(range(600)) and len(calls) == 2
+    assert q.get_many(1000, timeout=60) == list(range(600, 1000)) and len(calls) == 3
+    # A blocking get_many waits in the actor for the first item: still one call.
+    later = threading.Timer(0.3, lambda: cast(Any, resolve_descriptor(desc)).put_many(["late", "later"]))
+    later.start()
+    got = q.get_many(10, timeout=60)
+    later.join()
+    assert len(calls) == 4
+    got += [] if len(got) == 2 else q.get_many(10, timeout=60)
+    assert got == ["late", "later"]
+    calls.clear()
+    with pytest.raises(stdlib_queue.Full) as partial:
+        q.put_many(range(2000), timeout=0.2)
+    assert partial.value.items_put == 1500 and len(calls) == 1  # type: ignore[attr-defined]
+    assert q.get_many(2000) == list(range(1500)) and len(calls) == 2
+    with pytest.raises(stdlib_queue.Empty):
+        q.get_many(5, block=False)
+
+
+def test_ray_queue_made_by_plain_ray_util_queue_still_batches(ray_session: Any) -> None:
+    """A ray_queue actor made by ray.util.queue itself (as sage_queue 1.0
+    did) lacks the batch calls: put_many/get_many fall back to item calls."""
+    import ray
+    from ray.util.queue import Queue
+
+    from sage_queue.ray_support import RAY_QUEUE_ACTOR_PREFIX
+
+    queue_id = unique_name("old")
+    namespace = ray.get_runtime_context().namespace
+    old = Queue(0, actor_options={"name": RAY_QUEUE_ACTOR_PREFIX + queue_id, "namespace": namespace, "num_cpus": 0})
+    handle: Any = old.actor
+    try:
+        desc = QueueDescriptor(queue_id, "ray_queue", {"actor_name": RAY_QUEUE_ACTOR_PREFIX + queue_id,
+                                                       "namespace": namespace, "maxsize": 0})
+        q: Any = resolve_descriptor(desc)
+        assert not hasattr(handle, "put_batch")
+        assert q.put_many(range(30)) == 30
+        assert q.get_many(20) == list(range(20)) and q.get_many(20, timeout=5) == list(range(20, 30))
+    finally:
+        ray.kill(handle)
+
+
 def test_ray_descriptors_resolve_in_another_driver(ray_session: Any,
                                                    describe: Callable[..., QueueDescriptor]) -> None:
     """Another process joins the cluster (in another namespace) and finds
@@ -323,3 +389,160 @@ def test_gone_actors_give_clear_errors(describe: Callable[[str], QueueDescriptor
     q.put("lost")
     destroy_ray_queue(desc)
     assert resolve_descriptor(desc).qsize() == 0
+
+
+# ---------------------------------------------------------------- the auto type (one node)
+
+OTHER_HOST = "t15-other-machine"
+
+
+@pytest.fixture
+def auto_desc(request: pytest.FixtureRequest, ray_session: Any) -> Callable[..., QueueDescriptor]:
+    """auto_desc(maxsize=1 << 20, **kwargs) -> an ``auto`` descriptor (its
+    bridge started); bridge and queue removed after the test."""
+    from sage_queue.transport_auto import destroy_auto_queue
+
+    made: List[QueueDescriptor] = []
+
+    def make(maxsize: int = 1 << 20, **kwargs: Any) -> QueueDescriptor:
+        made.append(QueueDescriptor.create_auto_queue(unique_name("auto"), maxsize, **kwargs))
+        return made[-1]
+
+    def cleanup() -> None:
+        for desc in made:
+            destroy_auto_queue(desc)
+
+    request.addfinalizer(cleanup)
+    return make
+
+
+def test_auto_is_the_shared_memory_queue_on_its_machine(auto_desc: Callable[..., QueueDescriptor]) -> None:
+    from sage_queue.hostid import host_id
+    from sage_queue.transport_shm import DescribedSageQueue
+
+    desc = auto_desc()
+    meta = desc.metadata
+    assert meta["host_id"] == host_id() and meta["bridge_name"].startswith("sage_queue.auto_bridge.")
+    assert meta["node_id"] and meta["batch_size"] == 512
+    q: Any = resolve_descriptor(QueueDescriptor.from_json(desc.to_json()))
+    try:
+        assert type(q) is DescribedSageQueue and q.name == meta["queue_name"]
+        q.put("here")
+        with SageQueue.open(meta["queue_name"]) as plain:
+            assert plain.get(timeout=60) == "here"
+    finally:
+        q.close()
+
+
+def test_auto_endpoint_semantics(auto_desc: Callable[..., QueueDescriptor], monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process plays another machine (the bridge keeps the real
+    identity): the descriptor resolves to the Ray endpoint, which behaves as
+    a queue: order, batches, timeouts, Full, ShutDown, qsize."""
+    import queue as stdlib_queue
+
+    from sage_queue import ShutDown
+    from sage_queue.ray_bridge import RemoteAutoQueue
+
+    desc = auto_desc(maxsize=4096, batch_size=8)
+    local: Any = resolve_descriptor(desc)  # the SageQueue, resolved with this machine's identity
+    monkeypatch.setenv("SAGE_QUEUE_HOST_ID", OTHER_HOST)
+    remote: Any = resolve_descriptor(desc.to_json())
+    try:
+        assert isinstance(remote, RemoteAutoQueue)
+        with pytest.raises(AttributeError, match="task_done"):
+            remote.task_done()
+        for i in range(20):  # buffered; batches of 8 go at once, the rest within the flush delay
+            remote.put(i)
+        got: List[Any] = []
+        while len(got) < 20:
+            got.extend(local.get_many(100, timeout=60))
+        assert got == list(range(20))
+        remote.put_many(range(100, 110))
+        got = []
+        while len(got) < 10:
+            got.extend(local.get_many(100, timeout=60))
+        assert got == list(range(100, 110))
+        local.put_many(["a", "b", "c"])
+        assert remote.qsize() == 3 and not remote.empty()
+        assert remote.get(timeout=60) == "a" and remote.get_many(5) == ["b", "c"]
+        assert remote.qsize() == 0 and remote.empty()
+        with pytest.raises(stdlib_queue.Empty):
+            remote.get(timeout=0.1)
+        with pytest.raises(stdlib_queue.Empty):
+            remote.get_nowait()
+        with pytest.raises(ValueError, match="non-negative"):
+            remote.get(timeout=-1)
+        # A ring of 4096 bytes: a bounded put fails, the item is not kept.
+        with pytest.raises(stdlib_queue.Full) as partial:
+            remote.put_many([b"x" * 500] * 20, timeout=0.2)
+        went = partial.value.items_put  # type: ignore[attr-defined]
+        assert 0 < went < 20
+        with pytest.raises(stdlib_queue.Full):
+            remote.put_nowait(b"y" * 500)
+        assert local.get_many(100) == [b"x" * 500] * went and local.qsize() == 0
+        remote.put("last")
+        remote.shutdown()
+        assert local.get(timeout=60) == "last"
+        with pytest.raises(ShutDown):
+            remote.get(timeout=60)
+        with pytest.raises(ShutDown):
+            remote.put_many([1], timeout=5)
+    finally:
+        remote.close()
+        local.close()
+
+
+def test_auto_from_other_machines_actors(auto_desc: Callable[..., QueueDescriptor], workers: Any,
+                                         actors: List[Any]) -> None:
+    """Actors started with another SAGE_QUEUE_HOST_ID reach the queue
+    through the bridge, both ways, exact counts and order per producer."""
+    import ray
+
+    desc = auto_desc()
+    local: Any = resolve_descriptor(desc)
+    env = {"env_vars": {"SAGE_QUEUE_HOST_ID": OTHER_HOST}}
+    users = [workers.AutoUser.options(runtime_env=env).remote(desc.to_json()) for _ in range(3)]
+    actors.extend(users)
+    try:
+        kinds = ray.get([u.kind.remote() for u in users], timeout=WAIT)
+        assert {k[:2] for k in kinds} == {("RemoteAutoQueue", OTHER_HOST)}
+        # Remote producers (put and put_many) -> the local consumer.
+        done = [users[0].produce.remote(0, 3000), users[1].produce.remote(1, 3000, 100)]
+        got: List[Any] = []
+        while len(got) < 6000:
+            got.extend(local.get_many(1000, timeout=60))
+        assert ray.get(done, timeout=WAIT) == [3000, 3000]
+        for p in (0, 1):
+            assert [s for q, s in got if q == p] == list(range(3000))
+        # Local producer -> a remote consumer.
+        pending = users[2].consume.remote(5000)
+        local.put_many([(9, s) for s in range(5000)])
+        assert ray.get(pending, timeout=WAIT) == [(9, s) for s in range(5000)]
+        assert local.qsize() == 0
+        ray.get([u.close.remote() for u in users], timeout=WAIT)
+    finally:
+        local.close()
+
+
+def test_auto_remote_producer_flushes_at_exit(ray_session: Any, auto_desc: Callable[..., QueueDescriptor]) -> None:
+    """A driver on "another machine" puts and exits without flush() or
+    close(): its buffered items still arrive (the exit flush)."""
+    desc = auto_desc(batch_size=10_000, flush_delay=60)  # nothing would go before exit otherwise
+    local: Any = resolve_descriptor(desc)
+    code = (
+        "import sys, ray\n"
+        "ray.init(address=sys.argv[1], logging_level='WARNING')\n"
+        "from sage_queue.descriptor import resolve_descriptor\n"
+        "q = resolve_descriptor(sys.argv[2])\n"
+        "assert type(q).__name__ == 'RemoteAutoQueue', type(q)\n"
+        "for i in range(100):\n"
+        "    q.put(('exit', i))\n"
+    )
+    try:
+        result = subprocess.run([sys.executable, "-c", code, ray_session.address_info["address"], desc.to_json()],
+                                env=child_env(SAGE_QUEUE_HOST_ID=OTHER_HOST), capture_output=True, text=True,
+                                timeout=WAIT)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert local.get_many(1000, block=False) == [("exit", i) for i in range(100)]
+    finally:
+        local.close()
