@@ -1,0 +1,77 @@
+"""Child-process code for test_asyncio.py (importable by name, as spawn
+needs): paced producers and consumers, and asyncio programs run with
+``asyncio.run`` in spawned processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from typing import List
+
+from sage_queue import SageQueue, ShutDown
+
+
+def paced_producer(q: SageQueue, count: int, seed: int) -> None:
+    """Puts 0..count-1 with short random pauses (0.75 ms on average), so
+    that consumers are sometimes waiting and sometimes find items queued."""
+    rng = random.Random(seed)
+    for i in range(count):
+        q.put(i, timeout=60)
+        if rng.random() < 0.5:
+            time.sleep(rng.random() * 0.003)
+
+
+def consume_all(q: SageQueue, results: SageQueue) -> None:
+    """Gets until shutdown (blocking calls), then reports every item."""
+    got: List[int] = []
+    try:
+        while True:
+            got.append(q.get(timeout=60))
+            if len(got) % 7 == 0:
+                time.sleep(0.001)  # let the producer's ring fill sometimes
+    except ShutDown:
+        pass
+    results.put(got, timeout=60)
+
+
+def put_after(q: SageQueue, delay: float, item: object) -> None:
+    time.sleep(delay)
+    q.put(item, timeout=60)
+
+
+async def _async_consumers(q: SageQueue, results: SageQueue, coroutines: int) -> None:
+    async def one(index: int) -> List[int]:
+        return [item async for item in q]
+
+    lists = await asyncio.gather(*(one(i) for i in range(coroutines)))
+    await results.put_async((os.getpid(), [item for part in lists for item in part]), timeout=60)
+
+
+def run_async_consumers(q: SageQueue, results: SageQueue, coroutines: int) -> None:
+    """``asyncio.run`` in a (spawned) child: several coroutines consume with
+    ``async for`` until shutdown; the items go back through ``results``."""
+    asyncio.run(_async_consumers(q, results, coroutines))
+
+
+async def _idle_waiters(q: SageQueue, ready: SageQueue, out: SageQueue) -> None:
+    ready.put("starting")  # an open task on `ready` (the parent never marks it done)
+    getters = [asyncio.ensure_future(q.get_async()) for _ in range(3)]
+    joiner = asyncio.ensure_future(ready.join_async())
+    await asyncio.sleep(0.3)  # every waiter registered and asleep in C
+    ready.put("waiting")
+    done, _ = await asyncio.wait(getters, return_when=asyncio.FIRST_COMPLETED)
+    first = done.pop().result()
+    assert not joiner.done()
+    for task in getters:
+        task.cancel()
+    joiner.cancel()
+    await asyncio.gather(*getters, joiner, return_exceptions=True)
+    out.put(first)
+
+
+def run_idle_waiters(q: SageQueue, ready: SageQueue, out: SageQueue) -> None:
+    """Three ``get_async`` and one ``join_async`` awaiting at once in a child;
+    says "waiting" once they are, and reports the first item that arrives."""
+    asyncio.run(_idle_waiters(q, ready, out))
