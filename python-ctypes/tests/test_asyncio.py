@@ -605,3 +605,51 @@ def test_idle_waiter_threads_exit(make_queue: Callable[..., SageQueue]) -> None:
     time.sleep(aio.IDLE_LINGER + aio.WAIT_SLICE + 0.5)
     assert not any(t.is_alive() for t in threads)
     assert not q._aio_hub._threads  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- descriptors
+
+
+def test_shared_memory_descriptors_have_the_async_calls(qname: str) -> None:
+    from sage_queue.descriptor import QueueDescriptor, resolve_descriptor
+
+    for desc in (QueueDescriptor.create_sage_queue(qname, 1 << 16),
+                 QueueDescriptor.create_shm_queue(f"{qname}_d", qname, 1 << 16)):
+        q = resolve_descriptor(desc)
+
+        async def main() -> List[Any]:
+            asyncio.get_running_loop().call_later(0.05, q.put, desc.queue_type)
+            first = await q.get_async(timeout=30)
+            await q.put_many_async([1, 2])
+            return [first, *await q.get_many_async(5, timeout=30)]
+
+        assert run(main()) == [desc.queue_type, 1, 2]
+        q.close()
+
+
+def test_other_transports_refuse_the_async_calls_clearly(qname: str) -> None:
+    """local and rpc (and the Ray types, which share the adapter base) have
+    no wait that leaves items in place: they say so, and where to go."""
+    from sage_queue.descriptor import QueueDescriptor, resolve_descriptor, start_rpc_queue_server
+    from sage_queue.transport_local import forget_local_queue
+
+    server = start_rpc_queue_server()
+    try:
+        for desc in (QueueDescriptor.create_local_queue(qname), server.descriptor(qname)):
+            q = resolve_descriptor(desc)
+            q.put("kept")
+
+            async def main() -> None:
+                for call in (q.get_async(), q.get_async(timeout=1), q.put_async(1), q.get_many_async(2),
+                             q.put_many_async([1]), q.join_async()):
+                    with pytest.raises(NotImplementedError, match=f"{desc.queue_type!r} queue.*'shm' or 'sage_queue'"):
+                        await call
+                with pytest.raises(NotImplementedError, match="async for"):
+                    async for _ in q:
+                        pass
+
+            run(main())
+            assert q.get(timeout=30) == "kept" and q.qsize() == 0
+        forget_local_queue(qname)
+    finally:
+        server.stop()
