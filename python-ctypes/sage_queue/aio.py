@@ -54,11 +54,13 @@ import itertools
 import os
 import pickle
 import threading
+import time
 from queue import Empty, Full
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterable, List, Optional, Tuple
 
 from . import _lib
 from ._status import (
+    RB_ERR_EMPTY,
     RB_ERR_FULL,
     RB_ERR_INVALID_ARG,
     RB_ERR_SHUTDOWN,
@@ -80,6 +82,7 @@ __all__ = [
     "QueueAsyncIterator",
     "WAIT_SLICE",
     "IDLE_LINGER",
+    "SPIN",
 ]
 
 #: Longest single C wait of a waiter thread, in seconds: bounds how long
@@ -87,8 +90,16 @@ __all__ = [
 WAIT_SLICE = 0.1
 #: How long an idle waiter thread stays for the next waiter before exiting.
 IDLE_LINGER = 1.0
+#: How long a coroutine that found nothing (no room) waits on the loop's
+#: thread, in a C wait (spin, then futex), before it hands the wait to a
+#: waiter thread, in seconds: a peer process often answers within
+#: microseconds, and the hand-off through a thread and the loop's
+#: self-pipe costs tens of them (measured: round trip 9 us instead of
+#: 100-150 us). This is the longest a waiting call holds the loop's thread.
+SPIN = 50e-6
 
 _SLICE_NS = int(WAIT_SLICE * 1e9)
+_SPIN_NS = int(SPIN * 1e9)
 _NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number (seconds) or None"
 
 # The kinds of wait, each served by its own thread.
@@ -301,34 +312,73 @@ async def get_async(q: "SageQueue", timeout: Optional[float] = None) -> Any:
     returns what is left, then raises ``ShutDown``. Cancelling the awaiting
     task takes nothing from the queue: the item is only taken when the
     coroutine resumes."""
-    return await _get(q, timeout, lambda: q.get(False), "get_async")
+    return await _get(q, timeout, lambda: _try_get(q), "get_async")
 
 
 async def get_many_async(q: "SageQueue", max_items: int, timeout: Optional[float] = None) -> List[Any]:
     """``get_many`` awaited: waits for one item as ``get_async`` does, then
     returns up to ``max_items`` (at least one) taken in one C call."""
-    return await _get(q, timeout, lambda: q.get_many(max_items, False), "get_many_async")  # type: ignore[no-any-return]
+    def take() -> Any:
+        try:
+            return q.get_many(max_items, False)
+        except Empty:
+            return _NOTHING
+
+    return await _get(q, timeout, take, "get_many_async")  # type: ignore[no-any-return]
+
+
+#: What a try-once get returns when nothing is queued (cheaper than raising
+#: and catching Empty on the path every waiting get takes).
+_NOTHING = object()
+
+
+def _try_get(q: "SageQueue") -> Any:
+    """``q.get(False)``, returning ``_NOTHING`` instead of raising Empty."""
+    rx = q._receiver()
+    rc = _lib.get_msg(q._handle, rx.addr, rx.cap, rx.length_addr, 0)
+    if rc == RB_OK:
+        payload = rx.view[: rx.length.value]
+        loads = q._loads
+        # pickle copies what it keeps; a custom loads gets a copy.
+        return pickle.loads(payload) if loads is None else loads(payload.tobytes())
+    if rc == RB_ERR_EMPTY:
+        return _NOTHING
+    # Anything else (a message larger than the buffer, shutdown, a closed
+    # queue, an error) as get() handles it; nothing was consumed.
+    return q.get(False)
 
 
 async def _get(q: "SageQueue", timeout: Optional[float], take: Callable[[], Any], what: str) -> Any:
     deadline = _deadline(timeout)
+    spun = False  # once per round: a spin that saw readiness is not repeated
     while True:
         try:
-            return take()
-        except (Empty, TimeoutError):
-            # TimeoutError: another consumer held the lock for the whole
-            # grace of a try-once call; wait and try again, as get() does.
-            pass
+            item = take()
+        except TimeoutError:
+            # Another consumer held the lock for the whole grace of a
+            # try-once call; wait and try again, as get() does.
+            item = _NOTHING
+        if item is not _NOTHING:
+            return item
+        if _expired(deadline):  # timeout 0 (try once), or time is up
+            raise Empty
+        if not spun and _lib.wait_readable(q._handle, _SPIN_NS) != RB_ERR_TIMEOUT:
+            spun = True  # ready (or failed): the next try takes (or reports) it
+            continue
+        spun = False
         rc = await _wait(q, _READ, 0, deadline)
         if rc == RB_ERR_TIMEOUT and _expired(deadline):
-            return take()  # a last try: queue.Empty if still nothing
+            item = take()  # a last try
+            if item is _NOTHING:
+                raise Empty
+            return item
         if rc not in (RB_OK, RB_ERR_TIMEOUT, RB_ERR_SHUTDOWN):
             # The wait failed (closed, corrupt...): the try says how, as the
             # blocking call would; if it finds nothing, report the wait's.
-            try:
-                return take()
-            except Empty:
-                raise q._error(rc, what) from None
+            item = take()
+            if item is _NOTHING:
+                raise q._error(rc, what)
+            return item
 
 
 # ---------------------------------------------------------------- put
@@ -347,11 +397,16 @@ async def put_async(q: "SageQueue", item: Any, timeout: Optional[float] = None) 
     data = _serialise(q, item)
     size = len(data)
     deadline = _deadline(timeout)
+    spun = False
     while True:
         rc = _lib.put_msg(q._handle, data, size, 0)
         if rc == RB_OK:
             return
         _check_put(q, rc, size, "put_async", deadline)
+        if not spun and _lib.wait_writable(q._handle, size, _SPIN_NS) != RB_ERR_TIMEOUT:
+            spun = True
+            continue
+        spun = False
         _check_wait(q, await _wait(q, _WRITE, size, deadline), "put_async")
 
 
@@ -403,6 +458,7 @@ async def put_many_async(q: "SageQueue", items: Iterable[Any], timeout: Optional
     lens_base = sizes.buffer_info()[0]
     offsets = [0, *itertools.accumulate(sizes)]
     done = 0
+    spun = False
     try:
         while done < count:
             batch = _fitting(sizes, done, q.maxsize)
@@ -415,6 +471,10 @@ async def put_many_async(q: "SageQueue", items: Iterable[Any], timeout: Optional
                     raise Full(f"put {done} of {count} items before the queue stayed full")
             else:
                 _check_put(q, rc, sizes[done], "put_many_async", deadline)
+            if not spun and _lib.wait_writable(q._handle, sizes[done], _SPIN_NS) != RB_ERR_TIMEOUT:
+                spun = True
+                continue
+            spun = False
             _check_wait(q, await _wait(q, _WRITE, sizes[done], deadline), "put_many_async")
     except BaseException as exc:
         exc.items_put = done  # type: ignore[attr-defined]

@@ -75,3 +75,15 @@ def run_idle_waiters(q: SageQueue, ready: SageQueue, out: SageQueue) -> None:
     """Three ``get_async`` and one ``join_async`` awaiting at once in a child;
     says "waiting" once they are, and reports the first item that arrives."""
     asyncio.run(_idle_waiters(q, ready, out))
+
+
+def stall_test_peer(q: SageQueue, control: SageQueue, results: SageQueue) -> None:
+    """The other process of the loop-stall test, started before the clock
+    runs: on "put", puts "hello" 0.3 s later; on "consume", starts
+    consuming 0.2 s later (until shutdown), and reports what it got."""
+    assert control.get(timeout=60) == "put"
+    time.sleep(0.3)
+    q.put("hello", timeout=60)
+    assert control.get(timeout=60) == "consume"
+    time.sleep(0.2)
+    consume_all(q, results)
