@@ -26,6 +26,11 @@ How it works, and why it is safe to cancel:
 * **Races are retried.** Readiness is a snapshot: another consumer (in any
   process) may take the message first; the coroutine then finds nothing
   and waits again.
+* **Prompt.** A call that finds nothing (no room) first waits up to
+  ``SPIN`` (50 us) in the C wait on the loop's thread, as the blocking
+  calls spin briefly before they sleep: a peer process often answers
+  within microseconds, and the hand-off through a waiter thread and the
+  loop's self-pipe costs tens of them.
 * **No polling, no blocked loop.** Waiter threads sleep in the kernel; one
   per queue object, process and kind of wait (readable, writable, join),
   started on demand, shared by every coroutine (of any event loop) waiting

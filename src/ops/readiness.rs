@@ -22,13 +22,19 @@ impl View<'_> {
     /// answer); `Timeout` when the deadline passes first, at once for
     /// [`Wait::Try`].
     pub(crate) fn wait_readable(&self, wait: Wait) -> Result<()> {
-        let queued = || self.msg_count().map_or(true, |n| n > 0);
+        // Impossible counters are `Corrupt` here as in a get (the message
+        // counts alone would not show them).
+        let readable = || -> Result<bool> {
+            self.available_read()?;
+            Ok(self.msg_count()? > 0)
+        };
+        let queued = || readable().unwrap_or(true);
         loop {
             // The flag before the count, as in `try_recv`: a shutdown that
             // follows a put cannot hide that put's message.
             let shut_down = self.is_shut_down();
             let seen = self.ring.tail.load(Acquire);
-            if self.msg_count()? > 0 {
+            if readable()? {
                 return Ok(());
             }
             if shut_down {
@@ -37,7 +43,7 @@ impl View<'_> {
             if wait == Wait::Try {
                 return Err(Error::Timeout);
             }
-            // An error of msg_count counts as ready: the next round reports it.
+            // An error counts as ready: the next round reports it.
             let ready = || self.is_shut_down() || queued();
             self.wait_until(Role::Reader, ready, (self.ring.tail, seen), wait)?;
         }
