@@ -211,7 +211,9 @@ class _Hub:
         current = threading.current_thread()
         for thread in threads:
             if thread is not current:
-                thread.join(WAIT_SLICE * 10)
+                # Their C calls end within a slice (no locks are taken in
+                # them); the bound only guards against the unforeseen.
+                thread.join(10.0)
 
 
 def _wake(woken: List[Tuple["asyncio.Future[int]", _Entry]], rc: int) -> None:
