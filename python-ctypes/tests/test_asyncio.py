@@ -656,3 +656,20 @@ def test_other_transports_refuse_the_async_calls_clearly(qname: str) -> None:
         forget_local_queue(qname)
     finally:
         server.stop()
+
+
+def test_a_loop_closed_under_a_waiting_call_does_not_keep_its_thread(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue(1024)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(q.get_async())
+    loop.call_later(0.2, loop.stop)
+    loop.run_forever()  # stops with the get still waiting, never cancelled
+    loop.close()
+    threads = list(q._aio_hub._threads.values())  # type: ignore[attr-defined]
+    assert threads and not task.done()
+    for t in threads:
+        t.join(aio.IDLE_LINGER + 30)
+    assert not any(t.is_alive() for t in threads)
+    q.put("still here")  # the abandoned get took nothing
+    assert q.get(timeout=10) == "still here"
+    task._log_destroy_pending = False  # type: ignore[attr-defined]  # abandoned on purpose
