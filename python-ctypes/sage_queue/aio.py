@@ -59,7 +59,6 @@ import itertools
 import os
 import pickle
 import threading
-import time
 from queue import Empty, Full
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterable, List, Optional, Tuple
 
