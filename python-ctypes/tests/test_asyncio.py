@@ -87,6 +87,29 @@ def test_round_trips_and_async_for(make_queue: Callable[..., SageQueue]) -> None
     run(main())
 
 
+def test_large_items_and_custom_codecs(make_queue: Callable[..., SageQueue]) -> None:
+    """Items larger than the thread's receive buffer, and dumps/loads, go
+    through the same paths as the blocking calls."""
+    small = make_queue(1 << 16, buffer_size=64)
+    raw = make_queue(1 << 16, dumps=lambda s: s.encode(), loads=lambda b: b.decode())
+
+    async def main() -> None:
+        big = b"b" * 5000
+        asyncio.get_running_loop().call_later(0.05, small.put, big)
+        assert await small.get_async(timeout=30) == big
+        await small.put_many_async([big, 1, big])
+        # As get_many: a batch stops before an item that exceeds the buffer.
+        assert await small.get_many_async(10, timeout=30) == [big]
+        assert await small.get_many_async(10, timeout=30) == [1]
+        assert await small.get_many_async(10, timeout=30) == [big]
+        await raw.put_async("text")
+        await raw.put_many_async(["a", "b"])
+        assert [await raw.get_async(), *await raw.get_many_async(5)] == ["text", "a", "b"]
+        assert raw.qsize() == 0
+
+    run(main())
+
+
 def test_timeouts_and_errors_match_the_blocking_calls(make_queue: Callable[..., SageQueue]) -> None:
     q = make_queue(1024)
 
