@@ -59,17 +59,17 @@ import itertools
 import os
 import pickle
 import threading
-from queue import Empty, Full
+from queue import Empty
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterable, List, Optional, Tuple
 
 from . import _lib
+from . import queue as _queue  # (imports this module: names are looked up at call time)
 from ._status import (
     RB_ERR_EMPTY,
     RB_ERR_FULL,
     RB_ERR_INVALID_ARG,
     RB_ERR_SHUTDOWN,
     RB_ERR_TIMEOUT,
-    RB_ERR_TOO_LARGE,
     RB_OK,
 )
 from .errors import MessageTooLargeError, ShutDown
@@ -373,7 +373,7 @@ async def _get(q: "SageQueue", timeout: Optional[float], take: Callable[[], Any]
         if item is not _NOTHING:
             return item
         if _expired(deadline):  # timeout 0 (try once), or time is up
-            raise Empty
+            _timed_out(q, _queue._GET, what)
         if not spun and _lib.wait_readable(q._handle, _SPIN_NS) != RB_ERR_TIMEOUT:
             spun = True  # ready (or failed): the next try takes (or reports) it
             continue
@@ -382,7 +382,7 @@ async def _get(q: "SageQueue", timeout: Optional[float], take: Callable[[], Any]
         if rc == RB_ERR_TIMEOUT and _expired(deadline):
             item = take()  # a last try
             if item is _NOTHING:
-                raise Empty
+                _timed_out(q, _queue._GET, what)
             return item
         if rc not in (RB_OK, RB_ERR_TIMEOUT, RB_ERR_SHUTDOWN):
             # The wait failed (closed, corrupt...): the try says how, as the
@@ -422,20 +422,27 @@ async def put_async(q: "SageQueue", item: Any, timeout: Optional[float] = None) 
         _check_wait(q, await _wait(q, _WRITE, size, deadline), "put_async")
 
 
-def _check_put(q: "SageQueue", rc: int, size: int, what: str, deadline: Optional[float]) -> None:
+def _check_put(q: "SageQueue", rc: int, size: int, what: str, deadline: Optional[float],
+               done: int = 0, count: int = 0) -> None:
     """After a try-once put that put nothing: returns if waiting for room
-    makes sense, raises what the blocking put would otherwise."""
+    makes sense, raises what the blocking put would otherwise (its texts,
+    and ``items_put`` on ``Full``/``ShutDown``: ``done`` of ``count``)."""
     if rc == RB_ERR_FULL or rc == RB_ERR_TIMEOUT:
         # TIMEOUT: another producer held the lock for the whole grace of a
         # try-once call; wait and try again, as put() does.
-        if _expired(deadline):
-            raise Full
-        return
-    if rc == RB_ERR_SHUTDOWN:
-        raise ShutDown
-    if rc == RB_ERR_TOO_LARGE:
-        raise MessageTooLargeError(f"{what} on queue {q.name!r}: {q._too_large_text(size)}")
-    raise q._error(rc, what)
+        if not _expired(deadline):
+            return
+        rc = RB_ERR_TIMEOUT
+    q._retry(rc, _queue._PUT, True, _PASSED, what, size=size, done=done, count=count)
+
+
+#: A deadline that has passed, for SageQueue._retry (monotonic seconds).
+_PASSED = float("-inf")
+
+
+def _timed_out(q: "SageQueue", kind: int, what: str) -> None:
+    """Raises what the blocking call raises when its timeout passed."""
+    q._retry(RB_ERR_TIMEOUT, kind, True, _PASSED, what)
 
 
 def _check_wait(q: "SageQueue", rc: int, what: str) -> None:
@@ -478,11 +485,7 @@ async def put_many_async(q: "SageQueue", items: Iterable[Any], timeout: Optional
             if rc > 0:
                 done += rc
                 continue
-            if rc == RB_ERR_FULL or rc == RB_ERR_TIMEOUT:
-                if _expired(deadline):
-                    raise Full(f"put {done} of {count} items before the queue stayed full")
-            else:
-                _check_put(q, rc, sizes[done], "put_many_async", deadline)
+            _check_put(q, rc, sizes[done], "put_many_async", deadline, done, count)
             if not spun and _lib.wait_writable(q._handle, sizes[done], _SPIN_NS) != RB_ERR_TIMEOUT:
                 spun = True
                 continue

@@ -121,6 +121,11 @@ def test_timeouts_and_errors_match_the_blocking_calls(make_queue: Callable[..., 
             with pytest.raises(Empty):
                 await q.get_many_async(3, timeout=timeout)
             assert time.monotonic() - t0 >= 2 * timeout
+            with pytest.raises(Empty) as blocking_empty:
+                q.get(timeout=timeout)
+            with pytest.raises(Empty) as awaited_empty:
+                await q.get_async(timeout=timeout)
+            assert str(awaited_empty.value) == str(blocking_empty.value)  # the same text
         for bad in (-1, -0.5):
             with pytest.raises(ValueError, match="non-negative"):
                 await q.get_async(timeout=bad)
@@ -150,12 +155,15 @@ def test_timeouts_and_errors_match_the_blocking_calls(make_queue: Callable[..., 
         with pytest.raises(Full) as full:
             await q.put_many_async([b"1" * 10, b"2" * 500], timeout=0.1)
         assert full.value.items_put == 1  # type: ignore[attr-defined]
+        with pytest.raises(Full) as blocking_full:
+            q.put_many([b"1" * 10, b"2" * 500], timeout=0.1)
+        assert str(full.value) == str(blocking_full.value)  # the same text
         # join: open tasks make a bounded join_async return False.
         t0 = time.monotonic()
         assert await q.join_async(timeout=0.2) is False
         assert time.monotonic() - t0 >= 0.2
-        for _ in range(2):
-            q.get()
+        assert [q.get(), q.get(), q.get()] == [b"f" * 900, b"1" * 10, b"1" * 10]
+        for _ in range(3):
             q.task_done()
         assert await q.join_async(timeout=0) is True
         # Shutdown: puts fail, gets drain and then fail.
@@ -166,6 +174,9 @@ def test_timeouts_and_errors_match_the_blocking_calls(make_queue: Callable[..., 
         with pytest.raises(ShutDown) as shut:
             await q.put_many_async(["more"])
         assert shut.value.items_put == 0  # type: ignore[attr-defined]
+        with pytest.raises(ShutDown) as blocking_shut:
+            q.put_many(["more"])
+        assert str(shut.value) == str(blocking_shut.value)
         assert await q.get_async() == "last"
         with pytest.raises(ShutDown):
             await q.get_async()
