@@ -60,10 +60,9 @@ import os
 import pickle
 import threading
 from queue import Empty
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, Iterable, List, Optional, Tuple
 
 from . import _lib
-from . import queue as _queue  # (imports this module: names are looked up at call time)
 from ._status import (
     RB_ERR_EMPTY,
     RB_ERR_FULL,
@@ -73,9 +72,6 @@ from ._status import (
     RB_OK,
 )
 from .errors import MessageTooLargeError, ShutDown
-
-if TYPE_CHECKING:
-    from .queue import SageQueue
 
 __all__ = [
     "get_async",
@@ -106,6 +102,12 @@ SPIN = 50e-6
 _SLICE_NS = int(WAIT_SLICE * 1e9)
 _SPIN_NS = int(SPIN * 1e9)
 _NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number (seconds) or None"
+
+# The functions below take the SageQueue as ``q: Any``: sage_queue.queue
+# imports this module (its methods are these functions), so this one cannot
+# import it back, not even for type checking (the package has no import
+# cycles). What they use of it: the blocking calls, its handle and codec,
+# and _retry with the operation kinds _AIO_GET/_AIO_PUT it exposes.
 
 # The kinds of wait, each served by its own thread.
 _READ, _WRITE, _JOIN = "readable", "writable", "join"
@@ -238,7 +240,7 @@ def _resolve(futs: List["asyncio.Future[int]"], rc: int) -> None:
             fut.set_result(rc)
 
 
-def _hub(q: "SageQueue") -> _Hub:
+def _hub(q: Any) -> _Hub:
     hub: Optional[_Hub] = q.__dict__.get("_aio_hub")
     if hub is None or hub.pid != os.getpid():  # none yet, or inherited through fork
         handle = q._live_handle().value or 0
@@ -251,7 +253,7 @@ def _hub(q: "SageQueue") -> _Hub:
     return hub
 
 
-def close_hub(q: "SageQueue") -> None:
+def close_hub(q: Any) -> None:
     """Called by ``SageQueue.close()`` before it closes the handle (a hub
     inherited through fork is left alone: its threads are not in this
     process, and its lock may have been held by one of them)."""
@@ -265,7 +267,7 @@ def _expire(fut: "asyncio.Future[int]") -> None:
         fut.set_result(RB_ERR_TIMEOUT)
 
 
-async def _wait(q: "SageQueue", kind: str, arg: int, deadline: Optional[float]) -> int:
+async def _wait(q: Any, kind: str, arg: int, deadline: Optional[float]) -> int:
     """Waits until the queue may be ready for ``kind``: the C wait's status,
     or RB_ERR_TIMEOUT once ``deadline`` (loop time; None: none) passed."""
     loop = asyncio.get_running_loop()
@@ -301,7 +303,7 @@ def _expired(deadline: Optional[float]) -> bool:
     return deadline is not None and asyncio.get_running_loop().time() >= deadline
 
 
-def _serialise(q: "SageQueue", item: Any) -> bytes:
+def _serialise(q: Any, item: Any) -> bytes:
     dumps = q._dumps
     if dumps is None:
         return pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
@@ -316,7 +318,7 @@ def _serialise(q: "SageQueue", item: Any) -> bytes:
 # ---------------------------------------------------------------- get
 
 
-async def get_async(q: "SageQueue", timeout: Optional[float] = None) -> Any:
+async def get_async(q: Any, timeout: Optional[float] = None) -> Any:
     """Removes and returns an item, awaiting one as ``get`` blocks for one.
 
     ``timeout`` None waits as long as it takes, a number at most that many
@@ -327,7 +329,7 @@ async def get_async(q: "SageQueue", timeout: Optional[float] = None) -> Any:
     return await _get(q, timeout, lambda: _try_get(q), "get_async")
 
 
-async def get_many_async(q: "SageQueue", max_items: int, timeout: Optional[float] = None) -> List[Any]:
+async def get_many_async(q: Any, max_items: int, timeout: Optional[float] = None) -> List[Any]:
     """``get_many`` awaited: waits for one item as ``get_async`` does, then
     returns up to ``max_items`` (at least one) taken in one C call."""
     def take() -> Any:
@@ -344,7 +346,7 @@ async def get_many_async(q: "SageQueue", max_items: int, timeout: Optional[float
 _NOTHING = object()
 
 
-def _try_get(q: "SageQueue") -> Any:
+def _try_get(q: Any) -> Any:
     """``q.get(False)``, returning ``_NOTHING`` instead of raising Empty."""
     rx = q._receiver()
     rc = _lib.get_msg(q._handle, rx.addr, rx.cap, rx.length_addr, 0)
@@ -360,7 +362,7 @@ def _try_get(q: "SageQueue") -> Any:
     return q.get(False)
 
 
-async def _get(q: "SageQueue", timeout: Optional[float], take: Callable[[], Any], what: str) -> Any:
+async def _get(q: Any, timeout: Optional[float], take: Callable[[], Any], what: str) -> Any:
     deadline = _deadline(timeout)
     spun = False  # once per round: a spin that saw readiness is not repeated
     while True:
@@ -373,7 +375,7 @@ async def _get(q: "SageQueue", timeout: Optional[float], take: Callable[[], Any]
         if item is not _NOTHING:
             return item
         if _expired(deadline):  # timeout 0 (try once), or time is up
-            _timed_out(q, _queue._GET, what)
+            _timed_out(q, q._AIO_GET, what)
         if not spun and _lib.wait_readable(q._handle, _SPIN_NS) != RB_ERR_TIMEOUT:
             spun = True  # ready (or failed): the next try takes (or reports) it
             continue
@@ -382,7 +384,7 @@ async def _get(q: "SageQueue", timeout: Optional[float], take: Callable[[], Any]
         if rc == RB_ERR_TIMEOUT and _expired(deadline):
             item = take()  # a last try
             if item is _NOTHING:
-                _timed_out(q, _queue._GET, what)
+                _timed_out(q, q._AIO_GET, what)
             return item
         if rc not in (RB_OK, RB_ERR_TIMEOUT, RB_ERR_SHUTDOWN):
             # The wait failed (closed, corrupt...): the try says how, as the
@@ -396,7 +398,7 @@ async def _get(q: "SageQueue", timeout: Optional[float], take: Callable[[], Any]
 # ---------------------------------------------------------------- put
 
 
-async def put_async(q: "SageQueue", item: Any, timeout: Optional[float] = None) -> None:
+async def put_async(q: Any, item: Any, timeout: Optional[float] = None) -> None:
     """Puts ``item``, awaiting room as ``put`` blocks for it.
 
     ``timeout`` None waits as long as it takes, a number at most that many
@@ -422,7 +424,7 @@ async def put_async(q: "SageQueue", item: Any, timeout: Optional[float] = None) 
         _check_wait(q, await _wait(q, _WRITE, size, deadline), "put_async")
 
 
-def _check_put(q: "SageQueue", rc: int, size: int, what: str, deadline: Optional[float],
+def _check_put(q: Any, rc: int, size: int, what: str, deadline: Optional[float],
                done: int = 0, count: int = 0) -> None:
     """After a try-once put that put nothing: returns if waiting for room
     makes sense, raises what the blocking put would otherwise (its texts,
@@ -433,19 +435,19 @@ def _check_put(q: "SageQueue", rc: int, size: int, what: str, deadline: Optional
         if not _expired(deadline):
             return
         rc = RB_ERR_TIMEOUT
-    q._retry(rc, _queue._PUT, True, _PASSED, what, size=size, done=done, count=count)
+    q._retry(rc, q._AIO_PUT, True, _PASSED, what, size=size, done=done, count=count)
 
 
 #: A deadline that has passed, for SageQueue._retry (monotonic seconds).
 _PASSED = float("-inf")
 
 
-def _timed_out(q: "SageQueue", kind: int, what: str) -> None:
+def _timed_out(q: Any, kind: int, what: str) -> None:
     """Raises what the blocking call raises when its timeout passed."""
     q._retry(RB_ERR_TIMEOUT, kind, True, _PASSED, what)
 
 
-def _check_wait(q: "SageQueue", rc: int, what: str) -> None:
+def _check_wait(q: Any, rc: int, what: str) -> None:
     """After a wait for room: raises a failed wait (corrupt, ...) at once,
     so that a wait that keeps failing cannot make the coroutine spin.
     Shutdown and closing are left to the next try, which reports them as
@@ -454,7 +456,7 @@ def _check_wait(q: "SageQueue", rc: int, what: str) -> None:
         raise q._error(rc, what)
 
 
-async def put_many_async(q: "SageQueue", items: Iterable[Any], timeout: Optional[float] = None) -> int:
+async def put_many_async(q: Any, items: Iterable[Any], timeout: Optional[float] = None) -> int:
     """``put_many`` awaited: puts every item in order, as many per C call as
     fit, awaiting room in between; returns how many (all). Every item is
     serialised and size-checked before anything is put. If it ends early
@@ -515,7 +517,7 @@ def _fitting(sizes: "array.array[int]", start: int, ring: int) -> int:
 # ---------------------------------------------------------------- join
 
 
-async def join_async(q: "SageQueue", timeout: Optional[float] = None) -> bool:
+async def join_async(q: Any, timeout: Optional[float] = None) -> bool:
     """``join`` awaited: waits until every item ever put (by any process)
     was marked done with ``task_done()``. Returns True, or False if
     ``timeout`` seconds passed first. Cancelling it changes nothing."""
@@ -540,7 +542,7 @@ class QueueAsyncIterator:
     """``async for item in q``: ``get_async()`` until the queue is shut down
     and drained (then the loop ends; other errors propagate)."""
 
-    def __init__(self, q: "SageQueue") -> None:
+    def __init__(self, q: Any) -> None:
         self._q = q
 
     def __aiter__(self) -> "QueueAsyncIterator":
@@ -553,6 +555,6 @@ class QueueAsyncIterator:
             raise StopAsyncIteration from None
 
 
-def aiter_queue(q: "SageQueue") -> AsyncIterator[Any]:
+def aiter_queue(q: Any) -> AsyncIterator[Any]:
     """``SageQueue.__aiter__``."""
     return QueueAsyncIterator(q)

@@ -694,6 +694,8 @@ class SageQueue:
     # Awaitable, cancellation-safe versions of the calls above: nothing is
     # taken (or put) while a coroutine is suspended. See sage_queue.aio.
 
+    # aio raises through _retry with these kinds (it cannot import them).
+    _AIO_GET, _AIO_PUT = _GET, _PUT
     get_async = aio.get_async
     get_many_async = aio.get_many_async
     put_async = aio.put_async
