@@ -8,7 +8,7 @@ import asyncio
 import os
 import random
 import time
-from typing import List
+from typing import Any, List, Tuple
 
 from sage_queue import SageQueue, ShutDown
 
@@ -87,3 +87,29 @@ def stall_test_peer(q: SageQueue, control: SageQueue, results: SageQueue) -> Non
     assert control.get(timeout=60) == "consume"
     time.sleep(0.2)
     consume_all(q, results)
+
+
+def _own_run_delay() -> float:
+    with open("/proc/thread-self/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
+def stall_reference(conn: Any, cpu: int) -> None:
+    """A reference for the loop-stall test, in a process of its own on CPU
+    ``cpu``: sleeps 1 ms at a time and records each wake-up that came late
+    while this process was not waiting for that CPU either (a stall of the
+    machine: the hypervisor taking the CPU away, timers firing late). Sends
+    "ready", runs until it receives anything, then sends
+    [(start, end, late)], in time.perf_counter() seconds (CLOCK_MONOTONIC,
+    the same in every process)."""
+    os.sched_setaffinity(0, {cpu})
+    stalls: List[Tuple[float, float, float]] = []
+    conn.send("ready")
+    while not conn.poll():
+        start, delay = time.perf_counter(), _own_run_delay()
+        time.sleep(0.001)
+        end = time.perf_counter()
+        late = (end - start) - 0.001 - (_own_run_delay() - delay)
+        if late > 0.0005:
+            stalls.append((start, end, late))
+    conn.send(stalls)
