@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from queue import Empty, Full
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-from . import _lib
+from . import _lib, aio
 from ._status import (
     RB_ERR_BUFFER_TOO_SMALL,
     RB_ERR_EMPTY,
@@ -690,6 +690,19 @@ class SageQueue:
                 return [self._get_wait(rx, rc, block, deadline, what)]
             wait_ns = self._retry(rc, _GET, block, deadline, what)
 
+    # ------------------------------------------------------------ asyncio (sage_queue.aio)
+    # Awaitable, cancellation-safe versions of the calls above: nothing is
+    # taken (or put) while a coroutine is suspended. See sage_queue.aio.
+
+    # aio raises through _retry with these kinds (it cannot import them).
+    _AIO_GET, _AIO_PUT = _GET, _PUT
+    get_async = aio.get_async
+    get_many_async = aio.get_many_async
+    put_async = aio.put_async
+    put_many_async = aio.put_many_async
+    join_async = aio.join_async
+    __aiter__ = aio.aiter_queue
+
     # ------------------------------------------------------------ state
 
     def qsize(self) -> int:
@@ -849,6 +862,7 @@ class SageQueue:
             handle, self._handle = self._handle, None
             if handle is None:
                 return
+            aio.close_hub(self)  # async waiters' threads leave the handle first
             if self.auto_cleanup:
                 # Removes the object this handle opened, never a newer queue
                 # that took the name since (a close, then a remove by name,
