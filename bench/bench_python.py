@@ -12,11 +12,15 @@ pickles are 512 bytes, through
 
 Latency: put->get round trip between two processes (ping-pong: A puts, B
 gets and puts back, A gets; the time of that whole cycle), median and p99,
-for SageQueue and multiprocessing.Queue.
+for SageQueue and multiprocessing.Queue; and the same for SageQueue with A
+an asyncio coroutine (await put_async, await get_async: the wake-up goes
+through sage_queue.aio's waiter thread and the event loop) against B's
+blocking calls.
 
 Every figure comes from the same run on the same machine; the ratios are
 against multiprocessing.Queue. Targets (DESIGN.md): SageQueue >= 3.5x
-mp.Queue messages/s, put_many/get_many >= 8x, round-trip median <= 25 us.
+mp.Queue messages/s, put_many/get_many >= 8x, round-trip median <= 25 us;
+asyncio round-trip median within 2x the blocking one (issue 12).
 
 Run: make bench-python (or RING_BUFFER_LIB=build/libring_buffer.so
 .venv/bin/python bench/bench_python.py [--messages N] [--pings N]).
@@ -25,6 +29,7 @@ Run: make bench-python (or RING_BUFFER_LIB=build/libring_buffer.so
 from __future__ import annotations
 
 import argparse
+import asyncio
 import multiprocessing as mp
 import os
 import pickle
@@ -205,6 +210,36 @@ def run_latency(make_pair: Callable[[], Tuple[Any, Any, Callable[[], None]]], n:
         cleanup()
 
 
+def run_latency_async(make_pair: Callable[[], Tuple[Any, Any, Callable[[], None]]], n: int) -> List[float]:
+    """run_latency with A an asyncio coroutine: await put_async, await
+    get_async (B, the echo, uses the blocking calls)."""
+    ping, pong, cleanup = make_pair()
+    warm = max(100, n // 10)
+
+    async def pinger() -> List[float]:
+        put, get = ping.put_async, pong.get_async
+        clock = time.perf_counter
+        for i in range(warm):
+            await put(i)
+            await get()
+        times = []
+        for i in range(n):
+            t0 = clock()
+            await put(i)
+            await get()
+            times.append(clock() - t0)
+        return times
+
+    try:
+        echo = CTX.Process(target=_echo, args=(ping, pong, warm + n))
+        echo.start()
+        times = asyncio.run(pinger())
+        echo.join()
+        return times
+    finally:
+        cleanup()
+
+
 def sage_pair() -> Tuple[Any, Any, Callable[[], None]]:
     a, b = SageQueue(_unique("ping"), 1 << 16), SageQueue(_unique("pong"), 1 << 16)
 
@@ -271,8 +306,10 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"{args.pings:,} round trips per run, run with the lowest median counts")
     lat: Dict[str, Tuple[float, float]] = {}
     for _ in range(args.repeat):
-        for label, pair in (("SageQueue", sage_pair), ("multiprocessing.Queue", mp_pair)):
-            times = run_latency(pair, args.pings)
+        for label, pair, runner in (("SageQueue", sage_pair, run_latency),
+                                    ("SageQueue asyncio (put_async/get_async)", sage_pair, run_latency_async),
+                                    ("multiprocessing.Queue", mp_pair, run_latency)):
+            times = runner(pair, args.pings)
             median, p99 = statistics.median(times) * 1e6, _p99(times) * 1e6
             if label not in lat or median < lat[label][0]:
                 lat[label] = (median, p99)
@@ -289,6 +326,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"  SageQueue put_many/get_many >= 8x mp.Queue:    {many:5.2f}x  {'met' if many >= 8 else 'MISSED'}")
     med = lat["SageQueue"][0]
     print(f"  SageQueue round trip median <= 25 us:          {med:5.1f} us  {'met' if med <= 25 else 'MISSED'}")
+    ratio = lat["SageQueue asyncio (put_async/get_async)"][0] / med
+    print(f"  asyncio round trip median <= 2x the blocking:  {ratio:5.2f}x  {'met' if ratio <= 2 else 'MISSED'}")
     return 0
 
 

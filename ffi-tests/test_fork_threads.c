@@ -27,10 +27,10 @@ static void *churn(void *arg) {
     return NULL;
 }
 
-/* The child's whole life: a queue of its own, used and removed. */
-static int child_main(void) {
-    char name[64];
-    snprintf(name, sizeof name, "ct_forkc_%d", (int)getpid());
+/* The child's whole life: a queue of its own, used and removed. The name
+ * is the parent's pid and the child's number, unique to this run (a child's
+ * own pid may repeat one of an earlier, killed run). */
+static int child_main(const char *name) {
     ring_buffer_t *rb = ring_buffer_create_ex(name, 1024, 0, RB_CREATE_EXCLUSIVE);
     if (!rb) return 10;
     ring_buffer_t *other = ring_buffer_open(name);
@@ -59,21 +59,24 @@ int main(void) {
     }
     unsigned hung = 0, failed = 0;
     for (unsigned i = 0; i < children; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "ct_forkc_%d_%u", (int)getpid(), i);
         pid_t pid = fork();
         REQUIRE(pid >= 0);
         if (pid == 0) {
             signal(SIGALRM, SIG_DFL); /* a hang kills the child; the parent counts it */
             alarm(valgrind_scaled(3));
-            _exit(child_main());
+            _exit(child_main(name));
         }
         int rc = wait_child(pid);
         if (rc == 128 + SIGALRM) hung++;
-        else if (rc != 0) failed++;
-        if (rc != 0) {
-            char path[96];
-            snprintf(path, sizeof path, SHM_PREFIX "ct_forkc_%d", (int)pid);
-            unlink(path); /* what a hung child left behind */
+        else if (rc != 0) {
+            failed++;
+            fprintf(stderr, "  child %u failed with exit code %d\n", i, rc);
         }
+        char path[96];
+        shm_path(path, sizeof path, name);
+        unlink(path); /* what a hung or failed child left behind */
     }
     atomic_store(&stop_threads, 1);
     for (int i = 0; i < 2; i++) pthread_join(threads[i], NULL);

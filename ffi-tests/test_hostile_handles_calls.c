@@ -40,6 +40,8 @@ static void refuse_handle(ring_buffer_t *h, const char *what) {
     CHECK_EQ(ring_buffer_task_done(h), RB_ERR_INVALID_ARG);
     CHECK_EQ(ring_buffer_join(h, RB_NO_WAIT), RB_ERR_INVALID_ARG);
     CHECK_EQ(ring_buffer_join(h, RB_WAIT_FOREVER), RB_ERR_INVALID_ARG);
+    CHECK_EQ(ring_buffer_wait_readable(h, RB_WAIT_FOREVER), RB_ERR_INVALID_ARG);
+    CHECK_EQ(ring_buffer_wait_writable(h, 1, RB_WAIT_FOREVER), RB_ERR_INVALID_ARG);
     EXPECT_FAIL(ring_buffer_msg_count(h), 0, RB_ERR_INVALID_ARG);
     EXPECT_FAIL(ring_buffer_unfinished_tasks(h), 0, RB_ERR_INVALID_ARG);
 

@@ -307,6 +307,10 @@ static void expect_corrupt_counters(struct victim *v, const char *what) {
                            RB_ERR_CORRUPT));
     ON_CORRUPT(v, CHECK_EQ(ring_buffer_put_packed(rb, "abcd", dlens, 2, RB_NO_WAIT),
                            RB_ERR_CORRUPT));
+    ON_CORRUPT(v, CHECK_EQ(ring_buffer_wait_readable(rb, RB_NO_WAIT), RB_ERR_CORRUPT));
+    ON_CORRUPT(v, CHECK_EQ(ring_buffer_wait_readable(rb, 20000000), RB_ERR_CORRUPT));
+    ON_CORRUPT(v, CHECK_EQ(ring_buffer_wait_writable(rb, 1, RB_NO_WAIT), RB_ERR_CORRUPT));
+    ON_CORRUPT(v, CHECK_EQ(ring_buffer_wait_writable(rb, 1, 20000000), RB_ERR_CORRUPT));
     ON_CORRUPT(v, expect_blocking(rb, 0, RB_ERR_CORRUPT, what));
     ON_CORRUPT(v, expect_blocking(rb, 1, RB_ERR_CORRUPT, what));
 

@@ -931,6 +931,23 @@ static void test_legacy_object(void) {
     /* Bounded waits work on a legacy object too (no futex words there). */
     EXPECT_FAIL(ring_buffer_get_msg(rb, out, sizeof out, &got, 30 * 1000000LL), RB_ERR_TIMEOUT,
                 RB_ERR_TIMEOUT);
+    /* The waits that consume nothing work there too: a half-written frame
+     * (the legacy producer's prefix only) is not a message yet; the whole
+     * one is, and stays queued. */
+    EXPECT_CODE(ring_buffer_wait_readable(rb, RB_NO_WAIT), RB_ERR_TIMEOUT);
+    EXPECT_CODE(ring_buffer_wait_readable(rb, 30 * 1000000LL), RB_ERR_TIMEOUT);
+    put_le32(frame, 8);
+    memcpy(frame + 4, "legacy!!", 8);
+    CHECK_EQ(legacy_lib_write(h, frame, 4), 4);
+    EXPECT_CODE(ring_buffer_wait_readable(rb, 30 * 1000000LL), RB_ERR_TIMEOUT);
+    CHECK_EQ(legacy_lib_write(h, frame + 4, 8), 8);
+    CHECK_EQ(ring_buffer_wait_readable(rb, RB_WAIT_FOREVER), RB_OK);
+    CHECK_EQ(ring_buffer_msg_count(rb), 1);
+    CHECK_EQ(ring_buffer_wait_writable(rb, 1010, RB_NO_WAIT), RB_ERR_TIMEOUT); /* 1011 bytes free */
+    CHECK_EQ(ring_buffer_wait_writable(rb, 100, RB_WAIT_FOREVER), RB_OK);
+    EXPECT_CODE(ring_buffer_wait_writable(rb, 1020, RB_WAIT_FOREVER), RB_ERR_TOO_LARGE);
+    CHECK_EQ(ring_buffer_get_msg(rb, out, sizeof out, &got, RB_NO_WAIT), RB_OK);
+    CHECK(got == 8 && memcmp(out, "legacy!!", 8) == 0);
 
     /* What needs the new extension block says so instead of pretending. */
     EXPECT_FAIL(ring_buffer_shutdown(rb), RB_ERR_INCOMPATIBLE, RB_ERR_INCOMPATIBLE);

@@ -1045,6 +1045,34 @@ int ring_buffer_get_many(struct ring_buffer_t *rb,
                          uint32_t max_count,
                          int64_t timeout_ns);
 
+/**
+ * Waits until at least one whole message is queued, consuming nothing.
+ * `timeout_ns`: 0 checks once, negative waits for ever, positive waits that
+ * many nanoseconds at most. Returns `RB_OK` (readable), `RB_ERR_TIMEOUT`
+ * (nothing came in time; also for timeout 0 on an empty queue),
+ * `RB_ERR_SHUTDOWN` (shut down and drained: a get would fail the same
+ * way), `RB_ERR_INVALID_ARG` (bad handle), or another code.
+ *
+ * # Safety
+ * None; any handle value is checked.
+ */
+int ring_buffer_wait_readable(struct ring_buffer_t *rb, int64_t timeout_ns);
+
+/**
+ * Waits until a message of `len` bytes fits now, reserving nothing.
+ * `timeout_ns` as for `ring_buffer_wait_readable`. Returns `RB_OK`
+ * (writable), `RB_ERR_TIMEOUT` (no room in time; also for timeout 0 on a
+ * full queue), `RB_ERR_TOO_LARGE` (at once: `len` is longer than the ring
+ * and the queue cannot carry it out of line: a legacy object or raw byte
+ * stream; otherwise a longer message waits for room for its descriptor),
+ * `RB_ERR_SHUTDOWN` (a put would fail), `RB_ERR_INVALID_ARG` (bad handle),
+ * or another code.
+ *
+ * # Safety
+ * None; any handle value is checked.
+ */
+int ring_buffer_wait_writable(struct ring_buffer_t *rb, uint32_t len, int64_t timeout_ns);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -438,6 +438,25 @@ impl Queue {
         Ok(sink.out)
     }
 
+    /// Waits until at least one message is queued, without taking it
+    /// (`None`: as long as it takes; `Some(Duration::ZERO)`: checks once).
+    /// `Timeout` if none came in time, `Shutdown` once the queue is shut down
+    /// and drained. Another consumer may take the message first: this is a
+    /// readiness signal for a later `try_recv`, which may still find nothing.
+    pub fn wait_readable(&self, timeout: Option<Duration>) -> Result<()> {
+        self.view().wait_readable(wait_for(timeout))
+    }
+
+    /// Waits until a message of `len` bytes fits now, without reserving the
+    /// room (`None`: as long as it takes; `Some(Duration::ZERO)`: checks
+    /// once). A message longer than the ring goes out of line and waits for
+    /// room for its descriptor; `TooLarge` at once only on a queue that
+    /// cannot carry it (a legacy object, a raw byte stream), `Timeout` if no
+    /// room came in time, `Shutdown` once the queue is shut down.
+    pub fn wait_writable(&self, len: u32, timeout: Option<Duration>) -> Result<()> {
+        self.view().wait_writable(len, wait_for(timeout))
+    }
+
     /// Messages queued now, exact across processes.
     pub fn len(&self) -> Result<u64> {
         self.view().msg_count()
@@ -509,6 +528,11 @@ impl Queue {
     pub fn reset_stats(&self) {
         self.view().reset_stats()
     }
+}
+
+/// `None` waits for ever, a duration at most that long (zero: try once).
+fn wait_for(timeout: Option<Duration>) -> Wait {
+    timeout.map_or(Wait::Forever, Wait::from_duration)
 }
 
 /// Rounds a size the legacy way; 0 and sizes past 2 GiB are refused here

@@ -319,6 +319,9 @@ put_packed = _declare("ring_buffer_put_packed", c_int, [c_void_p, c_void_p, c_vo
 get_many = _declare(
     "ring_buffer_get_many", c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_uint32, c_int64]
 )
+# Waits that consume and reserve nothing (the asyncio layer's waiter threads).
+wait_readable = _declare("ring_buffer_wait_readable", c_int, [c_void_p, c_int64])
+wait_writable = _declare("ring_buffer_wait_writable", c_int, [c_void_p, c_uint32, c_int64])
 
 msg_count = _declare("ring_buffer_msg_count", c_uint64, [c_void_p])
 available_write = _declare("ring_buffer_available_write", c_uint32, [c_void_p])

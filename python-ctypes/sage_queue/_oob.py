@@ -18,6 +18,8 @@ own."""
 from __future__ import annotations
 
 import ctypes
+import mmap
+import os
 import pickle
 import struct
 from ctypes import POINTER, c_char_p, c_int, c_ssize_t, c_void_p
@@ -128,3 +130,26 @@ def loads(payload: memoryview, owned: bool) -> Any:
         buffers.append(view if owned else bytearray(view))
         at += size
     return pickle.loads(data, buffers=buffers)
+
+
+def loads_any(payload: memoryview) -> Any:
+    """Unpickles a message that may carry out-of-band buffers (see _oob);
+    its buffers are used in place when ``payload`` maps the item's own side
+    object, copied otherwise."""
+    try:
+        return pickle.loads(payload)
+    except pickle.UnpicklingError:
+        if bytes(payload[: len(MAGIC)]) != MAGIC:
+            raise
+        return loads(payload, owned=isinstance(payload.obj, mmap.mmap))
+
+
+def map_file(fd: int, length: int) -> memoryview:
+    """The side object ``fd`` (ours alone, already unlinked) mapped private
+    and writable; the descriptor is closed, the mapping lives as long as
+    views of it do."""
+    try:
+        mapping = mmap.mmap(fd, length, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+    return memoryview(mapping)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import array
 import ctypes
 import itertools
-import mmap
 import operator
 import os
 import pickle
@@ -46,7 +45,7 @@ from dataclasses import dataclass
 from queue import Empty, Full
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-from . import _lib, _oob
+from . import _lib, _oob, aio
 from ._status import (
     RB_ERR_BUFFER_TOO_SMALL,
     RB_ERR_EMPTY,
@@ -128,6 +127,8 @@ _put_msg = _lib.put_msg
 _get_msg = _lib.get_msg
 _get_msg_fd = _lib.get_msg_fd
 _Pieces = _oob.Pieces
+_loads_any = _oob.loads_any
+_map = _oob.map_file
 _NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number"
 
 
@@ -830,6 +831,19 @@ class SageQueue:
                 return [self._get_wait(rx, rc, block, deadline, what)]
             wait_ns = self._retry(rc, _GET, block, deadline, what)
 
+    # ------------------------------------------------------------ asyncio (sage_queue.aio)
+    # Awaitable, cancellation-safe versions of the calls above: nothing is
+    # taken (or put) while a coroutine is suspended. See sage_queue.aio.
+
+    # aio raises through _retry with these kinds (it cannot import them).
+    _AIO_GET, _AIO_PUT = _GET, _PUT
+    get_async = aio.get_async
+    get_many_async = aio.get_many_async
+    put_async = aio.put_async
+    put_many_async = aio.put_many_async
+    join_async = aio.join_async
+    __aiter__ = aio.aiter_queue
+
     # ------------------------------------------------------------ state
 
     def qsize(self) -> int:
@@ -989,6 +1003,7 @@ class SageQueue:
             handle, self._handle = self._handle, None
             if handle is None:
                 return
+            aio.close_hub(self)  # async waiters' threads leave the handle first
             if self.auto_cleanup:
                 # Removes the object this handle opened, never a newer queue
                 # that took the name since (a close, then a remove by name,
@@ -1060,27 +1075,6 @@ def _inline_run(sizes: "array.array[int]", alone: List[bool], start: int, ring: 
     return max(run, 1)
 
 
-def _loads_any(payload: memoryview) -> Any:
-    """Unpickles a message that may carry out-of-band buffers (see _oob);
-    its buffers are used in place when ``payload`` maps the item's own side
-    object, copied otherwise."""
-    try:
-        return _pickle_loads(payload)
-    except pickle.UnpicklingError:
-        if bytes(payload[: len(_oob.MAGIC)]) != _oob.MAGIC:
-            raise
-        return _oob.loads(payload, owned=isinstance(payload.obj, mmap.mmap))
-
-
-def _map(fd: int, length: int) -> memoryview:
-    """The side object ``fd`` (ours alone, already unlinked) mapped private
-    and writable; the descriptor is closed, the mapping lives as long as
-    views of it do."""
-    try:
-        mapping = mmap.mmap(fd, length, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    finally:
-        os.close(fd)
-    return memoryview(mapping)
 
 
 def _suggest_size(needed: int) -> int:
@@ -1142,7 +1136,6 @@ def remove_if_unused(name: NameLike) -> bool:
 def list_queues() -> List[str]:
     """Names of the queues that exist on this machine (objects named
     ``sage_ringbuf_<name>`` in /dev/shm), sorted."""
-    import os
 
     prefix = _lib.OBJECT_PREFIX
     try:

@@ -117,6 +117,45 @@ class QueueAdapter:
                 break
         return items
 
+    # ------------------------------------------------------------ asyncio
+
+    # The wrapped queues (queue.Queue, Ray queues, a manager's proxy) have no
+    # wait that leaves the item in place: an awaitable get would have to take
+    # the item in a thread or an actor call that a cancellation cannot stop,
+    # and lose it. Say so, instead of forwarding to an unsafe look-alike
+    # (ray.util.queue.Queue has a get_async that loses items on cancel).
+
+    def _no_async(self, what: str) -> NotImplementedError:
+        return NotImplementedError(
+            f"{what} is not available on a {self.queue_type!r} queue: that transport cannot wait for an item "
+            "without taking it, so an awaited call could lose items when cancelled. Awaitable, "
+            "cancellation-safe calls (get_async, put_async, get_many_async, put_many_async, join_async, "
+            "async for) exist on shared-memory queues: descriptors of type 'shm' or 'sage_queue' (SageQueue)."
+        )
+
+    async def get_async(self, timeout: Optional[float] = None) -> Any:
+        """Not available here (see ``_no_async``)."""
+        raise self._no_async("get_async")
+
+    async def put_async(self, item: Any, timeout: Optional[float] = None) -> None:
+        """Not available here (see ``_no_async``)."""
+        raise self._no_async("put_async")
+
+    async def get_many_async(self, max_items: int, timeout: Optional[float] = None) -> List[Any]:
+        """Not available here (see ``_no_async``)."""
+        raise self._no_async("get_many_async")
+
+    async def put_many_async(self, items: Iterable[Any], timeout: Optional[float] = None) -> int:
+        """Not available here (see ``_no_async``)."""
+        raise self._no_async("put_many_async")
+
+    async def join_async(self, timeout: Optional[float] = None) -> bool:
+        """Not available here (see ``_no_async``)."""
+        raise self._no_async("join_async")
+
+    def __aiter__(self) -> Any:
+        raise self._no_async("async for")
+
     # ------------------------------------------------------------ lifetime
 
     def close(self) -> None:

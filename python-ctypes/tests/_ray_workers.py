@@ -254,3 +254,34 @@ class AutoOwner:
         while len(items) < count:
             items.extend(self.q.get_many(count - len(items), timeout=60))
         return items
+
+
+# ---------------------------------------------------------------- asyncio
+
+
+@ray.remote(num_cpus=0)
+class AsyncConsumer:
+    """An async actor: its ``async def`` methods run on the actor's event
+    loop, which keeps serving other calls while one awaits the queue."""
+
+    def __init__(self, q: SageQueue) -> None:
+        self.q = q
+        self.got: List[Any] = []
+
+    async def consume(self, count: int) -> Tuple[int, List[Any]]:
+        while len(self.got) < count:
+            self.got.extend(await self.q.get_many_async(count - len(self.got), timeout=120))
+        return os.getpid(), self.got
+
+    async def consume_until_shutdown(self) -> List[Any]:
+        async for item in self.q:
+            self.got.append(item)
+        return self.got
+
+    async def progress(self) -> int:
+        return len(self.got)
+
+    async def pending_aio_threads(self) -> List[str]:
+        import threading
+
+        return sorted(t.name for t in threading.enumerate() if t.name.startswith("sage_queue-aio"))

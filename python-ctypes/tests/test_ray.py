@@ -546,3 +546,43 @@ def test_auto_remote_producer_flushes_at_exit(ray_session: Any, auto_desc: Calla
         assert local.get_many(1000, block=False) == [("exit", i) for i in range(100)]
     finally:
         local.close()
+
+
+# ---------------------------------------------------------------- asyncio in Ray
+
+
+def test_async_actor_consumes_while_the_driver_produces(make_queue: Callable[..., SageQueue], workers: Any,
+                                                        actors: List[Any]) -> None:
+    """An async Ray actor awaits get_many_async / async for on a SageQueue
+    while the driver produces; its event loop keeps answering other calls
+    meanwhile, and a Ray cancellation of an awaiting call loses nothing."""
+    import ray
+
+    q = make_queue(1 << 16)
+    consumer = workers.AsyncConsumer.remote(q)
+    actors.append(consumer)
+    n = 5000
+    pending = consumer.consume.remote(n)
+    # The actor's loop is free while consume() awaits an empty queue.
+    for _ in range(3):
+        assert ray.get(consumer.progress.remote(), timeout=WAIT) == 0
+    assert ray.get(consumer.pending_aio_threads.remote(), timeout=WAIT) == ["sage_queue-aio-readable"]
+    for start in range(0, n, 500):
+        q.put_many(range(start, start + 500))
+    pid, items = ray.get(pending, timeout=WAIT)
+    assert pid != os.getpid() and items == list(range(n))
+
+    # Cancelling an awaiting actor call takes nothing from the queue.
+    waiting = consumer.consume.remote(n + 1)
+    assert ray.get(consumer.progress.remote(), timeout=WAIT) == n
+    ray.cancel(waiting)
+    with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError)):
+        ray.get(waiting, timeout=WAIT)
+    q.put("after")
+    assert q.get(timeout=60) == "after"
+
+    # async for ends at shutdown, after everything the driver put.
+    until = consumer.consume_until_shutdown.remote()
+    q.put_many(["x", "y", "z"])
+    q.shutdown()
+    assert ray.get(until, timeout=WAIT)[n:] == ["x", "y", "z"]

@@ -14,10 +14,12 @@ mod boundary;
 mod handles;
 mod legacy;
 mod messages;
+mod readiness;
 
 pub use admin::*;
 pub use legacy::*;
 pub use messages::*;
+pub use readiness::*;
 
 /// `ring_buffer_create_ex` flag: fail with `RB_ERR_EXISTS` if the queue
 /// exists (without it, an existing queue is opened, as `ring_buffer_create`

@@ -6,6 +6,7 @@
 //! and the ref mutex at a time, so there is no order to get wrong.
 
 mod legacy;
+mod readiness;
 mod reclaim;
 mod recv;
 mod send;

@@ -189,6 +189,6 @@ impl View<'_> {
 }
 
 /// Whether a message of `len` bytes fits in an empty ring of this capacity.
-fn fits_ever(len: usize, capacity: u64) -> bool {
+pub(super) fn fits_ever(len: usize, capacity: u64) -> bool {
     u32::try_from(len).is_ok_and(|len| frame_len(len) <= capacity)
 }

@@ -43,8 +43,26 @@ impl View<'_> {
         wait: Wait,
     ) -> Result<()> {
         let moved = || counter.load(Acquire) != seen || self.is_shut_down();
+        self.wait_until(role, moved, (counter, seen), wait)
+    }
+
+    /// Waits until `ready()` holds, or at least until something it depends
+    /// on may have changed: returns `Ok(())` after a wake-up even if
+    /// `ready()` is still false, so callers loop. `ready` may only depend on
+    /// state that the wakers of `role`'s sleepers publish before they wake
+    /// (`head`/`tail`, message counts, the shutdown flag), which the sleep
+    /// protocol then guarantees a sleeper sees. On a legacy object (no
+    /// futex words) it sleeps on `legacy.0` while it equals `legacy.1`, for
+    /// at most [`LEGACY_SLEEP_NS`]. `Err(Timeout)` once the deadline passed.
+    pub(super) fn wait_until(
+        &self,
+        role: Role,
+        ready: impl Fn() -> bool,
+        legacy: (&AtomicU64, u64),
+        wait: Wait,
+    ) -> Result<()> {
         for _ in 0..SPINS {
-            if moved() {
+            if ready() {
                 return Ok(());
             }
             spin_loop();
@@ -52,7 +70,7 @@ impl View<'_> {
         for _ in 0..YIELDS {
             // SAFETY: sched_yield has no preconditions.
             unsafe { libc::sched_yield() };
-            if moved() {
+            if ready() {
                 return Ok(());
             }
         }
@@ -80,7 +98,11 @@ impl View<'_> {
                 let expected = seq.load(SeqCst);
                 sleepers.fetch_add(1, SeqCst);
                 wanted.store(1, SeqCst);
-                let woken = if counter.load(SeqCst) != seen || self.is_shut_down() {
+                // The re-check must not move before the flag's store (the
+                // waker's fence pairs with this one; `ready` may use plain
+                // Acquire loads).
+                fence(SeqCst);
+                let woken = if ready() {
                     Woken::Maybe
                 } else {
                     waits.fetch_add(1, Relaxed);
@@ -90,6 +112,7 @@ impl View<'_> {
                 woken
             }
             None => {
+                let (counter, seen) = legacy;
                 let slice = Deadline::after_ns(LEGACY_SLEEP_NS);
                 let deadline = wait.deadline().map_or(slice, |d| d.min(slice));
                 // SAFETY: the low half of a mapped, 8-aligned counter is an
