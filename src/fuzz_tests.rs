@@ -531,7 +531,7 @@ fn check_op(view: View<'_>, model: &mut Model, op: &Op) -> Result<(), TestCaseEr
                 store.push(vec![0u8; len]);
                 Some(store.last_mut().unwrap().as_mut_ptr())
             };
-            let got = view.read_chunks(*max as usize, 16, &mut alloc);
+            let got = view.read_chunks(*max as usize, 16, &mut alloc, &mut |_| {});
             let limit = (model.written.len() - model.read).min(*max as usize * 16);
             let expect = if limit == 0 || !model.framed() {
                 Ok(limit)
@@ -648,7 +648,7 @@ fn exercise(view: View<'_>, op: &Op) {
                 store.push(vec![0u8; len]);
                 Some(store.last_mut().unwrap().as_mut_ptr())
             };
-            let _ = view.read_chunks(*max as usize, 16, &mut alloc);
+            let _ = view.read_chunks(*max as usize, 16, &mut alloc, &mut |_| {});
         }
         Op::Count => {
             let _ = view.msg_count();
@@ -742,5 +742,47 @@ proptest! {
             exercise(view, op);
         }
         prop_assert!(q.guards_intact());
+    }
+}
+
+/// A legacy drain whose allocator refuses part-way keeps whole frames on a
+/// framed stream (the chunks past the last frame end go back), and stops
+/// where it stopped on a raw one.
+#[test]
+fn refused_allocation_cuts_a_drain_at_a_frame_end() {
+    for raw in [false, true] {
+        let q = HeapQueue::new(RING_BUFFER_VERSION, 1024);
+        let view = q.view();
+        if raw {
+            view.write_bytes(&[b"raw!"]).unwrap();
+            view.read_bytes(&mut [0u8; 4], true).unwrap();
+        }
+        let frame = |b: u8| [&10u32.to_le_bytes()[..], &[b; 10]].concat();
+        for b in [1u8, 2, 3] {
+            view.write_bytes(&[&frame(b)]).unwrap();
+        }
+        let mut store: Vec<Vec<u8>> = Vec::new();
+        let mut released = 0;
+        let mut alloc = |len: usize| {
+            (store.len() < 3).then(|| {
+                store.push(vec![0u8; len]);
+                store.last_mut().unwrap().as_mut_ptr()
+            })
+        };
+        let chunks = view
+            .read_chunks(10, 8, &mut alloc, &mut |_| released += 1)
+            .unwrap();
+        let taken: usize = chunks.iter().map(|c| c.1).sum();
+        if raw {
+            // Three 8-byte chunks, whatever the frames.
+            assert_eq!((taken, released), (24, 0));
+        } else {
+            // The first frame (14 bytes) only: 8 + 6, the third block back.
+            assert_eq!(chunks.iter().map(|c| c.1).collect::<Vec<_>>(), [8, 6]);
+            assert_eq!((taken, released), (14, 1));
+            let mut rest = [0u8; 28];
+            view.read_bytes(&mut rest, false).unwrap();
+            assert_eq!(&rest[..], &[frame(2), frame(3)].concat()[..]);
+        }
     }
 }

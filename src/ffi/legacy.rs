@@ -342,7 +342,13 @@ pub unsafe extern "C" fn ring_buffer_read_batch(
             let p = unsafe { libc::malloc(len) } as *mut u8;
             (!p.is_null()).then_some(p)
         };
-        let chunks = queue.view().read_chunks(ptrs.len(), 1024, &mut alloc)?;
+        let mut release = |p: *mut u8| {
+            // SAFETY: `p` came from the malloc above and was not handed out.
+            unsafe { libc::free(p as *mut c_void) }
+        };
+        let chunks = queue
+            .view()
+            .read_chunks(ptrs.len(), 1024, &mut alloc, &mut release)?;
         for (i, (p, len)) in chunks.iter().enumerate() {
             ptrs[i] = *p as *mut c_void;
             lens[i] = *len as u32;

@@ -95,12 +95,15 @@ impl View<'_> {
     /// Legacy `read_batch`: consumes everything queued, in chunks of at most
     /// `chunk` bytes, at most `max_chunks` of them, each copied to memory
     /// from `alloc` (which may refuse: then the call stops there, having
-    /// consumed only what it handed out). Returns the chunks.
+    /// consumed only what it handed out, cut back to a frame end on a framed
+    /// stream, blocks it does not hand out going to `release`). Returns the
+    /// chunks.
     pub(crate) fn read_chunks(
         &self,
         max_chunks: usize,
         chunk: usize,
         alloc: &mut dyn FnMut(usize) -> Option<*mut u8>,
+        release: &mut dyn FnMut(*mut u8),
     ) -> Result<Vec<(*mut u8, usize)>> {
         let mut chunks = Vec::new();
         {
@@ -122,9 +125,24 @@ impl View<'_> {
                 return Ok(chunks);
             }
             if pos != end {
-                // `alloc` refused part-way: the stream is cut where it
-                // stopped, which may be inside a frame.
-                self.check_whole_read(head, pos - head)?;
+                // `alloc` refused part-way. A framed stream is cut at the
+                // last frame end before where it stopped: the chunks past
+                // it go back to `release`, the one across it is shortened.
+                let cut = self.read_end(head, pos).unwrap_or(head);
+                let mut at = head;
+                chunks.retain_mut(|(block, len)| {
+                    let keep = cut.saturating_sub(at).min(*len as u64) as usize;
+                    at += *len as u64;
+                    if keep == 0 {
+                        release(*block);
+                    }
+                    *len = keep;
+                    keep > 0
+                });
+                pos = cut;
+                if pos == head {
+                    return Ok(chunks);
+                }
             }
             self.publish(Role::Reader, head, pos, Frames::Whole(0), tail);
         }
