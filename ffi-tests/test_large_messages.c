@@ -19,26 +19,17 @@
 
 #define RING 4096u
 
-static uint32_t mix(uint32_t x) {
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
-    return x;
-}
-
 /* Message `seq` of producer `p` (2: only messages longer than the ring):
  * its length, and its bytes (the first 8 say
  * who and which; the rest follow from them). */
 static uint32_t msg_len(uint32_t p, uint32_t seq) {
-    if (p == 2) return 20000u + mix(seq) % 70000u; /* always out of line */
-    return (mix(p * 7919u + seq) % 3u == 0) ? 100u + seq % 50u : 20000u + mix(seq + p) % 70000u;
+    if (p == 2) return 20000u + rbt_mix(seq) % 70000u; /* always out of line */
+    return (rbt_mix(p * 7919u + seq) % 3u == 0) ? 100u + seq % 50u : 20000u + rbt_mix(seq + p) % 70000u;
 }
 
 static void fill(unsigned char *buf, uint32_t p, uint32_t seq, uint32_t len) {
     uint32_t x = p * 1000003u + seq;
-    for (uint32_t i = 0; i < len; i++) buf[i] = (unsigned char)mix(x + i / 4) >> (8 * (i % 4));
+    for (uint32_t i = 0; i < len; i++) buf[i] = (unsigned char)rbt_mix(x + i / 4) >> (8 * (i % 4));
     if (len >= 8) {
         memcpy(buf, &p, 4);
         memcpy(buf + 4, &seq, 4);
@@ -109,7 +100,7 @@ static void test_round_trip_and_sizes(void) {
     stage = "round trip";
     const char *name;
     ring_buffer_t *rb = fresh("large_rt", &name);
-    for (uint32_t i = 0; i < sizeof in; i++) in[i] = (unsigned char)mix(i);
+    for (uint32_t i = 0; i < sizeof in; i++) in[i] = (unsigned char)rbt_mix(i);
     CHECK_EQ(ring_buffer_put_msg(rb, in, sizeof in, RB_NO_WAIT), RB_OK);
     CHECK_EQ(side_objects(name), 1);
     CHECK_EQ(ring_buffer_msg_count(rb), 1);
@@ -342,7 +333,7 @@ static void test_producer_killed(void) {
          * wait for room with its next side object named (an orphan once
          * killed); even rounds: a random instant while it writes. */
         usleep(round % 2 ? (useconds_t)valgrind_scaled(100) * 1000u
-                         : (useconds_t)(mix((uint32_t)round) % 3000u));
+                         : (useconds_t)(rbt_mix((uint32_t)round) % 3000u));
         kill(pid, SIGKILL);
         CHECK_EQ(wait_child(pid), 128 + SIGKILL);
         while (ring_buffer_get_msg(rb, out, sizeof out, &len, RB_NO_WAIT) == RB_OK) {
@@ -389,7 +380,7 @@ static void test_consumer_killed(void) {
                 seen[seq]++;
             }
         }
-        usleep(500 + (useconds_t)(mix((uint32_t)round + 99) % 4000u));
+        usleep(500 + (useconds_t)(rbt_mix((uint32_t)round + 99) % 4000u));
         kill(pid, SIGKILL);
         CHECK_EQ(wait_child(pid), 128 + SIGKILL);
         /* The next user (this open) removes the orphan, if any. */

@@ -118,6 +118,32 @@ pub(crate) fn open_path(path: &CStr, write: bool) -> Result<File> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
+/// A new, unnamed (`O_TMPFILE`) file in /dev/shm with exactly the
+/// permission bits `mode` (`fchmod`, whatever the umask): what every object
+/// this library makes starts as, to be linked under its name once complete.
+pub(crate) fn unnamed_object(mode: u32) -> Result<File> {
+    let dir = c"/dev/shm";
+    debug_assert_eq!(dir.to_bytes(), SHM_DIR.as_bytes());
+    // SAFETY: `dir` is NUL-terminated; O_TMPFILE creates an unnamed file.
+    let fd = unsafe {
+        libc::open(
+            dir.as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::last_os());
+    }
+    // SAFETY: fresh descriptor, owned by nothing else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    // SAFETY: fchmod on our descriptor.
+    if unsafe { libc::fchmod(fd, mode as libc::mode_t) } != 0 {
+        return Err(Error::last_os());
+    }
+    Ok(file)
+}
+
 /// Rounds a requested size the legacy way: next power of two, at least 1024.
 /// `None` when that exceeds [`RING_BUFFER_MAX_SIZE`].
 pub(crate) fn buffer_size_for(requested: u32) -> Option<u32> {
@@ -158,25 +184,8 @@ impl Mapping {
     /// and a creator killed half-way leaves nothing behind. The link fails
     /// with `EEXIST` if the name is taken, exactly as `O_CREAT|O_EXCL` would.
     pub(crate) fn create(name: &QueueName, buffer_size: u32, access: Access) -> Result<Mapping> {
-        let dir = c"/dev/shm";
-        debug_assert_eq!(dir.to_bytes(), SHM_DIR.as_bytes());
-        // SAFETY: `dir` is NUL-terminated; O_TMPFILE creates an unnamed file.
-        let fd = unsafe {
-            libc::open(
-                dir.as_ptr(),
-                libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
-                0o600,
-            )
-        };
-        if fd < 0 {
-            return Err(Error::last_os());
-        }
-        // SAFETY: fresh descriptor, owned by nothing else.
-        let file = unsafe { File::from_raw_fd(fd) };
-        // SAFETY: fchmod on our descriptor.
-        if unsafe { libc::fchmod(fd, access.mode as libc::mode_t) } != 0 {
-            return Err(Error::last_os());
-        }
+        let file = unnamed_object(access.mode)?;
+        let fd = file.as_raw_fd();
         let size = object_size(RING_BUFFER_VERSION, buffer_size).expect("known version");
         file.set_len(size)?;
         // Reserve every page now: on a full tmpfs this fails with ENOSPC here

@@ -44,14 +44,14 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::error::{Error, Result};
 use crate::name::{QueueName, OBJECT_PREFIX, SHM_DIR};
-use crate::object::{fstat, lstat, open_path, FileId};
+use crate::object::{self, fstat, lstat, open_path, FileId};
 use crate::ops::Outgoing;
 
 /// Bit 31 of a length prefix: the frame is a descriptor.
@@ -183,26 +183,8 @@ impl Outbound {
         msg: &O,
         index: usize,
     ) -> Result<Outbound> {
-        let dir = c"/dev/shm";
-        debug_assert_eq!(dir.to_bytes(), SHM_DIR.as_bytes());
-        // SAFETY: `dir` is NUL-terminated; O_TMPFILE creates an unnamed file,
-        // mode 0600 (fchmod below makes it exact whatever the umask).
-        let fd = unsafe {
-            libc::open(
-                dir.as_ptr(),
-                libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
-                0o600,
-            )
-        };
-        if fd < 0 {
-            return Err(Error::last_os());
-        }
-        // SAFETY: fresh descriptor, owned by nothing else.
-        let file = unsafe { File::from_raw_fd(fd) };
-        // SAFETY: fchmod on our descriptor.
-        if unsafe { libc::fchmod(fd, 0o600) } != 0 {
-            return Err(Error::last_os());
-        }
+        let file = object::unnamed_object(0o600)?;
+        let fd = file.as_raw_fd();
         // Locked before it has a name: nobody ever sees it unlocked while
         // this producer lives.
         flock(&file, libc::LOCK_SH)?;
