@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ring_buffer.h"
@@ -258,6 +259,27 @@ __attribute__((unused)) static int wait_child(pid_t pid) {
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+__attribute__((unused)) static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Sleeps `ms` milliseconds, through signals. */
+__attribute__((unused)) static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* A new queue of `size` bytes under a fresh test name (exclusive create). */
+__attribute__((unused)) static ring_buffer_t *fresh(const char *tag, uint32_t size) {
+    ring_buffer_t *rb = ring_buffer_create_ex(test_name(tag), size, 0, RB_CREATE_EXCLUSIVE);
+    REQUIRE(rb != NULL);
+    return rb;
 }
 
 /* A 32-bit integer hash (lowbias32): the tests derive message lengths and

@@ -78,7 +78,7 @@ static void remove_own_side_objects(void) {
     closedir(d);
 }
 
-static ring_buffer_t *fresh(const char *tag, const char **name) {
+static ring_buffer_t *fresh_named(const char *tag, const char **name) {
     *name = test_name(tag);
     ring_buffer_t *rb = ring_buffer_create_ex(*name, RING, 0, RB_CREATE_EXCLUSIVE);
     REQUIRE(rb != NULL);
@@ -99,7 +99,7 @@ static unsigned char in[1u << 20];
 static void test_round_trip_and_sizes(void) {
     stage = "round trip";
     const char *name;
-    ring_buffer_t *rb = fresh("large_rt", &name);
+    ring_buffer_t *rb = fresh_named("large_rt", &name);
     for (uint32_t i = 0; i < sizeof in; i++) in[i] = (unsigned char)rbt_mix(i);
     CHECK_EQ(ring_buffer_put_msg(rb, in, sizeof in, RB_NO_WAIT), RB_OK);
     CHECK_EQ(side_objects(name), 1);
@@ -138,7 +138,7 @@ static void test_round_trip_and_sizes(void) {
 static void test_legacy_readers(void) {
     stage = "legacy readers";
     const char *name;
-    ring_buffer_t *rb = fresh("large_legacy", &name);
+    ring_buffer_t *rb = fresh_named("large_legacy", &name);
     CHECK_EQ(ring_buffer_put_msg(rb, in, 70000, RB_NO_WAIT), RB_OK);
     unsigned char prefix[4];
     CHECK_EQ(ring_buffer_peek(rb, prefix, 4), 4);
@@ -168,7 +168,7 @@ static void test_legacy_readers(void) {
 static void test_no_room(void) {
     stage = "no room for the side object";
     const char *name;
-    ring_buffer_t *rb = fresh("large_noroom", &name);
+    ring_buffer_t *rb = fresh_named("large_noroom", &name);
     pid_t pid = fork_child(valgrind_scaled(30));
     if (pid == 0) {
         signal(SIGXFSZ, SIG_IGN);
@@ -194,7 +194,7 @@ static void test_no_room(void) {
 static void test_gathered_and_fd(void) {
     stage = "put_msgv and get_msg_fd";
     const char *name;
-    ring_buffer_t *rb = fresh("large_fd", &name);
+    ring_buffer_t *rb = fresh_named("large_fd", &name);
     const void *parts[3] = {"head", in, "tail"};
     uint32_t lens[3] = {4, 100, 4};
     CHECK_EQ(ring_buffer_put_msgv(rb, parts, lens, 3, RB_NO_WAIT), RB_OK);
@@ -247,7 +247,7 @@ static void test_gathered_and_fd(void) {
 static void test_many_processes(void) {
     stage = "two producers, two consumers";
     const char *name;
-    ring_buffer_t *rb = fresh("large_mp", &name);
+    ring_buffer_t *rb = fresh_named("large_mp", &name);
     /* seen[p][seq], and each consumer's last seq per producer (order). */
     uint8_t *seen = mmap(NULL, PRODUCERS * PER_PRODUCER, PROT_READ | PROT_WRITE,
                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -310,7 +310,7 @@ static void test_producer_killed(void) {
     stage = "producer killed";
     for (int round = 0; round < 6; round++) {
         const char *name;
-        ring_buffer_t *rb = fresh("large_kp", &name);
+        ring_buffer_t *rb = fresh_named("large_kp", &name);
         uint32_t who = round % 2 ? 2 : 0;
         pid_t pid = fork_child(valgrind_scaled(60));
         if (pid == 0) {
@@ -362,7 +362,7 @@ static void test_consumer_killed(void) {
     REQUIRE(seen != MAP_FAILED);
     for (int round = 0; round < 6; round++) {
         const char *name;
-        ring_buffer_t *rb = fresh("large_kc", &name);
+        ring_buffer_t *rb = fresh_named("large_kc", &name);
         memset(seen, 0, N);
         for (uint32_t seq = 0; seq < N; seq++) {
             uint32_t len = msg_len(1, seq);

@@ -19,25 +19,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static ring_buffer_t *fresh(const char *tag, uint32_t size) {
-    const char *name = test_name(tag);
-    ring_buffer_t *rb = ring_buffer_create_ex(name, size, 0, RB_CREATE_EXCLUSIVE);
-    REQUIRE(rb != NULL);
-    return rb;
-}
-
 /* Closes and removes a queue made by fresh(). */
 static void done(ring_buffer_t *rb) {
     char name[MAX_NAME_LEN];

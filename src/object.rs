@@ -64,7 +64,8 @@ pub(crate) fn lstat(path: &CStr) -> Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
-fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+/// `flock(2)`, retried when a signal interrupts it.
+pub(crate) fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
     loop {
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {

@@ -43,7 +43,6 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
@@ -51,7 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::error::{Error, Result};
 use crate::name::{QueueName, OBJECT_PREFIX, SHM_DIR};
-use crate::object::{self, fstat, lstat, open_path, FileId};
+use crate::object::{self, flock, fstat, lstat, open_path, FileId};
 use crate::ops::Outgoing;
 
 /// Bit 31 of a length prefix: the frame is a descriptor.
@@ -149,19 +148,6 @@ fn fresh_id() -> Vec<u8> {
         nanos
     )
     .into_bytes()
-}
-
-fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
-    loop {
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINTR) {
-            return Err(err);
-        }
-    }
 }
 
 /// Out of room in `/dev/shm` for a message: it is too large for this machine
