@@ -282,6 +282,15 @@ __attribute__((unused)) static ring_buffer_t *fresh(const char *tag, uint32_t si
     return rb;
 }
 
+/* Closes and removes a queue made by fresh(). */
+__attribute__((unused)) static void done(ring_buffer_t *rb) {
+    char name[MAX_NAME_LEN];
+    memcpy(name, rb->name, sizeof name);
+    name[MAX_NAME_LEN - 1] = 0;
+    ring_buffer_close(rb);
+    ring_buffer_destroy(name);
+}
+
 /* A 32-bit integer hash (lowbias32): the tests derive message lengths and
  * payload bytes from sequence numbers with it, so a consumer can check every
  * byte it receives. */

@@ -85,7 +85,7 @@ static ring_buffer_t *fresh_named(const char *tag, const char **name) {
     return rb;
 }
 
-static void done(ring_buffer_t *rb, const char *name) {
+static void done_named(ring_buffer_t *rb, const char *name) {
     ring_buffer_close(rb);
     ring_buffer_destroy(name);
     CHECK_EQ(side_objects(name), 0);
@@ -131,7 +131,7 @@ static void test_round_trip_and_sizes(void) {
     CHECK_EQ(ring_buffer_put_msg(rb, in, 60000, RB_NO_WAIT), RB_OK);
     CHECK_EQ(side_objects(name), 2);
     CHECK_EQ(ring_buffer_reclaim(name), 0); /* queued: not orphans */
-    done(rb, name);
+    done_named(rb, name);
 }
 
 /* What the legacy wrapper and the raw calls see of a descriptor. */
@@ -160,7 +160,7 @@ static void test_legacy_readers(void) {
     uint32_t len = 0;
     CHECK_EQ(ring_buffer_get_msg(rb, out, sizeof out, &len, RB_NO_WAIT), RB_OK);
     CHECK(len == 70000 && memcmp(in, out, len) == 0);
-    done(rb, name);
+    done_named(rb, name);
 }
 
 /* RB_ERR_TOO_LARGE only when the side object cannot be written: a file size
@@ -185,7 +185,7 @@ static void test_no_room(void) {
     CHECK_EQ(ring_buffer_get_msg(rb, out, sizeof out, &len, RB_NO_WAIT), RB_OK);
     CHECK_EQ(len, 200000);
     CHECK_EQ(ring_buffer_get_msg(rb, out, sizeof out, &len, RB_NO_WAIT), RB_ERR_EMPTY);
-    done(rb, name);
+    done_named(rb, name);
 }
 
 /* ring_buffer_put_msgv (parts written back to back, never joined) and
@@ -235,7 +235,7 @@ static void test_gathered_and_fd(void) {
     EXPECT_CODE(ring_buffer_put_msgv(rb, NULL, lens, 3, RB_NO_WAIT), RB_ERR_INVALID_ARG);
     EXPECT_CODE(ring_buffer_get_msg_fd(rb, out, sizeof out, &len, NULL, RB_NO_WAIT), RB_ERR_INVALID_ARG);
     EXPECT_CODE(ring_buffer_get_msg_fd(rb, out, sizeof out, &len, &fd, RB_NO_WAIT), RB_ERR_EMPTY);
-    done(rb, name);
+    done_named(rb, name);
 }
 
 /* ------------------------------------------------------------ processes */
@@ -300,7 +300,7 @@ static void test_many_processes(void) {
     for (uint32_t i = 0; i < PRODUCERS * PER_PRODUCER; i++) once += seen[i] == 1;
     CHECK_EQ(once, PRODUCERS * PER_PRODUCER);
     munmap(seen, PRODUCERS * PER_PRODUCER);
-    done(rb, name);
+    done_named(rb, name);
 }
 
 /* A producer SIGKILLed at a random instant (usually blocked on a full ring
@@ -349,7 +349,7 @@ static void test_producer_killed(void) {
         int had = side_objects(name);
         CHECK_EQ(ring_buffer_reclaim(name), had);
         CHECK_EQ(side_objects(name), 0);
-        done(rb, name);
+        done_named(rb, name);
     }
 }
 
@@ -400,7 +400,7 @@ static void test_consumer_killed(void) {
         CHECK_EQ(twice, 0);
         if (again) ring_buffer_close(again);
         CHECK_EQ(side_objects(name), 0);
-        done(rb, name);
+        done_named(rb, name);
     }
     munmap(seen, N);
 }

@@ -19,15 +19,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-/* Closes and removes a queue made by fresh(). */
-static void done(ring_buffer_t *rb) {
-    char name[MAX_NAME_LEN];
-    memcpy(name, rb->name, sizeof name);
-    name[MAX_NAME_LEN - 1] = 0;
-    ring_buffer_close(rb);
-    ring_buffer_destroy(name);
-}
-
 /* ------------------------------------------------------------ strerror, version, last_error */
 
 static void *thread_errors(void *arg) {

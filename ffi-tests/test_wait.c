@@ -8,14 +8,6 @@
 
 #include <time.h>
 
-static void done(ring_buffer_t *rb) {
-    char name[MAX_NAME_LEN];
-    memcpy(name, rb->name, sizeof name);
-    name[MAX_NAME_LEN - 1] = 0;
-    ring_buffer_close(rb);
-    ring_buffer_destroy(name);
-}
-
 /* Waits until `n` processes sleep in the kernel on the consumer (or, with
  * `producers`, producer) side, as the statistics report; false if they
  * never do. */

@@ -62,6 +62,16 @@ _BRIDGE_CONCURRENCY = 64
 _OK, _FULL, _EMPTY, _SHUTDOWN = "ok", "full", "empty", "shutdown"
 
 
+
+def _slice_wait(block: bool, deadline: Optional[float]) -> float:
+    """Seconds the next bridge call may wait: 0 for a try, one slice at most
+    (so a dead bridge is noticed between slices), never past ``deadline``."""
+    if not block:
+        return 0.0
+    if deadline is None:
+        return _SLICE
+    return max(0.0, min(_SLICE, deadline - time.monotonic()))
+
 class AutoBridge:
     """The bridge actor: the shared-memory queue ``queue_name`` of this
     machine, reached in batches of raw pickles. Results are (status, value)
@@ -236,12 +246,7 @@ class RemoteAutoQueue(QueueAdapter):
             try:
                 while sent < len(batch):
                     self._check()
-                    if not block:
-                        wait: float = 0.0
-                    elif deadline is None:
-                        wait = _SLICE
-                    else:
-                        wait = max(0.0, min(_SLICE, deadline - time.monotonic()))
+                    wait = _slice_wait(block, deadline)
                     part = batch[sent:sent + self._batch]
                     status, count = self._call(self._queue.put_batch.remote(part, block and wait > 0, wait))
                     sent += count
@@ -348,12 +353,7 @@ class RemoteAutoQueue(QueueAdapter):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._check()
-            if not block:
-                wait: float = 0.0
-            elif deadline is None:
-                wait = _SLICE
-            else:
-                wait = max(0.0, min(_SLICE, deadline - time.monotonic()))
+            wait = _slice_wait(block, deadline)
             status, payloads = self._call(self._queue.get_batch.remote(wanted, block and wait > 0, wait))
             if payloads:
                 self._in.extend(payloads)
