@@ -23,9 +23,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 
 use crate::error::Error;
-use crate::layout::{
-    extension_offset, object_size, RING_BUFFER_VERSION, RING_BUFFER_VERSION_LEGACY,
-};
+use crate::layout::{object_size, RING_BUFFER_VERSION, RING_BUFFER_VERSION_LEGACY};
 use crate::name::QueueName;
 use crate::ops::{Incoming, Outgoing};
 use crate::segment::{initialise, View};
@@ -102,21 +100,14 @@ impl HeapQueue {
     }
 
     /// Overwrites `bytes.len()` bytes at `offset` of the object, skipping
-    /// the mutexes (their bytes are trusted to pthread, see the notes).
+    /// the legacy `ref_mutex` (a glibc mutex, whose bytes are trusted to
+    /// pthread; the extension block's own locks take any bytes).
     fn scribble(&mut self, offset: usize, bytes: &[u8]) {
-        let mutexes: Vec<(usize, usize)> = {
-            let mut m = vec![(48, 88)];
-            if self.version == RING_BUFFER_VERSION {
-                let ext = extension_offset(self.buffer_size) as usize;
-                m.push((ext + 128, ext + 128 + 40));
-                m.push((ext + 256, ext + 256 + 40));
-            }
-            m
-        };
+        const REF_MUTEX: std::ops::Range<usize> = 48..88;
         for (i, &b) in bytes.iter().enumerate() {
             let at = offset + i;
-            if at < self.size && !mutexes.iter().any(|&(lo, hi)| (lo..hi).contains(&at)) {
-                // SAFETY: inside the object, not a mutex, no view alive.
+            if at < self.size && !REF_MUTEX.contains(&at) {
+                // SAFETY: inside the object, not the ref mutex, no view alive.
                 unsafe { *self.base().add(at) = b };
             }
         }

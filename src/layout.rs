@@ -8,12 +8,13 @@
 //! through a raw field pointer turned into an atomic. The extension block is
 //! never seen by C, so it is declared with atomics directly and may be borrowed.
 
-use std::cell::UnsafeCell;
 use std::mem::{align_of, offset_of, size_of};
 use std::os::raw::c_char;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use static_assertions::const_assert_eq;
+
+use crate::sync::lock::SharedLock;
 
 /// `"SAGEBLKR"` read as a big-endian integer (`0x53414745424C4B52`); the first
 /// eight bytes of every queue object.
@@ -224,8 +225,11 @@ const_assert_eq!(offset_of!(RingBufferStatsEx, utilization), 40);
 const_assert_eq!(offset_of!(RingBufferStatsEx, version), 48);
 const_assert_eq!(size_of::<RingBufferStatsEx>(), 144);
 
-/// `"SAGEXT02"`: first word of the extension block of a version-2 object.
-pub(crate) const EXTENSION_MAGIC: u64 = 0x5341_4745_5854_3032;
+/// `"SAGEXT03"`: first word of the extension block of a version-2 object.
+/// `"SAGEXT02"` blocks (1.0) held glibc robust mutexes where this layout has
+/// [`SharedLock`]s; the two layouts must never meet, so an object made by
+/// the 1.0 library is refused as incompatible rather than misread.
+pub(crate) const EXTENSION_MAGIC: u64 = 0x5341_4745_5854_3033;
 
 /// Where the extension block of a version-2 object with this data-area size
 /// starts: after the data area, rounded up to a cache line so that the
@@ -321,9 +325,10 @@ pub(crate) struct Signals {
 /// counter is written only by the holder of `lock`.
 #[repr(C, align(64))]
 pub(crate) struct Side {
-    /// Robust, process-shared: a holder that dies hands the next locker
-    /// `EOWNERDEAD`, which repairs this side from the journal below.
-    pub lock: UnsafeCell<libc::pthread_mutex_t>,
+    /// The library's own futex lock (`crate::sync::lock`): a waiter that
+    /// finds its owner dead, or its word naming no live owner, takes it
+    /// over and repairs this side from the journal below.
+    pub lock: SharedLock,
     /// This side's own counter (`tail` for the writer, `head` for the
     /// reader) as it last published it. Only the lock holder moves the
     /// counter, so this copy is exact: a header counter that differs from it
@@ -352,6 +357,9 @@ pub(crate) struct Side {
 
 const_assert_eq!(size_of::<Identity>(), 64);
 const_assert_eq!(size_of::<Signals>(), 64);
+const_assert_eq!(size_of::<SharedLock>(), 4);
+const_assert_eq!(offset_of!(Side, lock), 0);
+const_assert_eq!(offset_of!(Side, own), 8);
 const_assert_eq!(size_of::<Side>(), 128);
 const_assert_eq!(offset_of!(Extension, signals), 64);
 const_assert_eq!(offset_of!(Extension, writer), 128);

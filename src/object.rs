@@ -41,6 +41,24 @@ impl FileId {
             ino: st.st_ino,
         }
     }
+
+    /// Whether this is the file of device `major:minor`, inode `ino` (as
+    /// `/proc` shows files).
+    pub(crate) fn is(&self, major: u64, minor: u64, ino: u64) -> bool {
+        (
+            libc::major(self.dev) as u64,
+            libc::minor(self.dev) as u64,
+            self.ino,
+        ) == (major, minor, ino)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_parts(major: u32, minor: u32, ino: u64) -> FileId {
+        FileId {
+            dev: libc::makedev(major, minor),
+            ino,
+        }
+    }
 }
 
 pub(crate) fn fstat(fd: libc::c_int) -> Result<libc::stat> {
@@ -298,6 +316,7 @@ impl Mapping {
         let view = unsafe { View::new(self.map.as_mut_ptr(), self.version, self.buffer_size) };
         View {
             name: Some(&self.name),
+            file: Some(self.id),
             ..view
         }
     }

@@ -16,6 +16,7 @@ use crate::layout::{
     RING_BUFFER_HEADER_SIZE, RING_BUFFER_MAGIC, RING_BUFFER_VERSION, RING_BUFFER_VERSION_LEGACY,
 };
 use crate::name::QueueName;
+use crate::object::FileId;
 use crate::ring::Ring;
 use crate::sync::mutex;
 
@@ -90,6 +91,10 @@ pub(crate) struct View<'a> {
     /// than the ring, see `crate::side`); `None` for a bare view of bytes
     /// (tests), which then refuses such messages.
     pub(crate) name: Option<&'a QueueName>,
+    /// The object file, whose attached processes are the only possible
+    /// owners of its locks (`crate::sync::owner`); `None` for a bare view of
+    /// bytes, whose locks only this process's threads can hold.
+    pub(crate) file: Option<FileId>,
 }
 
 impl<'a> View<'a> {
@@ -122,6 +127,7 @@ impl<'a> View<'a> {
             ring,
             ext,
             name: None,
+            file: None,
         }
     }
 
@@ -183,8 +189,7 @@ pub(crate) unsafe fn initialise(
     }
     let ext = view.ext.expect("version 2 has an extension");
     for side in [&ext.writer, &ext.reader] {
-        // SAFETY: the lock lives in the unpublished extension block.
-        unsafe { mutex::init_robust(side.lock.get())? };
+        side.lock.init();
     }
     ext.identity
         .size

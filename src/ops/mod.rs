@@ -3,7 +3,9 @@
 //! for many processes that may die at any instant.
 //!
 //! Lock order: a thread holds at most one of the writer lock, the reader lock
-//! and the ref mutex at a time, so there is no order to get wrong.
+//! and the ref mutex at a time, so there is no order to get wrong (nor any
+//! reentrancy: the writer and reader locks are not reentrant, and a lock
+//! word naming the thread that asks for it is treated as garbage).
 
 mod legacy;
 mod readiness;
@@ -24,7 +26,8 @@ use crate::frame::Tracker;
 use crate::layout::{Side, FLAG_RAW_STREAM};
 use crate::segment::View;
 use crate::sync::deadline::Wait;
-use crate::sync::mutex::{self, Guard};
+use crate::sync::lock::LockGuard;
+use crate::sync::owner::ProcessOwners;
 
 /// Largest `tail` an operation accepts (see [`View::counters`]).
 const MAX_POSITION: u64 = u64::MAX - (1 << 32);
@@ -60,11 +63,12 @@ impl<'a> View<'a> {
     /// Takes the writer or reader lock (no lock exists on a legacy object:
     /// the legacy one-writer/one-reader contract applies there).
     ///
-    /// A lock whose owner died is repaired from that side's journal before it
-    /// is handed out: if the dead owner's publication of `tail` (`head`)
+    /// A lock whose owner died (or whose word names no live owner: garbage)
+    /// is taken over and repaired from that side's journal before it is
+    /// handed out: if the dead owner's publication of `tail` (`head`)
     /// happened, the message count and framing state it journaled are
     /// applied; if not, nothing it did is visible and they stay as they were.
-    fn lock(&self, role: Role, wait: Wait) -> Result<Option<Guard>> {
+    fn lock(&self, role: Role, wait: Wait) -> Result<Option<LockGuard<'a>>> {
         let Some(side) = self.side(role) else {
             return Ok(None);
         };
@@ -86,9 +90,8 @@ impl<'a> View<'a> {
             inside.store(0, Relaxed);
             side.recoveries.fetch_add(1, Relaxed);
         };
-        // SAFETY: the lock lives in the mapped extension block, which outlives
-        // the guard (the guard never leaves the operation holding the View).
-        let guard = unsafe { mutex::lock(side.lock.get(), || wait.lock_deadline(), repair)? };
+        let owners = ProcessOwners::new(self.file);
+        let guard = side.lock.lock(&owners, || wait.lock_deadline(), repair)?;
         crate::failpoint::hit(match role {
             Role::Writer => "writer_locked",
             Role::Reader => "reader_locked",

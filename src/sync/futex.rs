@@ -65,3 +65,12 @@ pub(crate) fn wake_all_at(word: *const u32) {
         libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAKE, i32::MAX);
     }
 }
+
+/// Wakes at most one sleeper on `word` (a lock hand-over: waking them all
+/// would only send the others back to sleep).
+pub(crate) fn wake_one(word: &AtomicU32) {
+    // SAFETY: as in `wake_all_at`; the address is a live atomic.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1);
+    }
+}

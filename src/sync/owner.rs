@@ -1,0 +1,288 @@
+//! Who holds a queue's lock, for [`super::lock`]: the calling thread's id,
+//! and whether the thread id a lock word holds names a live thread of a
+//! process attached to the queue object.
+//!
+//! Everything is learnt from the thread id alone (`/proc/<tid>/status` works
+//! for any thread, not only for process leaders), so the lock word needs no
+//! second field that an owner would write after acquiring and that a waiter
+//! could find half-written.
+
+use std::cell::Cell;
+use std::fs;
+use std::io::ErrorKind;
+use std::sync::Once;
+
+use super::lock::Owners;
+use crate::object::{lock_holders, FileId};
+
+thread_local! {
+    /// This thread's id, 0 until first asked (and again in a forked child,
+    /// see `forget_tid`).
+    static TID: Cell<u32> = const { Cell::new(0) };
+}
+
+static FORK_HANDLER: Once = Once::new();
+
+/// Runs in the child after `fork`: its only thread has a new id, and the
+/// copy it inherited names the parent's thread.
+extern "C" fn forget_tid() {
+    let _ = TID.try_with(|t| t.set(0));
+}
+
+/// The calling thread's kernel thread id (cached; one system call per
+/// thread, and again after a fork).
+pub(crate) fn current_tid() -> u32 {
+    TID.with(|cached| {
+        let tid = cached.get();
+        if tid != 0 {
+            return tid;
+        }
+        // Registered before the first id is cached, so that no cached id
+        // can ever be inherited by a child unnoticed.
+        FORK_HANDLER.call_once(|| {
+            // SAFETY: registers a handler that only clears a thread-local
+            // Cell (no allocation, no lock); the handler lives for ever.
+            unsafe { libc::pthread_atfork(None, None, Some(forget_tid)) };
+        });
+        // SAFETY: gettid cannot fail.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+        cached.set(tid);
+        tid
+    })
+}
+
+/// The owners of the locks of one queue object: threads of processes that
+/// have the object open (their `flock`, see `crate::object`) or mapped (a
+/// forked child that inherited a handle holds no `flock` of its own).
+pub(crate) struct ProcessOwners {
+    /// The object; `None` for an image in private memory (tests), whose
+    /// only possible owners are this process's threads.
+    file: Option<FileId>,
+    /// The last owner found attached: a long wait on one owner checks the
+    /// attachment once and then only that the thread still lives.
+    vouched: Cell<u32>,
+}
+
+impl ProcessOwners {
+    pub(crate) fn new(file: Option<FileId>) -> ProcessOwners {
+        ProcessOwners {
+            file,
+            vouched: Cell::new(0),
+        }
+    }
+}
+
+impl Owners for ProcessOwners {
+    fn me(&self) -> u32 {
+        current_tid()
+    }
+
+    fn alive(&self, owner: u32) -> bool {
+        let tgid = match thread_status(owner) {
+            Status::Gone => return false,
+            Status::Unknown => return true,
+            Status::Live { tgid } => tgid,
+        };
+        if self.vouched.get() == owner {
+            return true;
+        }
+        let attached = self.attached(tgid);
+        if attached {
+            self.vouched.set(owner);
+        }
+        attached
+    }
+}
+
+impl ProcessOwners {
+    /// Whether process `tgid` has the object open or mapped. When the
+    /// answer cannot be had (a `/proc` read failing for a reason other than
+    /// the process being gone or foreign), `true`: wait and look again.
+    fn attached(&self, tgid: u32) -> bool {
+        if tgid == std::process::id() {
+            return true;
+        }
+        let Some(file) = self.file else {
+            return false;
+        };
+        let Ok(holders) = lock_holders(file) else {
+            return true;
+        };
+        if holders.contains(&(tgid as libc::pid_t)) {
+            return true;
+        }
+        match fs::read_to_string(format!("/proc/{tgid}/maps")) {
+            Ok(maps) => maps_hold(&maps, file),
+            Err(e) if e.kind() == ErrorKind::NotFound => false,
+            // Another user's process, or one that is not dumpable: its
+            // mappings are private. A child that inherited its handle across
+            // fork has an ancestor that took the flock.
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                ancestors(tgid).any(|p| holders.contains(&(p as libc::pid_t)))
+            }
+            Err(_) => true,
+        }
+    }
+}
+
+/// What `/proc/<tid>/status` says of a thread.
+#[derive(Debug, PartialEq, Eq)]
+enum Status {
+    /// No such thread, a zombie, or not a thread id at all.
+    Gone,
+    /// Alive (running, sleeping or stopped), in process `tgid`.
+    Live { tgid: u32 },
+    /// `/proc` could not be read for another reason.
+    Unknown,
+}
+
+fn thread_status(tid: u32) -> Status {
+    // Ids beyond the kernel's limit (2^22) are not threads.
+    if tid == 0 || tid > 1 << 22 {
+        return Status::Gone;
+    }
+    let text = match fs::read_to_string(format!("/proc/{tid}/status")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Status::Gone,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Status::Gone,
+        Err(_) => return Status::Unknown,
+    };
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    // "State:\tZ (zombie)" / "X (dead)": exited, its locks are abandoned.
+    if field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X')) {
+        return Status::Gone;
+    }
+    match field("Tgid:").and_then(|t| t.parse().ok()) {
+        Some(tgid) => Status::Live { tgid },
+        None => Status::Unknown,
+    }
+}
+
+/// Whether a `/proc/<pid>/maps` text maps the object `file` (lines read
+/// `start-end perms offset maj:min inode path`, device numbers in hex).
+fn maps_hold(maps: &str, file: FileId) -> bool {
+    maps.lines().any(|line| {
+        let mut fields = line.split_whitespace().skip(3);
+        let (Some(dev), Some(ino)) = (fields.next(), fields.next()) else {
+            return false;
+        };
+        let mut dev = dev.split(':');
+        let (Some(maj), Some(min)) = (dev.next(), dev.next()) else {
+            return false;
+        };
+        match (
+            u64::from_str_radix(maj, 16),
+            u64::from_str_radix(min, 16),
+            ino.parse::<u64>(),
+        ) {
+            (Ok(maj), Ok(min), Ok(ino)) => file.is(maj, min, ino),
+            _ => false,
+        }
+    })
+}
+
+/// The parents of process `pid`, nearest first, up to 32 of them.
+fn ancestors(pid: u32) -> impl Iterator<Item = u32> {
+    let mut at = pid;
+    std::iter::from_fn(move || {
+        let text = fs::read_to_string(format!("/proc/{at}/status")).ok()?;
+        let parent: u32 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        (parent > 1).then(|| {
+            at = parent;
+            parent
+        })
+    })
+    .take(32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_ids_are_per_thread_and_live() {
+        let me = current_tid();
+        assert_eq!(me, current_tid());
+        let other = std::thread::spawn(current_tid).join().unwrap();
+        assert_ne!(me, other);
+        assert_eq!(
+            thread_status(me),
+            Status::Live {
+                tgid: std::process::id()
+            }
+        );
+        // The other thread has exited (joined): gone.
+        assert_eq!(thread_status(other), Status::Gone);
+        assert_eq!(thread_status(0), Status::Gone);
+        assert_eq!(thread_status(u32::MAX >> 1), Status::Gone);
+    }
+
+    #[test]
+    fn a_forked_child_gets_its_own_id() {
+        let parent = current_tid();
+        let (mut fds, parent_pid) = ([0; 2], std::process::id());
+        // SAFETY: a pipe into a local array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only computes its id, writes it and _exits.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let tid = current_tid();
+            let ok = tid != parent && tid == std::process::id() && tid != parent_pid;
+            // SAFETY: write to our pipe, then leave without unwinding.
+            unsafe {
+                libc::write(fds[1], [ok as u8].as_ptr().cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        let mut ok = [0u8];
+        // SAFETY: read from our pipe; reap our child; close our descriptors.
+        unsafe {
+            assert_eq!(libc::read(fds[0], ok.as_mut_ptr().cast(), 1), 1);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        assert_eq!(ok[0], 1, "the child's cached id must be its own");
+    }
+
+    #[test]
+    fn private_images_are_owned_only_by_this_process() {
+        let owners = ProcessOwners::new(None);
+        // A live thread of ours.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(current_tid()).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        assert!(owners.alive(tid));
+        // pid 1 lives but is not attached to a private image.
+        assert!(!owners.alive(1));
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(!owners.alive(tid));
+    }
+
+    #[test]
+    fn maps_lines_are_matched_by_device_and_inode() {
+        let maps = "7f00-7f01 rw-s 00000000 00:1a 4242 /dev/shm/sage_ringbuf_x\n\
+                    7f02-7f03 r-xp 00000000 fd:01 4242 /usr/lib/x.so\n";
+        assert!(maps_hold(maps, FileId::from_parts(0, 0x1a, 4242)));
+        assert!(!maps_hold(maps, FileId::from_parts(0, 0x1a, 4243)));
+        assert!(!maps_hold(maps, FileId::from_parts(0, 0x1b, 4242)));
+        assert!(!maps_hold(
+            "garbage\n\n1 2 3 x:y z\n",
+            FileId::from_parts(0, 0x1a, 4242)
+        ));
+    }
+}
