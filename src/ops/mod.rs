@@ -6,6 +6,8 @@
 //! and the ref mutex at a time, so there is no order to get wrong.
 
 mod legacy;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod readiness;
 mod reclaim;
 mod recv;
@@ -238,7 +240,6 @@ impl<'a> View<'a> {
 
     /// Whether the queue was shut down (never, for a legacy object).
     fn is_shut_down(&self) -> bool {
-        self.ext
-            .is_some_and(|e| e.signals.shutdown.load(Acquire) != 0)
+        self.ext.is_some_and(wait::is_shut_down)
     }
 }
