@@ -39,7 +39,7 @@ FFI_PLAIN := $(addprefix $(BUILD)/ffi/,$(C_TESTS) $(CXX_TESTS))
 FFI_SAN := $(addprefix $(BUILD)/ffi-san/,$(C_TESTS) $(CXX_TESTS))
 FFI_HDRS := include/ring_buffer.h $(wildcard ffi-tests/*.h)
 
-.PHONY: all lib header header-check header-strict test test-rust test-ffi test-ffi-plain \
+.PHONY: all lib header header-check header-strict test test-rust test-loom test-ffi test-ffi-plain \
 	test-ffi-san test-ffi-valgrind test-install test-python test-package test-dependent python-lint \
 	wheel demo bench bench-c bench-python bench-ray install fuzz miri venv clean tools-test tools-demo
 
@@ -113,7 +113,7 @@ header-check: lib
 
 # ---------------------------------------------------------------- tests
 
-test: tools-test header-check header-strict test-rust test-ffi test-install test-package test-dependent \
+test: tools-test header-check header-strict test-rust test-loom test-ffi test-install test-package test-dependent \
 	python-lint test-python
 	@echo "make test: every suite passed"
 
@@ -125,6 +125,21 @@ test-rust:
 	# Unit, integration and doc tests; `serde` for TypedQueue, its doc tests
 	# and the typed examples.
 	RB_FUZZ_CASES=500000 $(CARGO) test --profile ci --features failpoints,serde --quiet
+
+# Model checking (src/ops/loom_models.rs): the sleep/wake handshake and
+# task_done/join, run by loom over every interleaving up to
+# LOOM_PREEMPTIONS preemptions per execution, with loom's atomics and a
+# loom futex in place of the real ones (`--cfg loom`, src/sync/atomic.rs).
+# Its own target dir: RUSTFLAGS would otherwise rebuild the normal one.
+# Only the tests named `loom` run in that build (the others touch shared
+# memory, which loom's atomics cannot live in). The models print how many
+# executions each explored.
+LOOM_TARGET := $(abspath target/loom)
+LOOM_PREEMPTIONS ?= 3
+LOOM_ENV := RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(LOOM_TARGET) LOOM_MAX_PREEMPTIONS=$(LOOM_PREEMPTIONS)
+test-loom:
+	$(LOOM_ENV) $(CARGO) clippy --release --lib --tests --quiet -- -D warnings
+	$(LOOM_ENV) $(CARGO) test --release --lib --quiet loom -- --nocapture
 
 # The crate as published: `cargo package`, then the unpacked tarball alone
 # (its own target dir) builds by default (no C compiler), builds the C

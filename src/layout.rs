@@ -8,13 +8,27 @@
 //! through a raw field pointer turned into an atomic. The extension block is
 //! never seen by C, so it is declared with atomics directly and may be borrowed.
 
+use crate::sync::atomic::{AtomicU32, AtomicU64};
 use std::mem::{align_of, offset_of, size_of};
 use std::os::raw::c_char;
-use std::sync::atomic::{AtomicU32, AtomicU64};
 
+#[cfg(not(loom))]
 use static_assertions::const_assert_eq;
 
 use crate::sync::lock::SharedLock;
+
+// Under `--cfg loom` the extension block's atomics are loom's (larger,
+// never mapped: the models build the block on the heap), so the layout
+// assertions below hold only in real builds, which check them; a loom build
+// still evaluates both sides.
+#[cfg(loom)]
+macro_rules! const_assert_eq {
+    ($left:expr, $right:expr $(,)?) => {
+        const _: () = {
+            let _ = ($left, $right);
+        };
+    };
+}
 
 /// `"SAGEBLKR"` read as a big-endian integer (`0x53414745424C4B52`); the first
 /// eight bytes of every queue object.
@@ -252,6 +266,7 @@ pub(crate) const fn object_size(version: u32, buffer_size: u32) -> Option<u64> {
 /// `UnsafeCell`, so a shared reference to it is sound although other
 /// processes write it concurrently.
 #[repr(C, align(64))]
+#[cfg_attr(loom, derive(Default))]
 pub(crate) struct Extension {
     pub identity: Identity,
     pub signals: Signals,
@@ -273,6 +288,7 @@ pub(crate) const FLAG_RAW_STREAM: u32 = 1;
 
 /// Written once at creation, read at open to validate the block.
 #[repr(C, align(64))]
+#[cfg_attr(loom, derive(Default))]
 pub(crate) struct Identity {
     /// [`EXTENSION_MAGIC`].
     pub magic: AtomicU64,
@@ -294,6 +310,7 @@ pub(crate) struct Identity {
 /// each operation, written only when someone goes to sleep or is woken, so
 /// this line stays shared in every cache while the queue streams.
 #[repr(C, align(64))]
+#[cfg_attr(loom, derive(Default))]
 pub(crate) struct Signals {
     /// Bumped by producers (when consumers sleep) and by shutdown.
     pub data_seq: AtomicU32,
@@ -353,6 +370,26 @@ pub(crate) struct Side {
     pub recoveries: AtomicU64,
     /// Writer only: most bytes ever queued at once.
     pub high_water: AtomicU64,
+}
+
+/// Model-checking builds only: a fresh side for loom's models (a free lock,
+/// as in a new object).
+#[cfg(loom)]
+impl Default for Side {
+    fn default() -> Side {
+        Side {
+            lock: SharedLock::new(),
+            own: AtomicU64::default(),
+            messages: AtomicU64::default(),
+            track: AtomicU64::default(),
+            journal_pos: AtomicU64::default(),
+            journal_messages: AtomicU64::default(),
+            journal_track: AtomicU64::default(),
+            waits: AtomicU64::default(),
+            recoveries: AtomicU64::default(),
+            high_water: AtomicU64::default(),
+        }
+    }
 }
 
 const_assert_eq!(size_of::<Identity>(), 64);

@@ -8,6 +8,10 @@
 //! word naming the thread that asks for it is treated as garbage).
 
 mod legacy;
+#[cfg(all(test, loom))]
+mod loom_lock_models;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod readiness;
 mod reclaim;
 mod recv;
@@ -241,7 +245,6 @@ impl<'a> View<'a> {
 
     /// Whether the queue was shut down (never, for a legacy object).
     fn is_shut_down(&self) -> bool {
-        self.ext
-            .is_some_and(|e| e.signals.shutdown.load(Acquire) != 0)
+        self.ext.is_some_and(wait::is_shut_down)
     }
 }

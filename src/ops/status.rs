@@ -1,7 +1,7 @@
 //! What observers ask: fill levels, message counts, statistics, reference
 //! counts, shutdown.
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use crate::error::{Error, Result};
 use crate::frame::frame_len;
@@ -202,9 +202,7 @@ impl View<'_> {
     /// on, gets drain what is queued, then fail.
     pub(crate) fn shutdown(&self) -> Result<()> {
         let ext = self.ext.ok_or(Error::Incompatible)?;
-        // SeqCst: sleepers re-check the flag after announcing themselves.
-        ext.signals.shutdown.store(1, SeqCst);
-        self.wake_everybody();
+        super::wait::shut_down(ext);
         Ok(())
     }
 

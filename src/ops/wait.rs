@@ -13,12 +13,20 @@
 //! publication in the meantime into a wake-up. Sleeper counts are kept for
 //! the statistics only.
 
+//!
+//! The handshake itself ([`sleep_unless`], [`wake_sleepers`],
+//! [`shut_down`]) works on the extension block alone, so that the loom
+//! models (`loom_models.rs`, `make test-loom`) run this very code.
+
 use std::hint::spin_loop;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
+// The header's counters: std atomics whatever the build (see crate::sync::atomic).
+use std::sync::atomic::AtomicU64 as HeaderWord;
 
 use super::Role;
 use crate::error::{Error, Result};
+use crate::layout::Extension;
 use crate::segment::View;
+use crate::sync::atomic::{fence, AtomicU32, Ordering::*};
 use crate::sync::deadline::{Deadline, Wait};
 use crate::sync::futex::{self, Woken};
 
@@ -38,7 +46,7 @@ impl View<'_> {
     fn wait_for_change(
         &self,
         role: Role,
-        counter: &AtomicU64,
+        counter: &HeaderWord,
         seen: u64,
         wait: Wait,
     ) -> Result<()> {
@@ -58,7 +66,7 @@ impl View<'_> {
         &self,
         role: Role,
         ready: impl Fn() -> bool,
-        legacy: (&AtomicU64, u64),
+        legacy: (&HeaderWord, u64),
         wait: Wait,
     ) -> Result<()> {
         for _ in 0..SPINS {
@@ -78,39 +86,7 @@ impl View<'_> {
             return Err(Error::Timeout);
         }
         let woken = match self.ext {
-            Some(ext) => {
-                let sig = &ext.signals;
-                let (seq, wanted, sleepers, waits) = match role {
-                    // A producer waits for consumers to make room.
-                    Role::Writer => (
-                        &sig.space_seq,
-                        &sig.space_wanted,
-                        &sig.producer_sleepers,
-                        &ext.writer.waits,
-                    ),
-                    Role::Reader => (
-                        &sig.data_seq,
-                        &sig.data_wanted,
-                        &sig.consumer_sleepers,
-                        &ext.reader.waits,
-                    ),
-                };
-                let expected = seq.load(SeqCst);
-                sleepers.fetch_add(1, SeqCst);
-                wanted.store(1, SeqCst);
-                // The re-check must not move before the flag's store (the
-                // waker's fence pairs with this one; `ready` may use plain
-                // Acquire loads).
-                fence(SeqCst);
-                let woken = if ready() {
-                    Woken::Maybe
-                } else {
-                    waits.fetch_add(1, Relaxed);
-                    futex::wait(seq, expected, wait.deadline())
-                };
-                sleepers.fetch_sub(1, SeqCst);
-                woken
-            }
+            Some(ext) => sleep_unless(ext, role, ready, wait.deadline()),
             None => {
                 let (counter, seen) = legacy;
                 let slice = Deadline::after_ns(LEGACY_SLEEP_NS);
@@ -141,19 +117,7 @@ impl View<'_> {
     /// After a publication by `role`: wakes the other side if it sleeps.
     pub(super) fn wake_peers(&self, role: Role) {
         match self.ext {
-            Some(ext) => {
-                let (seq, wanted) = match role {
-                    Role::Writer => (&ext.signals.data_seq, &ext.signals.data_wanted),
-                    Role::Reader => (&ext.signals.space_seq, &ext.signals.space_wanted),
-                };
-                // Pairs with the sleeper's SeqCst store of the flag (module
-                // docs); the plain load keeps the common case free of writes.
-                fence(SeqCst);
-                if wanted.load(Relaxed) != 0 && wanted.swap(0, SeqCst) != 0 {
-                    wake(seq);
-                    ext.signals.wakeups.fetch_add(1, Relaxed);
-                }
-            }
+            Some(ext) => wake_sleepers(ext, role),
             None => {
                 let counter = match role {
                     Role::Writer => self.ring.tail,
@@ -163,20 +127,83 @@ impl View<'_> {
             }
         }
     }
+}
 
-    /// Wakes every sleeper of every kind (shutdown).
-    pub(super) fn wake_everybody(&self) {
-        if let Some(ext) = self.ext {
-            for seq in [
-                &ext.signals.data_seq,
-                &ext.signals.space_seq,
-                &ext.signals.join_seq,
-            ] {
-                wake(seq);
-            }
-            ext.signals.wakeups.fetch_add(3, Relaxed);
-        }
+/// The sleeper's half of the handshake (module docs) for a member of `role`
+/// that found `ready()` false: announces itself, re-checks, and sleeps on
+/// its side's sequence word unless the re-check holds or a waker bumped the
+/// word meanwhile.
+pub(super) fn sleep_unless(
+    ext: &Extension,
+    role: Role,
+    ready: impl Fn() -> bool,
+    deadline: Option<Deadline>,
+) -> Woken {
+    let sig = &ext.signals;
+    let (seq, wanted, sleepers, waits) = match role {
+        // A producer waits for consumers to make room.
+        Role::Writer => (
+            &sig.space_seq,
+            &sig.space_wanted,
+            &sig.producer_sleepers,
+            &ext.writer.waits,
+        ),
+        Role::Reader => (
+            &sig.data_seq,
+            &sig.data_wanted,
+            &sig.consumer_sleepers,
+            &ext.reader.waits,
+        ),
+    };
+    let expected = seq.load(SeqCst);
+    sleepers.fetch_add(1, SeqCst);
+    wanted.store(1, SeqCst);
+    // The re-check must not move before the flag's store (the waker's fence
+    // pairs with this one; `ready` may use plain Acquire loads).
+    fence(SeqCst);
+    let woken = if ready() {
+        Woken::Maybe
+    } else {
+        waits.fetch_add(1, Relaxed);
+        futex::wait(seq, expected, deadline)
+    };
+    sleepers.fetch_sub(1, SeqCst);
+    woken
+}
+
+/// The waker's half, after a member of `role` published its counter: wakes
+/// the other side if one of its members announced itself.
+pub(super) fn wake_sleepers(ext: &Extension, role: Role) {
+    let (seq, wanted) = match role {
+        Role::Writer => (&ext.signals.data_seq, &ext.signals.data_wanted),
+        Role::Reader => (&ext.signals.space_seq, &ext.signals.space_wanted),
+    };
+    // Pairs with the sleeper's SeqCst store of the flag (module docs); the
+    // plain load keeps the common case free of writes.
+    fence(SeqCst);
+    if wanted.load(Relaxed) != 0 && wanted.swap(0, SeqCst) != 0 {
+        wake(seq);
+        ext.signals.wakeups.fetch_add(1, Relaxed);
     }
+}
+
+/// Marks the queue shut down and wakes every sleeper of every kind.
+pub(super) fn shut_down(ext: &Extension) {
+    // SeqCst: sleepers re-check the flag after announcing themselves.
+    ext.signals.shutdown.store(1, SeqCst);
+    for seq in [
+        &ext.signals.data_seq,
+        &ext.signals.space_seq,
+        &ext.signals.join_seq,
+    ] {
+        wake(seq);
+    }
+    ext.signals.wakeups.fetch_add(3, Relaxed);
+}
+
+/// Whether the queue was shut down.
+pub(super) fn is_shut_down(ext: &Extension) -> bool {
+    ext.signals.shutdown.load(Acquire) != 0
 }
 
 /// Bumps a sequence word and wakes its sleepers.

@@ -1,10 +1,17 @@
 //! Shared (not process-private) futexes: the kernel keys them on the physical
 //! page, so sleepers in different processes that map the same object meet.
+//!
+//! Under `--cfg loom`, [`wait`], [`wake_all`] and [`wake_one`] (the
+//! extension block's words) are loom's emulation in `loom_futex.rs`; the raw-address forms for
+//! legacy counters stay system calls (the models do not use them).
 
 use std::ptr;
-use std::sync::atomic::AtomicU32;
 
+#[cfg(not(loom))]
+use super::atomic::AtomicU32;
 use super::deadline::Deadline;
+#[cfg(loom)]
+pub(crate) use super::loom_futex::{wait, wake_all, wake_one};
 
 /// Why a futex wait returned.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,6 +23,7 @@ pub(crate) enum Woken {
 }
 
 /// Sleeps while `*word == expected`, until woken or `deadline` passes.
+#[cfg(not(loom))]
 pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> Woken {
     // SAFETY: a live atomic is an aligned, readable 32-bit word.
     unsafe { wait_at(word.as_ptr(), expected, deadline) }
@@ -53,6 +61,7 @@ pub(crate) unsafe fn wait_at(word: *const u32, expected: u32, deadline: Option<D
 }
 
 /// Wakes every sleeper on `word`.
+#[cfg(not(loom))]
 pub(crate) fn wake_all(word: &AtomicU32) {
     wake_all_at(word.as_ptr())
 }
@@ -68,6 +77,7 @@ pub(crate) fn wake_all_at(word: *const u32) {
 
 /// Wakes at most one sleeper on `word` (a lock hand-over: waking them all
 /// would only send the others back to sleep).
+#[cfg(not(loom))]
 pub(crate) fn wake_one(word: &AtomicU32) {
     // SAFETY: as in `wake_all_at`; the address is a live atomic.
     unsafe {

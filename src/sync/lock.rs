@@ -24,15 +24,19 @@ use super::deadline::Deadline;
 use super::futex::{self, Woken};
 use crate::error::{Error, Result};
 
-use std::sync::atomic::{AtomicU32, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use super::atomic::{AtomicU32, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 
 /// Set in the lock word while a thread may be asleep waiting for it: the
 /// release must then wake one.
 pub(crate) const WAITERS: u32 = 1 << 31;
 
 /// Re-checks of a busy word before the first sleep (a hold is usually a
-/// copy of a few hundred bytes).
+/// copy of a few hundred bytes). One under loom, where every look is a
+/// branch to explore and spinning proves nothing.
+#[cfg(not(loom))]
 const SPINS: u32 = 64;
+#[cfg(loom)]
+const SPINS: u32 = 1;
 
 /// The first sleep between two looks at the owner, doubling up to
 /// [`MAX_SLICE_NS`]: a dead owner is noticed within about a millisecond when
@@ -60,6 +64,14 @@ pub(crate) trait Owners {
     /// over and repair; when unsure, say `true` (the caller looks again
     /// after its next slice).
     fn alive(&self, owner: u32) -> bool;
+
+    /// Whether waits are cut into slices to look at the owner. Always, but
+    /// in the loom model of the plain hand-over, whose owners never die:
+    /// there the waits are untimed, so that a lost wake-up shows as a
+    /// deadlock instead of being covered by the next slice.
+    fn sliced(&self) -> bool {
+        true
+    }
 }
 
 /// A held lock; released when dropped.
@@ -77,7 +89,7 @@ impl Drop for LockGuard<'_> {
 
 impl SharedLock {
     /// A free lock (tests and models; in shared memory, zero bytes are one).
-    #[cfg(test)]
+    #[cfg(any(test, loom))]
     pub(crate) fn new() -> SharedLock {
         SharedLock {
             word: AtomicU32::new(0),
@@ -175,14 +187,20 @@ impl SharedLock {
             }
             let slice_end = Deadline::after_ns(slice);
             let until = deadline.map_or(slice_end, |d| d.min(slice_end));
-            let woken = futex::wait(&self.word, asleep, Some(until));
-            if woken == Woken::TimedOut && slice_end.expired() && self.word.load(Relaxed) == asleep
-            {
+            let woken = futex::wait(&self.word, asleep, owners.sliced().then_some(until));
+            // Under loom a timed wait times out at once and time is not
+            // modelled: the timeout stands for the slice passing.
+            let slice_passed = woken == Woken::TimedOut && (cfg!(loom) || slice_end.expired());
+            if slice_passed && self.word.load(Relaxed) == asleep {
                 // A whole slice without a hand-over: is the owner there?
                 if let Some(guard) = self.take_over_if_abandoned(asleep, me, owners, &mut repair) {
                     return Ok(guard);
                 }
                 slice = (slice * 2).min(MAX_SLICE_NS);
+                // A live owner: let it run (loom explores spinning threads
+                // only as far as others make progress).
+                #[cfg(loom)]
+                loom::thread::yield_now();
             }
         }
     }
