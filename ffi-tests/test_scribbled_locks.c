@@ -305,9 +305,24 @@ static void one_round(int n, double scribble_s) {
     munmap(r, sizeof *r);
 }
 
+/* An object made by the 1.0 library has the same size, but glibc robust
+ * mutexes where the locks now are, and "SAGEXT02" as its extension magic:
+ * every way of opening it refuses it instead of misreading the mutexes. */
+static void test_previous_layout_is_refused(void) {
+    const char *name = test_name("sagext02");
+    ring_buffer_t *rb = ring_buffer_create_ex(name, BUF, 0, RB_CREATE_EXCLUSIVE);
+    REQUIRE(rb != NULL);
+    ring_buffer_close(rb);
+    REQUIRE(poke_u64(name, EXT_OFF, 0x5341474558543032ull)); /* "SAGEXT02" */
+    refuse_opening(name, RB_ERR_INCOMPATIBLE);
+    CHECK_EQ(ring_buffer_remove_if_unused(name), 1);
+    NEIGHBOUR_OK("a 1.0 object refused");
+}
+
 int main(void) {
     rbt_init();
     neighbour_open();
+    test_previous_layout_is_refused();
     int rounds = under_valgrind() ? 2 : 4;
     double scribble_s = under_valgrind() ? 1.5 : 0.5;
     for (int n = 1; n <= rounds; n++) one_round(n, scribble_s);
