@@ -213,14 +213,16 @@
 //! * `failpoints`: test hooks of this crate's own crash tests; never enable
 //!   it in a program.
 //!
-//! Linux only (futexes, `/dev/shm`, robust process-shared mutexes).
+//! Linux only (futexes, `/dev/shm`, `/proc`, a robust process-shared mutex
+//! for the legacy reference count).
 
 #![warn(missing_docs)]
 #![warn(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // Inside, bottom up: `layout` (the shared bytes), `ring` and `frame` (pure
-// byte-stream logic), `sync` (robust mutexes, futexes, deadlines), `segment`
+// byte-stream logic), `sync` (futex locks, the robust ref mutex, futexes,
+// deadlines), `segment`
 // (typed view of one object's bytes), `object` (the POSIX object: create,
 // validate, map, remove, liveness), `ops` (the queue operations), `queue`
 // (the safe API), `typed` (typed messages), `ffi` (the C API).

@@ -107,8 +107,9 @@ impl Wait {
     /// peer's ongoing copy to finish, at most [`TRY_LOCK_GRACE_NS`]: a peer
     /// stopped (SIGSTOP, a debugger) inside one then costs a try-once call
     /// `Timeout` instead of hanging it. Bounded waits use their own deadline;
-    /// unbounded ones wait for ever (a dead holder never blocks anybody: the
-    /// locks are robust).
+    /// unbounded ones wait as long as a live holder holds it (a dead holder
+    /// never blocks anybody: waiters take its lock over, see
+    /// `crate::sync::lock`).
     pub(crate) fn lock_deadline(self) -> Option<Deadline> {
         match self {
             Wait::Try => Some(Deadline::after_ns(TRY_LOCK_GRACE_NS)),
