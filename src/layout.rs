@@ -346,6 +346,9 @@ pub(crate) struct Side {
     /// finds its owner dead, or its word naming no live owner, takes it
     /// over and repairs this side from the journal below.
     pub lock: SharedLock,
+    /// Unused, zero: the rest of the 40 bytes the 1.0 layout's pthread mutex
+    /// took, so that every field below stays where it was.
+    pub lock_reserved: [u8; 36],
     /// This side's own counter (`tail` for the writer, `head` for the
     /// reader) as it last published it. Only the lock holder moves the
     /// counter, so this copy is exact: a header counter that differs from it
@@ -379,6 +382,7 @@ impl Default for Side {
     fn default() -> Side {
         Side {
             lock: SharedLock::new(),
+            lock_reserved: [0; 36],
             own: AtomicU64::default(),
             messages: AtomicU64::default(),
             track: AtomicU64::default(),
@@ -396,7 +400,7 @@ const_assert_eq!(size_of::<Identity>(), 64);
 const_assert_eq!(size_of::<Signals>(), 64);
 const_assert_eq!(size_of::<SharedLock>(), 4);
 const_assert_eq!(offset_of!(Side, lock), 0);
-const_assert_eq!(offset_of!(Side, own), 8);
+const_assert_eq!(offset_of!(Side, own), 40);
 const_assert_eq!(size_of::<Side>(), 128);
 const_assert_eq!(offset_of!(Extension, signals), 64);
 const_assert_eq!(offset_of!(Extension, writer), 128);

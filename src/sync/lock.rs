@@ -147,6 +147,9 @@ impl SharedLock {
             spin_loop();
         }
         let mut slice = FIRST_SLICE_NS;
+        // The owner this call first found (0 until then) and whether it has
+        // slept (and so may have consumed a wake-up meant for the next owner).
+        let (mut first_owner, mut slept) = (0, false);
         loop {
             let seen = self.word.load(Relaxed);
             if seen == 0 {
@@ -161,19 +164,38 @@ impl SharedLock {
                 }
                 continue;
             }
+            if first_owner == 0 {
+                first_owner = seen & !WAITERS;
+            }
             if deadline.is_some_and(Deadline::expired) {
-                // Judge the owner once before giving up, so that even calls
-                // with deadlines shorter than a slice notice a dead owner.
-                if let Some(guard) = self.take_over_if_abandoned(seen, me, owners, &mut repair) {
-                    return Ok(guard);
+                // Judge an owner that held the lock through the whole call
+                // before giving up, so that calls with deadlines shorter
+                // than a slice still notice a dead one (a lock that changed
+                // hands meanwhile is alive: no /proc reads for it).
+                if seen & !WAITERS == first_owner {
+                    if let Some(guard) = self.take_over_if_abandoned(seen, me, owners, &mut repair)
+                    {
+                        return Ok(guard);
+                    }
                 }
                 // A live owner (or the word just moved): one last try.
-                return match self
+                let last = self
                     .word
-                    .compare_exchange(0, me | WAITERS, Acquire, Relaxed)
-                {
+                    .compare_exchange(0, me | WAITERS, Acquire, Relaxed);
+                return match last {
                     Ok(_) => Ok(LockGuard { lock: self, me }),
-                    Err(_) => Err(Error::Timeout),
+                    Err(now) => {
+                        // The wake-up that ended our sleep may have been the
+                        // hand-over to us, and the owner that barged in may
+                        // not know of the others asleep: make its release
+                        // wake one.
+                        if slept && now != 0 && now & WAITERS == 0 {
+                            let _ =
+                                self.word
+                                    .compare_exchange(now, now | WAITERS, Relaxed, Relaxed);
+                        }
+                        Err(Error::Timeout)
+                    }
                 };
             }
             let asleep = seen | WAITERS;
@@ -188,6 +210,7 @@ impl SharedLock {
             let slice_end = Deadline::after_ns(slice);
             let until = deadline.map_or(slice_end, |d| d.min(slice_end));
             let woken = futex::wait(&self.word, asleep, owners.sliced().then_some(until));
+            slept = true;
             // Under loom a timed wait times out at once and time is not
             // modelled: the timeout stands for the slice passing.
             let slice_passed = woken == Woken::TimedOut && (cfg!(loom) || slice_end.expired());
