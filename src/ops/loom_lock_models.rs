@@ -127,6 +127,25 @@ fn loom_lock_excludes_and_never_loses_a_hand_over() {
     });
 }
 
+/// (a') The same with waits cut in slices, two threads: a waiter that
+/// judges the live holder (whatever it is doing) never takes the lock from
+/// it, and no repair runs.
+#[test]
+fn loom_a_live_owner_is_never_taken_over() {
+    check("live owner, sliced waits", || {
+        let s = shared();
+        let other = {
+            let s = s.clone();
+            thread::spawn(move || s.increment(2, true))
+        };
+        s.increment(1, true);
+        other.join().unwrap();
+        assert_eq!(s.count(), 2);
+        assert_eq!(s.repairs.load(Relaxed), 0);
+        assert_eq!(s.lock.word().load(Relaxed), 0);
+    });
+}
+
 /// (b) Dead owner: thread 1 takes the lock, writes, and dies holding it,
 /// while thread 2 waits in slices, judging it alive until it is dead; then
 /// 2 takes it over and repairs, once. (One waiter: two spinning waiters
