@@ -84,8 +84,8 @@ def best(fn: Callable[[], None], number: int, repeat: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--number", type=int, default=50_000, help="put+get per run")
-    parser.add_argument("--repeat", type=int, default=15, help="runs per loop (the minimum counts)")
+    parser.add_argument("--number", type=int, default=20_000, help="put+get per run")
+    parser.add_argument("--repeat", type=int, default=40, help="runs per loop (the minimum counts)")
     parser.add_argument("--ring", type=int, default=0, help="ring bytes (0: SageQueue's default)")
     args = parser.parse_args()
     name = f"hot_path_cost_{os.getpid()}"
@@ -98,10 +98,10 @@ def main() -> None:
             raw_fn, queue_fn = raw_loop(handle, item, q.maxsize), queue_loop(q, item)
             raw_fn(), queue_fn()  # warm up (and the thread's receive buffer)
             raw = queue_cost = float("inf")
-            # Interleaved, so that both see the same machine.
-            for _ in range(3):
-                raw = min(raw, best(raw_fn, args.number, max(args.repeat // 3, 1)))
-                queue_cost = min(queue_cost, best(queue_fn, args.number, max(args.repeat // 3, 1)))
+            # Interleaved run by run, so that both see the same machine.
+            for _ in range(args.repeat):
+                raw = min(raw, best(raw_fn, args.number, 1))
+                queue_cost = min(queue_cost, best(queue_fn, args.number, 1))
             print(f"{label:<22} {raw:8.3f} {queue_cost:13.3f} {queue_cost / raw:6.2f}x")
     finally:
         q.close()

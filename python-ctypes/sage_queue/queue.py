@@ -94,8 +94,12 @@ __all__ = [
 
 #: Where POSIX shared-memory objects appear on Linux (the library says).
 SHM_DIR = _lib.OBJECT_DIR
-#: Ring size in bytes when ``maxsize`` is 0 (as the legacy wrapper).
-DEFAULT_MAXSIZE = 64 * 1024
+#: Ring size in bytes when ``maxsize`` is 0. The legacy wrapper made 64 KiB
+#: rings; 1 MiB (as SAGE's later wrapper, and the shm/sage_queue
+#: descriptors' DEFAULT_SHM_MAXSIZE) streams small items in batches faster
+#: between processes, and larger rings gain nothing measurable
+#: (examples/ring_size_cost.py; issue 14).
+DEFAULT_MAXSIZE = 1 << 20
 #: Longest single C wait, in seconds: bounds how long Ctrl-C can go unnoticed.
 WAIT_SLICE = 0.1
 #: Largest per-thread receive buffer allocated up front; rarer, larger
@@ -288,7 +292,7 @@ class SageQueue:
 
     ``SageQueue(name, maxsize)`` opens the queue ``name`` or creates it with a
     ring of ``maxsize`` bytes (rounded up to a power of two, at least 1024;
-    0 means 64 KiB; ignored when the queue exists). Items are pickled
+    0 means ``DEFAULT_MAXSIZE``, 1 MiB; ignored when the queue exists). Items are pickled
     (``pickle.HIGHEST_PROTOCOL``) unless ``dumps``/``loads`` are given. Items
     of any size go through: one whose serialised form is larger than the
     ring (``max_message_size``) travels in a shared-memory object of its own
@@ -526,14 +530,25 @@ class SageQueue:
                 # Nothing out of band can come of these: no buffer_callback
                 # (its list and bound method cost ~0.1 us a put).
                 data = _pickle_dumps(item, _PROTOCOL)
-            else:
+            elif self._large or kind in _SMALL_KINDS:
                 payload = self._serialise(item)
                 if type(payload) is _Pieces:
-                    # Out-of-band buffers (numpy arrays...) or large bytes:
-                    # written once, straight into shared memory (see _oob).
+                    # Large bytes or out-of-band buffers: written once,
+                    # straight into shared memory (see _oob).
                     self._put_pieces(payload, block, timeout, "put")
                     return
                 data = payload  # type: ignore[assignment]
+            else:
+                # _serialise's small case, inline (a call less per put).
+                buffers: List[pickle.PickleBuffer] = []
+                data = _pickle_dumps(item, _PROTOCOL, buffer_callback=buffers.append)
+                if len(data) >= _LARGE:
+                    self._large = True
+                if buffers:
+                    # Out-of-band buffers (numpy arrays...): written once,
+                    # straight into shared memory (see _oob).
+                    self._put_pieces(_Pieces([data], buffers), block, timeout, "put")
+                    return
         else:
             data = dumps(item)
             if type(data) is not bytes:

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""put_many against put for large items (issue 14, item 4).
+
+One producer process -> one consumer process (fork), a SageQueue with
+default arguments, ``--megabytes`` MiB in total per case of items of 64 KiB
+to 16 MiB (numpy arrays and bytes), smaller and larger than the ring. The
+producer sends them with ``put`` one by one, or with ``put_many`` in
+batches of ``--batch``; the consumer takes them with ``get`` and checks each
+(size and first byte). The two ways run interleaved, ``--rounds`` times;
+the best round of each counts (the machine may be shared).
+
+Run: ``make venv lib`` then
+``RING_BUFFER_LIB=build/libring_buffer.so .venv/bin/python python-ctypes/examples/large_put_many_cost.py``
+[--megabytes M] [--batch B] [--rounds R].
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import numpy as np
+
+# In-tree use without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sage_queue import SageQueue, destroy_queue  # noqa: E402
+
+CTX = mp.get_context("fork")
+SIZES = [64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20]
+KINDS = ("numpy", "bytes")
+
+
+def make_item(kind: str, size: int, i: int) -> Any:
+    if kind == "numpy":
+        return np.full(size, i % 251, dtype=np.uint8)
+    return bytes([i % 251]) * size
+
+
+def _produce(q: SageQueue, kind: str, size: int, count: int, batch: int, pool: int, start: Any) -> None:
+    # The same pool of distinct items for put and put_many (a smaller pool
+    # would stay in the CPU's caches and favour one of them).
+    items = [make_item(kind, size, i) for i in range(min(count, pool))]
+    start.wait()
+    sent = 0
+    while sent < count:
+        if batch:
+            take = min(batch, count - sent)
+            q.put_many([items[(sent + j) % len(items)] for j in range(take)])
+            sent += take
+        else:
+            q.put(items[sent % len(items)])
+            sent += 1
+    q.close()
+
+
+def _consume(q: SageQueue, size: int, count: int, result: Any) -> None:
+    for _ in range(count):
+        item = q.get()
+        if len(item) != size:
+            raise SystemExit(f"item of {len(item)} bytes, expected {size}")
+    result.put(time.monotonic())
+
+
+def items_per_second(kind: str, size: int, count: int, batch: int, pool: int) -> float:
+    name = f"large_put_many_{os.getpid()}"
+    q = SageQueue(name)
+    try:
+        start, result = CTX.Event(), CTX.SimpleQueue()
+        consumer = CTX.Process(target=_consume, args=(q, size, count, result))
+        producer = CTX.Process(target=_produce, args=(q, kind, size, count, batch, pool, start))
+        consumer.start()
+        producer.start()
+        time.sleep(0.3)  # both up (and the producer's items made) before the clock starts
+        t0 = time.monotonic()
+        start.set()
+        t1 = result.get()
+        producer.join()
+        consumer.join()
+        if producer.exitcode or consumer.exitcode:
+            raise SystemExit("a process failed")
+        return count / (t1 - t0)
+    finally:
+        q.close()
+        destroy_queue(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--megabytes", type=int, default=256, help="MiB moved per case")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="*", default=SIZES, help="item bytes")
+    parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS)
+    args = parser.parse_args()
+    best: Dict[Tuple[str, int, int], float] = {}
+    for _ in range(args.rounds):
+        for kind in args.kinds:
+            for size in args.sizes:
+                count = max(args.megabytes * (1 << 20) // size, 16)
+                for batch in (0, args.batch):
+                    rate = items_per_second(kind, size, count, batch, 2 * args.batch)
+                    key = (kind, size, batch)
+                    best[key] = max(best.get(key, 0.0), rate)
+    print(f"1 -> 1 process, default SageQueue, best of {args.rounds} rounds; put_many in batches of {args.batch}")
+    print(f"{'kind':<6} {'item bytes':>11} {'put items/s':>12} {'put_many items/s':>17} {'ratio':>6}")
+    for kind in args.kinds:
+        for size in args.sizes:
+            single, many = best[kind, size, 0], best[kind, size, args.batch]
+            print(f"{kind:<6} {size:>11} {single:>12,.0f} {many:>17,.0f} {many / single:>5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
