@@ -648,14 +648,27 @@ class SageQueue:
         if dumps is None:
             payloads = []
             add = payloads.append
-            serialise = self._serialise
+            # put's three paths (see put and _serialise), with one buffer
+            # list kept until an item uses it.
+            buffers: List[pickle.PickleBuffer] = []
+            collect = buffers.append
             try:
                 for item in items:
                     kind = type(item)
                     if kind in _SMALL_KINDS and len(item) < _LARGE or kind in _ATOMS:
                         add(_pickle_dumps(item, _PROTOCOL))
+                    elif self._large or kind in _SMALL_KINDS:
+                        add(self._serialise(item))
                     else:
-                        add(serialise(item))
+                        data = _pickle_dumps(item, _PROTOCOL, buffer_callback=collect)
+                        if len(data) >= _LARGE:
+                            self._large = True
+                        if buffers:
+                            add(_Pieces([data], buffers))
+                            buffers = []
+                            collect = buffers.append
+                        else:
+                            add(data)
             except BaseException:
                 _oob.release_all(payloads)
                 raise
