@@ -32,7 +32,7 @@ import os
 import pickle
 import struct
 from ctypes import POINTER, c_char_p, c_int, c_ssize_t, c_void_p
-from typing import Any, Callable, List, Sequence, Union
+from typing import Any, Callable, List, Sequence
 
 #: First bytes of an out-of-band message; 0xff is no pickle opcode, so
 #: pickle.loads fails on it at once (the hot path tries pickle first).
@@ -175,20 +175,6 @@ def dumps_large(item: Any) -> Pieces:
     sink.write = chunks.append
     pickle.Pickler(sink, PROTOCOL, buffer_callback=buffers.append).dump(item)
     return Pieces(chunks, buffers)
-
-
-def dumps(item: Any, large: bool) -> Union[bytes, Pieces]:
-    """``item`` pickled for a put: a pickle (bytes) or, if the pickler gave
-    out-of-band buffers or ``large`` says the item is probably large (see
-    ``LARGE``), ``Pieces``. The puts' own hot paths pickle simple items
-    (str, bytes, numbers) themselves, without a buffer_callback."""
-    if large:
-        return dumps_large(item)
-    buffers: List[pickle.PickleBuffer] = []
-    data = pickle.dumps(item, PROTOCOL, buffer_callback=buffers.append)
-    if buffers:
-        return Pieces([data], buffers)
-    return data
 
 
 def loads(payload: memoryview, owned: bool) -> Any:

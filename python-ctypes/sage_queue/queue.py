@@ -131,12 +131,12 @@ _put_msg = _lib.put_msg
 _get_msg = _lib.get_msg
 _get_msg_fd = _lib.get_msg_fd
 _Pieces = _oob.Pieces
-_dumps_any = _oob.dumps
+_dumps_large = _oob.dumps_large
 _LARGE = _oob.LARGE
 # Items the hot paths pickle at once: nothing out of band comes of them
-# (str and bytes when shorter than _LARGE: see SageQueue._serialise).
-_SMALL_KINDS = frozenset({bytes, str})
-_ATOMS = frozenset({int, float, bool, type(None)})
+# (str and bytes only when shorter than _LARGE: see SageQueue._pieces).
+_PLAIN = frozenset({bytes, str, int, float, bool, type(None)})
+_SIZED = frozenset({bytes, str})
 _loads_any = _oob.loads_any
 _map = _oob.map_file
 _NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number"
@@ -384,7 +384,7 @@ class SageQueue:
         self._dumps = dumps
         self._loads = loads
         # Whether the last item pickled (not a number or short string) was
-        # large: see _serialise.
+        # large: see _pieces.
         self._large = False
         try:
             stats = self._stats_ex()
@@ -526,20 +526,17 @@ class SageQueue:
         dumps = self._dumps
         if dumps is None:
             kind = type(item)
-            if kind in _SMALL_KINDS and len(item) < _LARGE or kind in _ATOMS:
+            if kind in _PLAIN:
+                if kind in _SIZED and len(item) >= _LARGE:
+                    self._put_pieces(self._pieces(item), block, timeout, "put")
+                    return
                 # Nothing out of band can come of these: no buffer_callback
                 # (its list and bound method cost ~0.1 us a put).
                 data = _pickle_dumps(item, _PROTOCOL)
-            elif self._large or kind in _SMALL_KINDS:
-                payload = self._serialise(item)
-                if type(payload) is _Pieces:
-                    # Large bytes or out-of-band buffers: written once,
-                    # straight into shared memory (see _oob).
-                    self._put_pieces(payload, block, timeout, "put")
-                    return
-                data = payload  # type: ignore[assignment]
+            elif self._large:
+                self._put_pieces(self._pieces(item), block, timeout, "put")
+                return
             else:
-                # _serialise's small case, inline (a call less per put).
                 buffers: List[pickle.PickleBuffer] = []
                 data = _pickle_dumps(item, _PROTOCOL, buffer_callback=buffers.append)
                 if len(data) >= _LARGE:
@@ -581,32 +578,36 @@ class SageQueue:
             pieces.release()
 
     def _payload(self, item: Any) -> Union[bytes, _oob.Pieces]:
-        """The message ``put`` sends for ``item`` (for sage_queue.aio)."""
+        """The message ``put`` sends for ``item``: bytes, or ``Pieces`` (for
+        sage_queue.aio; put and put_many do the same inline)."""
         dumps = self._dumps
-        if dumps is None:
-            kind = type(item)
-            if kind in _SMALL_KINDS and len(item) < _LARGE or kind in _ATOMS:
-                return _pickle_dumps(item, _PROTOCOL)
-            return self._serialise(item)
-        return _as_bytes(dumps(item), "dumps")
-
-    def _serialise(self, item: Any) -> Union[bytes, _oob.Pieces]:
-        """An item that is not a short str or bytes or a number, pickled
-        (default codec): bytes, or ``Pieces`` if it has out-of-band buffers
-        or is large. Whether it is large is known only once it is pickled;
-        the guess is the previous item's size (producers tend to send items
-        of one kind), kept on the queue object: a large item pickled as
-        pieces costs ~1 us more than by ``pickle.dumps`` when it turns out
-        small, while ``pickle.dumps`` copies a large one into a growing
-        buffer (~0.8 ms for 1 MiB of bytes)."""
+        if dumps is not None:
+            return _as_bytes(dumps(item), "dumps")
         kind = type(item)
-        data = _dumps_any(item, self._large or kind in _SMALL_KINDS)
-        if type(data) is bytes:
-            if len(data) >= _LARGE:
-                self._large = True
-        else:
-            self._large = data.inband >= _LARGE  # type: ignore[union-attr]
-        return data
+        if kind in _PLAIN:
+            if kind in _SIZED and len(item) >= _LARGE:
+                return self._pieces(item)
+            return _pickle_dumps(item, _PROTOCOL)
+        if self._large:
+            return self._pieces(item)
+        buffers: List[pickle.PickleBuffer] = []
+        data = _pickle_dumps(item, _PROTOCOL, buffer_callback=buffers.append)
+        if len(data) >= _LARGE:
+            self._large = True
+        return _Pieces([data], buffers) if buffers else data
+
+    def _pieces(self, item: Any) -> _oob.Pieces:
+        """A large item (or one that may be) pickled into pieces by
+        ``_oob.dumps_large``, which copies none of its large bytes or str.
+        Whether an item that is not a number, str or bytes is large is
+        known only once it is pickled; the guess (``_large``) is the
+        previous such item's size (producers tend to send items of one
+        kind): one pickled as pieces costs ~1 us more than by
+        ``pickle.dumps`` when it turns out small, while ``pickle.dumps``
+        copies a large one into a growing buffer (~0.8 ms per MiB)."""
+        pieces = _dumps_large(item)
+        self._large = pieces.inband >= _LARGE
+        return pieces
 
     def put_nowait(self, item: Any) -> None:
         """``put(item, block=False)``."""
@@ -648,17 +649,17 @@ class SageQueue:
         if dumps is None:
             payloads = []
             add = payloads.append
-            # put's three paths (see put and _serialise), with one buffer
+            # put's three paths (see put and _pieces), with one buffer
             # list kept until an item uses it.
             buffers: List[pickle.PickleBuffer] = []
             collect = buffers.append
             try:
                 for item in items:
                     kind = type(item)
-                    if kind in _SMALL_KINDS and len(item) < _LARGE or kind in _ATOMS:
+                    if kind in _PLAIN and (kind not in _SIZED or len(item) < _LARGE):
                         add(_pickle_dumps(item, _PROTOCOL))
-                    elif self._large or kind in _SMALL_KINDS:
-                        add(self._serialise(item))
+                    elif self._large or kind in _PLAIN:
+                        add(self._pieces(item))
                     else:
                         data = _pickle_dumps(item, _PROTOCOL, buffer_callback=collect)
                         if len(data) >= _LARGE:

@@ -203,7 +203,7 @@ def test_large_bytes_are_written_once_by_the_producer(make_queue: Callable[..., 
     assert peak < len(big) + (1 << 20), "more than one copy on the way to the consumer's bytes"
     got.clear()
     # In a container: the first large one teaches the queue that this
-    # producer sends large items (see SageQueue._serialise), the next ones
+    # producer sends large items (see SageQueue._pieces), the next ones
     # are not copied.
     doc = {"id": 1, "blob": big, "parts": [big[:LARGE], "text"]}
     for _ in range(3):
