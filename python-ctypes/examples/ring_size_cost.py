@@ -20,6 +20,7 @@ import argparse
 import multiprocessing as mp
 import os
 import pickle
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -95,18 +96,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     n = args.messages // BATCH * BATCH
-    best: Dict[Tuple[int, bool], float] = {}
+    rates: Dict[Tuple[int, bool], List[float]] = {}
     for _ in range(args.rounds):
         for batched in (False, True):
             for ring in SIZES:
-                rate = items_per_second(ring, n, batched)
-                best[ring, batched] = max(best.get((ring, batched), 0.0), rate)
+                rates.setdefault((ring, batched), []).append(items_per_second(ring, n, batched))
+    best = {key: max(values) for key, values in rates.items()}
+    median = {key: statistics.median(values) for key, values in rates.items()}
     print(f"1 -> 1 process, {n} items of 512 B (pickled), best of {args.rounds} rounds; "
           f"default ring {DEFAULT_MAXSIZE} bytes")
-    rows: List[str] = [f"{'ring':>10} {'put/get items/s':>16} {'put_many/get_many':>18}"]
+    rows: List[str] = [f"{'ring':>10} {'put/get items/s':>16} {'put_many/get_many':>18}   (median of the rounds)"]
     for ring in SIZES:
         mark = " (default)" if ring == DEFAULT_MAXSIZE else ""
-        rows.append(f"{ring:>10} {best[ring, False]:>16,.0f} {best[ring, True]:>18,.0f}{mark}")
+        rows.append(f"{ring:>10} {best[ring, False]:>16,.0f} {best[ring, True]:>18,.0f}   "
+                    f"({median[ring, False]:,.0f} / {median[ring, True]:,.0f}){mark}")
     print("\n".join(rows))
 
 
