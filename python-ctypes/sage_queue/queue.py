@@ -134,9 +134,10 @@ _Pieces = _oob.Pieces
 _dumps_large = _oob.dumps_large
 _LARGE = _oob.LARGE
 # Items the hot paths pickle at once: nothing out of band comes of them
-# (str and bytes only when shorter than _LARGE: see SageQueue._pieces).
-_PLAIN = frozenset({bytes, str, int, float, bool, type(None)})
-_SIZED = frozenset({bytes, str})
+# (str, bytes and bytearray only when shorter than _LARGE: see
+# SageQueue._pieces).
+_PLAIN = frozenset({bytes, str, bytearray, int, float, bool, type(None)})
+_SIZED = frozenset({bytes, str, bytearray})
 _loads_any = _oob.loads_any
 _map = _oob.map_file
 _NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number"

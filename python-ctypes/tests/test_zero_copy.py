@@ -154,6 +154,8 @@ def bytes_items() -> List[Any]:
         {"doc": "text", "blob": blobs[-1], "small": blobs[2], "n": 7},
         [blobs[4], (blobs[5], "x"), np.arange(3)],
         ("mixed", blobs[-1], np.ones(1 << 18)),  # bytes and an out-of-band array in one item
+        bytearray(blobs[2]),
+        bytearray(blobs[-1]),
     ]
 
 
@@ -173,6 +175,7 @@ def test_bytes_of_every_size_round_trip(make_queue: Callable[..., SageQueue]) ->
     putter.join(10)
     assert all(same(a, b) for a, b in zip(items, got)) and len(got) == len(items)
     assert all(type(g) is bytes for g in got[:9])
+    assert type(got[-1]) is bytearray and type(got[-2]) is bytearray
     assert side_objects(q) == []
 
 
