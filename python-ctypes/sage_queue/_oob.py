@@ -15,14 +15,15 @@ the queue). An item small enough to travel inside the ring is copied out of
 the thread's receive buffer (which the next get reuses) into memory of its
 own.
 
-Large ``bytes`` (and str) inside an item are not copied by the producer
-either: ``dumps_large`` pickles into a sink that keeps the pickler's chunks
-as they are, and the pickler hands each bytes payload of ``LARGE`` bytes or
-more over as the object itself; the message is those chunks, written once
-into shared memory by ``put_msgv``. A ``bytes`` object owns its memory, so
-the consumer's ``pickle.loads`` makes the one copy that builds it (from the
-mapping, for an item that went out of line); a numpy array, PickleBuffer or
-bytearray-backed buffer is used in place as above."""
+Large ``bytes`` inside an item are not copied by the producer either:
+``dumps_large`` pickles into a sink that keeps the pickler's chunks as they
+are, and the pickler hands each bytes payload of ``LARGE`` bytes or more
+over as the object itself (a str's UTF-8, a bytearray's copy, made once);
+the message is those chunks, written once into shared memory by
+``put_msgv``. A ``bytes`` object owns its memory, so the consumer's
+``pickle.loads`` makes the one copy that builds it (from the mapping, for
+an item that went out of line); numpy arrays and PickleBuffers are used in
+place as above."""
 
 from __future__ import annotations
 
