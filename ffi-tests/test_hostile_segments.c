@@ -12,7 +12,6 @@
 #include <sys/stat.h>
 
 #define BUF 1024u
-#define EXT_OFF(bs) ((200u + (bs) + 63u) & ~63u)
 
 /* ------------------------------------------------------------ helpers */
 
@@ -231,8 +230,9 @@ static struct victim open_victim(const char *tag) {
     REQUIRE(v.rb != NULL);
     v.raw = map_object(v.name, &v.raw_size);
     REQUIRE(v.raw != NULL && v.raw_size == v2_object_size(BUF));
-    v.head = (volatile uint64_t *)(v.raw + HDR_HEAD_OFF);
-    v.tail = (volatile uint64_t *)(v.raw + HDR_TAIL_OFF);
+    /* The authoritative counters of a version-2 object. */
+    v.head = (volatile uint64_t *)(v.raw + EXT_OFF(BUF) + EXT_HEAD_OFF);
+    v.tail = (volatile uint64_t *)(v.raw + EXT_OFF(BUF) + EXT_TAIL_OFF);
     return v;
 }
 
@@ -285,7 +285,14 @@ static void expect_blocking(ring_buffer_t *rb, int put, int expected, const char
         CHECK((v)->head[0] == bad_head && (v)->tail[0] == bad_tail);               \
     } while (0)
 
-static void expect_corrupt_counters(struct victim *v, const char *what) {
+/* `head_only`: only the consumers' position was written. Producers then
+ * work from their cached copy of it, which says there is room, and never
+ * look at the consumers' cache line until that copy says "full" (issue 11:
+ * each side reads the other's position only when its cache says full or
+ * empty): the message puts go ahead, touching only their own side, and are
+ * not checked here; everything that reads head (the legacy write, the
+ * status calls, every consumer) still reports the corruption. */
+static void expect_corrupt_counters(struct victim *v, const char *what, bool head_only) {
     int failures = rbt_failures;
     ring_buffer_t *rb = v->rb;
     const uint64_t bad_head = *v->head, bad_tail = *v->tail;
@@ -301,18 +308,20 @@ static void expect_corrupt_counters(struct victim *v, const char *what) {
                            RB_ERR_CORRUPT));
     ON_CORRUPT(v, CHECK_EQ(ring_buffer_get_many(rb, buf, sizeof buf, lens, 4, RB_NO_WAIT),
                            RB_ERR_CORRUPT));
-    ON_CORRUPT(v, CHECK_EQ(ring_buffer_put_msg(rb, "x", 1, RB_NO_WAIT), RB_ERR_CORRUPT));
-    ON_CORRUPT(v, CHECK_EQ(ring_buffer_put_msg(rb, "x", 1, 20000000), RB_ERR_CORRUPT));
-    ON_CORRUPT(v, CHECK_EQ(ring_buffer_put_many(rb, datas, dlens, 2, RB_NO_WAIT),
-                           RB_ERR_CORRUPT));
-    ON_CORRUPT(v, CHECK_EQ(ring_buffer_put_packed(rb, "abcd", dlens, 2, RB_NO_WAIT),
-                           RB_ERR_CORRUPT));
+    if (!head_only) {
+        ON_CORRUPT(v, CHECK_EQ(ring_buffer_put_msg(rb, "x", 1, RB_NO_WAIT), RB_ERR_CORRUPT));
+        ON_CORRUPT(v, CHECK_EQ(ring_buffer_put_msg(rb, "x", 1, 20000000), RB_ERR_CORRUPT));
+        ON_CORRUPT(v, CHECK_EQ(ring_buffer_put_many(rb, datas, dlens, 2, RB_NO_WAIT),
+                               RB_ERR_CORRUPT));
+        ON_CORRUPT(v, CHECK_EQ(ring_buffer_put_packed(rb, "abcd", dlens, 2, RB_NO_WAIT),
+                               RB_ERR_CORRUPT));
+    }
     ON_CORRUPT(v, CHECK_EQ(ring_buffer_wait_readable(rb, RB_NO_WAIT), RB_ERR_CORRUPT));
     ON_CORRUPT(v, CHECK_EQ(ring_buffer_wait_readable(rb, 20000000), RB_ERR_CORRUPT));
     ON_CORRUPT(v, CHECK_EQ(ring_buffer_wait_writable(rb, 1, RB_NO_WAIT), RB_ERR_CORRUPT));
     ON_CORRUPT(v, CHECK_EQ(ring_buffer_wait_writable(rb, 1, 20000000), RB_ERR_CORRUPT));
     ON_CORRUPT(v, expect_blocking(rb, 0, RB_ERR_CORRUPT, what));
-    ON_CORRUPT(v, expect_blocking(rb, 1, RB_ERR_CORRUPT, what));
+    if (!head_only) ON_CORRUPT(v, expect_blocking(rb, 1, RB_ERR_CORRUPT, what));
 
     ON_CORRUPT(v, EXPECT_FAIL(ring_buffer_write(rb, "abcd", 4), -1, RB_ERR_CORRUPT));
     ON_CORRUPT(v, EXPECT_FAIL(ring_buffer_read(rb, buf, 4), -1, RB_ERR_CORRUPT));
@@ -400,7 +409,7 @@ static void test_corrupt_counters(void) {
             *v.tail = cases[i].tail_abs;
         }
         int failures = rbt_failures;
-        expect_corrupt_counters(&v, cases[i].what);
+        expect_corrupt_counters(&v, cases[i].what, *v.tail == t);
         /* Recovery means something only if the corrupt state was refused:
          * a call that went ahead moved state that restoring the header
          * cannot bring back, and would be reported twice. */
