@@ -202,17 +202,18 @@ impl<'a> View<'a> {
             return;
         };
         let track_before = side.track.load(Relaxed);
-        let mut track = Tracker::unpack(track_before);
-        let counted = match frames {
-            Frames::Whole(n) if track.is_boundary() && n > 0 => n,
-            Frames::Whole(_) => self.feed_from_ring(&mut track, from, to),
-            Frames::Fed(fed, n) => {
-                track = fed;
-                n
+        let (counted, track) = match frames {
+            // The message calls' case, on the packed word (a boundary packs
+            // to 0): whole frames from a boundary end on one.
+            Frames::Whole(n) if track_before == 0 && n > 0 => (n, 0),
+            Frames::Whole(_) => {
+                let mut track = Tracker::unpack(track_before);
+                let n = self.feed_from_ring(&mut track, from, to);
+                (n, track.pack())
             }
+            Frames::Fed(fed, n) => (n, fed.pack()),
         };
         let messages = side.messages.load(Relaxed).wrapping_add(counted);
-        let track = track.pack();
         // Journal before the publication (see `lock`'s repair), position
         // first so that a half-written journal never matches the counter.
         // A journaled framing state that already holds the right value is

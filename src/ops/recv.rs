@@ -19,6 +19,13 @@ pub(crate) unsafe trait Incoming {
     /// `len` bytes, or `None` to stop before it (no room left, batch full).
     fn slot(&mut self, index: usize, len: u32) -> Option<*mut u8>;
 
+    /// Most messages this sink takes (a bound `slot` also enforces): once
+    /// it has them, a get stops without looking for more, so it does not
+    /// load the producers' position for a message it could not take.
+    fn max_count(&self) -> usize {
+        usize::MAX
+    }
+
     /// Message number `index`, of `len` bytes, went out of line: here is its
     /// side object, opened read-only and checked (its name is removed once
     /// the message is consumed). `None` takes the file instead of a copy;
@@ -128,6 +135,9 @@ impl View<'_> {
         let mut received = 0;
         let mut done = Vec::new();
         loop {
+            if received > 0 && received >= sink.max_count() {
+                break;
+            }
             let next = match self.next_frame(pos, tail - pos) {
                 Next::Incomplete if !refreshed => {
                     tail = self.refresh(Role::Reader)?.1;
