@@ -529,6 +529,55 @@ static void test_corrupt_prefixes(void) {
     close_victim(&v);
 }
 
+/* A process running the legacy library on a version-2 queue moves the
+ * header's head/tail itself, while this library keeps the authoritative
+ * counters in the extension block and only mirrors them there (every legacy
+ * and status call brings the copies up to date, never ahead of the real
+ * counters). The next legacy or status call finds a copy ahead of the real
+ * counter and refuses with RB_ERR_CORRUPT, storing nothing; once the header
+ * is put back, everything works and the mirror follows again. */
+static void test_header_counters_moved_by_another_library(void) {
+    struct victim v = open_victim("foreign");
+    volatile uint64_t *hdr_head = (volatile uint64_t *)(v.raw + HDR_HEAD_OFF);
+    volatile uint64_t *hdr_tail = (volatile uint64_t *)(v.raw + HDR_TAIL_OFF);
+    char buf[64];
+    uint32_t len = 0;
+    uint64_t n = 0;
+    int failures = rbt_failures;
+    REQUIRE(ring_buffer_put_msg(v.rb, "abc", 3, RB_NO_WAIT) == RB_OK);
+    CHECK_EQ(ring_buffer_available_read(v.rb), 7);
+    CHECK(*hdr_tail == 7 && *hdr_head == 0);
+
+    /* A legacy writer "published" 10 more bytes in the header only. */
+    *hdr_tail = 17;
+    EXPECT_FAIL(ring_buffer_write(v.rb, "abcd", 4), -1, RB_ERR_CORRUPT);
+    EXPECT_FAIL(ring_buffer_read(v.rb, buf, 7), -1, RB_ERR_CORRUPT);
+    EXPECT_FAIL(ring_buffer_peek(v.rb, buf, 4), -1, RB_ERR_CORRUPT);
+    EXPECT_FAIL(ring_buffer_available_read(v.rb), 0, RB_ERR_CORRUPT);
+    EXPECT_CODE(ring_buffer_msg_count_checked(v.rb, &n), RB_ERR_CORRUPT);
+    CHECK(*hdr_tail == 17 && *v.tail == 7 && *v.head == 0);
+
+    /* A legacy reader "consumed" 5 bytes in the header only. */
+    *hdr_tail = 7;
+    *hdr_head = 5;
+    EXPECT_FAIL(ring_buffer_read(v.rb, buf, 7), -1, RB_ERR_CORRUPT);
+    ring_buffer_stats_t st;
+    memset(&st, 0xab, sizeof st);
+    EXPECT_LAST_ERROR(ring_buffer_get_stats(v.rb, &st), RB_ERR_CORRUPT);
+    CHECK_EQ(st.buffer_size, 0xabababab);
+    CHECK(*hdr_head == 5 && *v.head == 0);
+
+    /* Put back: the message is still there, and the copies follow. */
+    *hdr_head = 0;
+    CHECK_EQ(ring_buffer_get_msg(v.rb, buf, sizeof buf, &len, RB_NO_WAIT), RB_OK);
+    CHECK(len == 3 && memcmp(buf, "abc", 3) == 0);
+    CHECK_EQ(ring_buffer_write(v.rb, "abcd", 4), 4);
+    CHECK(*hdr_head == 7 && *hdr_tail == 11);
+    if (rbt_failures != failures) fprintf(stderr, "  ^ with header counters moved by another library\n");
+    close_victim(&v);
+    NEIGHBOUR_OK("header counters moved by another library");
+}
+
 /* The header's identity fields rewritten under an open handle: the library
  * keeps using what it validated at open (the mapping's real size), never the
  * new buffer_size, so a full trip round the ring stays inside it. */
@@ -762,6 +811,7 @@ int main(void) {
     test_corrupt_counters();
     test_corrupt_prefixes();
     test_header_rewritten_while_open();
+    test_header_counters_moved_by_another_library();
     test_garbage_storm();
     ring_buffer_close(rbt_neighbour);
     printf("test_hostile_segments: %.1f s\n", now_s() - t0);

@@ -51,9 +51,11 @@ impl View<'_> {
             // The real `head`, not the cached one: the legacy call answers
             // "full" only when it is, and mirrors `head` into the header.
             let (head, tail) = self.refresh(Role::Writer)?;
+            // Before anything moves: a header a legacy-library process
+            // wrote (its counters ahead of ours) is refused.
+            self.mirror_legacy_header(head, tail)?;
             let used = tail - head;
             if self.ring.capacity() - used.min(self.ring.capacity()) < total {
-                self.mirror_legacy_header(head, tail);
                 return Err(Error::Full);
             }
             let mut pos = tail;
@@ -65,7 +67,8 @@ impl View<'_> {
             // written is read back from the ring.
             let frames = self.writer_frames(parts);
             self.publish(Role::Writer, tail, pos, frames);
-            self.mirror_legacy_header(head, pos);
+            // Only raises the copies now (checked above).
+            let _ = self.mirror_legacy_header(head, pos);
         }
         self.wake_peers(Role::Writer);
         Ok(total)
@@ -81,9 +84,11 @@ impl View<'_> {
             let _guard = self.lock(Role::Reader, Wait::Try)?;
             let _inside = Inside::enter(self.header.readers());
             let (head, tail) = self.refresh(Role::Reader)?;
-            let taken = self.read_locked(dst, consume, head, tail);
-            self.mirror_legacy_header(head + taken.unwrap_or(0), tail);
-            if taken? == 0 {
+            self.mirror_legacy_header(head, tail)?;
+            let taken = self.read_locked(dst, consume, head, tail)?;
+            if taken > 0 {
+                let _ = self.mirror_legacy_header(head + taken, tail);
+            } else {
                 // A peek: nothing consumed, nobody to wake.
                 return Ok(());
             }
@@ -130,7 +135,7 @@ impl View<'_> {
             let _inside = Inside::enter(self.header.readers());
             // Drains what is queued now: the real `tail`.
             let (head, tail) = self.refresh(Role::Reader)?;
-            self.mirror_legacy_header(head, tail);
+            self.mirror_legacy_header(head, tail)?;
             let budget = head.saturating_add((max_chunks as u64).saturating_mul(chunk as u64));
             let end = self.read_end(head, tail.min(budget))?;
             let mut pos = head;
@@ -166,7 +171,7 @@ impl View<'_> {
                 }
             }
             self.publish(Role::Reader, head, pos, Frames::Whole(0));
-            self.mirror_legacy_header(pos, tail);
+            let _ = self.mirror_legacy_header(pos, tail);
         }
         self.wake_peers(Role::Reader);
         Ok(chunks)

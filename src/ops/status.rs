@@ -15,7 +15,7 @@ impl View<'_> {
     /// version-2 object the pair is mirrored into the legacy header.
     pub(crate) fn available_read(&self) -> Result<u32> {
         let (head, tail) = self.positions()?;
-        self.mirror_legacy_header(head, tail);
+        self.mirror_legacy_header(head, tail)?;
         Ok((tail - head).min(self.ring.capacity()) as u32)
     }
 
@@ -41,14 +41,14 @@ impl View<'_> {
         Ok((head, tail.min(head + self.ring.size())))
     }
 
-    /// [`View::mirror_legacy_header`] with positions read now (nothing if
-    /// they are impossible: the caller's own checks report that).
-    pub(crate) fn sync_legacy_header(&self) {
-        if self.ext.is_some() {
-            if let Ok((head, tail)) = self.positions() {
-                self.mirror_legacy_header(head, tail);
-            }
+    /// [`View::mirror_legacy_header`] with positions read now. `Corrupt`
+    /// if they are impossible or the header holds counters ahead of them.
+    pub(crate) fn sync_legacy_header(&self) -> Result<()> {
+        if self.ext.is_none() {
+            return Ok(());
         }
+        let (head, tail) = self.positions()?;
+        self.mirror_legacy_header(head, tail)
     }
 
     /// Brings the legacy header's `head`, `tail` and byte totals of a
@@ -57,23 +57,31 @@ impl View<'_> {
     /// header holds the real counters. Called by every legacy call and
     /// every status call, never by the message calls.
     ///
-    /// The positions only move forward: a call that read them before a
-    /// racing call moved them must not take the mirror back, so a mirror
-    /// field is only raised, unless it holds a value no queue can have
-    /// reached from here (written by someone else), which is replaced.
-    /// The words are written only when they change, so status calls in a
-    /// loop do not keep taking the header's line from other cores.
-    pub(super) fn mirror_legacy_header(&self, head: u64, tail: u64) {
-        /// More bytes than any queue moves between a call's read of a
-        /// position and its mirror store (1 TiB).
-        const SLACK: u64 = 1 << 40;
+    /// The positions only move forward, and the header's copies are only
+    /// ever stored from them, so a copy is never ahead of the position it
+    /// mirrors: a call that read the positions before a racing call moved
+    /// them must not take the mirror back (a field is only raised), and a
+    /// copy ahead of the real position (looked at again) was written by
+    /// someone else, such as a process running the legacy library, which
+    /// moves these fields itself: `Corrupt`, and nothing is stored. The
+    /// words are written only when they change, so status calls in a loop
+    /// do not keep taking the header's line from other cores.
+    pub(super) fn mirror_legacy_header(&self, head: u64, tail: u64) -> Result<()> {
         let Some(ext) = self.ext else {
-            return;
+            return Ok(());
         };
-        for (field, value) in [(self.header.head(), head), (self.header.tail(), tail)] {
-            let _ = field.fetch_update(Relaxed, Relaxed, |cur| {
-                (cur < value || cur - value > SLACK).then_some(value)
-            });
+        let mirrors = [
+            (self.header.head(), head, self.ring.head),
+            (self.header.tail(), tail, self.ring.tail),
+        ];
+        for (field, value, real) in mirrors {
+            let cur = field.load(Relaxed);
+            if cur > value && cur > real.load(Acquire) {
+                return Err(Error::Corrupt);
+            }
+        }
+        for (field, value, _) in mirrors {
+            let _ = field.fetch_update(Relaxed, Relaxed, |cur| (cur < value).then_some(value));
         }
         let totals = [
             (
@@ -93,6 +101,7 @@ impl View<'_> {
                 field.store(total, Relaxed);
             }
         }
+        Ok(())
     }
 
     /// Bytes that can be written now (`buffer_size - available_read - 1`).
@@ -105,7 +114,7 @@ impl View<'_> {
     pub(crate) fn msg_count(&self) -> Result<u64> {
         match self.ext {
             Some(ext) => {
-                self.sync_legacy_header();
+                self.sync_legacy_header()?;
                 // Consumed first: the published count can only grow after,
                 // and every message consumed was published before (the
                 // Acquire of `out` sees the writers' counts that preceded
@@ -214,7 +223,8 @@ impl View<'_> {
             ext.identity
                 .stats_base_head
                 .store(self.ring.head.load(Acquire), Relaxed);
-            self.sync_legacy_header();
+            // A refused mirror (`Corrupt`) is reported by the next call.
+            let _ = self.sync_legacy_header();
             for counter in [
                 &ext.writer.waits,
                 &ext.reader.waits,
@@ -238,7 +248,9 @@ impl View<'_> {
             unsafe { mutex::lock(self.header.ref_mutex(), || Wait::Try.lock_deadline(), || {})? };
         let new = count.load(Relaxed).saturating_add_signed(delta);
         count.store(new, Relaxed);
-        self.sync_legacy_header();
+        // The count is kept whatever the mirror finds (the next status or
+        // data call reports a corrupt one).
+        let _ = self.sync_legacy_header();
         Ok(new)
     }
 
