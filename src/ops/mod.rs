@@ -264,8 +264,11 @@ impl<'a> View<'a> {
         } else {
             cached
         };
-        if to - head > high {
-            side.high_water.store(to - head, Relaxed);
+        // (Saturating: a cache someone overwrote since it was checked may
+        // be past `to`; a statistic then stays as it was.)
+        let queued = to.saturating_sub(head);
+        if queued > high {
+            side.high_water.store(queued, Relaxed);
         }
     }
 
