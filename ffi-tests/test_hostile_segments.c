@@ -137,6 +137,20 @@ static void test_bad_headers(void) {
     n = fresh_queue("extsize");
     REQUIRE(poke_u32(n, EXT_OFF(BUF) + 8, 4096));
     refuse_object(n, "extension block size field wrong");
+
+    /* A version-2 object of libring_buffer 1.0: its 384-byte extension
+     * block ("SAGEXT02") kept the positions in the header. Refused (its
+     * size differs), never misread; with the new size but the old magic
+     * too. */
+    const uint64_t v1_0_magic = 0x5341474558543032ull;
+    n = fresh_queue("v1_0");
+    REQUIRE(poke_u64(n, EXT_OFF(BUF), v1_0_magic));
+    REQUIRE(poke_u32(n, EXT_OFF(BUF) + 8, 384));
+    truncate_object(n, (off_t)EXT_OFF(BUF) + 384);
+    refuse_object(n, "a version-2 object laid out by libring_buffer 1.0");
+    n = fresh_queue("v1_0_magic");
+    REQUIRE(poke_u64(n, EXT_OFF(BUF), v1_0_magic));
+    refuse_object(n, "the extension magic of libring_buffer 1.0");
 }
 
 static void test_wrong_real_size(void) {
