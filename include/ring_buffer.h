@@ -180,12 +180,12 @@ typedef enum ring_buffer_status_t {
  * `head` and `tail` count bytes ever read and written; the read position is
  * `head & (buffer_size - 1)`. On a legacy (version 1) object they are the
  * authoritative counters. On a version-2 object the authoritative ones live
- * in the extension block, each on its side's own cache line ([`Extension`]),
- * and these two (with the byte totals) are a mirror that every legacy call
- * and every status or statistics call brings up to date (DESIGN.md,
- * "Compatibility"): a program that reads the fields after such a call sees
- * what the legacy library would have shown it. The message calls leave the
- * mirror alone, so that producers and consumers share no line of the header.
+ * in the extension block after the data area, each on its side's own cache
+ * line, and these two (with the byte totals) are a mirror that every legacy
+ * call and every status or statistics call brings up to date: a program
+ * that reads the fields after such a call sees what the legacy library
+ * would have shown it. The message calls leave the mirror alone, so that
+ * producers and consumers share no line of the header.
  */
 typedef struct ring_buffer_t {
   /**
