@@ -40,7 +40,7 @@
 #endif
 
 /* Repetitions of every configuration (the median is reported). */
-enum { REPS = 3, INPROC_REPS = 5 };
+enum { REPS = 5, INPROC_REPS = 5 };
 #define MAX_MSG 65536u
 
 static double scale = 1.0;
