@@ -265,8 +265,8 @@ pub(crate) const fn object_size(version: u32, buffer_size: u32) -> Option<u64> {
 /// | `signals` | sleepers and their wakers only | the wake check, a plain load |
 /// | `writer` (2 lines) | the writer-lock holder | no (stats callers only) |
 /// | `reader` (2 lines) | the reader-lock holder | no (stats callers only) |
-/// | `tail` | the writer-lock holder, once per publication | when the consumers' cached `tail` says "empty" |
-/// | `head` | the reader-lock holder, once per publication | when the producers' cached `head` says "full" |
+/// | `tail` (and a line of padding) | the writer-lock holder, once per publication | when the consumers' cached `tail` says "empty" |
+/// | `head` (and a line of padding) | the reader-lock holder, once per publication | when the producers' cached `head` says "full" |
 ///
 /// So a message moves between the cores the lines of its bytes and one
 /// position line, and the other position line only once per ring's worth
@@ -288,9 +288,16 @@ pub(crate) struct Extension {
 /// One side's published position, alone on its cache line: stored (Release)
 /// only by that side's lock holder after the bytes are copied, loaded
 /// (Acquire) by the other side when its cached copy is exhausted.
+///
+/// Followed by a line of padding: x86 cores fetch lines in aligned pairs
+/// (the adjacent-line prefetcher), so `tail` and `head` in one 128-byte pair
+/// would still move between the cores together (crossbeam's `CachePadded`
+/// pads to 128 bytes on x86_64 for the same reason). No code reads the
+/// padding; it is an `UnsafeCell` because other processes may write it.
 #[repr(C, align(64))]
 pub(crate) struct Position {
     pub pos: AtomicU64,
+    _pad: UnsafeCell<[u8; 120]>,
 }
 
 /// [`Identity::flags`] bit, set (for good) by the first legacy raw write that
@@ -398,11 +405,11 @@ const_assert_eq!(size_of::<Side>(), 128);
 const_assert_eq!(offset_of!(Extension, signals), 64);
 const_assert_eq!(offset_of!(Extension, writer), 128);
 const_assert_eq!(offset_of!(Extension, reader), 256);
-const_assert_eq!(size_of::<Position>(), 64);
+const_assert_eq!(size_of::<Position>(), 128);
 const_assert_eq!(offset_of!(Side, lock), 0);
 const_assert_eq!(offset_of!(Side, own), 40);
 const_assert_eq!(offset_of!(Side, messages), 48);
 const_assert_eq!(offset_of!(Side, peer), 112);
 const_assert_eq!(offset_of!(Extension, tail), 384);
-const_assert_eq!(offset_of!(Extension, head), 448);
-const_assert_eq!(size_of::<Extension>(), 512);
+const_assert_eq!(offset_of!(Extension, head), 512);
+const_assert_eq!(size_of::<Extension>(), 640);
