@@ -6,7 +6,7 @@
  * byte totals). No process may die (a signal, such as the SIGABRT of
  * glibc's robust mutex asserting on a scribbled lock word) or hang (every
  * call has a deadline, every process a watchdog), and every failure must be
- * a status code the call documents. The object's magic, version and size
+ * a status code the call documents. Objects of earlier layouts are refused. The object's magic, version and size
  * stay, so that it still opens (a scribbled extension magic is refused as
  * RB_ERR_INCOMPATIBLE, which reopening children accept).
  *
@@ -305,24 +305,29 @@ static void one_round(int n, double scribble_s) {
     munmap(r, sizeof *r);
 }
 
-/* An object made by the 1.0 library has the same size, but glibc robust
- * mutexes where the locks now are, and "SAGEXT02" as its extension magic:
- * every way of opening it refuses it instead of misreading the mutexes. */
-static void test_previous_layout_is_refused(void) {
-    const char *name = test_name("sagext02");
-    ring_buffer_t *rb = ring_buffer_create_ex(name, BUF, 0, RB_CREATE_EXCLUSIVE);
-    REQUIRE(rb != NULL);
-    ring_buffer_close(rb);
-    REQUIRE(poke_u64(name, EXT_OFF, 0x5341474558543032ull)); /* "SAGEXT02" */
-    refuse_opening(name, RB_ERR_INCOMPATIBLE);
-    CHECK_EQ(ring_buffer_remove_if_unused(name), 1);
-    NEIGHBOUR_OK("a 1.0 object refused");
+/* Objects of the earlier version-2 layouts are refused by every opener,
+ * never misread: "SAGEXT02" (1.0: positions in the header; its block was
+ * smaller, and here its magic on a block of today's size) and "SAGEXT03"
+ * (today's size and positions, but glibc robust mutexes where the locks
+ * now are). */
+static void test_previous_layouts_are_refused(void) {
+    static const uint64_t magics[] = {0x5341474558543032ull, 0x5341474558543033ull};
+    for (size_t i = 0; i < sizeof magics / sizeof magics[0]; i++) {
+        const char *name = test_name("oldlayout");
+        ring_buffer_t *rb = ring_buffer_create_ex(name, BUF, 0, RB_CREATE_EXCLUSIVE);
+        REQUIRE(rb != NULL);
+        ring_buffer_close(rb);
+        REQUIRE(poke_u64(name, EXT_OFF, magics[i]));
+        refuse_opening(name, RB_ERR_INCOMPATIBLE);
+        CHECK_EQ(ring_buffer_remove_if_unused(name), 1);
+        NEIGHBOUR_OK("an object of an earlier layout refused");
+    }
 }
 
 int main(void) {
     rbt_init();
     neighbour_open();
-    test_previous_layout_is_refused();
+    test_previous_layouts_are_refused();
     int rounds = under_valgrind() ? 2 : 4;
     double scribble_s = under_valgrind() ? 1.5 : 0.5;
     for (int n = 1; n <= rounds; n++) one_round(n, scribble_s);

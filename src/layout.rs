@@ -9,6 +9,7 @@
 //! never seen by C, so it is declared with atomics directly and may be borrowed.
 
 use crate::sync::atomic::{AtomicU32, AtomicU64};
+use std::cell::UnsafeCell;
 use std::mem::{align_of, offset_of, size_of};
 use std::os::raw::c_char;
 
@@ -63,8 +64,14 @@ pub const RING_BUFFER_FRAME_PREFIX: u32 = 4;
 /// legacy `ring_buffer_t`. Handles returned by this library point here.
 ///
 /// `head` and `tail` count bytes ever read and written; the read position is
-/// `head & (buffer_size - 1)`. They are the authoritative counters for legacy
-/// and new calls alike.
+/// `head & (buffer_size - 1)`. On a legacy (version 1) object they are the
+/// authoritative counters. On a version-2 object the authoritative ones live
+/// in the extension block after the data area, each on its side's own cache
+/// line, and these two (with the byte totals) are a mirror that every legacy
+/// call and every status or statistics call brings up to date: a program
+/// that reads the fields after such a call sees what the legacy library
+/// would have shown it. The message calls leave the mirror alone, so that
+/// producers and consumers share no line of the header.
 #[repr(C)]
 pub struct RingBuffer {
     /// [`RING_BUFFER_MAGIC`].
@@ -73,9 +80,9 @@ pub struct RingBuffer {
     pub version: u32,
     /// Size of the data area, a power of two, at least 1024.
     pub buffer_size: u32,
-    /// Total bytes ever consumed.
+    /// Total bytes ever consumed (a mirror on version-2 objects, see above).
     pub head: u64,
-    /// Total bytes ever published.
+    /// Total bytes ever published (a mirror on version-2 objects).
     pub tail: u64,
     /// Readers currently inside a legacy read call.
     pub readers: u32,
@@ -94,8 +101,8 @@ pub struct RingBuffer {
     pub creator_pid: libc::pid_t,
     /// Bytes written since creation or the last `ring_buffer_reset_stats`.
     /// In objects this library creates, the value is derived from `tail` and
-    /// stored here by `ring_buffer_get_stats`/`_ex` (one shared counter less
-    /// for every operation to bounce between cores); read it through them.
+    /// stored here by every legacy and status call (one shared counter less
+    /// for the message calls to bounce between cores).
     pub total_bytes_written: u64,
     /// Bytes read since creation or the last `ring_buffer_reset_stats`
     /// (derived from `head` likewise).
@@ -239,11 +246,14 @@ const_assert_eq!(offset_of!(RingBufferStatsEx, utilization), 40);
 const_assert_eq!(offset_of!(RingBufferStatsEx, version), 48);
 const_assert_eq!(size_of::<RingBufferStatsEx>(), 144);
 
-/// `"SAGEXT03"`: first word of the extension block of a version-2 object.
-/// `"SAGEXT02"` blocks (1.0) held glibc robust mutexes where this layout has
-/// [`SharedLock`]s; the two layouts must never meet, so an object made by
-/// the 1.0 library is refused as incompatible rather than misread.
-pub(crate) const EXTENSION_MAGIC: u64 = 0x5341_4745_5854_3033;
+/// `"SAGEXT04"`: first word of the extension block of a version-2 object.
+/// `"SAGEXT02"` (0x...3032) was the 1.0 block, whose positions lived in the
+/// legacy header: such an object is refused as incompatible (its real size
+/// differs too, so `open` refuses it before mapping), never misread.
+/// `"SAGEXT03"` (0x...3033) had this block's size and positions but glibc
+/// robust mutexes where the [`SharedLock`]s now are: refused as
+/// incompatible by its magic, never misread.
+pub(crate) const EXTENSION_MAGIC: u64 = 0x5341_4745_5854_3034;
 
 /// Where the extension block of a version-2 object with this data-area size
 /// starts: after the data area, rounded up to a cache line so that the
@@ -265,6 +275,21 @@ pub(crate) const fn object_size(version: u32, buffer_size: u32) -> Option<u64> {
 /// The extension block of a version-2 object. Every field is an atomic or an
 /// `UnsafeCell`, so a shared reference to it is sound although other
 /// processes write it concurrently.
+///
+/// Cache lines, and who touches them per message while the queue streams:
+///
+/// | line | written by | read by the other side |
+/// |---|---|---|
+/// | `identity` | creation, statistics resets, `task_done` | read-only in the hot path |
+/// | `signals` | sleepers and their wakers only | the wake check, a plain load |
+/// | `writer` (2 lines) | the writer-lock holder | no (stats callers only) |
+/// | `reader` (2 lines) | the reader-lock holder | no (stats callers only) |
+/// | `tail` (and a line of padding) | the writer-lock holder, once per publication | when the consumers' cached `tail` says "empty" |
+/// | `head` (and a line of padding) | the reader-lock holder, once per publication | when the producers' cached `head` says "full" |
+///
+/// So a message moves between the cores the lines of its bytes and one
+/// position line, and the other position line only once per ring's worth
+/// of traffic, as in a lock-free single-producer single-consumer ring.
 #[repr(C, align(64))]
 #[cfg_attr(loom, derive(Default))]
 pub(crate) struct Extension {
@@ -274,6 +299,36 @@ pub(crate) struct Extension {
     pub writer: Side,
     /// State owned by whoever holds the reader lock.
     pub reader: Side,
+    /// Total bytes ever published: the authoritative `tail`.
+    pub tail: Position,
+    /// Total bytes ever consumed: the authoritative `head`.
+    pub head: Position,
+}
+
+/// One side's published position, alone on its cache line: stored (Release)
+/// only by that side's lock holder after the bytes are copied, loaded
+/// (Acquire) by the other side when its cached copy is exhausted.
+///
+/// Followed by a line of padding: x86 cores fetch lines in aligned pairs
+/// (the adjacent-line prefetcher), so `tail` and `head` in one 128-byte pair
+/// would still move between the cores together (crossbeam's `CachePadded`
+/// pads to 128 bytes on x86_64 for the same reason). No code reads the
+/// padding; it is an `UnsafeCell` because other processes may write it.
+#[repr(C, align(64))]
+pub(crate) struct Position {
+    pub pos: AtomicU64,
+    _pad: UnsafeCell<[u8; 120]>,
+}
+
+/// Model-checking builds only: a zero position, as in a new object.
+#[cfg(loom)]
+impl Default for Position {
+    fn default() -> Position {
+        Position {
+            pos: AtomicU64::default(),
+            _pad: UnsafeCell::new([0; 120]),
+        }
+    }
 }
 
 /// [`Identity::flags`] bit, set (for good) by the first legacy raw write that
@@ -347,8 +402,9 @@ pub(crate) struct Side {
     /// over and repairs this side from the journal below.
     pub lock: SharedLock,
     /// Unused, zero: the rest of the 40 bytes the 1.0 layout's pthread mutex
-    /// took, so that every field below stays where it was.
-    pub lock_reserved: [u8; 36],
+    /// took, so that every field below stays where it was. No code reads it;
+    /// an `UnsafeCell` because other processes may write it.
+    pub lock_reserved: UnsafeCell<[u8; 36]>,
     /// This side's own counter (`tail` for the writer, `head` for the
     /// reader) as it last published it. Only the lock holder moves the
     /// counter, so this copy is exact: a header counter that differs from it
@@ -373,6 +429,12 @@ pub(crate) struct Side {
     pub recoveries: AtomicU64,
     /// Writer only: most bytes ever queued at once.
     pub high_water: AtomicU64,
+    /// The other side's position as this side last read it (`head` for the
+    /// writer, `tail` for the reader): a lower bound of the real one, which
+    /// only grows. Room (messages) up to it needs no look at the other
+    /// side's line; only when it says full (empty) is the real position
+    /// loaded and this copy refreshed. Written only by the lock holder.
+    pub peer: AtomicU64,
 }
 
 /// Model-checking builds only: a fresh side for loom's models (a free lock,
@@ -382,7 +444,7 @@ impl Default for Side {
     fn default() -> Side {
         Side {
             lock: SharedLock::new(),
-            lock_reserved: [0; 36],
+            lock_reserved: UnsafeCell::new([0; 36]),
             own: AtomicU64::default(),
             messages: AtomicU64::default(),
             track: AtomicU64::default(),
@@ -392,6 +454,7 @@ impl Default for Side {
             waits: AtomicU64::default(),
             recoveries: AtomicU64::default(),
             high_water: AtomicU64::default(),
+            peer: AtomicU64::default(),
         }
     }
 }
@@ -399,10 +462,15 @@ impl Default for Side {
 const_assert_eq!(size_of::<Identity>(), 64);
 const_assert_eq!(size_of::<Signals>(), 64);
 const_assert_eq!(size_of::<SharedLock>(), 4);
-const_assert_eq!(offset_of!(Side, lock), 0);
-const_assert_eq!(offset_of!(Side, own), 40);
 const_assert_eq!(size_of::<Side>(), 128);
 const_assert_eq!(offset_of!(Extension, signals), 64);
 const_assert_eq!(offset_of!(Extension, writer), 128);
 const_assert_eq!(offset_of!(Extension, reader), 256);
-const_assert_eq!(size_of::<Extension>(), 384);
+const_assert_eq!(size_of::<Position>(), 128);
+const_assert_eq!(offset_of!(Side, lock), 0);
+const_assert_eq!(offset_of!(Side, own), 40);
+const_assert_eq!(offset_of!(Side, messages), 48);
+const_assert_eq!(offset_of!(Side, peer), 112);
+const_assert_eq!(offset_of!(Extension, tail), 384);
+const_assert_eq!(offset_of!(Extension, head), 512);
+const_assert_eq!(size_of::<Extension>(), 640);
