@@ -19,7 +19,6 @@
 #include <sys/mman.h>
 
 #define BUF 4096u
-#define EXT_OFF ((200u + BUF + 63u) & ~63u)
 #define PRODUCERS 2
 #define CONSUMERS 2
 #define KIDS (PRODUCERS + CONSUMERS + 1)
@@ -198,7 +197,7 @@ static int scribbler(struct round *r) {
     /* Header counters: head, tail, readers, writers, ref_count,
      * process_count [16, 48) and the byte totals [160, 176). */
     static const struct { unsigned off, len; } areas[] = {
-        {EXT_OFF, EXT_SIZE}, {16, 32}, {160, 16}};
+        {EXT_OFF(BUF), EXT_SIZE}, {16, 32}, {160, 16}};
     uint64_t seed = 0xdeadbeefcafef00dull ^ (uint64_t)getpid();
     while (!r->scribble && !r->stop) usleep(500);
     while (!r->stop) {
@@ -317,7 +316,7 @@ static void test_previous_layouts_are_refused(void) {
         ring_buffer_t *rb = ring_buffer_create_ex(name, BUF, 0, RB_CREATE_EXCLUSIVE);
         REQUIRE(rb != NULL);
         ring_buffer_close(rb);
-        REQUIRE(poke_u64(name, EXT_OFF, magics[i]));
+        REQUIRE(poke_u64(name, EXT_OFF(BUF), magics[i]));
         refuse_opening(name, RB_ERR_INCOMPATIBLE);
         CHECK_EQ(ring_buffer_remove_if_unused(name), 1);
         NEIGHBOUR_OK("an object of an earlier layout refused");
