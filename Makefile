@@ -135,7 +135,7 @@ test-rust:
 # memory, which loom's atomics cannot live in). The models print how many
 # executions each explored.
 LOOM_TARGET := $(abspath target/loom)
-LOOM_PREEMPTIONS ?= 3
+LOOM_PREEMPTIONS ?= 4
 LOOM_ENV := RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(LOOM_TARGET) LOOM_MAX_PREEMPTIONS=$(LOOM_PREEMPTIONS)
 test-loom:
 	$(LOOM_ENV) $(CARGO) clippy --release --lib --tests --quiet -- -D warnings
@@ -299,11 +299,15 @@ fuzz:
 	RB_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --profile ci --lib fuzz_tests -- --nocapture
 
 # The single-process core under Miri (nightly with the miri and rust-src
-# components). Miri cannot emulate process-shared pthread mutexes
-# (pthread_mutexattr_setpshared), so the mutex tests are skipped and the fuzz
-# properties use legacy-layout images (see src/fuzz_tests.rs); interpreting
-# is slow, hence few cases. Shared-memory objects (shm, mmap, flock) are
-# exercised by the integration suites, which Miri cannot run.
+# components) over heap images of queue objects, legacy and version 2: the
+# layout, ring copies, framing, every message and legacy call, the extension
+# block's locking, journaling and counting, and the dead-owner repair
+# (src/ops/repair_tests.rs). Miri supports neither process-shared nor robust
+# pthread mutexes nor pthread_mutex_timedlock: under Miri the locks are
+# private mutexes, locked uncontended (sync::mutex::init_robust), and the
+# tests of the mutexes themselves are skipped. Interpreting is slow, hence
+# few fuzz cases. Shared-memory objects (shm, mmap, flock) and real process
+# deaths are exercised by the integration suites, which Miri cannot run.
 miri:
 	RB_FUZZ_CASES=8 MIRIFLAGS=-Zmiri-disable-isolation $(CARGO) +nightly miri test --lib -- --skip sync::mutex
 
