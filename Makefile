@@ -2,7 +2,8 @@
 #   make demo   multi-process pipeline over SageQueue vs multiprocessing.Queue
 #   make test   every suite: Rust, C/C++ (plain, ASan+UBSan, valgrind), Python
 # Also: make (release build into build/), make wheel, make bench,
-# make install PREFIX=..., make header, make fuzz, make miri, make clean.
+# make install PREFIX=..., make header, make fuzz, make miri, make test-loom,
+# make clean.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
