@@ -40,7 +40,7 @@ FFI_PLAIN := $(addprefix $(BUILD)/ffi/,$(C_TESTS) $(CXX_TESTS))
 FFI_SAN := $(addprefix $(BUILD)/ffi-san/,$(C_TESTS) $(CXX_TESTS))
 FFI_HDRS := include/ring_buffer.h $(wildcard ffi-tests/*.h)
 
-.PHONY: all lib header header-check header-strict test test-rust test-loom test-ffi test-ffi-plain \
+.PHONY: all lib header header-check header-strict test test-rust test-loom loom-mutants test-ffi test-ffi-plain \
 	test-ffi-san test-ffi-valgrind test-install test-python test-package test-dependent python-lint \
 	wheel demo bench bench-c bench-python bench-ray install fuzz miri venv clean tools-test tools-demo
 
@@ -141,6 +141,12 @@ LOOM_ENV := RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(LOOM_TARGET) LOOM_MAX_PREE
 test-loom:
 	$(LOOM_ENV) $(CARGO) clippy --release --lib --tests --quiet -- -D warnings
 	$(LOOM_ENV) $(CARGO) test --release --lib --quiet loom -- --nocapture
+
+# Checks that the models can fail: each mutant in tests/loom_mutants.py
+# weakens one ordering or drops one step of the protocol in a copy of the
+# crate, and the models it names must all fail. Slow (a build per mutant).
+loom-mutants:
+	LOOM_PREEMPTIONS=$(LOOM_PREEMPTIONS) $(PYTHON) tests/loom_mutants.py
 
 # The crate as published: `cargo package`, then the unpacked tarball alone
 # (its own target dir) builds by default (no C compiler), builds the C

@@ -3,8 +3,8 @@
 //! has a sleeper, so a streaming queue makes no system calls at all.
 //!
 //! The sleep protocol is Dekker-style. A sleeper reads the sequence word,
-//! raises the "wanted" flag (SeqCst), re-checks the counter it waits on, and
-//! only then sleeps on the sequence word. A waker publishes its counter,
+//! raises the "wanted" flag, issues a SeqCst fence, re-checks the counter it
+//! waits on, and only then sleeps on the sequence word. A waker publishes its counter,
 //! issues a SeqCst fence, and reads the flag. Either the waker sees the flag,
 //! clears it and bumps the sequence word (so the sleeper's futex wait returns
 //! at once or is woken), or the sleeper's re-check sees the new counter and
@@ -12,7 +12,6 @@
 //! so a sleeper that takes a while to get scheduled again does not turn every
 //! publication in the meantime into a wake-up. Sleeper counts are kept for
 //! the statistics only.
-
 //!
 //! The handshake itself ([`sleep_unless`], [`wake_sleepers`],
 //! [`shut_down`]) works on the extension block alone, so that the loom
