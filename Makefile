@@ -312,11 +312,14 @@ fuzz:
 # (src/ops/repair_tests.rs). Miri supports neither process-shared nor robust
 # pthread mutexes nor pthread_mutex_timedlock: under Miri the locks are
 # private mutexes, locked uncontended (sync::mutex::init_robust), and the
-# tests of the mutexes themselves are skipped. Interpreting is slow, hence
-# few fuzz cases. Shared-memory objects (shm, mmap, flock) and real process
-# deaths are exercised by the integration suites, which Miri cannot run.
+# tests of the mutexes themselves are skipped, as is the test of
+# inspect::pid_alive (Miri has no kill()). Interpreting is slow, hence few
+# fuzz cases (about 12 minutes in all). Shared-memory objects (shm, mmap,
+# flock) and real process deaths are exercised by the integration suites,
+# which Miri cannot run.
 miri:
-	RB_FUZZ_CASES=8 MIRIFLAGS=-Zmiri-disable-isolation $(CARGO) +nightly miri test --lib -- --skip sync::mutex
+	RB_FUZZ_CASES=8 MIRIFLAGS=-Zmiri-disable-isolation $(CARGO) +nightly miri test --lib -- \
+		--skip sync::mutex --skip inspect::tests::pid_alive
 
 clean:
 	$(CARGO) clean
