@@ -1,14 +1,24 @@
-/* `make bench` (C part): throughput and latency of libring_buffer between
- * real processes, through the new message API and through the legacy raw
- * calls, side by side in one run. Every configuration also checks that every
- * message arrived exactly once (counts and checksums), so a fast wrong answer
- * cannot pass for a result.
+/* `make bench` (C part): libring_buffer against the limit, side by side in
+ * one run. Between real processes (fork), pinned to two cores and not, the
+ * message API (put_msg/get_msg) and the legacy raw calls (ring_buffer_write/
+ * read) are measured next to a reference lock-free single-producer
+ * single-consumer ring in shared memory (spsc_ref.h: the same framing, head
+ * and tail on their own cache lines, each side caching the other's index)
+ * and, where its headers are installed, Boost.Interprocess message_queue
+ * (boost_mq.cpp; otherwise a line says it was skipped). Also the in-process
+ * cost of one put+get, ring sizes 64 KiB to 4 MiB, and the blocking round
+ * trip. Every configuration runs several times, interleaved, and the median
+ * is reported; every cross-process run checks that each message arrived
+ * exactly once and whole (counts and checksums), so a fast wrong answer
+ * cannot pass for a result. The last table compares the medians with the
+ * targets of issue 11 and DESIGN.md ("Targets").
  *
- * Environment: RB_BENCH_SECONDS scales the message counts (default 1). */
+ * Environment: RB_BENCH_SECONDS scales the message counts (default 1);
+ * RB_BENCH_VERBOSE=1 prints the sleep and wake-up counts of each run. */
 #define _GNU_SOURCE
 #include <math.h>
-#include <signal.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,15 +31,36 @@
 #include <unistd.h>
 
 #include "ring_buffer.h"
+#include "spsc_ref.h"
+#ifdef RB_BENCH_BOOST
+#include "boost_mq.h"
+#define HAVE_BOOST 1
+#else
+#define HAVE_BOOST 0
+#endif
 
-/* Ring size for the throughput runs (RB_BENCH_RING overrides). */
-static uint32_t ring_bytes = 1u << 20;
+/* Repetitions of every configuration (the median is reported). */
+enum { REPS = 5, INPROC_REPS = 5 };
+#define MAX_MSG 65536u
 
-/* Every queue this run creates, removed at exit and on SIGINT/SIGTERM (with
- * unlink, which is async-signal-safe), so an interrupted run leaves nothing. */
-static char created[8][96];
-static int created_count;
+static double scale = 1.0;
 static pid_t bench_pid;
+/* The first two CPUs this process may run on, for the pinned runs. */
+static int cpu_ids[2];
+static int can_pin;
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CPU_RELAX() __builtin_ia32_pause()
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+/* --------------------------------------------------------------- cleanup */
+
+/* Every named object this run creates, removed at exit and on SIGINT/SIGTERM
+ * (unlink is async-signal-safe), so an interrupted run leaves nothing. */
+static char created[16][128];
+static int created_count;
 
 static void remove_created(void) {
     if (getpid() != bench_pid) return;
@@ -42,8 +73,19 @@ static void on_signal(int sig) {
     raise(sig);
 }
 
+static void remember(const char *path) {
+    if (created_count < 16) snprintf(created[created_count++], sizeof created[0], "%s", path);
+}
+
+static void forget_all(void) {
+    remove_created();
+    created_count = 0;
+}
+
 static ring_buffer_t *create_queue(const char *name, uint32_t size) {
-    if (created_count < 8) snprintf(created[created_count++], 96, "/dev/shm/sage_ringbuf_%s", name);
+    char path[128];
+    snprintf(path, sizeof path, "/dev/shm/sage_ringbuf_%s", name);
+    remember(path);
     ring_buffer_t *rb = ring_buffer_create_ex(name, size, 0, RB_CREATE_EXCLUSIVE);
     if (!rb) {
         fprintf(stderr, "create %s: %s\n", name, ring_buffer_strerror(ring_buffer_last_error()));
@@ -51,6 +93,8 @@ static ring_buffer_t *create_queue(const char *name, uint32_t size) {
     }
     return rb;
 }
+
+/* ------------------------------------------------------------ utilities */
 
 static double now_s(void) {
     struct timespec ts;
@@ -64,26 +108,55 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
 }
 
-/* Results and the start signal, shared with the forked workers. */
-typedef struct {
-    atomic_int ready;
-    atomic_int go;
-    atomic_int producers_left;
-    atomic_ullong received;
-    atomic_ullong checksum;
-} shared_t;
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
 
-static shared_t *shared_new(void) {
-    shared_t *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (s == MAP_FAILED) abort();
-    memset(s, 0, sizeof *s);
-    return s;
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, n, sizeof v[0], cmp_double);
+    return v[n / 2];
+}
+
+static void find_cpus(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return;
+    int n = 0;
+    for (int c = 0; c < CPU_SETSIZE && n < 2; c++)
+        if (CPU_ISSET(c, &set)) cpu_ids[n++] = c;
+    can_pin = n == 2;
+}
+
+/* Pins the calling process to the first (0) or second (1) CPU. */
+static void pin_to(int which) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu_ids[which], &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0) {
+        perror("sched_setaffinity");
+        _exit(6);
+    }
+}
+
+/* Spin a little, then give the CPU away (two cores shared by many
+ * processes): how the lock-free and legacy loops wait. */
+static void backoff(unsigned *spins) {
+    if (++*spins < 256)
+        CPU_RELAX();
+    else
+        sched_yield();
 }
 
 /* A message: a fixed filler with (producer, sequence) stamped at its start
- * and again at its end, so a torn or misframed message shows. Checking every
- * payload byte is the stress suite's job (tests/stress.rs); here it would
- * cost more than the queue and the benchmark would time itself. */
+ * and again at its end, so a torn or misframed message shows. Checking
+ * every payload byte is the stress suite's job (tests/stress.rs); here it
+ * would cost more than the queue. Messages are at least 8 bytes. */
 static uint64_t id_of(uint32_t producer, uint64_t seq) {
     return ((uint64_t)producer << 40) ^ seq;
 }
@@ -106,6 +179,31 @@ static uint64_t verify(const uint8_t *buf, uint32_t size) {
     return head;
 }
 
+/* ------------------------------------------------- cross-process runs */
+
+typedef enum { IMPL_MSG, IMPL_LEGACY, IMPL_REF, IMPL_BOOST } impl_t;
+static const char *const impl_label[] = {"put_msg/get_msg", "legacy write/read", "reference ring",
+                                         "Boost mq"};
+
+/* Results and the start signal, shared with the forked workers. */
+typedef struct {
+    atomic_int ready;
+    atomic_int go;
+    atomic_int producers_left;
+    atomic_ullong received;
+    atomic_ullong checksum;
+} shared_t;
+
+typedef struct {
+    impl_t impl;
+    int producers, consumers;
+    uint32_t size, ring;
+    int pinned;
+    uint64_t total;
+    char name[64];
+    spsc_ring_t *ref; /* IMPL_REF: mapped before the fork */
+} run_t;
+
 /* Forked workers die with the benchmark instead of blocking for ever. */
 static void die_with_parent(void) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -113,82 +211,209 @@ static void die_with_parent(void) {
 }
 
 static void wait_go(shared_t *s) {
-    die_with_parent();
     atomic_fetch_add(&s->ready, 1);
     while (!atomic_load(&s->go)) sched_yield();
 }
 
-typedef enum { API_MESSAGES, API_LEGACY } api_t;
+static uint8_t *message_buffer(void) {
+    uint8_t *buf = malloc(MAX_MSG + 8);
+    if (!buf) _exit(2);
+    memset(buf, 0x5a, MAX_MSG + 8);
+    return buf;
+}
 
-static void producer(const char *name, shared_t *s, api_t api, uint32_t id, uint32_t size, uint64_t count) {
-    ring_buffer_t *rb = ring_buffer_open(name);
-    if (!rb) _exit(2);
-    uint8_t buf[4096 + 4];
-    memset(buf, 0x5a, sizeof buf);
+static void producer(const run_t *run, shared_t *s, uint32_t id, uint64_t count) {
+    die_with_parent();
+    if (run->pinned) pin_to(0);
+    uint8_t *buf = message_buffer();
+    uint32_t size = run->size;
+    ring_buffer_t *rb = NULL;
+    spsc_producer_t ref;
+#if HAVE_BOOST
+    boost_mq_t *mq = NULL;
+#endif
+    switch (run->impl) {
+    case IMPL_MSG:
+    case IMPL_LEGACY:
+        if (!(rb = ring_buffer_open(run->name))) _exit(2);
+        break;
+    case IMPL_REF:
+        ref = spsc_producer(run->ref);
+        break;
+    case IMPL_BOOST:
+#if HAVE_BOOST
+        if (!(mq = boost_mq_open(run->name))) _exit(2);
+#endif
+        break;
+    }
     wait_go(s);
+    unsigned spins = 0;
     for (uint64_t seq = 0; seq < count; seq++) {
-        if (api == API_MESSAGES) {
+        switch (run->impl) {
+        case IMPL_MSG:
             fill(buf, size, id, seq);
             if (ring_buffer_put_msg(rb, buf, size, RB_WAIT_FOREVER) != RB_OK) _exit(4);
-        } else {
+            break;
+        case IMPL_LEGACY:
             /* Legacy framing: one write of prefix + payload, retried while full. */
             memcpy(buf, &size, 4);
             fill(buf + 4, size, id, seq);
-            while (ring_buffer_write(rb, buf, size + 4) < 0) sched_yield();
+            while (ring_buffer_write(rb, buf, size + 4) < 0) backoff(&spins);
+            spins = 0;
+            break;
+        case IMPL_REF:
+            fill(buf, size, id, seq);
+            while (!spsc_put(&ref, buf, size)) backoff(&spins);
+            spins = 0;
+            break;
+        case IMPL_BOOST:
+#if HAVE_BOOST
+            fill(buf, size, id, seq);
+            if (boost_mq_send(mq, buf, size) != 0) _exit(4);
+#endif
+            break;
         }
     }
     atomic_fetch_sub(&s->producers_left, 1);
-    ring_buffer_close(rb);
+    if (rb) ring_buffer_close(rb);
+#if HAVE_BOOST
+    if (mq) boost_mq_close(mq);
+#endif
     _exit(0);
 }
 
-static void consumer(const char *name, shared_t *s, api_t api, uint32_t size) {
-    ring_buffer_t *rb = ring_buffer_open(name);
-    if (!rb) _exit(2);
-    uint8_t buf[4096 + 4];
+static void consumer(const run_t *run, shared_t *s) {
+    die_with_parent();
+    if (run->pinned) pin_to(1);
+    uint8_t *buf = message_buffer();
+    uint32_t size = run->size;
+    ring_buffer_t *rb = NULL;
+    spsc_consumer_t ref;
+#if HAVE_BOOST
+    boost_mq_t *mq = NULL;
+#endif
+    switch (run->impl) {
+    case IMPL_MSG:
+    case IMPL_LEGACY:
+        if (!(rb = ring_buffer_open(run->name))) _exit(2);
+        break;
+    case IMPL_REF:
+        ref = spsc_consumer(run->ref);
+        break;
+    case IMPL_BOOST:
+#if HAVE_BOOST
+        if (!(mq = boost_mq_open(run->name))) _exit(2);
+#endif
+        break;
+    }
     uint64_t n = 0, sum = 0;
+    unsigned spins = 0;
     wait_go(s);
     for (;;) {
-        if (api == API_MESSAGES) {
-            uint32_t len = 0;
-            int rc = ring_buffer_get_msg(rb, buf, sizeof buf, &len, RB_WAIT_FOREVER);
+        uint32_t len = 0;
+        if (run->impl == IMPL_MSG) {
+            int rc = ring_buffer_get_msg(rb, buf, MAX_MSG, &len, RB_WAIT_FOREVER);
             if (rc == RB_ERR_SHUTDOWN) break;
             if (rc != RB_OK || len != size) _exit(5);
             sum += verify(buf, size);
-        } else {
+        } else if (run->impl == IMPL_LEGACY) {
             /* Fixed-size records: read exactly one, spinning politely while
              * empty; stop once every producer is done and nothing is left. */
             if (ring_buffer_read(rb, buf, size + 4) < 0) {
                 if (atomic_load(&s->producers_left) == 0 && ring_buffer_available_read(rb) == 0) break;
-                sched_yield();
+                backoff(&spins);
                 continue;
             }
+            spins = 0;
             sum += verify(buf + 4, size);
+        } else if (run->impl == IMPL_REF) {
+            /* One producer: exactly `total` messages come. */
+            if (n == run->total) break;
+            int rc = spsc_get(&ref, buf, MAX_MSG, &len);
+            if (rc == 0) {
+                backoff(&spins);
+                continue;
+            }
+            spins = 0;
+            if (rc < 0 || len != size) _exit(5);
+            sum += verify(buf, size);
+        } else {
+#if HAVE_BOOST
+            int64_t got = boost_mq_receive(mq, buf, MAX_MSG);
+            if (got == 0) break; /* the end mark the benchmark sends */
+            if (got != (int64_t)size) _exit(5);
+            sum += verify(buf, size);
+#endif
         }
         n++;
     }
     atomic_fetch_add(&s->received, n);
     atomic_fetch_add(&s->checksum, sum);
-    ring_buffer_close(rb);
+    if (rb) ring_buffer_close(rb);
+#if HAVE_BOOST
+    if (mq) boost_mq_close(mq);
+#endif
     _exit(0);
 }
 
-/* Runs one configuration; returns messages per second (0 if wrong). */
-static double throughput(api_t api, int producers, int consumers, uint32_t size, uint64_t total) {
-    char name[64];
-    snprintf(name, sizeof name, "bench_%d_%d%d_%u", (int)getpid(), producers, consumers, size);
-    ring_buffer_t *rb = create_queue(name, ring_bytes);
-    shared_t *s = shared_new();
-    uint64_t per = total / producers, expect_sum = 0;
+/* Messages per run: about 128 MiB of frames, between 2,000 and 1 M (times
+ * RB_BENCH_SECONDS). */
+static uint64_t messages_for(uint32_t size) {
+    uint64_t n = (uint64_t)(128.0 * 1024 * 1024 / (size + 4));
+    if (n > 1000000) n = 1000000;
+    if (n < 2000) n = 2000;
+    n = (uint64_t)(n * scale);
+    return n < 100 ? 100 : n;
+}
+
+/* One run; returns messages per second (0 if anything arrived wrong). */
+static double throughput(impl_t impl, int producers, int consumers, uint32_t size, uint32_t ring, int pinned) {
+    static unsigned serial;
+    run_t run = {impl, producers, consumers, size, ring, pinned, 0, "", NULL};
+    snprintf(run.name, sizeof run.name, "bench_%d_%u", (int)getpid(), serial++);
+    uint64_t per = messages_for(size) / producers;
+    run.total = per * producers;
+    ring_buffer_t *rb = NULL;
+#if HAVE_BOOST
+    boost_mq_t *mq = NULL;
+    char boost_name[80];
+#endif
+    switch (impl) {
+    case IMPL_MSG:
+    case IMPL_LEGACY:
+        rb = create_queue(run.name, ring);
+        break;
+    case IMPL_REF:
+        if (!(run.ref = spsc_create(ring))) exit(1);
+        break;
+    case IMPL_BOOST:
+#if HAVE_BOOST
+        /* About the same bytes as the ring: slots of `size` bytes. */
+        snprintf(boost_name, sizeof boost_name, "%s", run.name);
+        {
+            char path[128];
+            snprintf(path, sizeof path, "/dev/shm/%s", boost_name);
+            remember(path);
+        }
+        uint32_t slots = ring / (size + 4);
+        mq = boost_mq_create(boost_name, slots ? slots : 1, size);
+        if (!mq) exit(1);
+#endif
+        break;
+    }
+    shared_t *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (s == MAP_FAILED) abort();
+    memset(s, 0, sizeof *s);
     atomic_store(&s->producers_left, producers);
+    uint64_t expect_sum = 0;
     for (int p = 0; p < producers; p++)
         for (uint64_t q = 0; q < per; q++) expect_sum += id_of(p, q);
     pid_t pids[64];
     int n = 0;
     for (int c = 0; c < consumers; c++)
-        if ((pids[n++] = fork()) == 0) consumer(name, s, api, size);
+        if ((pids[n++] = fork()) == 0) consumer(&run, s);
     for (int p = 0; p < producers; p++)
-        if ((pids[n++] = fork()) == 0) producer(name, s, api, p, size, per);
+        if ((pids[n++] = fork()) == 0) producer(&run, s, p, per);
     while (atomic_load(&s->ready) < n) sched_yield();
     double start = now_s();
     atomic_store(&s->go, 1);
@@ -198,7 +423,12 @@ static double throughput(api_t api, int producers, int consumers, uint32_t size,
         waitpid(pids[i], &st, 0);
         failed |= !WIFEXITED(st) || WEXITSTATUS(st);
     }
-    if (api == API_MESSAGES) ring_buffer_shutdown(rb);
+    if (impl == IMPL_MSG) ring_buffer_shutdown(rb);
+#if HAVE_BOOST
+    /* One end mark per consumer. */
+    if (impl == IMPL_BOOST)
+        for (int c = 0; c < consumers; c++) boost_mq_send(mq, "", 0);
+#endif
     for (int i = 0; i < consumers; i++) {
         int st;
         waitpid(pids[i], &st, 0);
@@ -206,39 +436,141 @@ static double throughput(api_t api, int producers, int consumers, uint32_t size,
     }
     double secs = now_s() - start;
     uint64_t got = atomic_load(&s->received), sum = atomic_load(&s->checksum);
-    if (getenv("RB_BENCH_VERBOSE")) {
+    if (rb && getenv("RB_BENCH_VERBOSE")) {
         ring_buffer_stats_ex_t st;
         ring_buffer_get_stats_ex(rb, &st);
-        fprintf(stderr, "  [%s %d->%d] producer sleeps %llu, consumer sleeps %llu, wake-ups %llu, per message %.4f\n",
-                api == API_MESSAGES ? "msg" : "legacy", producers, consumers,
-                (unsigned long long)st.producer_waits, (unsigned long long)st.consumer_waits,
-                (unsigned long long)st.wakeups, (double)(st.producer_waits + st.consumer_waits) / (got ? got : 1));
+        fprintf(stderr, "  [%s %d->%d %uB] producer sleeps %llu, consumer sleeps %llu, wake-ups %llu\n",
+                impl_label[impl], producers, consumers, size, (unsigned long long)st.producer_waits,
+                (unsigned long long)st.consumer_waits, (unsigned long long)st.wakeups);
     }
-    int exact = !failed && got == per * producers && sum == expect_sum;
-    ring_buffer_close(rb);
-    ring_buffer_destroy(name);
+    int exact = !failed && got == run.total && sum == expect_sum;
+    if (rb) {
+        ring_buffer_close(rb);
+        ring_buffer_destroy(run.name);
+    }
+    if (run.ref) spsc_destroy(run.ref);
+#if HAVE_BOOST
+    if (mq) {
+        boost_mq_close(mq);
+        boost_mq_remove(boost_name);
+    }
+#endif
+    forget_all();
     munmap(s, sizeof *s);
     if (!exact) {
-        fprintf(stderr, "  %d->%d %uB: WRONG: %llu of %llu messages, checksum %s\n", producers, consumers, size,
-                (unsigned long long)got, (unsigned long long)(per * producers), sum == expect_sum ? "ok" : "bad");
+        fprintf(stderr, "  %s %d->%d %uB: WRONG: %llu of %llu messages, checksum %s\n", impl_label[impl], producers,
+                consumers, size, (unsigned long long)got, (unsigned long long)run.total,
+                sum == expect_sum ? "ok" : "bad");
         return 0;
     }
     return got / secs;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
+/* Medians of REPS runs of each implementation in `impls`, interleaved. */
+static void measure(const impl_t *impls, int k, int producers, int consumers, uint32_t size, uint32_t ring,
+                    int pinned, double *out) {
+    double v[4][REPS];
+    for (int r = 0; r < REPS; r++)
+        for (int i = 0; i < k; i++) v[i][r] = throughput(impls[i], producers, consumers, size, ring, pinned);
+    for (int i = 0; i < k; i++) out[i] = median(v[i], REPS);
 }
 
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
+/* ------------------------------------------------------ in-process cost */
+
+/* Nanoseconds per put+get pair of `size` bytes, one thread, median. */
+static double inproc(impl_t impl, uint32_t size) {
+    uint8_t *buf = message_buffer(), *out = message_buffer();
+    const uint32_t ring = 1u << 20;
+    const uint64_t iters = (uint64_t)(1000000 * scale) + 1000;
+    char name[64];
+    snprintf(name, sizeof name, "bench_inproc_%d_%d", (int)getpid(), (int)impl);
+    ring_buffer_t *rb = NULL;
+    spsc_ring_t *r = NULL;
+    spsc_producer_t p;
+    spsc_consumer_t c;
+#if HAVE_BOOST
+    boost_mq_t *mq = NULL;
+#endif
+    switch (impl) {
+    case IMPL_MSG:
+    case IMPL_LEGACY:
+        rb = create_queue(name, ring);
+        break;
+    case IMPL_REF:
+        if (!(r = spsc_create(ring))) exit(1);
+        p = spsc_producer(r);
+        c = spsc_consumer(r);
+        break;
+    case IMPL_BOOST:
+#if HAVE_BOOST
+    {
+        char path[128];
+        snprintf(path, sizeof path, "/dev/shm/%s", name);
+        remember(path);
+        if (!(mq = boost_mq_create(name, 64, size))) exit(1);
+    }
+#endif
+    break;
+    }
+    memcpy(buf, &size, 4);
+    double v[INPROC_REPS + 1];
+    int wrong = 0;
+    /* Round 0 goes once round the ring (and at least the timed count) and
+     * is not counted: it faults in the pages and warms the caches. */
+    for (int rep = 0; rep <= INPROC_REPS; rep++) {
+        uint64_t round_iters = rep ? iters : iters + ring / (size + 4);
+        double start = now_s();
+        for (uint64_t i = 0; i < round_iters; i++) {
+            uint32_t len = 0;
+            switch (impl) {
+            case IMPL_MSG:
+                wrong |= ring_buffer_put_msg(rb, buf, size, RB_NO_WAIT) != RB_OK;
+                wrong |= ring_buffer_get_msg(rb, out, MAX_MSG, &len, RB_NO_WAIT) != RB_OK || len != size;
+                break;
+            case IMPL_LEGACY:
+                wrong |= ring_buffer_write(rb, buf, size + 4) != (int)(size + 4);
+                wrong |= ring_buffer_read(rb, out, size + 4) != (int)(size + 4);
+                break;
+            case IMPL_REF:
+                wrong |= spsc_put(&p, buf, size) != 1;
+                wrong |= spsc_get(&c, out, MAX_MSG, &len) != 1 || len != size;
+                break;
+            case IMPL_BOOST:
+#if HAVE_BOOST
+                wrong |= boost_mq_try_send(mq, buf, size) != 1;
+                wrong |= boost_mq_try_receive(mq, out, MAX_MSG) != (int64_t)size;
+#endif
+                break;
+            }
+        }
+        v[rep] = (now_s() - start) * 1e9 / round_iters;
+    }
+    if (rb) {
+        ring_buffer_close(rb);
+        ring_buffer_destroy(name);
+    }
+    if (r) spsc_destroy(r);
+#if HAVE_BOOST
+    if (mq) {
+        boost_mq_close(mq);
+        boost_mq_remove(name);
+    }
+#endif
+    forget_all();
+    free(buf);
+    free(out);
+    if (wrong) {
+        fprintf(stderr, "  in-process %s: a call failed\n", impl_label[impl]);
+        return NAN;
+    }
+    return median(v + 1, INPROC_REPS);
 }
+
+/* ------------------------------------------------------------ round trip */
 
 /* Ping-pong between two processes over two queues, blocking gets: the
  * round trip put -> get -> put -> get. Fills median and p99 in microseconds. */
-static void round_trip(int rounds, double *median_us, double *p99_us) {
+static void round_trip(int rounds, int pinned, double *median_us, double *p99_us) {
     char a[64], b[64];
     snprintf(a, sizeof a, "bench_rt_a_%d", (int)getpid());
     snprintf(b, sizeof b, "bench_rt_b_%d", (int)getpid());
@@ -247,6 +579,7 @@ static void round_trip(int rounds, double *median_us, double *p99_us) {
     pid_t child = fork();
     if (child == 0) {
         die_with_parent();
+        if (pinned) pin_to(1);
         char buf[64];
         uint32_t len;
         for (int i = 0; i < rounds; i++) {
@@ -255,6 +588,9 @@ static void round_trip(int rounds, double *median_us, double *p99_us) {
         }
         _exit(0);
     }
+    cpu_set_t old;
+    sched_getaffinity(0, sizeof old, &old);
+    if (pinned) pin_to(0);
     uint64_t *samples = malloc(sizeof(uint64_t) * rounds);
     char buf[64] = "ping";
     uint32_t len;
@@ -264,6 +600,7 @@ static void round_trip(int rounds, double *median_us, double *p99_us) {
         ring_buffer_get_msg(pong, buf, sizeof buf, &len, RB_WAIT_FOREVER);
         samples[i] = now_ns() - t0;
     }
+    sched_setaffinity(0, sizeof old, &old);
     waitpid(child, NULL, 0);
     qsort(samples, rounds, sizeof *samples, cmp_u64);
     *median_us = samples[rounds / 2] / 1e3;
@@ -273,6 +610,29 @@ static void round_trip(int rounds, double *median_us, double *p99_us) {
     ring_buffer_close(pong);
     ring_buffer_destroy(a);
     ring_buffer_destroy(b);
+    forget_all();
+}
+
+/* --------------------------------------------------------------- report */
+
+static const char *verdict(double value, double bound, int at_least) {
+    if (isnan(value) || value == 0) return "n/a";
+    return (at_least ? value >= bound : value <= bound) ? "met" : "MISSED";
+}
+
+static void target_row(const char *what, double value, const char *unit, const char *cmp, double bound,
+                       int at_least) {
+    char v[32], b[32];
+    if (isnan(value) || value == 0)
+        snprintf(v, sizeof v, "n/a");
+    else
+        snprintf(v, sizeof v, "%.2f%s", value, unit);
+    snprintf(b, sizeof b, "%s %.2f%s", cmp, bound, unit);
+    printf("  %-58s %12s   %-12s %s\n", what, v, b, verdict(value, bound, at_least));
+}
+
+static double ratio(double a, double b) {
+    return (a > 0 && b > 0) ? a / b : NAN;
 }
 
 int main(void) {
@@ -281,40 +641,111 @@ int main(void) {
     atexit(remove_created);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    double scale = getenv("RB_BENCH_SECONDS") ? atof(getenv("RB_BENCH_SECONDS")) : 1.0;
-    if (getenv("RB_BENCH_RING")) ring_bytes = (uint32_t)strtoul(getenv("RB_BENCH_RING"), NULL, 0);
-    uint64_t n1 = (uint64_t)(4000000 * scale), n4 = (uint64_t)(4000000 * scale);
-    printf("libring_buffer %s C benchmark (%ld CPUs), ring %u KiB, processes via fork\n", ring_buffer_version(),
-           sysconf(_SC_NPROCESSORS_ONLN), ring_bytes / 1024);
-    printf("%-34s %16s %16s %8s\n", "configuration", "put_msg/get_msg", "legacy wr/rd", "ratio");
-    struct {
-        int p, c;
-        uint32_t size;
-        uint64_t n;
-        const char *target;
-    } cfgs[] = {{1, 1, 512, n1, ">= 4 M/s"}, {4, 4, 64, n4, ">= 2 M/s"}};
-    /* Each configuration runs RUNS times, the two APIs interleaved, and the
-     * median is reported with the range: two shared cores are noisy. */
-    enum { RUNS = 3 };
-    for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
-        double m[RUNS], l[RUNS];
-        for (int r = 0; r < RUNS; r++) {
-            m[r] = throughput(API_MESSAGES, cfgs[i].p, cfgs[i].c, cfgs[i].size, cfgs[i].n);
-            l[r] = throughput(API_LEGACY, cfgs[i].p, cfgs[i].c, cfgs[i].size, cfgs[i].n);
-        }
-        qsort(m, RUNS, sizeof m[0], cmp_double);
-        qsort(l, RUNS, sizeof l[0], cmp_double);
-        char label[64];
-        snprintf(label, sizeof label, "%d->%d processes, %u-byte messages", cfgs[i].p, cfgs[i].c, cfgs[i].size);
-        printf("%-34s %12.2f M/s %12.2f M/s %7.2fx   (target %s, exact delivery checked)\n", label,
-               m[RUNS / 2] / 1e6, l[RUNS / 2] / 1e6, l[RUNS / 2] > 0 ? m[RUNS / 2] / l[RUNS / 2] : INFINITY,
-               cfgs[i].target);
-        printf("%-34s   (%.2f..%.2f)     (%.2f..%.2f)   median of %d runs\n", "", m[0] / 1e6, m[RUNS - 1] / 1e6,
-               l[0] / 1e6, l[RUNS - 1] / 1e6, RUNS);
+    if (getenv("RB_BENCH_SECONDS")) scale = atof(getenv("RB_BENCH_SECONDS"));
+    find_cpus();
+    printf("libring_buffer %s C benchmark: %ld CPUs online, processes via fork, median of %d runs (in-process: %d)\n",
+           ring_buffer_version(), sysconf(_SC_NPROCESSORS_ONLN), REPS, INPROC_REPS);
+    if (!can_pin) printf("pinned runs skipped: this process may run on fewer than 2 CPUs\n");
+    if (!HAVE_BOOST)
+        printf("Boost.Interprocess message_queue skipped: its headers (boost/interprocess) are not installed "
+               "(make bench-c BOOST_INCLUDE=<dir> points at another copy)\n");
+
+    /* In-process cost of one put+get. */
+    printf("\nin-process cost of one put+get (ns, one thread, ring 1 MiB)\n");
+    printf("  %-8s %16s %18s %16s %12s\n", "size", impl_label[IMPL_MSG], impl_label[IMPL_LEGACY], impl_label[IMPL_REF],
+           impl_label[IMPL_BOOST]);
+    const uint32_t inproc_sizes[] = {8, 64, 512, 4096};
+    double inproc_msg64 = NAN, inproc_legacy64 = NAN;
+    for (size_t i = 0; i < sizeof inproc_sizes / sizeof *inproc_sizes; i++) {
+        uint32_t size = inproc_sizes[i];
+        double m = inproc(IMPL_MSG, size), l = inproc(IMPL_LEGACY, size), r = inproc(IMPL_REF, size);
+        double b = HAVE_BOOST ? inproc(IMPL_BOOST, size) : NAN;
+        if (size == 64) inproc_msg64 = m, inproc_legacy64 = l;
+        printf("  %5u B  %16.1f %18.1f %16.1f %12.1f\n", size, m, l, r, b);
     }
-    double med, p99;
-    round_trip((int)(100000 * scale), &med, &p99);
-    printf("%-34s median %.1f us, p99 %.1f us (blocking put_msg/get_msg, two processes)\n", "round trip put->get->put->get",
-           med, p99);
+
+    /* 1 -> 1 processes, pinned and not, message sizes 8 B .. 64 KiB. */
+    const uint32_t sizes[] = {8, 64, 512, 4096, 65536};
+    enum { NSIZES = sizeof sizes / sizeof *sizes };
+    const uint32_t ring = 1u << 20;
+    double pinned_msg[NSIZES] = {0}, pinned_ref[NSIZES] = {0}, unpinned_msg512 = 0;
+    impl_t one_to_one[3] = {IMPL_MSG, IMPL_REF, IMPL_BOOST};
+    int k1 = HAVE_BOOST ? 3 : 2;
+    for (int pinned = can_pin; pinned >= 0; pinned--) {
+        printf("\n1 -> 1 processes, %s, ring 1 MiB (M messages/s; ratio = ours / reference ring)\n",
+               pinned ? "pinned to 2 cores" : "not pinned");
+        printf("  %-8s %16s %16s %12s %8s\n", "size", impl_label[IMPL_MSG], impl_label[IMPL_REF], impl_label[IMPL_BOOST],
+               "ratio");
+        for (int i = 0; i < NSIZES; i++) {
+            double v[3] = {0, 0, 0};
+            measure(one_to_one, k1, 1, 1, sizes[i], ring, pinned, v);
+            if (pinned) pinned_msg[i] = v[0], pinned_ref[i] = v[1];
+            if (!pinned && sizes[i] == 512) unpinned_msg512 = v[0];
+            printf("  %5u B  %16.3f %16.3f %12.3f %7.2fx   (%.0f MB/s ours)\n", sizes[i], v[0] / 1e6, v[1] / 1e6,
+                   HAVE_BOOST ? v[2] / 1e6 : NAN, ratio(v[0], v[1]), v[0] * sizes[i] / 1e6);
+        }
+    }
+
+    /* Ring sizes, 512-byte messages. */
+    const uint32_t rings[] = {1u << 16, 1u << 18, 1u << 20, 1u << 22};
+    double by_ring[4] = {0};
+    printf("\nring sizes, 1 -> 1 %s, 512-byte messages (M messages/s)\n", can_pin ? "pinned" : "not pinned");
+    printf("  %-8s %16s %16s %8s\n", "ring", impl_label[IMPL_MSG], impl_label[IMPL_REF], "ratio");
+    for (int i = 0; i < 4; i++) {
+        double v[2];
+        measure(one_to_one, 2, 1, 1, 512, rings[i], can_pin, v);
+        by_ring[i] = v[0];
+        printf("  %5u KiB %15.3f %16.3f %7.2fx\n", rings[i] / 1024, v[0] / 1e6, v[1] / 1e6, ratio(v[0], v[1]));
+    }
+
+    /* Legacy raw calls against the message calls, large records. */
+    const uint32_t big[] = {512, 4096, 65536};
+    double legacy_ratio_4k = NAN;
+    printf("\nlegacy write/read of fixed records vs put_msg/get_msg, 1 -> 1 %s, ring 1 MiB (M messages/s)\n",
+           can_pin ? "pinned" : "not pinned");
+    printf("  %-8s %16s %18s %8s\n", "size", impl_label[IMPL_MSG], impl_label[IMPL_LEGACY], "legacy/msg");
+    for (int i = 0; i < 3; i++) {
+        impl_t both[2] = {IMPL_MSG, IMPL_LEGACY};
+        double v[2];
+        measure(both, 2, 1, 1, big[i], ring, can_pin, v);
+        if (big[i] == 4096) legacy_ratio_4k = ratio(v[1], v[0]);
+        printf("  %5u B  %16.3f %18.3f %9.2fx\n", big[i], v[0] / 1e6, v[1] / 1e6, ratio(v[1], v[0]));
+    }
+
+    /* Many producers and consumers, 64-byte messages, not pinned. */
+    double mpmc_msg = 0, mpmc_boost = 0;
+    const int shapes[2][2] = {{4, 4}, {8, 1}};
+    printf("\nmany processes, 64-byte messages, not pinned, ring 1 MiB (M messages/s)\n");
+    printf("  %-8s %16s %18s %12s\n", "shape", impl_label[IMPL_MSG], impl_label[IMPL_LEGACY], impl_label[IMPL_BOOST]);
+    for (int i = 0; i < 2; i++) {
+        impl_t many[3] = {IMPL_MSG, IMPL_LEGACY, IMPL_BOOST};
+        double v[3] = {0, 0, 0};
+        measure(many, HAVE_BOOST ? 3 : 2, shapes[i][0], shapes[i][1], 64, ring, 0, v);
+        if (i == 0) mpmc_msg = v[0], mpmc_boost = v[2];
+        printf("  %d -> %d   %16.3f %18.3f %12.3f\n", shapes[i][0], shapes[i][1], v[0] / 1e6, v[1] / 1e6,
+               HAVE_BOOST ? v[2] / 1e6 : NAN);
+    }
+
+    /* Blocking round trip. */
+    double rt_med, rt_p99, rtp_med = NAN, rtp_p99 = NAN;
+    int rounds = (int)(50000 * scale) + 100;
+    round_trip(rounds, 0, &rt_med, &rt_p99);
+    if (can_pin) round_trip(rounds, 1, &rtp_med, &rtp_p99);
+    printf("\nround trip put->get->put->get, blocking put_msg/get_msg, 32 bytes (us)\n");
+    printf("  not pinned: median %.2f, p99 %.2f\n", rt_med, rt_p99);
+    if (can_pin) printf("  pinned:     median %.2f, p99 %.2f\n", rtp_med, rtp_p99);
+
+    printf("\ntargets (issue 11 and DESIGN.md; medians of this run)\n");
+    target_row("in-process put+get 64 B, ours / legacy write+read", ratio(inproc_msg64, inproc_legacy64), "x", "<=",
+               1.5, 0);
+    target_row("pinned 1->1 64 B, ours / reference ring", ratio(pinned_msg[1], pinned_ref[1]), "x", ">=", 0.7, 1);
+    target_row("pinned 1->1 512 B, ours / reference ring", ratio(pinned_msg[2], pinned_ref[2]), "x", ">=", 0.9, 1);
+    target_row("4->4 64 B, ours / Boost message_queue", HAVE_BOOST ? ratio(mpmc_msg, mpmc_boost) : NAN, "x", ">=",
+               1.0, 1);
+    target_row("legacy write/read 4 KiB records / put_msg+get_msg", legacy_ratio_4k, "x", ">=", 0.9, 1);
+    target_row("1->1 512 B, 64 KiB ring / 4 MiB ring", ratio(by_ring[0], by_ring[3]), "x", ">=", 0.7, 1);
+    target_row("blocking round trip p50, pinned (us)", rtp_med, "", "<=", 1.0, 0);
+    target_row("1->1 512 B not pinned, put_msg/get_msg (M/s)", unpinned_msg512 / 1e6, "", ">=", 4.0, 1);
+    target_row("4->4 64 B not pinned, put_msg/get_msg (M/s)", mpmc_msg / 1e6, "", ">=", 2.0, 1);
     return 0;
 }

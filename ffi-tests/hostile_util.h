@@ -24,7 +24,14 @@
 #define HDR_TAIL_OFF 24
 #define HDR_NAME_OFF 88
 #define DATA_OFF 200
-#define EXT_SIZE 384
+#define EXT_SIZE 640
+/* In the extension block of a version-2 object (which starts at
+ * EXT_OFF(buffer_size)): the authoritative tail and head, each alone on its
+ * cache line (and a line of padding after each); the header's head/tail
+ * there are a mirror. */
+#define EXT_OFF(bs) ((200u + (bs) + 63u) & ~63u)
+#define EXT_TAIL_OFF 384
+#define EXT_HEAD_OFF 512
 
 /* Exact object size of a version-2 queue with this data area. */
 static inline uint64_t v2_object_size(uint64_t buffer_size) {

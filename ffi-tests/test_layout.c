@@ -172,9 +172,12 @@ static void check_mapped_header(void) {
     CHECK(st.st_size >= 200 + 4096);
     CHECK(S_ISREG(st.st_mode));
 
-    /* head/tail at 16/24 are the authoritative byte counters and the bytes
-     * sit at data[tail & (size-1)]: what a legacy reader of the mapping sees
-     * after a write and a read through the library. */
+    /* head/tail at 16/24 hold the byte counters and the bytes sit at
+     * data[tail & (size-1)]: what a legacy reader of the mapping sees after
+     * a write and a read through the library. (On this version-2 object the
+     * authoritative counters live in the extension block, each on its side's
+     * own cache line, and every legacy call and every status call brings
+     * these header fields up to date: DESIGN.md, "Compatibility".) */
     const char msg[] = "0123456789";
     CHECK_EQ(ring_buffer_write(rb, msg, 10), 10);
     CHECK_EQ(rb->tail, 10);
@@ -201,7 +204,11 @@ static void check_mapped_header(void) {
     const unsigned char *d = (const unsigned char *)rb->data;
     CHECK(d[at] == 3 && d[at + 1] == 0 && d[at + 2] == 0 && d[at + 3] == 0);
     CHECK(memcmp(d + at + 4, "abc", 3) == 0);
+    /* The message calls leave the header alone (producers and consumers then
+     * share no line of it); the next status call mirrors the new tail. */
+    CHECK_EQ(ring_buffer_available_read(rb), at + 7 - rb->head);
     CHECK_EQ(rb->tail, at + 7);
+    CHECK_EQ(rb->total_bytes_written, at + 7);
 
     /* get_ref increments the shared ref_count, visible in the header. */
     ring_buffer_ref_t *ref = ring_buffer_get_ref(rb);

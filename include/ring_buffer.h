@@ -178,8 +178,14 @@ typedef enum ring_buffer_status_t {
  * legacy `ring_buffer_t`. Handles returned by this library point here.
  *
  * `head` and `tail` count bytes ever read and written; the read position is
- * `head & (buffer_size - 1)`. They are the authoritative counters for legacy
- * and new calls alike.
+ * `head & (buffer_size - 1)`. On a legacy (version 1) object they are the
+ * authoritative counters. On a version-2 object the authoritative ones live
+ * in the extension block after the data area, each on its side's own cache
+ * line, and these two (with the byte totals) are a mirror that every legacy
+ * call and every status or statistics call brings up to date: a program
+ * that reads the fields after such a call sees what the legacy library
+ * would have shown it. The message calls leave the mirror alone, so that
+ * producers and consumers share no line of the header.
  */
 typedef struct ring_buffer_t {
   /**
@@ -195,11 +201,11 @@ typedef struct ring_buffer_t {
    */
   uint32_t buffer_size;
   /**
-   * Total bytes ever consumed.
+   * Total bytes ever consumed (a mirror on version-2 objects, see above).
    */
   uint64_t head;
   /**
-   * Total bytes ever published.
+   * Total bytes ever published (a mirror on version-2 objects).
    */
   uint64_t tail;
   /**
@@ -234,8 +240,8 @@ typedef struct ring_buffer_t {
   /**
    * Bytes written since creation or the last `ring_buffer_reset_stats`.
    * In objects this library creates, the value is derived from `tail` and
-   * stored here by `ring_buffer_get_stats`/`_ex` (one shared counter less
-   * for every operation to bounce between cores); read it through them.
+   * stored here by every legacy and status call (one shared counter less
+   * for the message calls to bounce between cores).
    */
   uint64_t total_bytes_written;
   /**
@@ -400,11 +406,13 @@ typedef struct ring_buffer_info_t {
    */
   pid_t creator_pid;
   /**
-   * `head` in the header (bytes ever consumed).
+   * Bytes ever consumed: `head` in the header of a version-1 object, in
+   * the extension block of a version-2 one (where the header holds a
+   * mirror updated by the legacy and status calls).
    */
   uint64_t head;
   /**
-   * `tail` in the header (bytes ever published).
+   * Bytes ever published (`tail`), from the same place.
    */
   uint64_t tail;
   /**

@@ -184,6 +184,9 @@ unsafe impl Incoming for Sink {
         self.used += len as usize;
         Some(dst)
     }
+    fn max_count(&self) -> usize {
+        self.max
+    }
 }
 
 struct Batch(Vec<Vec<u8>>);

@@ -6,14 +6,15 @@
 //! kernel's lock table.
 
 use std::fs::File;
+use std::mem::offset_of;
 use std::os::fd::AsRawFd;
 use std::os::raw::c_int;
 use std::os::unix::fs::FileExt;
 
 use crate::error::{Error, RbStatus, Result};
 use crate::layout::{
-    object_size, RING_BUFFER_HEADER_SIZE, RING_BUFFER_MAGIC, RING_BUFFER_MAX_SIZE,
-    RING_BUFFER_MIN_SIZE,
+    extension_offset, object_size, Extension, RING_BUFFER_HEADER_SIZE, RING_BUFFER_MAGIC,
+    RING_BUFFER_MAX_SIZE, RING_BUFFER_MIN_SIZE, RING_BUFFER_VERSION,
 };
 use crate::name::QueueName;
 use crate::object::{fstat, lock_holders, lstat, open_path, FileId};
@@ -44,9 +45,11 @@ pub struct RingBufferInfo {
     pub buffer_size: u32,
     /// Process that created the object, from the header.
     pub creator_pid: libc::pid_t,
-    /// `head` in the header (bytes ever consumed).
+    /// Bytes ever consumed: `head` in the header of a version-1 object, in
+    /// the extension block of a version-2 one (where the header holds a
+    /// mirror updated by the legacy and status calls).
     pub head: u64,
-    /// `tail` in the header (bytes ever published).
+    /// Bytes ever published (`tail`), from the same place.
     pub tail: u64,
     /// Processes that have the queue open (their `flock`s), this one included
     /// if it has.
@@ -119,6 +122,22 @@ fn read_header(file: &File, st: &libc::stat, info: &mut RingBufferInfo) {
         && (RING_BUFFER_MIN_SIZE..=RING_BUFFER_MAX_SIZE).contains(&info.buffer_size);
     if valid_size && object_size(info.version, info.buffer_size) == Some(st.st_size as u64) {
         info.header_status = RbStatus::RB_OK as c_int;
+        if info.version == RING_BUFFER_VERSION {
+            // The authoritative positions, on their own lines of the block.
+            let ext = extension_offset(info.buffer_size);
+            let at = |offset: usize| {
+                let mut word = [0u8; 8];
+                file.read_exact_at(&mut word, ext + offset as u64)
+                    .map(|()| u64::from_ne_bytes(word))
+            };
+            match (
+                at(offset_of!(Extension, head)),
+                at(offset_of!(Extension, tail)),
+            ) {
+                (Ok(head), Ok(tail)) => (info.head, info.tail) = (head, tail),
+                (Err(e), _) | (_, Err(e)) => info.header_status = Error::from(e).code(),
+            }
+        }
     }
 }
 

@@ -62,8 +62,14 @@ pub const RING_BUFFER_FRAME_PREFIX: u32 = 4;
 /// legacy `ring_buffer_t`. Handles returned by this library point here.
 ///
 /// `head` and `tail` count bytes ever read and written; the read position is
-/// `head & (buffer_size - 1)`. They are the authoritative counters for legacy
-/// and new calls alike.
+/// `head & (buffer_size - 1)`. On a legacy (version 1) object they are the
+/// authoritative counters. On a version-2 object the authoritative ones live
+/// in the extension block after the data area, each on its side's own cache
+/// line, and these two (with the byte totals) are a mirror that every legacy
+/// call and every status or statistics call brings up to date: a program
+/// that reads the fields after such a call sees what the legacy library
+/// would have shown it. The message calls leave the mirror alone, so that
+/// producers and consumers share no line of the header.
 #[repr(C)]
 pub struct RingBuffer {
     /// [`RING_BUFFER_MAGIC`].
@@ -72,9 +78,9 @@ pub struct RingBuffer {
     pub version: u32,
     /// Size of the data area, a power of two, at least 1024.
     pub buffer_size: u32,
-    /// Total bytes ever consumed.
+    /// Total bytes ever consumed (a mirror on version-2 objects, see above).
     pub head: u64,
-    /// Total bytes ever published.
+    /// Total bytes ever published (a mirror on version-2 objects).
     pub tail: u64,
     /// Readers currently inside a legacy read call.
     pub readers: u32,
@@ -93,8 +99,8 @@ pub struct RingBuffer {
     pub creator_pid: libc::pid_t,
     /// Bytes written since creation or the last `ring_buffer_reset_stats`.
     /// In objects this library creates, the value is derived from `tail` and
-    /// stored here by `ring_buffer_get_stats`/`_ex` (one shared counter less
-    /// for every operation to bounce between cores); read it through them.
+    /// stored here by every legacy and status call (one shared counter less
+    /// for the message calls to bounce between cores).
     pub total_bytes_written: u64,
     /// Bytes read since creation or the last `ring_buffer_reset_stats`
     /// (derived from `head` likewise).
@@ -238,8 +244,11 @@ const_assert_eq!(offset_of!(RingBufferStatsEx, utilization), 40);
 const_assert_eq!(offset_of!(RingBufferStatsEx, version), 48);
 const_assert_eq!(size_of::<RingBufferStatsEx>(), 144);
 
-/// `"SAGEXT02"`: first word of the extension block of a version-2 object.
-pub(crate) const EXTENSION_MAGIC: u64 = 0x5341_4745_5854_3032;
+/// `"SAGEXT03"`: first word of the extension block of a version-2 object.
+/// `"SAGEXT02"` (0x...3032) was the 1.0 block, whose positions lived in the
+/// legacy header: such an object is refused as incompatible (its real size
+/// differs too, so `open` refuses it before mapping), never misread.
+pub(crate) const EXTENSION_MAGIC: u64 = 0x5341_4745_5854_3033;
 
 /// Where the extension block of a version-2 object with this data-area size
 /// starts: after the data area, rounded up to a cache line so that the
@@ -261,6 +270,21 @@ pub(crate) const fn object_size(version: u32, buffer_size: u32) -> Option<u64> {
 /// The extension block of a version-2 object. Every field is an atomic or an
 /// `UnsafeCell`, so a shared reference to it is sound although other
 /// processes write it concurrently.
+///
+/// Cache lines, and who touches them per message while the queue streams:
+///
+/// | line | written by | read by the other side |
+/// |---|---|---|
+/// | `identity` | creation, statistics resets, `task_done` | read-only in the hot path |
+/// | `signals` | sleepers and their wakers only | the wake check, a plain load |
+/// | `writer` (2 lines) | the writer-lock holder | no (stats callers only) |
+/// | `reader` (2 lines) | the reader-lock holder | no (stats callers only) |
+/// | `tail` (and a line of padding) | the writer-lock holder, once per publication | when the consumers' cached `tail` says "empty" |
+/// | `head` (and a line of padding) | the reader-lock holder, once per publication | when the producers' cached `head` says "full" |
+///
+/// So a message moves between the cores the lines of its bytes and one
+/// position line, and the other position line only once per ring's worth
+/// of traffic, as in a lock-free single-producer single-consumer ring.
 #[repr(C, align(64))]
 #[cfg_attr(loom, derive(Default))]
 pub(crate) struct Extension {
@@ -270,6 +294,28 @@ pub(crate) struct Extension {
     pub writer: Side,
     /// State owned by whoever holds the reader lock.
     pub reader: Side,
+    /// Total bytes ever published: the authoritative `tail`.
+    pub tail: Position,
+    /// Total bytes ever consumed: the authoritative `head`.
+    pub head: Position,
+}
+
+/// One side's published position, alone on its cache line: stored (Release)
+/// only by that side's lock holder after the bytes are copied, loaded
+/// (Acquire) by the other side when its cached copy is exhausted.
+///
+/// Followed by a line of padding: x86 cores fetch lines in aligned pairs
+/// (the adjacent-line prefetcher), so `tail` and `head` in one 128-byte pair
+/// would still move between the cores together (crossbeam's `CachePadded`
+/// pads to 128 bytes on x86_64 for the same reason). No code reads the
+/// padding; it is an `UnsafeCell` because other processes may write it.
+#[repr(C, align(64))]
+pub(crate) struct Position {
+    /// std's atomic even under `--cfg loom`: `crate::ring::Ring` reaches the
+    /// legacy header's counters and these through one type, and the loom
+    /// models keep loom words of their own for the positions.
+    pub pos: std::sync::atomic::AtomicU64,
+    _pad: UnsafeCell<[u8; 120]>,
 }
 
 /// [`Identity::flags`] bit, set (for good) by the first legacy raw write that
@@ -365,6 +411,23 @@ pub(crate) struct Side {
     pub recoveries: AtomicU64,
     /// Writer only: most bytes ever queued at once.
     pub high_water: AtomicU64,
+    /// The other side's position as this side last read it (`head` for the
+    /// writer, `tail` for the reader): a lower bound of the real one, which
+    /// only grows. Room (messages) up to it needs no look at the other
+    /// side's line; only when it says full (empty) is the real position
+    /// loaded and this copy refreshed. Written only by the lock holder.
+    pub peer: AtomicU64,
+}
+
+/// Model-checking builds only: a position at 0, for loom's models.
+#[cfg(loom)]
+impl Default for Position {
+    fn default() -> Position {
+        Position {
+            pos: Default::default(),
+            _pad: UnsafeCell::new([0; 120]),
+        }
+    }
 }
 
 /// Model-checking builds only: a fresh side for loom's models (the mutex
@@ -385,6 +448,7 @@ impl Default for Side {
             waits: AtomicU64::default(),
             recoveries: AtomicU64::default(),
             high_water: AtomicU64::default(),
+            peer: AtomicU64::default(),
         }
     }
 }
@@ -395,4 +459,11 @@ const_assert_eq!(size_of::<Side>(), 128);
 const_assert_eq!(offset_of!(Extension, signals), 64);
 const_assert_eq!(offset_of!(Extension, writer), 128);
 const_assert_eq!(offset_of!(Extension, reader), 256);
-const_assert_eq!(size_of::<Extension>(), 384);
+const_assert_eq!(size_of::<Position>(), 128);
+const_assert_eq!(offset_of!(Side, lock), 0);
+const_assert_eq!(offset_of!(Side, own), 40);
+const_assert_eq!(offset_of!(Side, messages), 48);
+const_assert_eq!(offset_of!(Side, peer), 112);
+const_assert_eq!(offset_of!(Extension, tail), 384);
+const_assert_eq!(offset_of!(Extension, head), 512);
+const_assert_eq!(size_of::<Extension>(), 640);

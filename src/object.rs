@@ -287,6 +287,10 @@ impl Mapping {
         };
         mapping.view().validate_extension()?;
         mapping.view().header.process_count().fetch_add(1, Relaxed);
+        // A program that opened the queue reads the legacy header's counters
+        // as of now (a version-2 object keeps them as a mirror).
+        // (A corrupt queue is reported by the first call that uses it.)
+        let _ = mapping.view().sync_legacy_header();
         Ok(mapping)
     }
 

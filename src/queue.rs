@@ -559,6 +559,9 @@ unsafe impl Incoming for IntoSlice<'_> {
             self.buf.as_mut_ptr()
         })
     }
+    fn max_count(&self) -> usize {
+        1
+    }
 }
 
 /// One message into a vector sized for it.
@@ -571,6 +574,9 @@ unsafe impl Incoming for IntoVec<'_> {
             self.0.resize(len as usize, 0);
             self.0.as_mut_ptr()
         })
+    }
+    fn max_count(&self) -> usize {
+        1
     }
 }
 
@@ -588,5 +594,8 @@ unsafe impl Incoming for IntoVecs {
             self.out.push(vec![0; len as usize]);
             self.out[index].as_mut_ptr()
         })
+    }
+    fn max_count(&self) -> usize {
+        self.max
     }
 }

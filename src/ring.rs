@@ -1,5 +1,6 @@
 //! The data area: a power-of-two array of bytes addressed by the ever-growing
-//! byte counters `head` and `tail` of the header. Every index is masked, so no
+//! byte counters `head` and `tail` (the header's on a legacy object, the
+//! extension block's position lines on a version-2 one). Every index is masked, so no
 //! value read from shared memory can make an access leave the data area.
 
 use std::ptr;

@@ -108,8 +108,6 @@ impl<'a> View<'a> {
         // SAFETY: the data area follows the 200-byte header and is
         // `buffer_size` long (contract above).
         let data = unsafe { base.add(RING_BUFFER_HEADER_SIZE as usize) };
-        // SAFETY: as above; the counters live in the mapped header.
-        let ring = unsafe { Ring::new(data, buffer_size, header.head(), header.tail()) };
         let ext = (version == RING_BUFFER_VERSION).then(|| {
             // SAFETY: a version-2 object holds the block at this 64-aligned
             // offset (contract above); all its fields are atomics or
@@ -117,6 +115,15 @@ impl<'a> View<'a> {
             // writes by other processes.
             unsafe { &*(base.add(extension_offset(buffer_size) as usize) as *const Extension) }
         });
+        // The authoritative counters: the extension block's position lines
+        // on a version-2 object (the header's are a mirror there, see
+        // `RingBuffer`), the header's on a legacy one.
+        let (head, tail) = match ext {
+            Some(e) => (&e.head.pos, &e.tail.pos),
+            None => (header.head(), header.tail()),
+        };
+        // SAFETY: as above; the counters live in the mapping.
+        let ring = unsafe { Ring::new(data, buffer_size, head, tail) };
         View {
             header,
             ring,

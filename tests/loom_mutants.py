@@ -41,15 +41,15 @@ MUTANTS = [
     (
         "sleeper's fence(SeqCst) between the flag and the re-check removed",
         "src/ops/wait.rs",
-        "may use plain Acquire loads).\n    fence(SeqCst);",
-        "may use plain Acquire loads).",
+        "cached copies), with plain Acquire.\n    fence(SeqCst);",
+        "cached copies), with plain Acquire.",
         [DATA, SPACE, BOTH, TWO],
     ),
     (
         "waker's fence(SeqCst) between its publication and the flag removed",
         "src/ops/wait.rs",
-        "free of writes.\n    fence(SeqCst);",
-        "free of writes.",
+        "the shared `signals` line.\n    fence(SeqCst);",
+        "the shared `signals` line.",
         [DATA, SPACE, BOTH, TWO],
     ),
     (

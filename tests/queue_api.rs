@@ -348,9 +348,13 @@ fn stats_report_a_corrupt_tail_instead_of_clamping_it() {
         .write(true)
         .open(format!("/dev/shm/sage_ringbuf_{}", c.0))
         .unwrap();
-    // `tail` lives at offset 16 + 8 of the header.
+    // The authoritative `tail` of a version-2 object lives on its own line
+    // of the extension block (which starts at the first 64-byte boundary
+    // after the data area), 384 bytes in; the header's (offset 24) is a
+    // mirror.
+    let tail_at = ((200 + 4096 + 63) & !63) + 384;
     object
-        .write_at(&1_000_000_000u64.to_le_bytes(), 24)
+        .write_at(&1_000_000_000u64.to_le_bytes(), tail_at)
         .unwrap();
     assert_eq!(q.stats().unwrap_err(), Error::Corrupt);
     assert_eq!(q.try_recv().unwrap_err(), Error::Corrupt);

@@ -19,8 +19,8 @@ same message count:
   probe on the work queue, a worker forwards it, the sink sends it back to
   the main process (three hops); median and p99 over many probes.
 
-A last stage passes numpy arrays far larger than the ring (1 MiB float32
-arrays through a SageQueue with default arguments, a 64 KiB ring) from one
+A last stage passes numpy arrays larger than the ring (4 MiB float32
+arrays through a SageQueue with default arguments, a 1 MiB ring) from one
 process to another, next to multiprocessing.Queue: items/s, whether every
 array arrived intact, and how many arrived without a copy (backed by their
 mapped side object).
@@ -127,7 +127,7 @@ def sink_stage(sink: Any, replies: Any, workers: int, progress: Any, total: int)
 
 # ---------------------------------------------------------------- arrays larger than the ring
 
-ARRAY_SHAPE = (512, 512)  # float32: 1 MiB, 16 times the default ring
+ARRAY_SHAPE = (1024, 1024)  # float32: 4 MiB, 4 times the default ring
 
 
 def array_producer(q: Any, count: int) -> None:
@@ -305,7 +305,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--probes", type=int, default=2_000, help="round trips measured per pipeline")
     parser.add_argument("--ring-bytes", type=int, default=1 << 20, help="SageQueue ring size")
-    parser.add_argument("--arrays", type=int, default=300, help="1 MiB numpy arrays in the last stage")
+    parser.add_argument("--arrays", type=int, default=200, help="4 MiB numpy arrays in the last stage")
     args = parser.parse_args(argv)
     run_id = f"{os.getpid()}"
 
@@ -319,7 +319,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for backend in (sage_backend(run_id, args.ring_bytes), mp_backend()):
             print(f"\n{backend.label}:")
             results[backend.label] = run_pipeline(backend, args.messages, args.producers, args.workers, args.probes)
-        print("\narrays larger than the ring (SageQueue with default arguments: a 64 KiB ring):")
+        print("\narrays larger than the ring (SageQueue with default arguments: a 1 MiB ring):")
         arrays = {b.label: run_arrays(b, args.arrays) for b in (sage_backend(run_id, 0), mp_backend())}
     except KeyboardInterrupt:
         print("\ninterrupted: stopped every process and removed the queues", file=sys.stderr)
@@ -342,7 +342,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ratio = sage_arrays["rate"] / mp_arrays["rate"] if mp_arrays["rate"] else 0.0
     check = "intact" if not (sage_arrays["problems"] or mp_arrays["problems"]) else "; ".join(
         sage_arrays["problems"] + mp_arrays["problems"])
-    print(f"\n1 MiB numpy arrays: SageQueue {sage_arrays['rate']:,.0f}/s ({ratio:.1f}x mp.Queue, "
+    print(f"\n4 MiB numpy arrays: SageQueue {sage_arrays['rate']:,.0f}/s ({ratio:.1f}x mp.Queue, "
           f"{sage_arrays['mapped']:,} without a copy), mp.Queue {mp_arrays['rate']:,.0f}/s: {check}")
     failed = any(r["problems"] for r in results.values()) or check != "intact"
     return 1 if failed else 0

@@ -13,7 +13,17 @@ unpickles it with views of that mapping as the buffers: no copy, and the
 arrays own the mapping (it lives as long as they do, whatever happens to
 the queue). An item small enough to travel inside the ring is copied out of
 the thread's receive buffer (which the next get reuses) into memory of its
-own."""
+own.
+
+Large ``bytes`` inside an item are not copied by the producer either:
+``dumps_large`` pickles into a sink that keeps the pickler's chunks as they
+are, and the pickler hands each bytes payload of 64 KiB or more over as
+the object itself (a str's UTF-8, a bytearray's copy, made once);
+the message is those chunks, written once into shared memory by
+``put_msgv``. A ``bytes`` object owns its memory, so the consumer's
+``pickle.loads`` makes the one copy that builds it (from the mapping, for
+an item that went out of line); numpy arrays and PickleBuffers are used in
+place as above."""
 
 from __future__ import annotations
 
@@ -23,7 +33,7 @@ import os
 import pickle
 import struct
 from ctypes import POINTER, c_char_p, c_int, c_ssize_t, c_void_p
-from typing import Any, List, Sequence
+from typing import Any, Callable, List, Sequence
 
 #: First bytes of an out-of-band message; 0xff is no pickle opcode, so
 #: pickle.loads fails on it at once (the hot path tries pickle first).
@@ -31,6 +41,15 @@ MAGIC = b"\xffSQ5"
 ALIGN = 64
 _HEAD = struct.Struct("<4sIQ")
 _PADDING = bytes(ALIGN)
+PROTOCOL = pickle.HIGHEST_PROTOCOL
+#: Items (str, bytes, bytearray) of this many bytes or more, and items
+#: after a pickle this large, are pickled by ``dumps_large``. Below it
+#: ``pickle.dumps`` costs less than making pieces (~5 us); above it, its
+#: output buffer moves to fresh mmap'd memory and costs ~0.8 ms per MiB
+#: (measured here, CPython 3.11: 1.6 us at 64 KiB, 4.9 us at 192 KiB, 245 us
+#: at 224 KiB). In ``dumps_large`` the pickler hands over every payload of
+#: 64 KiB or more (its frame size target) as it is.
+LARGE = 192 << 10
 
 
 class _PyBuffer(ctypes.Structure):
@@ -61,46 +80,63 @@ _PYBUF_SIMPLE = 0
 
 
 class Pieces:
-    """The pieces of one out-of-band message and their addresses, holding
-    the buffers (``Py_buffer`` exports) until ``release``."""
+    """The pieces of one message and their addresses, holding the objects
+    they point into (``Py_buffer`` exports) until ``release``: the pickle
+    (one or more chunks: see ``dumps_large``), and after it, if the pickler
+    gave out-of-band buffers, each buffer (then the message starts with the
+    header that says where they are)."""
 
-    __slots__ = ("nbytes", "addresses", "lengths", "_held", "_exports")
+    __slots__ = ("nbytes", "inband", "addresses", "lengths", "_held", "_exports")
 
-    def __init__(self, data: bytes, buffers: Sequence[pickle.PickleBuffer]) -> None:
+    def __init__(self, chunks: Sequence[bytes], buffers: Sequence[pickle.PickleBuffer]) -> None:
         raws = [b.raw() for b in buffers]  # contiguous bytes ('B') views
-        sizes = [r.nbytes for r in raws]
-        header = _HEAD.pack(MAGIC, len(raws), len(data)) + struct.pack(f"<{len(raws)}Q", *sizes)
-        held: List[bytes] = [header, data]
+        held: List[bytes] = []
         exports: List[_PyBuffer] = []
         addresses: List[int] = []
         lengths: List[int] = []
 
-        def add_bytes(b: bytes) -> None:
-            held.append(b)
-            addresses.append(ctypes.cast(c_char_p(b), c_void_p).value or 0)
-            lengths.append(len(b))
-
-        add_bytes(header)
-        add_bytes(data)
-        at = len(header) + len(data)
-        for raw in raws:
-            pad = -at % ALIGN
-            if pad:
-                add_bytes(_PADDING[:pad])
-                at += pad
-            if raw.nbytes:
+        def add(b: Any, size: int) -> None:
+            if type(b) is bytes:
+                held.append(b)
+                addresses.append(ctypes.cast(c_char_p(b), c_void_p).value or 0)
+            else:
                 view = _PyBuffer()
-                if _get_buffer(raw, ctypes.byref(view), _PYBUF_SIMPLE) != 0:
+                if _get_buffer(b, ctypes.byref(view), _PYBUF_SIMPLE) != 0:
                     raise BufferError("cannot address an out-of-band buffer")
                 exports.append(view)
                 addresses.append(int(view.buf or 0))
-                lengths.append(raw.nbytes)
-                at += raw.nbytes
-        self.nbytes = at
-        self.addresses = addresses
-        self.lengths = lengths
+            lengths.append(size)
+
         self._held = held
         self._exports = exports
+        self.addresses = addresses
+        self.lengths = lengths
+        inband = sum(map(len, chunks))
+        at = 0
+        try:
+            if raws:
+                sizes = [r.nbytes for r in raws]
+                header = _HEAD.pack(MAGIC, len(raws), inband) + struct.pack(f"<{len(raws)}Q", *sizes)
+                add(header, len(header))
+                at = len(header)
+            for chunk in chunks:
+                if len(chunk):
+                    add(chunk, len(chunk))
+            at += inband
+            for raw in raws:
+                pad = -at % ALIGN
+                if pad:
+                    add(_PADDING[:pad], pad)
+                    at += pad
+                if raw.nbytes:
+                    add(raw, raw.nbytes)
+                    at += raw.nbytes
+        except BaseException:
+            self.release()
+            raise
+        #: Bytes of the message; of its pickle (without the buffers).
+        self.nbytes = at
+        self.inband = inband
 
     def __len__(self) -> int:
         """Bytes of the message."""
@@ -110,6 +146,40 @@ class Pieces:
         for view in self._exports:
             _release_buffer(ctypes.byref(view))
         self._exports = []
+
+
+def release_all(payloads: Sequence[Any]) -> None:
+    """Releases the ``Pieces`` among ``payloads`` (the buffers they hold)."""
+    for p in payloads:
+        if type(p) is Pieces:
+            p.release()
+
+
+class _Sink:
+    """A file for ``pickle.Pickler`` that keeps every chunk written to it as
+    it is (``write`` is a list's ``append``)."""
+
+    __slots__ = ("write",)
+
+    write: Callable[[bytes], None]
+
+
+def dumps_large(item: Any) -> Pieces:
+    """``item`` pickled for a message of pieces, without copying its large
+    parts: pickling into a file, the C pickler hands every ``bytes`` payload
+    of 64 KiB or more (a bytes object, as it is; the UTF-8 of a
+    str) to the file's ``write`` instead of copying it into its own growing
+    output, and out-of-band buffers (numpy arrays, PickleBuffer) go to
+    ``buffer_callback``. The message is those chunks back to back (put_msgv
+    writes each once into shared memory): a plain pickle, read with
+    ``pickle.loads``, or the out-of-band layout if there are buffers.
+    (``pickle.dumps`` of a 1 MiB bytes takes ~0.8 ms here, this ~1 us.)"""
+    chunks: List[bytes] = []
+    buffers: List[pickle.PickleBuffer] = []
+    sink = _Sink()
+    sink.write = chunks.append
+    pickle.Pickler(sink, PROTOCOL, buffer_callback=buffers.append).dump(item)
+    return Pieces(chunks, buffers)
 
 
 def loads(payload: memoryview, owned: bool) -> Any:

@@ -57,7 +57,6 @@ import asyncio
 import ctypes
 import itertools
 import os
-import pickle
 import threading
 from queue import Empty
 from typing import Any, AsyncIterator, Callable, Dict, Iterable, List, Optional, Tuple
@@ -303,18 +302,6 @@ def _expired(deadline: Optional[float]) -> bool:
     return deadline is not None and asyncio.get_running_loop().time() >= deadline
 
 
-def _serialise(q: Any, item: Any) -> bytes:
-    dumps = q._dumps
-    if dumps is None:
-        return pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
-    data = dumps(item)
-    if type(data) is bytes:
-        return data
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    raise TypeError(f"dumps needs to return bytes, bytearray or memoryview, not {type(data).__name__}")
-
-
 # ---------------------------------------------------------------- get
 
 
@@ -409,12 +396,32 @@ async def put_async(q: Any, item: Any, timeout: Optional[float] = None) -> None:
     ``shutdown()``. The put itself is one C call when the coroutine runs:
     if ``put_async`` returned, the whole item was put; if it raised
     (``CancelledError`` included), nothing was."""
-    data = _serialise(q, item)
+    data = q._payload(item)
+    try:
+        # Out-of-band buffers or large bytes (see _oob) come as pieces:
+        # written once, straight into shared memory, as put() writes them.
+        await _put_one(q, data, None if type(data) is bytes else _vectors(data), timeout)
+    finally:
+        _oob.release_all([data])
+
+
+def _vectors(pieces: _oob.Pieces) -> Tuple[Any, Any, int]:
+    """``ring_buffer_put_msgv``'s arrays (addresses, lengths, count)."""
+    n = len(pieces.addresses)
+    return (ctypes.c_void_p * n)(*pieces.addresses), (ctypes.c_uint32 * n)(*pieces.lengths), n
+
+
+async def _put_one(q: Any, data: Any, vectors: Optional[Tuple[Any, Any, int]], timeout: Optional[float]) -> None:
+    """Puts one message: ``data`` (bytes) by put_msg, or its pieces
+    (``vectors``) by put_msgv, awaiting room."""
     size = len(data)
     deadline = _deadline(timeout)
     spun = False
     while True:
-        rc = _lib.put_msg(q._handle, data, size, 0)
+        if vectors is None:
+            rc = _lib.put_msg(q._handle, data, size, 0)
+        else:
+            rc = _lib.put_msgv(q._handle, vectors[0], vectors[1], vectors[2], 0)
         if rc == RB_OK:
             return
         _check_put(q, rc, size, "put_async", deadline)
@@ -464,7 +471,16 @@ async def put_many_async(q: Any, items: Iterable[Any], timeout: Optional[float] 
     (``queue.Full`` at the timeout, ``CancelledError``, ``ShutDown``...),
     the exception's ``items_put`` says how many of the first items were put
     (the rest were not)."""
-    payloads = [_serialise(q, item) for item in items]
+    payloads: List[Any] = []
+    try:
+        for item in items:
+            payloads.append(q._payload(item))
+        return await _put_payloads(q, payloads, timeout)
+    finally:
+        _oob.release_all(payloads)
+
+
+async def _put_payloads(q: Any, payloads: List[Any], timeout: Optional[float]) -> int:
     count = len(payloads)
     if count == 0:
         return 0
@@ -472,19 +488,26 @@ async def put_many_async(q: Any, items: Iterable[Any], timeout: Optional[float] 
     if largest >= 1 << 32:  # lengths are 32-bit; larger than the ring goes out of line
         raise MessageTooLargeError(f"put_many_async on queue {q.name!r}: {q._too_large_text(largest)}")
     sizes = array.array("I", map(len, payloads))
+    # Pieces (out-of-band buffers, large bytes) go one put_msgv each.
+    inline = [type(p) is bytes for p in payloads]
     deadline = _deadline(timeout)
-    # Back to back, as put_many does: one bytes object and a uint32 array,
-    # walked by address (no copies).
-    joined = b"".join(payloads)
+    # The bytes back to back, as put_many does: one bytes object and a
+    # uint32 array, walked by address (no copies).
+    joined = b"".join(p for p, byte in zip(payloads, inline) if byte)
     base = ctypes.cast(ctypes.c_char_p(joined), ctypes.c_void_p).value or 0
     lens_base = sizes.buffer_info()[0]
-    offsets = [0, *itertools.accumulate(sizes)]
+    offsets = [0, *itertools.accumulate(size if byte else 0 for size, byte in zip(sizes, inline))]
     done = 0
     spun = False
     try:
         while done < count:
-            batch = _fitting(sizes, done, q.maxsize)
-            rc = _lib.put_packed(q._handle, base + offsets[done], lens_base + 4 * done, batch, 0)
+            if inline[done]:
+                batch = _fitting(sizes, inline, done, q.maxsize)
+                rc = _lib.put_packed(q._handle, base + offsets[done], lens_base + 4 * done, batch, 0)
+            else:
+                rc = _lib.put_msgv(q._handle, *_vectors(payloads[done]), 0)
+                if rc == RB_OK:
+                    rc = 1
             if rc > 0:
                 done += rc
                 continue
@@ -502,14 +525,15 @@ async def put_many_async(q: Any, items: Iterable[Any], timeout: Optional[float] 
     return count
 
 
-def _fitting(sizes: "array.array[int]", start: int, ring: int) -> int:
+def _fitting(sizes: "array.array[int]", inline: List[bool], start: int, ring: int) -> int:
     """How many payloads from ``start`` could fit in an empty ring of
-    ``ring`` bytes at best (at least one): a bigger batch could never go
-    in whole, and its byte total must stay below 4 GiB."""
+    ``ring`` bytes at best (at least one), stopping before pieces: a bigger
+    batch could never go in whole, and its byte total must stay below
+    4 GiB."""
     total = n = 0
-    for size in itertools.islice(sizes, start, None):
-        total += size + _lib.RING_BUFFER_FRAME_PREFIX
-        if n and total >= ring:
+    for at in range(start, len(sizes)):
+        total += sizes[at] + _lib.RING_BUFFER_FRAME_PREFIX
+        if n and (total >= ring or not inline[at]):
             break
         n += 1
     return n

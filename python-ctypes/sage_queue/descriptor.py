@@ -103,8 +103,8 @@ __all__ = [
 ]
 
 #: Ring size in bytes of ``shm``/``sage_queue`` descriptors when none is given:
-#: larger than SageQueue's own 64 KiB default because a pipeline stage
-#: streams better through a bigger ring (fewer producer waits).
+#: SageQueue's own default (``sage_queue.queue.DEFAULT_MAXSIZE``, which this
+#: module cannot import: it imports only ``errors``), 1 MiB.
 DEFAULT_SHM_MAXSIZE = 1 << 20
 
 #: Metadata keys whose values ``repr()`` hides (they grant access).

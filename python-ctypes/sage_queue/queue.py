@@ -94,8 +94,12 @@ __all__ = [
 
 #: Where POSIX shared-memory objects appear on Linux (the library says).
 SHM_DIR = _lib.OBJECT_DIR
-#: Ring size in bytes when ``maxsize`` is 0 (as the legacy wrapper).
-DEFAULT_MAXSIZE = 64 * 1024
+#: Ring size in bytes when ``maxsize`` is 0. The legacy wrapper made 64 KiB
+#: rings; 1 MiB (as SAGE's later wrapper, and the shm/sage_queue
+#: descriptors' DEFAULT_SHM_MAXSIZE) streams small items in batches faster
+#: between processes, and larger rings gain nothing measurable
+#: (examples/ring_size_cost.py; issue 14).
+DEFAULT_MAXSIZE = 1 << 20
 #: Longest single C wait, in seconds: bounds how long Ctrl-C can go unnoticed.
 WAIT_SLICE = 0.1
 #: Largest per-thread receive buffer allocated up front; rarer, larger
@@ -127,6 +131,13 @@ _put_msg = _lib.put_msg
 _get_msg = _lib.get_msg
 _get_msg_fd = _lib.get_msg_fd
 _Pieces = _oob.Pieces
+_dumps_large = _oob.dumps_large
+_LARGE = _oob.LARGE
+# Items the hot paths pickle at once: nothing out of band comes of them
+# (str, bytes and bytearray only when shorter than _LARGE: see
+# SageQueue._pieces).
+_PLAIN = frozenset({bytes, str, bytearray, int, float, bool, type(None)})
+_SIZED = frozenset({bytes, str, bytearray})
 _loads_any = _oob.loads_any
 _map = _oob.map_file
 _NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number"
@@ -282,7 +293,7 @@ class SageQueue:
 
     ``SageQueue(name, maxsize)`` opens the queue ``name`` or creates it with a
     ring of ``maxsize`` bytes (rounded up to a power of two, at least 1024;
-    0 means 64 KiB; ignored when the queue exists). Items are pickled
+    0 means ``DEFAULT_MAXSIZE``, 1 MiB; ignored when the queue exists). Items are pickled
     (``pickle.HIGHEST_PROTOCOL``) unless ``dumps``/``loads`` are given. Items
     of any size go through: one whose serialised form is larger than the
     ring (``max_message_size``) travels in a shared-memory object of its own
@@ -373,6 +384,9 @@ class SageQueue:
         # directly (a partial or wrapper would cost a call per item).
         self._dumps = dumps
         self._loads = loads
+        # Whether the last item pickled (not a number or short string) was
+        # large: see _pieces.
+        self._large = False
         try:
             stats = self._stats_ex()
         except BaseException:
@@ -512,13 +526,27 @@ class SageQueue:
         """
         dumps = self._dumps
         if dumps is None:
-            buffers: List[pickle.PickleBuffer] = []
-            data = _pickle_dumps(item, _PROTOCOL, buffer_callback=buffers.append)
-            if buffers:
-                # Out-of-band buffers (numpy arrays...): written once, straight
-                # into shared memory (see _oob).
-                self._put_pieces(_Pieces(data, buffers), block, timeout, "put")
+            kind = type(item)
+            if kind in _PLAIN:
+                if kind in _SIZED and len(item) >= _LARGE:
+                    self._put_pieces(self._pieces(item), block, timeout, "put")
+                    return
+                # Nothing out of band can come of these: no buffer_callback
+                # (its list and bound method cost ~0.1 us a put).
+                data = _pickle_dumps(item, _PROTOCOL)
+            elif self._large:
+                self._put_pieces(self._pieces(item), block, timeout, "put")
                 return
+            else:
+                buffers: List[pickle.PickleBuffer] = []
+                data = _pickle_dumps(item, _PROTOCOL, buffer_callback=buffers.append)
+                if len(data) >= _LARGE:
+                    self._large = True
+                if buffers:
+                    # Out-of-band buffers (numpy arrays...): written once,
+                    # straight into shared memory (see _oob).
+                    self._put_pieces(_Pieces([data], buffers), block, timeout, "put")
+                    return
         else:
             data = dumps(item)
             if type(data) is not bytes:
@@ -549,6 +577,38 @@ class SageQueue:
                 rc = _lib.put_msgv(self._handle, parts, lens, count, wait_ns)
         finally:
             pieces.release()
+
+    def _payload(self, item: Any) -> Union[bytes, _oob.Pieces]:
+        """The message ``put`` sends for ``item``: bytes, or ``Pieces`` (for
+        sage_queue.aio; put and put_many do the same inline)."""
+        dumps = self._dumps
+        if dumps is not None:
+            return _as_bytes(dumps(item), "dumps")
+        kind = type(item)
+        if kind in _PLAIN:
+            if kind in _SIZED and len(item) >= _LARGE:
+                return self._pieces(item)
+            return _pickle_dumps(item, _PROTOCOL)
+        if self._large:
+            return self._pieces(item)
+        buffers: List[pickle.PickleBuffer] = []
+        data = _pickle_dumps(item, _PROTOCOL, buffer_callback=buffers.append)
+        if len(data) >= _LARGE:
+            self._large = True
+        return _Pieces([data], buffers) if buffers else data
+
+    def _pieces(self, item: Any) -> _oob.Pieces:
+        """A large item (or one that may be) pickled into pieces by
+        ``_oob.dumps_large``, which copies none of its large bytes or str.
+        Whether an item that is not a number, str or bytes is large is
+        known only once it is pickled; the guess (``_large``) is the
+        previous such item's size (producers tend to send items of one
+        kind): one pickled as pieces costs ~1 us more than by
+        ``pickle.dumps`` when it turns out small, while ``pickle.dumps``
+        copies a large one into a growing buffer (~0.8 ms per MiB)."""
+        pieces = _dumps_large(item)
+        self._large = pieces.inband >= _LARGE
+        return pieces
 
     def put_nowait(self, item: Any) -> None:
         """``put(item, block=False)``."""
@@ -589,16 +649,31 @@ class SageQueue:
         payloads: List[Union[bytes, _oob.Pieces]]
         if dumps is None:
             payloads = []
+            add = payloads.append
+            # put's three paths (see put and _pieces), with one buffer
+            # list kept until an item uses it.
             buffers: List[pickle.PickleBuffer] = []
             collect = buffers.append
-            for item in items:
-                data = _pickle_dumps(item, _PROTOCOL, buffer_callback=collect)
-                if buffers:
-                    payloads.append(_Pieces(data, buffers))
-                    buffers = []
-                    collect = buffers.append
-                else:
-                    payloads.append(data)
+            try:
+                for item in items:
+                    kind = type(item)
+                    if kind in _PLAIN and (kind not in _SIZED or len(item) < _LARGE):
+                        add(_pickle_dumps(item, _PROTOCOL))
+                    elif self._large or kind in _PLAIN:
+                        add(self._pieces(item))
+                    else:
+                        data = _pickle_dumps(item, _PROTOCOL, buffer_callback=collect)
+                        if len(data) >= _LARGE:
+                            self._large = True
+                        if buffers:
+                            add(_Pieces([data], buffers))
+                            buffers = []
+                            collect = buffers.append
+                        else:
+                            add(data)
+            except BaseException:
+                _oob.release_all(payloads)
+                raise
         else:
             payloads = [_as_bytes(dumps(item), "dumps") for item in items]
         return self._put_packed(payloads, block, timeout, "put_many")
@@ -615,9 +690,7 @@ class SageQueue:
         try:
             return self._put_packed_held(payloads, block, timeout, what)
         finally:
-            for p in payloads:
-                if type(p) is _Pieces:
-                    p.release()
+            _oob.release_all(payloads)
 
     def _put_packed_held(
         self, payloads: "List[Union[bytes, _oob.Pieces]]", block: bool, timeout: Optional[float], what: str

@@ -10,15 +10,15 @@ from sage_queue import MessageTooLargeError, SageQueue
 
 
 def large_item(i: int) -> Any:
-    """Item ``i``: small ones, and ones far larger than a 64 KiB ring."""
+    """Item ``i``: small ones, and ones larger than the default 1 MiB ring."""
     kind = i % 4
     if kind == 0:
         return ("small", i)
     if kind == 1:
-        return {"i": i, "doc": f"{i}:" + "x" * (200_000 + i), "tags": list(range(i % 50))}
+        return {"i": i, "doc": f"{i}:" + "x" * (1_100_000 + i), "tags": list(range(i % 50))}
     if kind == 2:
-        return bytes([i % 251]) * (1 << 20) + i.to_bytes(4, "little")
-    return [bytes([i % 7]) * 70_000, i, "y" * 3000]
+        return bytes([i % 251]) * (3 << 20) + i.to_bytes(4, "little")
+    return [bytes([i % 7]) * 1_200_000, i, "y" * 3000]
 
 
 def produce(q: SageQueue, start: int, count: int, batch: int) -> None:

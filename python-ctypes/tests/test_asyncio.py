@@ -33,7 +33,9 @@ import time
 from queue import Empty, Full
 from typing import Any, Awaitable, Callable, List, Optional, Tuple
 
+import numpy as np
 import pytest
+from test_zero_copy import allocated_while, backed_by_mapping, same, side_objects
 
 from sage_queue import ClosedQueueError, SageQueue, ShutDown, aio
 
@@ -115,6 +117,47 @@ def test_large_items_and_custom_codecs(make_queue: Callable[..., SageQueue]) -> 
         assert raw.qsize() == 0
 
     run(main())
+
+
+def test_async_puts_send_buffers_out_of_band(make_queue: Callable[..., SageQueue]) -> None:
+    """put_async and put_many_async write numpy arrays and large bytes once
+    into shared memory, as put does (issue 14, item 2): arrays larger than
+    the ring arrive as views of the item's mapping, also when the put had
+    to wait for room; a large bytes object is not copied by the producer."""
+    q, small = make_queue(), make_queue(1024)
+    big = np.arange(1 << 19, dtype=np.float64)  # 4 MiB: larger than the 1 MiB ring
+    blob = bytes(range(256)) * (3 << 12)  # 3 MiB
+    mixed = {"a": big[:1000], "b": big, "blob": blob}
+
+    async def main() -> None:
+        await q.put_async(big)
+        got = await q.get_async(timeout=30)
+        assert backed_by_mapping(got) and np.array_equal(got, big)
+        assert await q.put_many_async([big, mixed, 7, "s", blob, big[:10]]) == 6
+        items = [await q.get_async(timeout=30) for _ in range(6)]
+        assert backed_by_mapping(items[0]) and backed_by_mapping(items[1]["b"])
+        assert same(items, [big, mixed, 7, "s", blob, big[:10]])
+        # Waiting for room in a ring that holds few descriptors.
+        received: List[Any] = []
+
+        def consume() -> None:
+            time.sleep(0.2)
+            received.extend(small.get(timeout=30) for _ in range(6))
+
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        await small.put_many_async([big, big, 1, big], timeout=30)
+        await small.put_async(big, timeout=30)
+        await small.put_async(blob, timeout=30)
+        await asyncio.to_thread(consumer.join, 30)
+        assert same(received, [big, big, 1, big, big, blob])
+        assert all(backed_by_mapping(r) for r in received if isinstance(r, np.ndarray))
+
+    run(main())
+    assert allocated_while(lambda: run(q.put_async(blob))) < 1 << 20
+    assert allocated_while(lambda: run(q.put_many_async([blob, blob]))) < 1 << 20
+    assert [q.get(timeout=30) for _ in range(3)] == [blob] * 3
+    assert side_objects(q) == side_objects(small) == []
 
 
 def test_timeouts_and_errors_match_the_blocking_calls(make_queue: Callable[..., SageQueue]) -> None:

@@ -34,7 +34,7 @@ def test_demo_runs_and_checks_itself() -> None:
     assert len(table) == 2 and all(" us " in line for line in table)
     # The stage of numpy arrays larger than the (default) ring: intact, and
     # received without a copy.
-    arrays = [line for line in out.splitlines() if line.startswith("1 MiB numpy arrays: SageQueue")]
+    arrays = [line for line in out.splitlines() if line.startswith("4 MiB numpy arrays: SageQueue")]
     assert len(arrays) == 1 and arrays[0].endswith(": intact"), out
     assert f"mp.Queue, {ARRAYS - 1:,} without a copy)" in arrays[0], arrays[0]
 

@@ -3,6 +3,7 @@ operation succeeds at once, and no per-call allocation of receive buffers."""
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from typing import Any, Callable, List, Tuple
 
@@ -72,3 +73,50 @@ def test_receive_buffer_is_per_thread_and_reused(make_queue: Callable[..., SageQ
     t.join(30)
     assert theirs and theirs[0] is not mine
     assert mine.cap == q.maxsize  # one message always fits: no retry needed
+
+
+def test_large_gets_allocate_no_buffer_per_item(
+    make_queue: Callable[..., SageQueue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Receiving 50 large items (issue 14, item 4): items in the ring larger
+    than the thread's buffer grow it once and it is kept; items that went
+    out of line arrive mapped, with no buffer; past MAX_KEPT_BUFFER an item
+    gets a buffer of its own and the thread's buffer stays within the
+    bound."""
+    made: List[int] = []
+    real = ctypes.create_string_buffer
+
+    def counting(init: Any, size: Any = None) -> Any:
+        made.append(init if isinstance(init, int) else len(init))
+        return real(init) if size is None else real(init, size)
+
+    monkeypatch.setattr(ctypes, "create_string_buffer", counting)
+    q = make_queue(4 << 20, buffer_size=64 << 10)
+    q.put("warm-up")
+    assert q.get() == "warm-up" and made == [64 << 10]
+    made.clear()
+    in_ring, out_of_line = b"r" * (300 << 10), b"o" * (6 << 20)
+    for i in range(50):
+        item = [in_ring, out_of_line][i % 2]
+        q.put(item)
+        assert q.get(timeout=10) == item
+        q.put_bytes(item)
+        assert q.get_bytes(timeout=10) == item
+        q.put_many([item, i])
+        got = q.get_many(2, timeout=10)
+        if len(got) == 1:  # a large item comes alone
+            got += q.get_many(2, timeout=10)
+        assert got == [item, i]
+    assert made == [512 << 10], "one growth (to the next power of two), kept for every later item"
+    rx = q._receiver()
+    assert rx.cap == 512 << 10
+    # Bounded: past MAX_KEPT_BUFFER each such item has a buffer of its own.
+    monkeypatch.setattr(queue_module, "MAX_KEPT_BUFFER", 256 << 10)
+    made.clear()
+    big = b"b" * (1 << 20)
+    fresh = make_queue(4 << 20, buffer_size=64 << 10)
+    for _ in range(3):
+        fresh.put_bytes(big)
+        assert fresh.get_bytes(timeout=10) == big
+    assert made[0] == 64 << 10 and made[1:] == [1 << 20] * 3
+    assert fresh._receiver().cap == 64 << 10

@@ -39,8 +39,8 @@ def shm_entries(q: SageQueue) -> List[str]:
 
 
 def test_default_queue_carries_items_of_any_size(make_queue: Callable[..., SageQueue]) -> None:
-    q = make_queue()  # default arguments: a 64 KiB ring
-    assert q.maxsize == 64 * 1024
+    q = make_queue()  # default arguments: a 1 MiB ring
+    assert q.maxsize == 1 << 20
     before = shm_entries(q)
     items = [_large_workers.large_item(i) for i in range(12)]
     for item in items:
@@ -154,7 +154,7 @@ def test_legacy_wrapper_get_waits_on_a_descriptor(make_queue: Callable[..., Sage
     a length of 2 GiB or more that never becomes readable: it keeps waiting,
     as on an empty queue, and consumes nothing; SageQueue then gets the item."""
     q = make_queue()
-    item = b"L" * 200_000
+    item = b"L" * 2_000_000  # larger than the default 1 MiB ring
     q.put_bytes(item)
     lib = load_legacy_lib()
     rb = lib.ring_buffer_open(q.name.encode())

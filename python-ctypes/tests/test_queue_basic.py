@@ -12,12 +12,14 @@ import pytest
 
 import sage_queue
 from sage_queue import (
+    DEFAULT_MAXSIZE,
     SageQueue,
     SageQueueRef,
     create_queue,
     destroy_queue,
     open_queue,
 )
+from sage_queue.descriptor import DEFAULT_SHM_MAXSIZE
 
 from conftest import SHM
 
@@ -33,7 +35,11 @@ def test_put_get_fifo_and_types(make_queue: Callable[..., SageQueue]) -> None:
 
 
 def test_default_size_and_rounding(make_queue: Callable[..., SageQueue]) -> None:
-    assert make_queue().maxsize == 64 * 1024
+    # 1 MiB (issue 14: a 64 KiB default was the slow path for batches of
+    # small items; examples/ring_size_cost.py measures it).
+    assert make_queue().maxsize == DEFAULT_MAXSIZE == 1 << 20
+    assert DEFAULT_SHM_MAXSIZE == DEFAULT_MAXSIZE  # shm/sage_queue descriptors: the same default
+    assert make_queue(0).maxsize == 1 << 20
     assert make_queue(1).maxsize == 1024
     assert make_queue(5000).maxsize == 8192
     q = make_queue(4096)

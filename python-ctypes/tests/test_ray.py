@@ -97,7 +97,7 @@ def test_sage_queue_and_ref_in_tasks_both_directions(make_queue: Callable[..., S
 
 
 def test_items_larger_than_the_ring_in_tasks(make_queue: Callable[..., SageQueue], workers: Any) -> None:
-    """Default arguments (a 64 KiB ring), items of up to 1 MiB, both
+    """Default arguments (a 1 MiB ring), items of up to 3 MiB, both
     directions; nothing left in /dev/shm."""
     import _large_workers
     import ray

@@ -17,12 +17,14 @@ import mmap
 import multiprocessing as mp
 import pickle
 import threading
+import tracemalloc
 from typing import Any, Callable, List
 
 import numpy as np
 import pytest
 
-from sage_queue import SageQueue, destroy_queue
+from sage_queue import DEFAULT_MAXSIZE, SageQueue, destroy_queue
+from sage_queue._oob import LARGE
 
 from conftest import SHM
 
@@ -33,13 +35,13 @@ def side_objects(q: SageQueue) -> List[str]:
 
 def arrays() -> List[Any]:
     rng = np.random.default_rng(14)
-    big = rng.standard_normal((512, 300))  # 1.2 MB of float64
+    big = rng.standard_normal((512, 300))  # 1.2 MB of float64: larger than the default ring
     return [
         np.arange(10, dtype=np.int32),
         np.float64(3.5),  # a numpy scalar
         np.array(7, dtype=np.int64),  # 0-d
         np.zeros((0, 3)),
-        rng.integers(0, 255, (300, 301), dtype=np.uint8),  # 90 KB: larger than the 64 KiB ring
+        rng.integers(0, 255, (300, 301), dtype=np.uint8),  # 90 KB: in the default 1 MiB ring
         big,
         np.asfortranarray(big[:200]),
         big[::3, ::2],  # non-contiguous: pickled in band
@@ -136,4 +138,93 @@ def test_arrays_between_processes(method: str, make_queue: Callable[..., SageQue
         assert backed_by_mapping(item["a"])
     child.join(60)
     assert child.exitcode == 0
+    assert side_objects(q) == []
+
+
+# ---------------------------------------------------------------- bytes (issue 14, item 2)
+
+
+def bytes_items() -> List[Any]:
+    """bytes of every size around the limits (LARGE: from there the producer
+    does not copy them; the default ring: from there they go out of line),
+    alone and inside containers."""
+    sizes = [0, 1, 494, LARGE - 1, LARGE, 300_000, DEFAULT_MAXSIZE - 100, DEFAULT_MAXSIZE, 3 << 20]
+    blobs = [bytes([n % 251]) * n for n in sizes]
+    return blobs + [
+        {"doc": "text", "blob": blobs[-1], "small": blobs[2], "n": 7},
+        [blobs[4], (blobs[5], "x"), np.arange(3)],
+        ("mixed", blobs[-1], np.ones(1 << 18)),  # bytes and an out-of-band array in one item
+        bytearray(blobs[2]),
+        bytearray(blobs[-1]),
+    ]
+
+
+def test_bytes_of_every_size_round_trip(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue()
+    items = bytes_items()
+    for item in items:
+        q.put(item)
+        assert same(item, q.get(timeout=10))
+        q.put_nowait(item)
+        assert same(item, q.get_nowait())
+    got: List[Any] = []
+    putter = threading.Thread(target=q.put_many, args=(items,))  # more than the ring holds
+    putter.start()
+    while len(got) < len(items):
+        got.extend(q.get_many(100, timeout=10))
+    putter.join(10)
+    assert all(same(a, b) for a, b in zip(items, got)) and len(got) == len(items)
+    assert all(type(g) is bytes for g in got[:9])
+    assert type(got[-1]) is bytearray and type(got[-2]) is bytearray
+    assert side_objects(q) == []
+
+
+def allocated_while(action: Callable[[], Any]) -> int:
+    """Peak bytes that Python allocated during ``action()``."""
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_large_bytes_are_written_once_by_the_producer(make_queue: Callable[..., SageQueue]) -> None:
+    """A large bytes object (alone or in a container) goes from the
+    producer's memory straight into shared memory: the put allocates next
+    to nothing (pickle.dumps would make a 32 MiB copy first). A bytes object
+    owns its memory, so the consumer's get makes exactly the one copy that
+    builds it (from the mapped side object)."""
+    q = make_queue()
+    q.put("warm-up")
+    assert q.get() == "warm-up"  # the thread's receive buffer exists: not counted below
+    big = bytes(range(256)) * (1 << 17)  # 32 MiB
+    assert allocated_while(lambda: q.put(big)) < 1 << 20
+    got: List[Any] = []
+    peak = allocated_while(lambda: got.append(q.get(timeout=10)))
+    assert got[0] == big and type(got[0]) is bytes
+    assert peak < len(big) + (1 << 20), "more than one copy on the way to the consumer's bytes"
+    got.clear()
+    # In a container: the first large one teaches the queue that this
+    # producer sends large items (see SageQueue._pieces), the next ones
+    # are not copied.
+    doc = {"id": 1, "blob": big, "parts": [big[:LARGE], "text"]}
+    for _ in range(3):
+        q.put(doc)
+        assert same(q.get(timeout=10), doc)
+    assert allocated_while(lambda: q.put(doc)) < 1 << 20
+    assert allocated_while(lambda: q.put_many([doc, big, doc])) < 1 << 20
+    assert all(same(q.get(timeout=10), want) for want in (doc, doc, big, doc))
+    assert side_objects(q) == []
+
+
+def test_a_large_pickle_buffer_arrives_as_a_view_of_the_mapping(make_queue: Callable[..., SageQueue]) -> None:
+    """The zero-copy way to receive raw bytes: wrapped in a PickleBuffer,
+    they arrive as a memoryview of the item's mapped side object."""
+    q = make_queue()
+    for raw in (bytearray(b"w" * (4 << 20)), b"r" * (4 << 20)):
+        q.put(pickle.PickleBuffer(raw))
+        got = q.get(timeout=10)
+        assert isinstance(got, memoryview) and isinstance(got.obj, mmap.mmap)
+        assert got.tobytes() == raw and got.readonly is isinstance(raw, bytes)
     assert side_objects(q) == []

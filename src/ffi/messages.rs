@@ -170,6 +170,9 @@ unsafe impl Incoming for WithFile<'_> {
     fn slot(&mut self, index: usize, len: u32) -> Option<*mut u8> {
         self.packed.slot(index, len)
     }
+    fn max_count(&self) -> usize {
+        self.packed.max_count()
+    }
     fn adopt(&mut self, index: usize, len: u32, file: File) -> Option<File> {
         if index != 0 {
             return Some(file);
@@ -372,6 +375,9 @@ unsafe impl Incoming for Packed<'_> {
         let dst = unsafe { self.buf.add(self.used) };
         self.used += len;
         Some(dst)
+    }
+    fn max_count(&self) -> usize {
+        self.max
     }
 }
 

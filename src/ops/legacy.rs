@@ -48,7 +48,12 @@ impl View<'_> {
         {
             let _guard = self.lock(Role::Writer, Wait::Try)?;
             let _inside = Inside::enter(self.header.writers());
-            let (head, tail) = self.counters(Role::Writer)?;
+            // The real `head`, not the cached one: the legacy call answers
+            // "full" only when it is, and mirrors `head` into the header.
+            let (head, tail) = self.refresh(Role::Writer)?;
+            // Before anything moves: a header a legacy-library process
+            // wrote (its counters ahead of ours) is refused.
+            self.mirror_legacy_header(head, tail)?;
             let used = tail - head;
             if self.ring.capacity() - used.min(self.ring.capacity()) < total {
                 return Err(Error::Full);
@@ -58,8 +63,12 @@ impl View<'_> {
                 self.ring.write(pos, part);
                 pos += part.len() as u64;
             }
+            // Framing followed in the caller's bytes (`Frames::Fed`): nothing
+            // written is read back from the ring.
             let frames = self.writer_frames(parts);
-            self.publish(Role::Writer, tail, pos, frames, head);
+            self.publish(Role::Writer, tail, pos, frames);
+            // Only raises the copies now (checked above).
+            let _ = self.mirror_legacy_header(head, pos);
         }
         self.wake_peers(Role::Writer);
         Ok(total)
@@ -74,22 +83,37 @@ impl View<'_> {
         {
             let _guard = self.lock(Role::Reader, Wait::Try)?;
             let _inside = Inside::enter(self.header.readers());
-            let (head, tail) = self.counters(Role::Reader)?;
-            if tail - head < dst.len() as u64 {
-                return Err(Error::Empty);
-            }
-            if consume {
-                self.check_whole_read(head, dst.len() as u64)?;
-            }
-            self.ring.read(head, dst);
-            if !consume {
+            let (head, tail) = self.refresh(Role::Reader)?;
+            self.mirror_legacy_header(head, tail)?;
+            let taken = self.read_locked(dst, consume, head, tail)?;
+            if taken > 0 {
+                let _ = self.mirror_legacy_header(head + taken, tail);
+            } else {
+                // A peek: nothing consumed, nobody to wake.
                 return Ok(());
             }
-            let frames = self.fed(Role::Reader, &[dst]);
-            self.publish(Role::Reader, head, head + dst.len() as u64, frames, tail);
         }
         self.wake_peers(Role::Reader);
         Ok(())
+    }
+
+    /// `read_bytes` under the reader lock, with `head` and `tail` just
+    /// loaded: the bytes consumed (0 for a peek).
+    fn read_locked(&self, dst: &mut [u8], consume: bool, head: u64, tail: u64) -> Result<u64> {
+        let len = dst.len() as u64;
+        if tail - head < len {
+            return Err(Error::Empty);
+        }
+        if consume {
+            self.check_whole_read(head, len)?;
+        }
+        self.ring.read(head, dst);
+        if !consume {
+            return Ok(0);
+        }
+        let frames = self.fed(Role::Reader, &[dst]);
+        self.publish(Role::Reader, head, head + len, frames);
+        Ok(len)
     }
 
     /// Legacy `read_batch`: consumes everything queued, in chunks of at most
@@ -109,7 +133,9 @@ impl View<'_> {
         {
             let _guard = self.lock(Role::Reader, Wait::Try)?;
             let _inside = Inside::enter(self.header.readers());
-            let (head, tail) = self.counters(Role::Reader)?;
+            // Drains what is queued now: the real `tail`.
+            let (head, tail) = self.refresh(Role::Reader)?;
+            self.mirror_legacy_header(head, tail)?;
             let budget = head.saturating_add((max_chunks as u64).saturating_mul(chunk as u64));
             let end = self.read_end(head, tail.min(budget))?;
             let mut pos = head;
@@ -144,7 +170,8 @@ impl View<'_> {
                     return Ok(chunks);
                 }
             }
-            self.publish(Role::Reader, head, pos, Frames::Whole(0), tail);
+            self.publish(Role::Reader, head, pos, Frames::Whole(0));
+            let _ = self.mirror_legacy_header(pos, tail);
         }
         self.wake_peers(Role::Reader);
         Ok(chunks)

@@ -104,24 +104,75 @@ impl<'a> View<'a> {
         side.recoveries.fetch_add(1, Relaxed);
     }
 
-    /// Reads `head` and `tail` for an operation of `role`, whose lock the
-    /// caller holds, and validates them: `head <= tail <= head + buffer_size`,
-    /// and this side's counter equal to the copy it keeps of what it last
-    /// published (only the lock holder moves it, so any difference means
-    /// someone else wrote it: a hostile or buggy process, or a process using
-    /// the legacy library on a version-2 queue). `Corrupt` otherwise.
+    /// `head` and `tail` for an operation of `role`, whose lock the caller
+    /// holds, as far as that side knows them without looking at the other
+    /// side's line: its own position, and its cached copy of the other's
+    /// (`Side::peer`, a lower bound). Validated: `head <= tail <= head +
+    /// buffer_size`, and this side's position equal to the copy it keeps of
+    /// what it last published (only the lock holder moves it, so any
+    /// difference means someone else wrote it: a hostile or buggy process,
+    /// or a process using the legacy library on a version-2 queue).
+    /// `Corrupt` otherwise. On a legacy object both are loaded, as
+    /// [`View::refresh`] does.
     ///
-    /// Acquire pairs with the other side's Release store of its counter: the
-    /// bytes it copied in (or out) before moving it are complete.
+    /// A writer that finds too little room, or a reader too few bytes, calls
+    /// [`View::refresh`] before concluding anything.
     fn counters(&self, role: Role) -> Result<(u64, u64)> {
-        let head = self.ring.head.load(Acquire);
-        let tail = self.ring.tail.load(Acquire);
-        if let Some(side) = self.side(role) {
-            let own = if role == Role::Writer { tail } else { head };
-            if side.own.load(Relaxed) != own {
-                return Err(Error::Corrupt);
-            }
+        let Some(side) = self.side(role) else {
+            return self.refresh(role);
+        };
+        let own = match role {
+            Role::Writer => self.ring.tail,
+            Role::Reader => self.ring.head,
+        };
+        // Acquire pairs with the Release store of the previous holder (the
+        // lock orders them too; this keeps the argument local).
+        let mine = own.load(Acquire);
+        if side.own.load(Relaxed) != mine {
+            return Err(Error::Corrupt);
         }
+        let cached = side.peer.load(Relaxed);
+        let pair = match role {
+            Role::Writer => (cached, mine),
+            Role::Reader => (mine, cached),
+        };
+        self.check_pair(pair)
+    }
+
+    /// Like [`View::counters`], but loads the other side's real position
+    /// (its cache line) and refreshes this side's cached copy of it.
+    ///
+    /// Acquire pairs with the other side's Release store of its position:
+    /// the bytes it copied in (or out) before moving it are complete.
+    fn refresh(&self, role: Role) -> Result<(u64, u64)> {
+        let Some(side) = self.side(role) else {
+            return self.check_pair((self.ring.head.load(Acquire), self.ring.tail.load(Acquire)));
+        };
+        let (own, peer) = match role {
+            Role::Writer => (self.ring.tail, self.ring.head),
+            Role::Reader => (self.ring.head, self.ring.tail),
+        };
+        let mine = own.load(Acquire);
+        if side.own.load(Relaxed) != mine {
+            return Err(Error::Corrupt);
+        }
+        let theirs = peer.load(Acquire);
+        // Positions only grow: one behind the cached copy was written by
+        // someone else (and the caller may already have used the cache).
+        if theirs < side.peer.load(Relaxed) {
+            return Err(Error::Corrupt);
+        }
+        let pair = match role {
+            Role::Writer => (theirs, mine),
+            Role::Reader => (mine, theirs),
+        };
+        let pair = self.check_pair(pair)?;
+        side.peer.store(theirs, Relaxed);
+        Ok(pair)
+    }
+
+    /// `(head, tail)` if a well-behaved queue can have them, else `Corrupt`.
+    fn check_pair(&self, (head, tail): (u64, u64)) -> Result<(u64, u64)> {
         self.ring.used(head, tail)?;
         // One operation moves a counter by less than 2^32 bytes, so below
         // this bound no position arithmetic can overflow. Reaching it
@@ -134,12 +185,18 @@ impl<'a> View<'a> {
     }
 
     /// Records a finished copy and publishes it: journal first, then the
-    /// counter (`tail` or `head`, Release), then the message count and
+    /// position (`tail` or `head`, Release), then the message count and
     /// framing state. The caller holds the side's lock and has copied the
     /// bytes `[from, to)` in (writer) or out (reader); `frames` says what it
-    /// knows of their framing; `peer` is the other side's counter as read by
-    /// [`View::counters`].
-    fn publish(&self, role: Role, from: u64, to: u64, frames: Frames, peer: u64) {
+    /// knows of their framing.
+    ///
+    /// Everything but the position goes to this side's own lines, which the
+    /// other side does not read in the hot path; the stores that would not
+    /// change a word are skipped (a boundary stays a boundary for the
+    /// message calls), and the high-water mark looks at the other side's
+    /// position only when the cached copy says a new high may have been
+    /// reached.
+    fn publish(&self, role: Role, from: u64, to: u64, frames: Frames) {
         use std::sync::atomic::Ordering::Release;
         let (own, total) = match role {
             Role::Writer => (self.ring.tail, self.header.total_bytes_written()),
@@ -152,42 +209,74 @@ impl<'a> View<'a> {
             total.fetch_add(to - from, Relaxed);
             return;
         };
-        let mut track = Tracker::unpack(side.track.load(Relaxed));
-        let counted = match frames {
-            Frames::Whole(n) if track.is_boundary() && n > 0 => n,
-            Frames::Whole(_) => self.feed_from_ring(&mut track, from, to),
-            Frames::Fed(fed, n) => {
-                track = fed;
-                n
+        let track_before = side.track.load(Relaxed);
+        let (counted, track) = match frames {
+            // The message calls' case, on the packed word (a boundary packs
+            // to 0): whole frames from a boundary end on one.
+            Frames::Whole(n) if track_before == 0 && n > 0 => (n, 0),
+            Frames::Whole(_) => {
+                let mut track = Tracker::unpack(track_before);
+                let n = self.feed_from_ring(&mut track, from, to);
+                (n, track.pack())
             }
+            Frames::Fed(fed, n) => (n, fed.pack()),
         };
         let messages = side.messages.load(Relaxed).wrapping_add(counted);
-        let track = track.pack();
         // Journal before the publication (see `lock`'s repair), position
         // first so that a half-written journal never matches the counter.
+        // A journaled framing state that already holds the right value is
+        // left alone: the repair reads the same word either way.
         side.journal_pos.store(to, Release);
         side.journal_messages.store(messages, Release);
-        side.journal_track.store(track, Release);
+        if side.journal_track.load(Relaxed) != track {
+            side.journal_track.store(track, Release);
+        }
         crate::failpoint::hit(match role {
             Role::Writer => "writer_before_publish",
             Role::Reader => "reader_before_publish",
         });
-        // Release pairs with the other side's Acquire load of this counter:
-        // the bytes copied before it are complete once it is seen.
+        // Release pairs with the other side's Acquire load of this position
+        // (`refresh`): the bytes copied before it are complete once it is
+        // seen.
         own.store(to, Release);
         side.messages.store(messages, Release);
         // The framing state before `own`: a reader that finds `own` equal
         // to a `tail` it saw also finds the framing state that goes with it
         // (see `writer_ends_on_frame`).
-        side.track.store(track, Release);
+        if track != track_before {
+            side.track.store(track, Release);
+        }
         side.own.store(to, Release);
         if role == Role::Writer {
-            // At most what was queued right after this publication (`head`
-            // can only have grown since `peer` was read).
-            let queued = to - peer;
-            if queued > side.high_water.load(Relaxed) {
-                side.high_water.store(queued, Relaxed);
-            }
+            self.raise_high_water(side, to);
+        }
+    }
+
+    /// Writer: records the bytes queued right after publishing up to `to`
+    /// if they are a new high. The cached `head` is a lower bound of the
+    /// real one, so while `to - cached` is no new high nothing is; only
+    /// otherwise is the real `head` loaded (and the cache refreshed with it,
+    /// which the next put can use as well).
+    fn raise_high_water(&self, side: &Side, to: u64) {
+        let high = side.high_water.load(Relaxed);
+        let cached = side.peer.load(Relaxed);
+        if to.wrapping_sub(cached) <= high {
+            return;
+        }
+        let head = self.ring.head.load(Acquire);
+        // Within `[cached, to]` unless someone wrote it: then keep the cache
+        // (the next `refresh` reports the corruption).
+        let head = if (cached..=to).contains(&head) {
+            side.peer.store(head, Relaxed);
+            head
+        } else {
+            cached
+        };
+        // (Saturating: a cache someone overwrote since it was checked may
+        // be past `to`; a statistic then stays as it was.)
+        let queued = to.saturating_sub(head);
+        if queued > high {
+            side.high_water.store(queued, Relaxed);
         }
     }
 

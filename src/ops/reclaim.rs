@@ -49,7 +49,9 @@ impl View<'_> {
     /// lock is held), or `None` if the reader stands inside a frame's prefix
     /// (a legacy raw read) and the frames cannot be followed.
     fn queued_side_ids(&self) -> Result<Option<Vec<Vec<u8>>>> {
-        let (head, tail) = self.counters(Role::Reader)?;
+        // The real `tail`, not the readers' cached copy: every descriptor
+        // published so far must count as referenced.
+        let (head, tail) = self.refresh(Role::Reader)?;
         let mut pos = head;
         if let Some(track) = self.tracker(Role::Reader) {
             match track.payload_left() {

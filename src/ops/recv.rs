@@ -19,6 +19,13 @@ pub(crate) unsafe trait Incoming {
     /// `len` bytes, or `None` to stop before it (no room left, batch full).
     fn slot(&mut self, index: usize, len: u32) -> Option<*mut u8>;
 
+    /// Most messages this sink takes (a bound `slot` also enforces): once
+    /// it has them, a get stops without looking for more, so it does not
+    /// load the producers' position for a message it could not take.
+    fn max_count(&self) -> usize {
+        usize::MAX
+    }
+
     /// Message number `index`, of `len` bytes, went out of line: here is its
     /// side object, opened read-only and checked (its name is removed once
     /// the message is consumed). `None` takes the file instead of a copy;
@@ -119,13 +126,28 @@ impl View<'_> {
         // process) then cannot hide that put's message from us.
         let shut_down = self.is_shut_down();
         let _guard = self.lock(Role::Reader, wait)?;
-        let (head, tail) = self.counters(Role::Reader)?;
+        // What is queued as far as the cached `tail` says; the real `tail`
+        // is loaded only once that is used up (or ends in a partial frame).
+        let (head, mut tail) = self.counters(Role::Reader)?;
+        let mut refreshed = false;
         let ring = self.ring;
         let mut pos = head;
         let mut received = 0;
         let mut done = Vec::new();
-        while pos < tail {
-            match self.next_frame(pos, tail - pos) {
+        loop {
+            if received > 0 && received >= sink.max_count() {
+                break;
+            }
+            let next = match self.next_frame(pos, tail - pos) {
+                Next::Incomplete if !refreshed => {
+                    tail = self.refresh(Role::Reader)?.1;
+                    refreshed = true;
+                    continue;
+                }
+                Next::Incomplete if pos == tail => break,
+                next => next,
+            };
+            match next {
                 Next::Corrupt => {
                     if received == 0 {
                         return Err(Error::Corrupt);
@@ -153,7 +175,7 @@ impl View<'_> {
                         Err(e) if received == 0 => {
                             // Lost (removed by someone else): drop its
                             // descriptor so the queue goes on.
-                            self.publish(Role::Reader, head, pos + frame, Frames::Whole(1), tail);
+                            self.publish(Role::Reader, head, pos + frame, Frames::Whole(1));
                             return Err(e);
                         }
                         Err(_) => break,
@@ -197,13 +219,7 @@ impl View<'_> {
                 Ok(Attempt::Nothing(tail))
             };
         }
-        self.publish(
-            Role::Reader,
-            head,
-            pos,
-            Frames::Whole(received as u64),
-            tail,
-        );
+        self.publish(Role::Reader, head, pos, Frames::Whole(received as u64));
         Ok(Attempt::Received(received, done))
     }
 }

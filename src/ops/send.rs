@@ -159,15 +159,23 @@ impl View<'_> {
             return Err(Error::Shutdown);
         }
         let _guard = self.lock(Role::Writer, wait)?;
-        let (head, tail) = self.counters(Role::Writer)?;
-        let room = self.ring.capacity() - (tail - head).min(self.ring.capacity());
+        let capacity = self.ring.capacity();
+        // Room as far as the cached `head` says; the real `head` is loaded
+        // only when that is not enough for the next message.
+        let (mut head, tail) = self.counters(Role::Writer)?;
+        let mut refreshed = false;
         let mut pos = tail;
         let mut sent = 0;
         while sent < count {
             let len = batch.len_of(sent) as u32;
             let frame = frame_len(len);
-            if pos - tail + frame > room {
-                break;
+            if pos - head + frame > capacity {
+                if refreshed {
+                    break;
+                }
+                head = self.refresh(Role::Writer)?.0;
+                refreshed = true;
+                continue;
             }
             self.ring.write(pos, &(len | flag).to_le_bytes());
             crate::failpoint::hit("writer_mid_copy");
@@ -183,7 +191,7 @@ impl View<'_> {
         if sent == 0 {
             return Ok(Attempt::NoRoom(head));
         }
-        self.publish(Role::Writer, tail, pos, Frames::Whole(sent as u64), head);
+        self.publish(Role::Writer, tail, pos, Frames::Whole(sent as u64));
         Ok(Attempt::Sent(sent))
     }
 }

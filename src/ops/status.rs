@@ -11,26 +11,97 @@ use crate::sync::deadline::Wait;
 use crate::sync::mutex;
 
 impl View<'_> {
-    /// Bytes queued now (`tail - head`, read without locks).
-    ///
-    /// A pair read without locks is a consistent snapshot when `tail` did
-    /// not move around the read of `head` (it only grows): then
-    /// `tail - head > buffer_size` or `head > tail` is corruption. If writers
-    /// keep moving `tail` through every attempt, the last pair is clamped.
+    /// Bytes queued now (`tail - head`, read without locks). On a
+    /// version-2 object the pair is mirrored into the legacy header.
     pub(crate) fn available_read(&self) -> Result<u32> {
-        let capacity = self.ring.capacity();
+        let (head, tail) = self.positions()?;
+        self.mirror_legacy_header(head, tail)?;
+        Ok((tail - head).min(self.ring.capacity()) as u32)
+    }
+
+    /// `head` and `tail` read without locks.
+    ///
+    /// A pair is a consistent snapshot when `tail` did not move around the
+    /// read of `head` (it only grows): then `tail - head > buffer_size` or
+    /// `head > tail` is corruption. If writers keep moving `tail` through
+    /// every attempt, the last pair (`head` read first, so never past
+    /// `tail`) is clamped to the ring by the callers.
+    fn positions(&self) -> Result<(u64, u64)> {
         for _ in 0..8 {
             let tail = self.ring.tail.load(Acquire);
             let head = self.ring.head.load(Acquire);
             if self.ring.tail.load(Acquire) == tail {
-                let used = self.ring.used(head, tail)?;
-                return Ok(used.min(capacity) as u32);
+                self.ring.used(head, tail)?;
+                return Ok((head, tail));
             }
         }
         let head = self.ring.head.load(Acquire);
         let tail = self.ring.tail.load(Acquire);
-        let used = tail.checked_sub(head).ok_or(Error::Corrupt)?;
-        Ok(used.min(capacity) as u32)
+        tail.checked_sub(head).ok_or(Error::Corrupt)?;
+        Ok((head, tail.min(head + self.ring.size())))
+    }
+
+    /// [`View::mirror_legacy_header`] with positions read now. `Corrupt`
+    /// if they are impossible or the header holds counters ahead of them.
+    pub(crate) fn sync_legacy_header(&self) -> Result<()> {
+        if self.ext.is_none() {
+            return Ok(());
+        }
+        let (head, tail) = self.positions()?;
+        self.mirror_legacy_header(head, tail)
+    }
+
+    /// Brings the legacy header's `head`, `tail` and byte totals of a
+    /// version-2 object up to date with `head` and `tail` (positions read
+    /// by the caller, see `RingBuffer`); nothing on a legacy object, whose
+    /// header holds the real counters. Called by every legacy call and
+    /// every status call, never by the message calls.
+    ///
+    /// The positions only move forward, and the header's copies are only
+    /// ever stored from them, so a copy is never ahead of the position it
+    /// mirrors: a call that read the positions before a racing call moved
+    /// them must not take the mirror back (a field is only raised), and a
+    /// copy ahead of the real position (looked at again) was written by
+    /// someone else, such as a process running the legacy library, which
+    /// moves these fields itself: `Corrupt`, and nothing is stored. The
+    /// words are written only when they change, so status calls in a loop
+    /// do not keep taking the header's line from other cores.
+    pub(super) fn mirror_legacy_header(&self, head: u64, tail: u64) -> Result<()> {
+        let Some(ext) = self.ext else {
+            return Ok(());
+        };
+        let mirrors = [
+            (self.header.head(), head, self.ring.head),
+            (self.header.tail(), tail, self.ring.tail),
+        ];
+        for (field, value, real) in mirrors {
+            let cur = field.load(Relaxed);
+            if cur > value && cur > real.load(Acquire) {
+                return Err(Error::Corrupt);
+            }
+        }
+        for (field, value, _) in mirrors {
+            let _ = field.fetch_update(Relaxed, Relaxed, |cur| (cur < value).then_some(value));
+        }
+        let totals = [
+            (
+                self.header.total_bytes_written(),
+                tail,
+                &ext.identity.stats_base_tail,
+            ),
+            (
+                self.header.total_bytes_read(),
+                head,
+                &ext.identity.stats_base_head,
+            ),
+        ];
+        for (field, position, base) in totals {
+            let total = position.wrapping_sub(base.load(Relaxed));
+            if field.load(Relaxed) != total {
+                field.store(total, Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Bytes that can be written now (`buffer_size - available_read - 1`).
@@ -43,6 +114,7 @@ impl View<'_> {
     pub(crate) fn msg_count(&self) -> Result<u64> {
         match self.ext {
             Some(ext) => {
+                self.sync_legacy_header()?;
                 // Consumed first: the published count can only grow after,
                 // and every message consumed was published before (the
                 // Acquire of `out` sees the writers' counts that preceded
@@ -73,33 +145,12 @@ impl View<'_> {
         }
     }
 
-    /// The legacy byte totals. On a version-2 object they are derived from
-    /// the counters and written back to the header fields, so programs that
-    /// read `rb->total_bytes_written` directly see them as of this call.
-    fn byte_totals(&self) -> (u64, u64) {
-        let (written, read) = (
-            self.header.total_bytes_written(),
-            self.header.total_bytes_read(),
-        );
-        if let Some(ext) = self.ext {
-            let tail = self.ring.tail.load(Acquire);
-            let head = self.ring.head.load(Acquire);
-            written.store(
-                tail.wrapping_sub(ext.identity.stats_base_tail.load(Relaxed)),
-                Relaxed,
-            );
-            read.store(
-                head.wrapping_sub(ext.identity.stats_base_head.load(Relaxed)),
-                Relaxed,
-            );
-        }
-        (written.load(Relaxed), read.load(Relaxed))
-    }
-
     pub(crate) fn stats(&self) -> Result<RingBufferStats> {
         let hdr = self.header;
+        // Mirrors the header's counters and totals (version 2) first.
         let available_read = self.available_read()?;
-        let (total_bytes_written, total_bytes_read) = self.byte_totals();
+        let total_bytes_written = hdr.total_bytes_written().load(Relaxed);
+        let total_bytes_read = hdr.total_bytes_read().load(Relaxed);
         Ok(RingBufferStats {
             buffer_size: self.buffer_size(),
             available_read,
@@ -172,6 +223,8 @@ impl View<'_> {
             ext.identity
                 .stats_base_head
                 .store(self.ring.head.load(Acquire), Relaxed);
+            // A refused mirror (`Corrupt`) is reported by the next call.
+            let _ = self.sync_legacy_header();
             for counter in [
                 &ext.writer.waits,
                 &ext.reader.waits,
@@ -195,6 +248,9 @@ impl View<'_> {
             unsafe { mutex::lock(self.header.ref_mutex(), || Wait::Try.lock_deadline(), || {})? };
         let new = count.load(Relaxed).saturating_add_signed(delta);
         count.store(new, Relaxed);
+        // The count is kept whatever the mirror finds (the next status or
+        // data call reports a corrupt one).
+        let _ = self.sync_legacy_header();
         Ok(new)
     }
 

@@ -157,8 +157,12 @@ pub(super) fn sleep_unless(
     let expected = seq.load(SeqCst);
     sleepers.fetch_add(1, SeqCst);
     wanted.store(1, SeqCst);
-    // The re-check must not move before the flag's store (the waker's fence
-    // pairs with this one; `ready` may use plain Acquire loads).
+    // The re-check must not move before the flag's store: this fence pairs
+    // with the waker's in `wake_sleepers` (store of the position, fence, load
+    // of the flag there; store of the flag, fence, load of the position
+    // here), so either the waker sees the flag or `ready` sees the new
+    // position. `ready` loads the real positions (`ring.head`/`tail`, not the
+    // cached copies), with plain Acquire.
     fence(SeqCst);
     let woken = if ready() {
         Woken::Maybe
@@ -177,8 +181,17 @@ pub(super) fn wake_sleepers(ext: &Extension, role: Role) {
         Role::Writer => (&ext.signals.data_seq, &ext.signals.data_wanted),
         Role::Reader => (&ext.signals.space_seq, &ext.signals.space_wanted),
     };
-    // Pairs with the sleeper's SeqCst store of the flag (module docs); the
-    // plain load keeps the common case free of writes.
+    // Store-load ordering, the one place it is needed: the caller's Release
+    // store of its position (in `publish`) must not be reordered after this
+    // load of the flag, or a consumer (producer) that raised the flag and
+    // then, after its own SeqCst fence in `sleep_unless`, re-read the old
+    // position would sleep while we see no flag: a missed wake-up. This
+    // fence pairs with that one (the two SeqCst fences are totally ordered,
+    // so one of the two loads sees the other side's store). Nothing weaker
+    // orders a store before a later load, and no other operation of the hot
+    // path needs it: the lock, the journal and the cached positions are
+    // plain Acquire/Release. The plain load keeps the common case (nobody
+    // asleep) free of writes to the shared `signals` line.
     fence(SeqCst);
     if wanted.load(Relaxed) != 0 && wanted.swap(0, SeqCst) != 0 {
         wake(seq);
