@@ -111,3 +111,11 @@ def test_bad_sizes_are_refused_with_the_choices() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "512,64K,1M,16M,64M" in result.stderr and "'2M'" in result.stderr
+
+
+def test_readme_shows_the_committed_plot() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "](docs/bench_sizes.png)" in readme and "make bench-sizes" in readme
+    png = REPO_ROOT / "docs" / "bench_sizes.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (REPO_ROOT / "bench" / "bench_sizes.py").read_text().count('"docs" / "bench_sizes.png"') == 1
