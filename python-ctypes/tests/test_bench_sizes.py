@@ -39,13 +39,14 @@ def _leftovers(prefix: str) -> list[str]:
     return sorted(found)
 
 
+@pytest.mark.timeout(300)  # ~30 s; more on a loaded machine (pytest's default is 120 s)
 def test_quick_run_prints_the_table_targets_and_writes_the_plot(tmp_path: Path) -> None:
     prefix = unique_name("bsz") + "_"
     plot = tmp_path / "sizes.png"
     result = subprocess.run(
         [sys.executable, str(BENCH), "--quick", "--runs", "2", "--sizes", "512,1M", "--plot", str(plot),
          "--prefix", prefix],
-        env=child_env(), capture_output=True, text=True, timeout=600)
+        env=child_env(), capture_output=True, text=True, timeout=280)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "warning" not in out  # every contender is installed (make venv)
