@@ -26,11 +26,13 @@ Contenders (each as its users would call it):
     samples (16 at 64 MiB) -- with its default of 2 it is several times
     slower here -- and the subscriber polls ``receive()`` in a loop, yielding
     the CPU between empty polls (its fastest way to wait; it keeps a CPU
-    busy). Dtype and shape are
-    known to both sides (no header travels with it).
+    busy). Dtype and shape are known to both sides (no header travels with
+    the array). Its files go under a prefix and a root directory of the run's
+    own, removed afterwards.
 
-Every consumer receives usable objects: each item's type, shape and a stamp
-(its first element) are checked as it arrives, and three items (the first,
+Every consumer receives usable objects: each item's shape (length) and a
+stamp (its first element, which tells the 4 source items apart and so checks
+their order) are checked as it arrives, and three items (the first,
 the middle and the last) are kept and compared by CRC-32 of their bytes with
 the producer's after the clock stops. items/s is the number of items over the
 time from the producer's start to the consumer's receipt of the last one.
