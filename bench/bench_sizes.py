@@ -590,15 +590,18 @@ def median_rates(runs: List[Rates]) -> Rates:
 def print_report(runs: List[Rates], sizes: Sequence[Size], quick: bool) -> Rates:
     med = median_rates(runs)
     labels = [c.label for c in contenders()]
-    title = "median of the runs" if len(runs) > 1 else "one run"
+    title = "medians of the runs' rates and of their ratios" if len(runs) > 1 else "one run"
     print()
     print(f"items/s ({title}; in brackets: ratio to multiprocessing.Queue at the same size)")
     print(f"{'contender':<34}" + "".join(f"{SIZE_NAMES[s.label]:>22}" for s in sizes))
     for label in labels:
         cells = []
         for s in sizes:
-            rate, base = med.get((label, s.label)), med.get((BASE, s.label))
-            cells.append("-" if rate is None else f"{rate:,.0f} ({rate / base:.2f}x)" if base else f"{rate:,.0f}")
+            rate = med.get((label, s.label))
+            ratios = [r[(label, s.label)] / r[(BASE, s.label)] for r in runs
+                      if (label, s.label) in r and r.get((BASE, s.label))]
+            cells.append("-" if rate is None else
+                         f"{rate:,.0f} ({statistics.median(ratios):.2f}x)" if ratios else f"{rate:,.0f}")
         if any(c != "-" for c in cells):
             print(f"{label:<34}" + "".join(f"{c:>22}" for c in cells))
     print("items per run: " + "; ".join(
