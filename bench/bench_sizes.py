@@ -124,12 +124,12 @@ class Size:
 SIZES: Dict[str, Size] = {
     s.label: s
     for s in (
-        # About 1-10 s per contender on the 2-core development machine, a
-        # full run within ~2-3 minutes.
+        # About 0.3-6 s per contender on the 2-core development machine (the
+        # fastest, iceoryx2, shortest): a full run in 1-3 minutes.
         Size("512", 512, 200_000, 100_000, 5_000, 2_000),
-        Size("64K", 64 << 10, 20_000, 10_000, 1_000, 300),
-        Size("1M", 1 << 20, 3_000, 600, 200, 40),
-        Size("16M", 16 << 20, 200, 24, 20, 6),
+        Size("64K", 64 << 10, 30_000, 10_000, 1_000, 300),
+        Size("1M", 1 << 20, 5_000, 600, 200, 40),
+        Size("16M", 16 << 20, 300, 24, 20, 6),
         Size("64M", 64 << 20, 20, 6, 4, 3),
     )
 }
