@@ -42,7 +42,7 @@ FFI_HDRS := include/ring_buffer.h $(wildcard ffi-tests/*.h)
 
 .PHONY: all lib header header-check header-strict test test-rust test-loom loom-mutants test-ffi test-ffi-plain \
 	test-ffi-san test-ffi-valgrind test-install test-python test-package test-dependent python-lint \
-	wheel demo bench bench-c bench-python bench-ray install fuzz miri venv clean tools-test tools-demo
+	wheel demo bench bench-c bench-python bench-sizes bench-ray install fuzz miri venv clean tools-test tools-demo
 
 # ---------------------------------------------------------------- tools
 
@@ -256,6 +256,9 @@ wheel: venv
 
 python-lint: venv
 	cd python-ctypes && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/mypy
+	# The size benchmark too, with the package's settings (mypy --strict).
+	cd python-ctypes && ../$(VENV)/bin/ruff check --config pyproject.toml ../bench/bench_sizes.py \
+		&& ../$(VENV)/bin/mypy ../bench/bench_sizes.py
 
 # The package is the editable install; its library the fresh build (and the
 # wheel and source-install tests use the wheel and the Cargo target above).
@@ -269,7 +272,7 @@ test-python: lib venv wheel
 demo: tools-demo lib venv
 	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) python-ctypes/examples/pipeline_demo.py
 
-bench: bench-c bench-python bench-ray
+bench: bench-c bench-python bench-sizes bench-ray
 
 # Boost.Interprocess message_queue is measured beside the reference ring
 # where its headers are installed (it is header-only; nothing is installed
@@ -297,6 +300,12 @@ bench-c: lib
 
 bench-python: lib venv
 	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) bench/bench_python.py
+
+# Items/s against item size (512 B to 64 MiB) for SageQueue, mp.Queue, mp.Pipe,
+# faster-fifo and iceoryx2; writes the README's plot, docs/bench_sizes.png.
+# BENCH_SIZES_ARGS="--runs 3" repeats it (median and per-run ratios).
+bench-sizes: lib venv
+	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) bench/bench_sizes.py $(BENCH_SIZES_ARGS)
 
 # auto vs ray_queue vs ray_actor between two Ray nodes (a local two-node cluster).
 bench-ray: lib venv
