@@ -300,6 +300,9 @@ bench-c: lib
 
 bench-python: lib venv
 	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) bench/bench_python.py
+	# In one process: SageQueue put+get against the raw ctypes calls plus
+	# pickling of the same item (issue 14 item 5: at most 1.3x).
+	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) python-ctypes/examples/hot_path_cost.py
 
 # Items/s against item size (512 B to 64 MiB) for SageQueue, mp.Queue, mp.Pipe,
 # faster-fifo and iceoryx2; writes the README's plot, docs/bench_sizes.png.
