@@ -2,7 +2,8 @@
 #   make demo   multi-process pipeline over SageQueue vs multiprocessing.Queue
 #   make test   every suite: Rust, C/C++ (plain, ASan+UBSan, valgrind), Python
 # Also: make (release build into build/), make wheel, make bench,
-# make install PREFIX=..., make header, make fuzz, make miri, make clean.
+# make install PREFIX=..., make header, make fuzz, make miri, make test-loom,
+# make clean.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -39,9 +40,9 @@ FFI_PLAIN := $(addprefix $(BUILD)/ffi/,$(C_TESTS) $(CXX_TESTS))
 FFI_SAN := $(addprefix $(BUILD)/ffi-san/,$(C_TESTS) $(CXX_TESTS))
 FFI_HDRS := include/ring_buffer.h $(wildcard ffi-tests/*.h)
 
-.PHONY: all lib header header-check header-strict test test-rust test-loom test-ffi test-ffi-plain \
+.PHONY: all lib header header-check header-strict test test-rust test-loom loom-mutants test-ffi test-ffi-plain \
 	test-ffi-san test-ffi-valgrind test-install test-python test-package test-dependent python-lint \
-	wheel demo bench bench-c bench-python bench-ray install fuzz miri venv clean tools-test tools-demo
+	wheel demo bench bench-c bench-python bench-sizes bench-ray install fuzz miri venv clean tools-test tools-demo
 
 # ---------------------------------------------------------------- tools
 
@@ -135,11 +136,17 @@ test-rust:
 # memory, which loom's atomics cannot live in). The models print how many
 # executions each explored.
 LOOM_TARGET := $(abspath target/loom)
-LOOM_PREEMPTIONS ?= 3
+LOOM_PREEMPTIONS ?= 4
 LOOM_ENV := RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(LOOM_TARGET) LOOM_MAX_PREEMPTIONS=$(LOOM_PREEMPTIONS)
 test-loom:
 	$(LOOM_ENV) $(CARGO) clippy --release --lib --tests --quiet -- -D warnings
 	$(LOOM_ENV) $(CARGO) test --release --lib --quiet loom -- --nocapture
+
+# Checks that the models can fail: each mutant in tests/loom_mutants.py
+# weakens one ordering or drops one step of the protocol in a copy of the
+# crate, and the models it names must all fail. Slow (a build per mutant).
+loom-mutants:
+	LOOM_PREEMPTIONS=$(LOOM_PREEMPTIONS) $(PYTHON) tests/loom_mutants.py
 
 # The crate as published: `cargo package`, then the unpacked tarball alone
 # (its own target dir) builds by default (no C compiler), builds the C
@@ -249,6 +256,9 @@ wheel: venv
 
 python-lint: venv
 	cd python-ctypes && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/mypy
+	# The size benchmark too, with the package's settings (mypy --strict).
+	cd python-ctypes && ../$(VENV)/bin/ruff check --config pyproject.toml ../bench/bench_sizes.py \
+		&& ../$(VENV)/bin/mypy ../bench/bench_sizes.py
 
 # The package is the editable install; its library the fresh build (and the
 # wheel and source-install tests use the wheel and the Cargo target above).
@@ -262,7 +272,7 @@ test-python: lib venv wheel
 demo: tools-demo lib venv
 	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) python-ctypes/examples/pipeline_demo.py
 
-bench: bench-c bench-python bench-ray
+bench: bench-c bench-python bench-sizes bench-ray
 
 # Boost.Interprocess message_queue is measured beside the reference ring
 # where its headers are installed (it is header-only; nothing is installed
@@ -290,6 +300,15 @@ bench-c: lib
 
 bench-python: lib venv
 	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) bench/bench_python.py
+	# In one process: SageQueue put+get against the raw ctypes calls plus
+	# pickling of the same item (issue 14 item 5: at most 1.3x).
+	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) python-ctypes/examples/hot_path_cost.py
+
+# Items/s against item size (512 B to 64 MiB) for SageQueue, mp.Queue, mp.Pipe,
+# faster-fifo and iceoryx2; writes the README's plot, docs/bench_sizes.png.
+# BENCH_SIZES_ARGS="--runs 3" repeats it (median and per-run ratios).
+bench-sizes: lib venv
+	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) bench/bench_sizes.py $(BENCH_SIZES_ARGS)
 
 # auto vs ray_queue vs ray_actor between two Ray nodes (a local two-node cluster).
 bench-ray: lib venv
@@ -316,13 +335,22 @@ fuzz:
 	RB_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --profile ci --lib fuzz_tests -- --nocapture
 
 # The single-process core under Miri (nightly with the miri and rust-src
-# components). Miri cannot emulate process-shared pthread mutexes
-# (pthread_mutexattr_setpshared), so the mutex tests are skipped and the fuzz
-# properties use legacy-layout images (see src/fuzz_tests.rs); interpreting
-# is slow, hence few cases. Shared-memory objects (shm, mmap, flock) are
-# exercised by the integration suites, which Miri cannot run.
+# components) over heap images of queue objects, legacy and version 2: the
+# layout, ring copies, framing, every message and legacy call, the extension
+# block's locking, journaling and counting, and the dead-owner repair
+# (src/ops/repair_tests.rs). The extension block's locks are the library's
+# futex locks (sync::lock), locked uncontended there. Miri supports neither
+# process-shared nor robust pthread mutexes nor pthread_mutex_timedlock:
+# under Miri the legacy ref mutex is a private mutex
+# (sync::mutex::init_robust), and the tests of that mutex are skipped, as
+# are the fork test of sync::owner (ignored under Miri) and the test of
+# inspect::pid_alive (Miri has no kill()). Interpreting is slow, hence few
+# fuzz cases (about 12 minutes in all). Shared-memory objects (shm, mmap,
+# flock) and real process deaths are exercised by the integration suites,
+# which Miri cannot run.
 miri:
-	RB_FUZZ_CASES=8 MIRIFLAGS=-Zmiri-disable-isolation $(CARGO) +nightly miri test --lib -- --skip sync::mutex
+	RB_FUZZ_CASES=8 MIRIFLAGS=-Zmiri-disable-isolation $(CARGO) +nightly miri test --lib -- \
+		--skip sync::mutex --skip inspect::tests::pid_alive
 
 clean:
 	$(CARGO) clean

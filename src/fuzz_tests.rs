@@ -32,8 +32,9 @@ use crate::sync::deadline::Wait;
 const GUARD: usize = 128;
 const GUARD_BYTE: u8 = 0xA5;
 
-/// A queue object image on the heap, between two guard zones.
-struct HeapQueue {
+/// A queue object image on the heap, between two guard zones (also used by
+/// the repair tests, `crate::ops::repair_tests`).
+pub(crate) struct HeapQueue {
     ptr: *mut u8,
     layout: Layout,
     size: usize,
@@ -42,7 +43,7 @@ struct HeapQueue {
 }
 
 impl HeapQueue {
-    fn new(version: u32, buffer_size: u32) -> HeapQueue {
+    pub(crate) fn new(version: u32, buffer_size: u32) -> HeapQueue {
         let size = object_size(version, buffer_size).unwrap() as usize;
         let layout = Layout::from_size_align(size + 2 * GUARD, 64).unwrap();
         // SAFETY: non-zero size, valid alignment; checked for NULL.
@@ -93,7 +94,7 @@ impl HeapQueue {
         unsafe { self.ptr.add(GUARD) }
     }
 
-    fn view(&self) -> View<'_> {
+    pub(crate) fn view(&self) -> View<'_> {
         // SAFETY: the object image is 64-aligned, of the size of its version,
         // and lives as long as `self`.
         unsafe { View::new(self.base(), self.version, self.buffer_size) }
@@ -133,7 +134,7 @@ impl Drop for HeapQueue {
 }
 
 /// Messages received into a buffer of `cap` bytes, at most `max` of them.
-struct Sink {
+pub(crate) struct Sink {
     buf: Vec<u8>,
     used: usize,
     lens: Vec<u32>,
@@ -141,7 +142,7 @@ struct Sink {
 }
 
 impl Sink {
-    fn new(cap: usize, max: usize) -> Sink {
+    pub(crate) fn new(cap: usize, max: usize) -> Sink {
         Sink {
             buf: vec![0; cap],
             used: 0,
@@ -149,7 +150,7 @@ impl Sink {
             max,
         }
     }
-    fn messages(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn messages(&self) -> Vec<Vec<u8>> {
         let mut at = 0;
         self.lens
             .iter()
@@ -680,17 +681,13 @@ fn config() -> Config {
     }
 }
 
-/// Whether a case uses a legacy (version 1) image. Miri cannot emulate
-/// process-shared pthread mutexes (`pthread_mutexattr_setpshared` is not
-/// supported), which every version-2 object has; under Miri the properties
-/// use legacy images, which still exercise the ring, the framing, every
-/// message and legacy call and the observers, everything but the locks.
+/// Whether a case uses a legacy (version 1) image rather than a version-2
+/// one. Under Miri too both kinds run: the version-2 locks are the
+/// library's futex locks (`sync::lock`), which the single-threaded
+/// properties lock uncontended, so the extension block, the locking,
+/// journaling, counting and framing paths are all checked.
 fn legacy_layout() -> impl Strategy<Value = bool> {
-    if cfg!(miri) {
-        Just(true).boxed()
-    } else {
-        prop::bool::weighted(0.2).boxed()
-    }
+    prop::bool::weighted(0.2)
 }
 
 fn sizes() -> impl Strategy<Value = u32> {

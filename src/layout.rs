@@ -316,19 +316,11 @@ pub(crate) struct Extension {
 /// padding; it is an `UnsafeCell` because other processes may write it.
 #[repr(C, align(64))]
 pub(crate) struct Position {
-    pub pos: AtomicU64,
+    /// std's atomic even under `--cfg loom`: `crate::ring::Ring` reaches the
+    /// legacy header's counters and these through one type, and the loom
+    /// models keep loom words of their own for the positions.
+    pub pos: std::sync::atomic::AtomicU64,
     _pad: UnsafeCell<[u8; 120]>,
-}
-
-/// Model-checking builds only: a zero position, as in a new object.
-#[cfg(loom)]
-impl Default for Position {
-    fn default() -> Position {
-        Position {
-            pos: AtomicU64::default(),
-            _pad: UnsafeCell::new([0; 120]),
-        }
-    }
 }
 
 /// [`Identity::flags`] bit, set (for good) by the first legacy raw write that
@@ -435,6 +427,17 @@ pub(crate) struct Side {
     /// side's line; only when it says full (empty) is the real position
     /// loaded and this copy refreshed. Written only by the lock holder.
     pub peer: AtomicU64,
+}
+
+/// Model-checking builds only: a position at 0, for loom's models.
+#[cfg(loom)]
+impl Default for Position {
+    fn default() -> Position {
+        Position {
+            pos: Default::default(),
+            _pad: UnsafeCell::new([0; 120]),
+        }
+    }
 }
 
 /// Model-checking builds only: a fresh side for loom's models (a free lock,

@@ -123,17 +123,10 @@ impl<'a> View<'a> {
         // The authoritative counters: the extension block's position lines
         // on a version-2 object (the header's are a mirror there, see
         // `RingBuffer`), the header's on a legacy one.
-        #[cfg(not(loom))]
         let (head, tail) = match ext {
             Some(e) => (&e.head.pos, &e.tail.pos),
             None => (header.head(), header.tail()),
         };
-        // Under `--cfg loom` the extension's atomics are loom's, which the
-        // ring (std atomics over mapped bytes) cannot use, and no model
-        // builds a View (they run the protocol's functions on a heap block):
-        // the header's words stand in, so that the crate still compiles.
-        #[cfg(loom)]
-        let (head, tail) = (header.head(), header.tail());
         // SAFETY: as above; the counters live in the mapping.
         let ring = unsafe { Ring::new(data, buffer_size, head, tail) };
         View {

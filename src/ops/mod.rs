@@ -15,6 +15,8 @@ mod loom_models;
 mod readiness;
 mod reclaim;
 mod recv;
+#[cfg(test)]
+mod repair_tests;
 mod send;
 mod status;
 mod tasks;
@@ -76,24 +78,7 @@ impl<'a> View<'a> {
         let Some(side) = self.side(role) else {
             return Ok(None);
         };
-        let (own, inside) = match role {
-            Role::Writer => (self.ring.tail, self.header.writers()),
-            Role::Reader => (self.ring.head, self.header.readers()),
-        };
-        let repair = || {
-            // Acquire pairs with the dead owner's Release stores of the
-            // journal and of its counter: if we see its publication we see the
-            // journal written before it.
-            let pos = own.load(Acquire);
-            side.own.store(pos, Relaxed);
-            if side.journal_pos.load(Acquire) == pos {
-                side.messages
-                    .store(side.journal_messages.load(Acquire), Relaxed);
-                side.track.store(side.journal_track.load(Acquire), Relaxed);
-            }
-            inside.store(0, Relaxed);
-            side.recoveries.fetch_add(1, Relaxed);
-        };
+        let repair = || self.repair(role, side);
         let owners = ProcessOwners::new(self.file);
         let guard = side.lock.lock(&owners, || wait.lock_deadline(), repair)?;
         crate::failpoint::hit(match role {
@@ -101,6 +86,28 @@ impl<'a> View<'a> {
             Role::Reader => "reader_locked",
         });
         Ok(Some(guard))
+    }
+
+    /// Puts `role`'s side (`side`) back in order after its lock was taken
+    /// over from an owner that died holding it, or from a word that named no
+    /// live owner (the caller holds the lock now; see [`View::lock`]).
+    fn repair(&self, role: Role, side: &Side) {
+        let (own, inside) = match role {
+            Role::Writer => (self.ring.tail, self.header.writers()),
+            Role::Reader => (self.ring.head, self.header.readers()),
+        };
+        // Acquire pairs with the dead owner's Release stores of the journal
+        // and of its counter: if we see its publication we see the journal
+        // written before it.
+        let pos = own.load(Acquire);
+        side.own.store(pos, Relaxed);
+        if side.journal_pos.load(Acquire) == pos {
+            side.messages
+                .store(side.journal_messages.load(Acquire), Relaxed);
+            side.track.store(side.journal_track.load(Acquire), Relaxed);
+        }
+        inside.store(0, Relaxed);
+        side.recoveries.fetch_add(1, Relaxed);
     }
 
     /// `head` and `tail` for an operation of `role`, whose lock the caller

@@ -3,8 +3,8 @@
 //! has a sleeper, so a streaming queue makes no system calls at all.
 //!
 //! The sleep protocol is Dekker-style. A sleeper reads the sequence word,
-//! raises the "wanted" flag (SeqCst), re-checks the counter it waits on, and
-//! only then sleeps on the sequence word. A waker publishes its counter,
+//! raises the "wanted" flag, issues a SeqCst fence, re-checks the counter it
+//! waits on, and only then sleeps on the sequence word. A waker publishes its counter,
 //! issues a SeqCst fence, and reads the flag. Either the waker sees the flag,
 //! clears it and bumps the sequence word (so the sleeper's futex wait returns
 //! at once or is woken), or the sleeper's re-check sees the new counter and
@@ -12,7 +12,6 @@
 //! so a sleeper that takes a while to get scheduled again does not turn every
 //! publication in the meantime into a wake-up. Sleeper counts are kept for
 //! the statistics only.
-
 //!
 //! The handshake itself ([`sleep_unless`], [`wake_sleepers`],
 //! [`shut_down`]) works on the extension block alone, so that the loom
@@ -159,11 +158,11 @@ pub(super) fn sleep_unless(
     sleepers.fetch_add(1, SeqCst);
     wanted.store(1, SeqCst);
     // The re-check must not move before the flag's store: this fence pairs
-    // with the waker's in `wake_sleepers` (store of the position, fence,
-    // load of the flag there; store of the flag, fence, load of the position
+    // with the waker's in `wake_sleepers` (store of the position, fence, load
+    // of the flag there; store of the flag, fence, load of the position
     // here), so either the waker sees the flag or `ready` sees the new
-    // position. `ready` loads the real positions (`ring.head`/`tail`, not
-    // the cached copies), with plain Acquire.
+    // position. `ready` loads the real positions (`ring.head`/`tail`, not the
+    // cached copies), with plain Acquire.
     fence(SeqCst);
     let woken = if ready() {
         Woken::Maybe
