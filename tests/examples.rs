@@ -13,24 +13,22 @@ use common::{unique_name, Cleanup};
 use ring_buffer::Queue;
 
 /// Examples are built next to the test binaries: target/<profile>/examples.
-/// A full `cargo test` builds them; running this target alone may not, so it
-/// builds them with the same cargo and profile then.
+/// They are (re)built with the same cargo and profile on every use (a no-op
+/// when up to date): a binary left there by an earlier build of other
+/// sources or features would otherwise be run against this library.
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join("examples").join(name);
-    if !path.exists() {
-        let profile = profile_dir.file_name().unwrap().to_str().unwrap();
-        let profile = if profile == "debug" { "dev" } else { profile };
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--examples", "--features", "serde"])
-            .args(["--profile", profile])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the examples failed");
-    }
-    path
+    let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+    let profile = if profile == "debug" { "dev" } else { profile };
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--examples", "--features", "serde"])
+        .args(["--profile", profile])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the examples failed");
+    profile_dir.join("examples").join(name)
 }
 
 #[test]
