@@ -333,6 +333,14 @@ pub(crate) struct Position {
 /// checked against frames (the legacy one-consumer contract).
 pub(crate) const FLAG_RAW_STREAM: u32 = 1;
 
+/// [`Identity::flags`] bit, set (for good) by an opener whose pid namespace
+/// differs from the creator's, or is unknown (no `/proc`). Thread ids in a
+/// lock word are then numbers of another namespace, which `/proc` here
+/// cannot judge: a waiter never takes a lock over from an owner it cannot
+/// see (`crate::sync::owner`), so that no live owner is ever robbed; a dead
+/// one is waited for (calls with a deadline time out).
+pub(crate) const FLAG_MIXED_PID_NS: u32 = 2;
+
 /// Written once at creation, read at open to validate the block.
 #[repr(C, align(64))]
 #[cfg_attr(loom, derive(Default))]
@@ -341,7 +349,7 @@ pub(crate) struct Identity {
     pub magic: AtomicU64,
     /// `size_of::<Extension>()` of the creator.
     pub size: AtomicU32,
-    /// [`FLAG_RAW_STREAM`] or 0.
+    /// [`FLAG_RAW_STREAM`], [`FLAG_MIXED_PID_NS`], or 0.
     pub flags: AtomicU32,
     /// `task_done` calls so far; `messages_in - tasks_done` tasks are open.
     pub tasks_done: AtomicU64,
@@ -351,6 +359,9 @@ pub(crate) struct Identity {
     /// operation (which would bounce one more cache line per message).
     pub stats_base_tail: AtomicU64,
     pub stats_base_head: AtomicU64,
+    /// The creator's pid namespace (inode of `/proc/self/ns/pid`; 0 when
+    /// unknown), compared by every opener (see [`FLAG_MIXED_PID_NS`]).
+    pub pid_ns: AtomicU64,
 }
 
 /// Futex words and sleeper counts. Read by every producer and consumer after

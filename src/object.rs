@@ -304,6 +304,7 @@ impl Mapping {
             },
         };
         mapping.view().validate_extension()?;
+        mapping.view().note_pid_namespace();
         mapping.view().header.process_count().fetch_add(1, Relaxed);
         // A program that opened the queue reads the legacy header's counters
         // as of now (a version-2 object keeps them as a mirror).

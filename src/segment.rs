@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    extension_offset, Extension, RingBuffer, EXTENSION_MAGIC, MAX_NAME_LEN,
+    extension_offset, Extension, RingBuffer, EXTENSION_MAGIC, FLAG_MIXED_PID_NS, MAX_NAME_LEN,
     RING_BUFFER_HEADER_SIZE, RING_BUFFER_MAGIC, RING_BUFFER_VERSION, RING_BUFFER_VERSION_LEGACY,
 };
 use crate::name::QueueName;
@@ -163,6 +163,20 @@ impl<'a> View<'a> {
             _ => Ok(()),
         }
     }
+
+    /// Called by every opener of a version-2 object: an opener of another
+    /// pid namespace than the creator's (or of one it cannot know) marks the
+    /// object [`FLAG_MIXED_PID_NS`] before it can take any lock.
+    pub(crate) fn note_pid_namespace(&self) {
+        if let Some(ext) = self.ext {
+            let mine = crate::sync::owner::pid_namespace();
+            if mine == 0 || mine != ext.identity.pid_ns.load(Relaxed) {
+                // Published to lock waiters by this process's AcqRel lock
+                // acquisitions (see `crate::sync::owner`).
+                ext.identity.flags.fetch_or(FLAG_MIXED_PID_NS, Relaxed);
+            }
+        }
+    }
 }
 
 /// Writes the header and extension block of a new version-2 object.
@@ -201,6 +215,11 @@ pub(crate) unsafe fn initialise(
     ext.identity
         .size
         .store(size_of::<Extension>() as u32, Relaxed);
+    let pid_ns = crate::sync::owner::pid_namespace();
+    ext.identity.pid_ns.store(pid_ns, Relaxed);
+    if pid_ns == 0 {
+        ext.identity.flags.store(FLAG_MIXED_PID_NS, Relaxed);
+    }
     ext.identity.magic.store(EXTENSION_MAGIC, Relaxed);
     // The magic goes last: a header with the magic is a complete header.
     hdr.magic().store(RING_BUFFER_MAGIC, Relaxed);

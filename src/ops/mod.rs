@@ -79,7 +79,7 @@ impl<'a> View<'a> {
             return Ok(None);
         };
         let repair = || self.repair(role, side);
-        let owners = ProcessOwners::new(self.file);
+        let owners = ProcessOwners::new(self.file, self.ext.map(|e| &e.identity.flags));
         let guard = side.lock.lock(&owners, || wait.lock_deadline(), repair)?;
         crate::failpoint::hit(match role {
             Role::Writer => "writer_locked",

@@ -24,7 +24,7 @@ use super::deadline::Deadline;
 use super::futex::{self, Woken};
 use crate::error::{Error, Result};
 
-use super::atomic::{AtomicU32, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use super::atomic::{AtomicU32, Ordering::AcqRel, Ordering::Relaxed, Ordering::Release};
 
 /// Set in the lock word while a thread may be asleep waiting for it: the
 /// release must then wake one.
@@ -47,6 +47,12 @@ const MAX_SLICE_NS: u64 = 50_000_000;
 
 /// A lock in shared memory (4 bytes, zero = free, so a zeroed object is an
 /// initialised one).
+///
+/// Every compare-and-swap that takes the lock is AcqRel: Acquire pairs with
+/// the Release of the previous owner's release (or, for a takeover, with
+/// whatever the dead owner published); Release makes what the new owner's
+/// process wrote before (the object's flags, at open) visible to a waiter
+/// that reads this word and then judges the owner (`Owners::alive`).
 #[repr(C)]
 pub(crate) struct SharedLock {
     word: AtomicU32,
@@ -122,7 +128,7 @@ impl SharedLock {
     ) -> Result<LockGuard<'l>> {
         let me = owners.me();
         debug_assert!(me != 0 && me & WAITERS == 0);
-        if self.word.compare_exchange(0, me, Acquire, Relaxed).is_ok() {
+        if self.word.compare_exchange(0, me, AcqRel, Relaxed).is_ok() {
             return Ok(LockGuard { lock: self, me });
         }
         self.lock_contended(me, owners, deadline(), repair)
@@ -140,7 +146,7 @@ impl SharedLock {
         let mut repair = Some(repair);
         for _ in 0..SPINS {
             if self.word.load(Relaxed) == 0
-                && self.word.compare_exchange(0, me, Acquire, Relaxed).is_ok()
+                && self.word.compare_exchange(0, me, AcqRel, Relaxed).is_ok()
             {
                 return Ok(LockGuard { lock: self, me });
             }
@@ -157,7 +163,7 @@ impl SharedLock {
                 // contended, so that our release wakes one of them.
                 if self
                     .word
-                    .compare_exchange(0, me | WAITERS, Acquire, Relaxed)
+                    .compare_exchange(0, me | WAITERS, AcqRel, Relaxed)
                     .is_ok()
                 {
                     return Ok(LockGuard { lock: self, me });
@@ -179,9 +185,7 @@ impl SharedLock {
                     }
                 }
                 // A live owner (or the word just moved): one last try.
-                let last = self
-                    .word
-                    .compare_exchange(0, me | WAITERS, Acquire, Relaxed);
+                let last = self.word.compare_exchange(0, me | WAITERS, AcqRel, Relaxed);
                 return match last {
                     Ok(_) => Ok(LockGuard { lock: self, me }),
                     Err(now) => {
@@ -246,7 +250,7 @@ impl SharedLock {
         // Acquire: whatever the dead owner published before dying (its
         // journal, Release stores) is visible to the repair.
         self.word
-            .compare_exchange(seen, me | WAITERS, Acquire, Relaxed)
+            .compare_exchange(seen, me | WAITERS, AcqRel, Relaxed)
             .ok()?;
         // Built first, so that a panic in `repair` still releases the lock.
         let guard = LockGuard { lock: self, me };
@@ -282,8 +286,8 @@ mod tests {
     use super::*;
     use crate::sync::owner::{current_tid, ProcessOwners};
 
-    fn owners() -> ProcessOwners {
-        ProcessOwners::new(None)
+    fn owners() -> ProcessOwners<'static> {
+        ProcessOwners::new(None, None)
     }
 
     fn after_ms(ms: u64) -> Option<Deadline> {

@@ -10,11 +10,21 @@
 use std::cell::Cell;
 use std::fs;
 use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
 #[cfg(not(miri))]
 use std::sync::Once;
 
+use super::atomic::{fence, AtomicU32, Ordering::Acquire};
 use super::lock::Owners;
+use crate::layout::FLAG_MIXED_PID_NS;
 use crate::object::{lock_holders, FileId};
+
+/// The calling process's pid namespace: the inode of `/proc/self/ns/pid`,
+/// 0 when `/proc` cannot tell (not mounted, no access). Not cached: a
+/// process may `unshare` its children into another namespace.
+pub(crate) fn pid_namespace() -> u64 {
+    fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
+}
 
 thread_local! {
     /// This thread's id, 0 until first asked (and again in a forked child,
@@ -59,30 +69,45 @@ pub(crate) fn current_tid() -> u32 {
 /// The owners of the locks of one queue object: threads of processes that
 /// have the object open (their `flock`, see `crate::object`) or mapped (a
 /// forked child that inherited a handle holds no `flock` of its own).
-pub(crate) struct ProcessOwners {
+pub(crate) struct ProcessOwners<'a> {
     /// The object; `None` for an image in private memory (tests), whose
     /// only possible owners are this process's threads.
     file: Option<FileId>,
     /// The last owner found attached: a long wait on one owner checks the
     /// attachment once and then only that the thread still lives.
     vouched: Cell<u32>,
+    /// The object's flags word (`Identity::flags`; `None` for private
+    /// images): with [`FLAG_MIXED_PID_NS`] set, owners are never judged.
+    flags: Option<&'a AtomicU32>,
 }
 
-impl ProcessOwners {
-    pub(crate) fn new(file: Option<FileId>) -> ProcessOwners {
+impl<'a> ProcessOwners<'a> {
+    pub(crate) fn new(file: Option<FileId>, flags: Option<&'a AtomicU32>) -> ProcessOwners<'a> {
         ProcessOwners {
             file,
             vouched: Cell::new(0),
+            flags,
         }
     }
 }
 
-impl Owners for ProcessOwners {
+impl Owners for ProcessOwners<'_> {
     fn me(&self) -> u32 {
         current_tid()
     }
 
     fn alive(&self, owner: u32) -> bool {
+        // The fence makes the caller's earlier (Relaxed) read of the lock
+        // word an acquire, pairing with the AcqRel compare-and-swap by which
+        // `owner` took the lock: an owner of another namespace set the flag
+        // when it opened the object, before that, so it is seen here.
+        fence(Acquire);
+        if self
+            .flags
+            .is_some_and(|f| f.load(Acquire) & FLAG_MIXED_PID_NS != 0)
+        {
+            return true;
+        }
         let tgid = match thread_status(owner) {
             Status::Gone => return false,
             Status::Unknown => return true,
@@ -99,7 +124,7 @@ impl Owners for ProcessOwners {
     }
 }
 
-impl ProcessOwners {
+impl ProcessOwners<'_> {
     /// Whether process `tgid` has the object open or mapped. When the
     /// answer cannot be had (a `/proc` read failing for a reason other than
     /// the process being gone or foreign), `true`: wait and look again.
@@ -148,8 +173,15 @@ fn thread_status(tid: u32) -> Status {
     }
     let text = match fs::read_to_string(format!("/proc/{tid}/status")) {
         Ok(t) => t,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Status::Gone,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Status::Gone,
+        // Not in this /proc: gone, unless the kernel still knows the id (a
+        // /proc mounted with hidepid, or none at all): then unsure.
+        Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+            return if signalable(tid) {
+                Status::Unknown
+            } else {
+                Status::Gone
+            };
+        }
         Err(_) => return Status::Unknown,
     };
     let field = |name: &str| {
@@ -165,6 +197,15 @@ fn thread_status(tid: u32) -> Status {
         Some(tgid) => Status::Live { tgid },
         None => Status::Unknown,
     }
+}
+
+/// Whether the kernel knows a task with this id in our pid namespace
+/// (signal 0 checks without sending; EPERM: it exists, another user's).
+fn signalable(tid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the target exists and may be
+    // signalled; nothing is sent.
+    let rc = unsafe { libc::kill(tid as libc::pid_t, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Whether a `/proc/<pid>/maps` text maps the object `file` (lines read
@@ -262,7 +303,7 @@ mod tests {
 
     #[test]
     fn private_images_are_owned_only_by_this_process() {
-        let owners = ProcessOwners::new(None);
+        let owners = ProcessOwners::new(None, None);
         // A live thread of ours.
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
