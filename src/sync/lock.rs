@@ -399,6 +399,10 @@ mod tests {
                 .join()
                 .unwrap();
             }
+            // Judged dead once the kernel no longer lists it (a moment
+            // after the join; a deadline already past judges only once).
+            let dead = l.word().load(Relaxed) & !WAITERS;
+            assert!(crate::sync::owner::tests::until_gone(dead));
             let mut repaired = 0;
             let g = l.lock(&owners(), || deadline, || repaired += 1).unwrap();
             assert_eq!(repaired, 1, "deadline {deadline:?}");
@@ -440,9 +444,11 @@ mod tests {
     fn a_release_never_clears_a_word_it_does_not_own() {
         let l = SharedLock::new();
         let g = l.lock(&owners(), || None, || unreachable!()).unwrap();
-        // Scribbled over, or taken over by a waiter that judged us dead.
-        l.word().store(0x1234, Relaxed);
+        // Scribbled over, or taken over by a waiter that judged us dead
+        // (any id but ours: a fixed number could be this thread's id).
+        let other = (current_tid() + 1) & !WAITERS;
+        l.word().store(other, Relaxed);
         drop(g);
-        assert_eq!(l.word().load(Relaxed), 0x1234);
+        assert_eq!(l.word().load(Relaxed), other);
     }
 }

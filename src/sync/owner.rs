@@ -251,8 +251,23 @@ fn ancestors(pid: u32) -> impl Iterator<Item = u32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Waits (at most 5 s) until `tid` has left `/proc`. A joined thread
+    /// has run its last user instruction, but the kernel lists it a moment
+    /// longer (join returns when the thread clears its tid word, before the
+    /// task is reaped): until then it is rightly judged alive.
+    pub(crate) fn until_gone(tid: u32) -> bool {
+        let start = std::time::Instant::now();
+        while thread_status(tid) != Status::Gone {
+            if start.elapsed() > std::time::Duration::from_secs(5) {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    }
 
     #[test]
     fn thread_ids_are_per_thread_and_live() {
@@ -266,8 +281,8 @@ mod tests {
                 tgid: std::process::id()
             }
         );
-        // The other thread has exited (joined): gone.
-        assert_eq!(thread_status(other), Status::Gone);
+        // The other thread has exited (joined): gone, once reaped.
+        assert!(until_gone(other), "thread {other} still listed after 5 s");
         assert_eq!(thread_status(0), Status::Gone);
         assert_eq!(thread_status(u32::MAX >> 1), Status::Gone);
     }
@@ -317,6 +332,7 @@ mod tests {
         assert!(!owners.alive(1));
         done_tx.send(()).unwrap();
         t.join().unwrap();
+        assert!(until_gone(tid), "thread {tid} still listed after 5 s");
         assert!(!owners.alive(tid));
     }
 
