@@ -222,30 +222,49 @@ static uint8_t *message_buffer(void) {
     return buf;
 }
 
+/* The library's or Boost's handle of one process of a run (the reference
+ * ring's state differs by side: each side makes its own). */
+typedef struct {
+    ring_buffer_t *rb;
+#if HAVE_BOOST
+    boost_mq_t *mq;
+#endif
+} endpoint_t;
+
+static endpoint_t open_endpoint(const run_t *run) {
+    endpoint_t ep = {0};
+    switch (run->impl) {
+    case IMPL_MSG:
+    case IMPL_LEGACY:
+        if (!(ep.rb = ring_buffer_open(run->name))) _exit(2);
+        break;
+    case IMPL_BOOST:
+#if HAVE_BOOST
+        if (!(ep.mq = boost_mq_open(run->name))) _exit(2);
+#endif
+        break;
+    case IMPL_REF:
+        break;
+    }
+    return ep;
+}
+
+static void close_endpoint(endpoint_t *ep) {
+    if (ep->rb) ring_buffer_close(ep->rb);
+#if HAVE_BOOST
+    if (ep->mq) boost_mq_close(ep->mq);
+#endif
+}
+
 static void producer(const run_t *run, shared_t *s, uint32_t id, uint64_t count) {
     die_with_parent();
     if (run->pinned) pin_to(0);
     uint8_t *buf = message_buffer();
     uint32_t size = run->size;
-    ring_buffer_t *rb = NULL;
+    endpoint_t ep = open_endpoint(run);
+    ring_buffer_t *rb = ep.rb;
     spsc_producer_t ref;
-#if HAVE_BOOST
-    boost_mq_t *mq = NULL;
-#endif
-    switch (run->impl) {
-    case IMPL_MSG:
-    case IMPL_LEGACY:
-        if (!(rb = ring_buffer_open(run->name))) _exit(2);
-        break;
-    case IMPL_REF:
-        ref = spsc_producer(run->ref);
-        break;
-    case IMPL_BOOST:
-#if HAVE_BOOST
-        if (!(mq = boost_mq_open(run->name))) _exit(2);
-#endif
-        break;
-    }
+    if (run->impl == IMPL_REF) ref = spsc_producer(run->ref);
     wait_go(s);
     unsigned spins = 0;
     for (uint64_t seq = 0; seq < count; seq++) {
@@ -269,16 +288,13 @@ static void producer(const run_t *run, shared_t *s, uint32_t id, uint64_t count)
         case IMPL_BOOST:
 #if HAVE_BOOST
             fill(buf, size, id, seq);
-            if (boost_mq_send(mq, buf, size) != 0) _exit(4);
+            if (boost_mq_send(ep.mq, buf, size) != 0) _exit(4);
 #endif
             break;
         }
     }
     atomic_fetch_sub(&s->producers_left, 1);
-    if (rb) ring_buffer_close(rb);
-#if HAVE_BOOST
-    if (mq) boost_mq_close(mq);
-#endif
+    close_endpoint(&ep);
     _exit(0);
 }
 
@@ -287,25 +303,10 @@ static void consumer(const run_t *run, shared_t *s) {
     if (run->pinned) pin_to(1);
     uint8_t *buf = message_buffer();
     uint32_t size = run->size;
-    ring_buffer_t *rb = NULL;
+    endpoint_t ep = open_endpoint(run);
+    ring_buffer_t *rb = ep.rb;
     spsc_consumer_t ref;
-#if HAVE_BOOST
-    boost_mq_t *mq = NULL;
-#endif
-    switch (run->impl) {
-    case IMPL_MSG:
-    case IMPL_LEGACY:
-        if (!(rb = ring_buffer_open(run->name))) _exit(2);
-        break;
-    case IMPL_REF:
-        ref = spsc_consumer(run->ref);
-        break;
-    case IMPL_BOOST:
-#if HAVE_BOOST
-        if (!(mq = boost_mq_open(run->name))) _exit(2);
-#endif
-        break;
-    }
+    if (run->impl == IMPL_REF) ref = spsc_consumer(run->ref);
     uint64_t n = 0, sum = 0;
     unsigned spins = 0;
     wait_go(s);
@@ -339,7 +340,7 @@ static void consumer(const run_t *run, shared_t *s) {
             sum += verify(buf, size);
         } else {
 #if HAVE_BOOST
-            int64_t got = boost_mq_receive(mq, buf, MAX_MSG);
+            int64_t got = boost_mq_receive(ep.mq, buf, MAX_MSG);
             if (got == 0) break; /* the end mark the benchmark sends */
             if (got != (int64_t)size) _exit(5);
             sum += verify(buf, size);
@@ -349,10 +350,7 @@ static void consumer(const run_t *run, shared_t *s) {
     }
     atomic_fetch_add(&s->received, n);
     atomic_fetch_add(&s->checksum, sum);
-    if (rb) ring_buffer_close(rb);
-#if HAVE_BOOST
-    if (mq) boost_mq_close(mq);
-#endif
+    close_endpoint(&ep);
     _exit(0);
 }
 

@@ -172,6 +172,13 @@ class Items:
         elif item.shape != self.shape or item[0, 0] != self.stamps[i % VARIANTS]:
             raise AssertionError(f"item {i}: not the array sent (shape {item.shape}, stamp {item[0, 0]})")
 
+    def check_end(self, last: Any, kept: Dict[int, Any]) -> None:
+        """After the clock: the end marker came last, the kept items are whole."""
+        if last is not None:
+            raise AssertionError("more items than were sent")
+        for i, item in kept.items():
+            self.check_full(item, i)
+
     def check_full(self, item: Any, i: int) -> None:
         """A kept item, after the clock: dtype and the CRC-32 of its bytes."""
         if self.size.is_pickle:
@@ -244,10 +251,7 @@ class _PutGet(Contender):
             if i in keep:
                 kept[i] = item
         t_end = time.monotonic()
-        if get() is not None:
-            raise AssertionError("more items than were sent")
-        for i, item in kept.items():
-            items.check_full(item, i)
+        items.check_end(get(), kept)
         return t_end
 
 
@@ -298,10 +302,7 @@ class SageQueueMany(SageQueuePutGet):
                     kept[i] = item
                 i += 1
         t_end = time.monotonic()
-        if self.q.get() is not None:
-            raise AssertionError("more items than were sent")
-        for j, item in kept.items():
-            items.check_full(item, j)
+        items.check_end(self.q.get(), kept)
         return t_end
 
 
