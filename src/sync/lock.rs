@@ -75,6 +75,16 @@ pub(crate) trait Owners {
     /// in the loom model of the plain hand-over, whose owners never die:
     /// there the waits are untimed, so that a lost wake-up shows as a
     /// deadlock instead of being covered by the next slice.
+    /// Whether to judge an owner before the first sleep instead of after
+    /// it. Only for owners `/proc` can tell about at once and for sure: a
+    /// private image (tests, Miri, the fuzz properties) whose only possible
+    /// owners are this process's threads. A shared object's owner gets its
+    /// first slice first: a hold is usually short, and a judgement reads
+    /// `/proc`.
+    fn judge_at_once(&self) -> bool {
+        false
+    }
+
     fn sliced(&self) -> bool {
         true
     }
@@ -152,7 +162,11 @@ impl SharedLock {
             }
             spin_loop();
         }
-        let mut slice = FIRST_SLICE_NS;
+        let mut slice = if owners.judge_at_once() {
+            0
+        } else {
+            FIRST_SLICE_NS
+        };
         // The owner this call first found (0 until then) and whether it has
         // slept (and so may have consumed a wake-up meant for the next owner).
         let (mut first_owner, mut slept) = (0, false);
@@ -223,7 +237,7 @@ impl SharedLock {
                 if let Some(guard) = self.take_over_if_abandoned(asleep, me, owners, &mut repair) {
                     return Ok(guard);
                 }
-                slice = (slice * 2).min(MAX_SLICE_NS);
+                slice = (slice * 2).clamp(FIRST_SLICE_NS, MAX_SLICE_NS);
                 // A live owner: let it run (loom explores spinning threads
                 // only as far as others make progress).
                 #[cfg(loom)]

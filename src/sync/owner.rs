@@ -19,6 +19,10 @@ use super::lock::Owners;
 use crate::layout::FLAG_MIXED_PID_NS;
 use crate::object::{lock_holders, FileId};
 
+/// The kernel's largest possible thread id (`PID_MAX_LIMIT` on 64-bit
+/// Linux), in every pid namespace.
+const PID_MAX_LIMIT: u32 = 1 << 22;
+
 /// The calling process's pid namespace: the inode of `/proc/self/ns/pid`,
 /// 0 when `/proc` cannot tell (not mounted, no access). Not cached: a
 /// process may `unshare` its children into another namespace.
@@ -96,15 +100,26 @@ impl Owners for ProcessOwners<'_> {
         current_tid()
     }
 
+    fn judge_at_once(&self) -> bool {
+        self.file.is_none()
+    }
+
     fn alive(&self, owner: u32) -> bool {
         // The fence makes the caller's earlier (Relaxed) read of the lock
         // word an acquire, pairing with the AcqRel compare-and-swap by which
         // `owner` took the lock: an owner of another namespace set the flag
         // when it opened the object, before that, so it is seen here.
         fence(Acquire);
-        if self
-            .flags
-            .is_some_and(|f| f.load(Acquire) & FLAG_MIXED_PID_NS != 0)
+        // No thread of any namespace has an id beyond the kernel's limit:
+        // such a word is garbage whatever the flags say (they may be
+        // garbage too). A private image has only our own threads as owners.
+        if owner == 0 || owner > PID_MAX_LIMIT {
+            return false;
+        }
+        if self.file.is_some()
+            && self
+                .flags
+                .is_some_and(|f| f.load(Acquire) & FLAG_MIXED_PID_NS != 0)
         {
             return true;
         }
@@ -167,8 +182,8 @@ enum Status {
 }
 
 fn thread_status(tid: u32) -> Status {
-    // Ids beyond the kernel's limit (2^22) are not threads.
-    if tid == 0 || tid > 1 << 22 {
+    // Ids beyond the kernel's limit are not threads.
+    if tid == 0 || tid > PID_MAX_LIMIT {
         return Status::Gone;
     }
     let text = match fs::read_to_string(format!("/proc/{tid}/status")) {
