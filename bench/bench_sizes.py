@@ -227,13 +227,18 @@ class Contender:
 
 
 class _PutGet(Contender):
-    """A channel with a put(item) and a get() call, None closing the stream."""
+    """A channel with a put(item) and a get() call, None closing the stream:
+    by default the put and get of the queue `open` stores in `self.q`."""
+
+    q: Any
 
     def put_fn(self) -> Callable[[Any], None]:
-        raise NotImplementedError
+        put: Callable[[Any], None] = self.q.put
+        return put
 
     def get_fn(self) -> Callable[[], Any]:
-        raise NotImplementedError
+        get: Callable[[], Any] = self.q.get
+        return get
 
     def produce(self, items: Items, n: int, start: Any) -> None:
         put, pool = self.put_fn(), items.items
@@ -262,12 +267,6 @@ class SageQueuePutGet(_PutGet):
     def open(self, size: Size, name: str) -> None:
         self.name = name
         self.q = SageQueue(name)  # default arguments: what users get
-
-    def put_fn(self) -> Callable[[Any], None]:
-        return self.q.put
-
-    def get_fn(self) -> Callable[[], Any]:
-        return self.q.get
 
     def close(self) -> None:
         self.q.close()
@@ -311,12 +310,6 @@ class MpQueue(_PutGet):
 
     def open(self, size: Size, name: str) -> None:
         self.q = CTX.Queue()
-
-    def put_fn(self) -> Callable[[Any], None]:
-        return self.q.put
-
-    def get_fn(self) -> Callable[[], Any]:
-        return self.q.get
 
     def close(self) -> None:
         self.q.close()
