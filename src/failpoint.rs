@@ -5,10 +5,15 @@
 
 #[cfg(feature = "failpoints")]
 mod armed {
-    use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
-    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, Ordering};
 
-    static ARMED: Mutex<Option<&'static str>> = Mutex::new(None);
+    // No lock anywhere here: every hot path of the test build passes through
+    // `hit`, and a process forked while another thread held a lock of it
+    // would inherit the lock held by a thread it does not have, and hang in
+    // its first call (tests/fork_while_busy.rs).
+
+    /// The armed failpoint's name (a leaked `&'static str`), or null.
+    static ARMED: AtomicPtr<&'static str> = AtomicPtr::new(std::ptr::null_mut());
     static COUNTDOWN: AtomicU64 = AtomicU64::new(0);
     static SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGKILL);
 
@@ -26,37 +31,65 @@ mod armed {
     }
 
     fn arm_with(name: &'static str, nth: u64, signal: i32) {
-        *ARMED.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
-        SIGNAL.store(signal, Relaxed);
-        COUNTDOWN.store(nth, Relaxed);
+        // Disarmed while the signal and count change, armed by the Release
+        // store that `hit`'s Acquire load pairs with. A test arms a few
+        // times per process: the leaked names are a few bytes each.
+        ARMED.store(std::ptr::null_mut(), Ordering::Relaxed);
+        SIGNAL.store(signal, Ordering::Relaxed);
+        COUNTDOWN.store(nth, Ordering::Relaxed);
+        ARMED.store(Box::into_raw(Box::new(name)), Ordering::Release);
     }
 
+    /// Arms the failpoint `RB_FAILPOINT` names, once per process. The first
+    /// caller reads it; callers meanwhile go on unarmed instead of waiting
+    /// (a wait would be a lock). getenv, not std::env::var: std's variant
+    /// takes the environment lock.
     fn from_env() {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            let Ok(spec) = std::env::var("RB_FAILPOINT") else {
-                return;
-            };
+        const UNREAD: u8 = 0;
+        const READING: u8 = 1;
+        const READ: u8 = 2;
+        static STATE: AtomicU8 = AtomicU8::new(UNREAD);
+        if STATE.load(Ordering::Relaxed) != UNREAD
+            || STATE
+                .compare_exchange(UNREAD, READING, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        // SAFETY: getenv with a NUL-terminated name; the returned string is
+        // copied before any other call could change the environment.
+        let spec = unsafe {
+            let value = libc::getenv(c"RB_FAILPOINT".as_ptr());
+            (!value.is_null()).then(|| {
+                std::ffi::CStr::from_ptr(value)
+                    .to_string_lossy()
+                    .into_owned()
+            })
+        };
+        if let Some(spec) = spec {
             let mut parts = spec.split(':');
-            let (Some(name), Some(Ok(nth))) = (parts.next(), parts.next().map(str::parse)) else {
-                return;
-            };
-            let name = Box::leak(name.to_owned().into_boxed_str());
-            match parts.next() {
-                Some("stop") => arm_stop(name, nth),
-                _ => arm(name, nth),
+            if let (Some(name), Some(Ok(nth))) = (parts.next(), parts.next().map(str::parse)) {
+                let name = Box::leak(name.to_owned().into_boxed_str());
+                match parts.next() {
+                    Some("stop") => arm_stop(name, nth),
+                    _ => arm(name, nth),
+                }
             }
-        });
+        }
+        STATE.store(READ, Ordering::Relaxed);
     }
 
     pub(crate) fn hit(name: &str) {
         from_env();
-        if *ARMED.lock().unwrap_or_else(|e| e.into_inner()) == Some(name)
-            && COUNTDOWN.fetch_sub(1, Relaxed) == 1
-        {
+        // Acquire pairs with the Release store in `arm_with`: the count and
+        // signal of this arming are seen.
+        let armed = ARMED.load(Ordering::Acquire);
+        // SAFETY: a non-null ARMED points to a leaked, never freed Box.
+        let armed_name = (!armed.is_null()).then(|| unsafe { *armed });
+        if armed_name == Some(name) && COUNTDOWN.fetch_sub(1, Ordering::Relaxed) == 1 {
             // SAFETY: a signal to our own process: SIGKILL never returns,
             // SIGSTOP returns once somebody sends SIGCONT.
-            unsafe { libc::kill(libc::getpid(), SIGNAL.load(Relaxed)) };
+            unsafe { libc::kill(libc::getpid(), SIGNAL.load(Ordering::Relaxed)) };
         }
     }
 }

@@ -5,12 +5,13 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::os::raw::{c_char, c_void};
 use std::slice;
-use std::sync::{Once, RwLock, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
 use crate::layout::{RingBuffer, MAX_NAME_LEN};
 use crate::name::QueueName;
 use crate::queue::Queue;
+use crate::sync::atfork::AtFork;
 
 /// Live handles of this process, by header address.
 static HANDLES: RwLock<BTreeMap<usize, Queue>> = RwLock::new(BTreeMap::new());
@@ -42,16 +43,12 @@ extern "C" fn after_fork() {
 /// flight, which hold it only for a map lookup) and release it on both sides.
 /// Registered before the registry's first use, from every entry point.
 fn fork_safe() -> &'static RwLock<BTreeMap<usize, Queue>> {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: the handlers are `extern "C"` functions without arguments
-        // that live as long as the program; pthread_atfork only records them.
-        let rc =
-            unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
-        // Only ENOMEM is possible; without the handlers the library still
-        // works, it is just not safe to fork while calls are in flight.
-        debug_assert_eq!(rc, 0, "pthread_atfork failed");
-    });
+    static HANDLERS: AtFork = AtFork::new();
+    // False only during the process's first call (another thread registers
+    // them) and if registering failed (ENOMEM): without the handlers the
+    // library still works, it is just not safe to fork while calls are in
+    // flight.
+    let _ = HANDLERS.ensure(Some(before_fork), Some(after_fork), Some(after_fork));
     &HANDLES
 }
 

@@ -4,6 +4,7 @@
 //! shared futexes, and monotonic deadlines; [`atomic`] is std's or, under
 //! `--cfg loom`, loom's (see `make test-loom`).
 
+pub(crate) mod atfork;
 pub(crate) mod atomic;
 pub(crate) mod deadline;
 pub(crate) mod futex;

@@ -11,9 +11,8 @@ use std::cell::Cell;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
-#[cfg(not(miri))]
-use std::sync::Once;
 
+use super::atfork::AtFork;
 use super::atomic::{fence, AtomicU32, Ordering::Acquire};
 use super::lock::Owners;
 use crate::layout::FLAG_MIXED_PID_NS;
@@ -36,12 +35,11 @@ thread_local! {
     static TID: Cell<u32> = const { Cell::new(0) };
 }
 
-#[cfg(not(miri))]
-static FORK_HANDLER: Once = Once::new();
+/// The handler that forgets the cached id in forked children.
+static FORK_HANDLER: AtFork = AtFork::new();
 
 /// Runs in the child after `fork`: its only thread has a new id, and the
 /// copy it inherited names the parent's thread.
-#[cfg(not(miri))]
 extern "C" fn forget_tid() {
     let _ = TID.try_with(|t| t.set(0));
 }
@@ -54,18 +52,14 @@ pub(crate) fn current_tid() -> u32 {
         if tid != 0 {
             return tid;
         }
-        // Registered before the first id is cached, so that no cached id
-        // can ever be inherited by a child unnoticed.
-        // (Miri runs no child processes, and knows no pthread_atfork.)
-        #[cfg(not(miri))]
-        FORK_HANDLER.call_once(|| {
-            // SAFETY: registers a handler that only clears a thread-local
-            // Cell (no allocation, no lock); the handler lives for ever.
-            unsafe { libc::pthread_atfork(None, None, Some(forget_tid)) };
-        });
         // SAFETY: gettid cannot fail.
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
-        cached.set(tid);
+        // Cached only once `forget_tid` runs in forked children; until
+        // then (for good in a child forked while another thread registered
+        // it), one system call per lock.
+        if FORK_HANDLER.ensure(None, None, Some(forget_tid)) {
+            cached.set(tid);
+        }
         tid
     })
 }
