@@ -32,7 +32,7 @@ CFLAGS_T := -std=gnu11 $(CWARN) -O1 -g -Iinclude -pthread
 CXXFLAGS_T := -std=c++17 $(CWARN) -O1 -g -Iinclude -pthread
 LDFLAGS_T := -L$(BUILD) -lring_buffer -Wl,-rpath,$(abspath $(BUILD)) -pthread
 SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-VALGRIND := valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+VALGRIND := valgrind --quiet --fair-sched=yes --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
 
 C_TESTS := $(sort $(basename $(notdir $(wildcard ffi-tests/test_*.c))))
 CXX_TESTS := $(sort $(basename $(notdir $(wildcard ffi-tests/test_*.cpp))))
