@@ -176,8 +176,8 @@ static void check_mapped_header(void) {
      * data[tail & (size-1)]: what a legacy reader of the mapping sees after
      * a write and a read through the library. (On this version-2 object the
      * authoritative counters live in the extension block, each on its side's
-     * own cache line, and every legacy call and every status call brings
-     * these header fields up to date: DESIGN.md, "Compatibility".) */
+     * own cache line, and every legacy call that moves bytes and every status
+     * call brings these header fields up to date: DESIGN.md, "Compatibility".) */
     const char msg[] = "0123456789";
     CHECK_EQ(ring_buffer_write(rb, msg, 10), 10);
     CHECK_EQ(rb->tail, 10);
@@ -209,6 +209,27 @@ static void check_mapped_header(void) {
     CHECK_EQ(ring_buffer_available_read(rb), at + 7 - rb->head);
     CHECK_EQ(rb->tail, at + 7);
     CHECK_EQ(rb->total_bytes_written, at + 7);
+
+    /* A legacy read that finds too few bytes and a write that finds the ring
+     * full move nothing and leave the header's line alone (a poller must
+     * not keep taking it from the other side): the mirror stays where the
+     * last call that moved bytes or looked at the status left it. */
+    uint32_t room = ring_buffer_available_write(rb);
+    CHECK_EQ(ring_buffer_put_msg(rb, "de", 2, RB_NO_WAIT), RB_OK);
+    CHECK_EQ(rb->tail, at + 7);
+    static char big[8192];
+    CHECK(ring_buffer_read(rb, big, sizeof big) < 0);
+    CHECK(room > 6 && ring_buffer_write(rb, big, room - 5) < 0);
+    CHECK_EQ(rb->tail, at + 7);
+    CHECK_EQ(rb->readers, 0);
+    CHECK_EQ(rb->writers, 0);
+    /* The next call that moves bytes brings it up to date (the stream is
+     * raw since the 10-byte write: any length may be read). */
+    uint64_t head_before = rb->head;
+    CHECK_EQ(ring_buffer_read(rb, big, 7), 7);
+    CHECK_EQ(rb->tail, at + 13);
+    CHECK_EQ(rb->head, head_before + 7);
+    CHECK_EQ(rb->readers, 0);
 
     /* get_ref increments the shared ref_count, visible in the header. */
     ring_buffer_ref_t *ref = ring_buffer_get_ref(rb);

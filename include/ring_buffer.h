@@ -182,10 +182,12 @@ typedef enum ring_buffer_status_t {
  * authoritative counters. On a version-2 object the authoritative ones live
  * in the extension block after the data area, each on its side's own cache
  * line, and these two (with the byte totals) are a mirror that every legacy
- * call and every status or statistics call brings up to date: a program
- * that reads the fields after such a call sees what the legacy library
- * would have shown it. The message calls leave the mirror alone, so that
- * producers and consumers share no line of the header.
+ * call that moves bytes and every status or statistics call brings up to
+ * date: a program that reads the fields after such a call sees what the
+ * legacy library would have shown it. The message calls leave the mirror
+ * alone, so that producers and consumers share no line of the header, and
+ * so do legacy calls that find the ring full or empty (polling must not
+ * take the line from the other side).
  */
 typedef struct ring_buffer_t {
   /**
@@ -209,11 +211,12 @@ typedef struct ring_buffer_t {
    */
   uint64_t tail;
   /**
-   * Readers currently inside a legacy read call.
+   * Readers currently inside a legacy read call (1 while one moves bytes:
+   * the reader lock lets one in at a time).
    */
   uint32_t readers;
   /**
-   * Writers currently inside a legacy write call.
+   * Writers currently inside a legacy write call (1 while one moves bytes).
    */
   uint32_t writers;
   /**

@@ -68,10 +68,12 @@ pub const RING_BUFFER_FRAME_PREFIX: u32 = 4;
 /// authoritative counters. On a version-2 object the authoritative ones live
 /// in the extension block after the data area, each on its side's own cache
 /// line, and these two (with the byte totals) are a mirror that every legacy
-/// call and every status or statistics call brings up to date: a program
-/// that reads the fields after such a call sees what the legacy library
-/// would have shown it. The message calls leave the mirror alone, so that
-/// producers and consumers share no line of the header.
+/// call that moves bytes and every status or statistics call brings up to
+/// date: a program that reads the fields after such a call sees what the
+/// legacy library would have shown it. The message calls leave the mirror
+/// alone, so that producers and consumers share no line of the header, and
+/// so do legacy calls that find the ring full or empty (polling must not
+/// take the line from the other side).
 #[repr(C)]
 pub struct RingBuffer {
     /// [`RING_BUFFER_MAGIC`].
@@ -84,9 +86,10 @@ pub struct RingBuffer {
     pub head: u64,
     /// Total bytes ever published (a mirror on version-2 objects).
     pub tail: u64,
-    /// Readers currently inside a legacy read call.
+    /// Readers currently inside a legacy read call (1 while one moves bytes:
+    /// the reader lock lets one in at a time).
     pub readers: u32,
-    /// Writers currently inside a legacy write call.
+    /// Writers currently inside a legacy write call (1 while one moves bytes).
     pub writers: u32,
     /// Reference count, guarded by `ref_mutex`.
     pub ref_count: u32,

@@ -14,20 +14,23 @@ use crate::frame::{frame_len_of_prefix, is_descriptor};
 use crate::segment::View;
 use crate::sync::deadline::Wait;
 
-/// Counts this call in the header's legacy `readers`/`writers` field for as
-/// long as it lives. (A holder that dies is forgiven by the lock repair.)
+/// Marks this call in the header's legacy `readers`/`writers` field for as
+/// long as it lives. The side's lock serialises the calls it counts, so the
+/// count is 0 or 1, written with plain stores: no locked instruction on the
+/// header's line, which the other side's calls write too. (A holder that
+/// dies is forgiven by the lock repair.)
 struct Inside<'a>(&'a AtomicU32);
 
 impl<'a> Inside<'a> {
     fn enter(count: &'a AtomicU32) -> Self {
-        count.fetch_add(1, Relaxed);
+        count.store(1, Relaxed);
         Inside(count)
     }
 }
 
 impl Drop for Inside<'_> {
     fn drop(&mut self) {
-        let _ = self.0.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        self.0.store(0, Relaxed);
     }
 }
 
@@ -47,28 +50,36 @@ impl View<'_> {
         }
         {
             let _guard = self.lock(Role::Writer, Wait::Try)?;
-            let _inside = Inside::enter(self.header.writers());
             // The real `head`, not the cached one: the legacy call answers
             // "full" only when it is, and mirrors `head` into the header.
             let (head, tail) = self.refresh(Role::Writer)?;
-            // Before anything moves: a header a legacy-library process
-            // wrote (its counters ahead of ours) is refused.
-            self.mirror_legacy_header(head, tail)?;
             let used = tail - head;
             if self.ring.capacity() - used.min(self.ring.capacity()) < total {
+                // Nothing moves, and the header's line is not touched: a
+                // producer polling a full ring must not keep taking it from
+                // the consumer (the mirror is brought up to date by the
+                // calls that move bytes and by the status calls).
                 return Err(Error::Full);
             }
+            // Into free space nobody reads before `publish`: the header's
+            // line is then touched in one short burst below, not held
+            // across the copy while the consumer wants it too.
             let mut pos = tail;
             for part in parts {
                 self.ring.write(pos, part);
                 pos += part.len() as u64;
             }
+            let _inside = Inside::enter(self.header.writers());
+            // Before anything moves: a header a legacy-library process
+            // wrote (its counters ahead of ours) is refused (the bytes just
+            // copied stay unpublished free space).
+            self.mirror_legacy_header(head, tail, None)?;
             // Framing followed in the caller's bytes (`Frames::Fed`): nothing
             // written is read back from the ring.
             let frames = self.writer_frames(parts);
             self.publish(Role::Writer, tail, pos, frames);
             // Only raises the copies now (checked above).
-            let _ = self.mirror_legacy_header(head, pos);
+            let _ = self.mirror_legacy_header(head, pos, Some(Role::Writer));
         }
         self.wake_peers(Role::Writer);
         Ok(total)
@@ -82,12 +93,21 @@ impl View<'_> {
         }
         {
             let _guard = self.lock(Role::Reader, Wait::Try)?;
-            let _inside = Inside::enter(self.header.readers());
             let (head, tail) = self.refresh(Role::Reader)?;
-            self.mirror_legacy_header(head, tail)?;
+            // Nothing to take: the header's line is not touched, so a
+            // consumer polling an empty ring does not keep taking it from
+            // the producer (see `write_bytes`).
+            if tail - head < dst.len() as u64 {
+                return Err(Error::Empty);
+            }
+            // Checked (and brought up to date) before anything is copied out:
+            // the caller's buffer is written only on success. `readers`
+            // counts only calls that take bytes.
+            self.mirror_legacy_header(head, tail, None)?;
             let taken = self.read_locked(dst, consume, head, tail)?;
             if taken > 0 {
-                let _ = self.mirror_legacy_header(head + taken, tail);
+                let _inside = Inside::enter(self.header.readers());
+                let _ = self.mirror_legacy_header(head + taken, tail, Some(Role::Reader));
             } else {
                 // A peek: nothing consumed, nobody to wake.
                 return Ok(());
@@ -132,10 +152,14 @@ impl View<'_> {
         let mut chunks = Vec::new();
         {
             let _guard = self.lock(Role::Reader, Wait::Try)?;
-            let _inside = Inside::enter(self.header.readers());
             // Drains what is queued now: the real `tail`.
             let (head, tail) = self.refresh(Role::Reader)?;
-            self.mirror_legacy_header(head, tail)?;
+            if tail == head {
+                // Nothing to take: the header's line is not touched (see
+                // `write_bytes`).
+                return Ok(chunks);
+            }
+            self.mirror_legacy_header(head, tail, None)?;
             let budget = head.saturating_add((max_chunks as u64).saturating_mul(chunk as u64));
             let end = self.read_end(head, tail.min(budget))?;
             let mut pos = head;
@@ -170,8 +194,10 @@ impl View<'_> {
                     return Ok(chunks);
                 }
             }
+            // Counted only when it takes bytes (see `read_bytes`).
+            let _inside = Inside::enter(self.header.readers());
             self.publish(Role::Reader, head, pos, Frames::Whole(0));
-            let _ = self.mirror_legacy_header(pos, tail);
+            let _ = self.mirror_legacy_header(pos, tail, Some(Role::Reader));
         }
         self.wake_peers(Role::Reader);
         Ok(chunks)

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
+use super::Role;
 use crate::error::{Error, Result};
 use crate::frame::frame_len;
 use crate::layout::{RingBufferStats, RingBufferStatsEx};
@@ -15,7 +16,7 @@ impl View<'_> {
     /// version-2 object the pair is mirrored into the legacy header.
     pub(crate) fn available_read(&self) -> Result<u32> {
         let (head, tail) = self.positions()?;
-        self.mirror_legacy_header(head, tail)?;
+        self.mirror_legacy_header(head, tail, None)?;
         Ok((tail - head).min(self.ring.capacity()) as u32)
     }
 
@@ -48,14 +49,14 @@ impl View<'_> {
             return Ok(());
         }
         let (head, tail) = self.positions()?;
-        self.mirror_legacy_header(head, tail)
+        self.mirror_legacy_header(head, tail, None)
     }
 
     /// Brings the legacy header's `head`, `tail` and byte totals of a
     /// version-2 object up to date with `head` and `tail` (positions read
     /// by the caller, see `RingBuffer`); nothing on a legacy object, whose
-    /// header holds the real counters. Called by every legacy call and
-    /// every status call, never by the message calls.
+    /// header holds the real counters. Called by every legacy call that moves
+    /// bytes and every status call, never by the message calls.
     ///
     /// The positions only move forward, and the header's copies are only
     /// ever stored from them, so a copy is never ahead of the position it
@@ -66,7 +67,16 @@ impl View<'_> {
     /// moves these fields itself: `Corrupt`, and nothing is stored. The
     /// words are written only when they change, so status calls in a loop
     /// do not keep taking the header's line from other cores.
-    pub(super) fn mirror_legacy_header(&self, head: u64, tail: u64) -> Result<()> {
+    ///
+    /// `holder` is the side whose lock the caller holds and whose position
+    /// it has just moved (its field is then stored, not raised by a
+    /// compare-and-swap), `None` for the checks and for status calls.
+    pub(super) fn mirror_legacy_header(
+        &self,
+        head: u64,
+        tail: u64,
+        holder: Option<Role>,
+    ) -> Result<()> {
         let Some(ext) = self.ext else {
             return Ok(());
         };
@@ -80,8 +90,23 @@ impl View<'_> {
                 return Err(Error::Corrupt);
             }
         }
-        for (field, value, _) in mirrors {
-            let _ = field.fetch_update(Relaxed, Relaxed, |cur| (cur < value).then_some(value));
+        for (i, (field, value, _)) in mirrors.into_iter().enumerate() {
+            let owned = matches!(
+                (holder, i),
+                (Some(Role::Reader), 0) | (Some(Role::Writer), 1)
+            );
+            if owned {
+                // The holder of this side's lock is the only one that moves
+                // the position this field mirrors, and it stores the newest
+                // value: every other writer of the field stores an older
+                // position. A plain store (no locked instruction stalling
+                // on the line the other side just had) cannot go back.
+                if field.load(Relaxed) < value {
+                    field.store(value, Relaxed);
+                }
+            } else {
+                let _ = field.fetch_update(Relaxed, Relaxed, |cur| (cur < value).then_some(value));
+            }
         }
         let totals = [
             (
