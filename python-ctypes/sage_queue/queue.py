@@ -43,7 +43,7 @@ import time
 from ctypes import c_uint32, c_uint64, c_void_p
 from dataclasses import dataclass
 from queue import Empty, Full
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import _lib, _oob, aio
 from ._status import (
@@ -138,6 +138,19 @@ _LARGE = _oob.LARGE
 # SageQueue._pieces).
 _PLAIN = frozenset({bytes, str, bytearray, int, float, bool, type(None)})
 _SIZED = frozenset({bytes, str, bytearray})
+
+
+def _all_plain(items: List[Any]) -> bool:
+    """Whether every item is pickled at once by ``put`` (see ``_PLAIN``): of
+    plain types only, and the sized ones shorter than ``_LARGE``."""
+    kinds = set(map(type, items))
+    if not kinds <= _PLAIN:
+        return False
+    if kinds.isdisjoint(_SIZED):
+        return True
+    if kinds <= _SIZED:
+        return max(map(len, items), default=0) < _LARGE
+    return all(len(item) < _LARGE for item in items if type(item) in _SIZED)
 _loads_any = _oob.loads_any
 _map = _oob.map_file
 _NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number"
@@ -648,6 +661,13 @@ class SageQueue:
         dumps = self._dumps
         payloads: List[Union[bytes, _oob.Pieces]]
         if dumps is None:
+            if type(items) is not list:
+                items = list(items)
+            if _all_plain(items):
+                # Nothing goes out of band: one comprehension, and the
+                # packing skips what only out-of-band items need.
+                plain: List[bytes] = [_pickle_dumps(item, _PROTOCOL) for item in items]
+                return self._put_packed(plain, block, timeout, "put_many", plain=True)
             payloads = []
             add = payloads.append
             # put's three paths (see put and _pieces), with one buffer
@@ -682,18 +702,34 @@ class SageQueue:
         self, payloads: Iterable[Union[bytes, bytearray, memoryview]], block: bool = True, timeout: Optional[float] = None
     ) -> int:
         """``put_many`` for raw bytes (no pickling)."""
-        return self._put_packed([_as_bytes(p, "put_many_bytes") for p in payloads], block, timeout, "put_many_bytes")
+        return self._put_packed(
+            [_as_bytes(p, "put_many_bytes") for p in payloads], block, timeout, "put_many_bytes", plain=True
+        )
 
     def _put_packed(
-        self, payloads: "List[Union[bytes, _oob.Pieces]]", block: bool, timeout: Optional[float], what: str
+        self,
+        payloads: "Sequence[Union[bytes, _oob.Pieces]]",
+        block: bool,
+        timeout: Optional[float],
+        what: str,
+        plain: bool = False,
     ) -> int:
+        """Puts ``payloads`` in order; ``plain``: all are ``bytes`` (no
+        ``Pieces`` to release, none out of band unless longer than the ring)."""
+        if plain:
+            return self._put_packed_held(payloads, block, timeout, what, plain)
         try:
-            return self._put_packed_held(payloads, block, timeout, what)
+            return self._put_packed_held(payloads, block, timeout, what, plain)
         finally:
             _oob.release_all(payloads)
 
     def _put_packed_held(
-        self, payloads: "List[Union[bytes, _oob.Pieces]]", block: bool, timeout: Optional[float], what: str
+        self,
+        payloads: "Sequence[Union[bytes, _oob.Pieces]]",
+        block: bool,
+        timeout: Optional[float],
+        what: str,
+        plain: bool,
     ) -> int:
         count = len(payloads)
         if count == 0:
@@ -707,8 +743,12 @@ class SageQueue:
         if largest >= _MAX_ITEM:
             raise MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text(largest)}")
         inline = self.max_message_size
-        alone = [type(p) is not bytes or len(p) > inline for p in payloads]
-        any_large = any(alone)
+        if plain and largest <= inline:
+            alone: List[bool] = []
+            any_large = False
+        else:
+            alone = [type(p) is not bytes or len(p) > inline for p in payloads]
+            any_large = any(alone)
         sizes = array.array("I", map(len, payloads))
         # Only bytes are not `alone` (so all are bytes when none is).
         joined = (

@@ -160,6 +160,23 @@ def test_put_many_get_many_order_and_counts(make_queue: Callable[..., SageQueue]
     assert received == items
 
 
+def test_put_many_of_plain_items_from_any_iterable(make_queue: Callable[..., SageQueue]) -> None:
+    # put_many pickles a batch of plain items (bytes, str, numbers, ...) in one
+    # comprehension and packs it without the out-of-band bookkeeping; a batch
+    # with anything else, or with a str/bytes of 192 KiB or more, takes the
+    # general path. Every mix, from a generator too, arrives whole and in order.
+    q = make_queue(1 << 16)
+    plain = [b"b", "s", 1, 2.5, True, None, bytearray(b"ba"), b"x" * 100_000]  # the last is larger than the ring
+    general = [("a", "tuple"), "y" * (200 << 10), b"z" * (300 << 10)]
+    for batch in (plain, plain + general, general[:1] + plain):
+        assert q.put_many(item for item in batch) == len(batch)
+        received: List[Any] = []
+        while len(received) < len(batch):
+            received.extend(q.get_many(len(batch), timeout=10))
+        assert received == batch
+    assert q.qsize() == 0
+
+
 def test_get_many_bounds(make_queue: Callable[..., SageQueue]) -> None:
     q = make_queue()
     assert q.put_many([]) == 0
