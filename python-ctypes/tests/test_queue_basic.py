@@ -177,6 +177,39 @@ def test_put_many_of_plain_items_from_any_iterable(make_queue: Callable[..., Sag
     assert q.qsize() == 0
 
 
+def test_put_many_of_mid_sized_items_counts_what_went_in(make_queue: Callable[..., SageQueue]) -> None:
+    # Plain items of 32 KiB and more (on average) are put one at a time, as
+    # put does: they still arrive in order, and a batch that stops part-way
+    # says how many went in.
+    q = make_queue(1 << 16)  # room for one 40 kB item at a time
+    items = [bytes([i]) * 40_000 for i in range(6)]
+    with pytest.raises(queue.Full) as info:
+        q.put_many(items, block=False)
+    assert info.value.items_put == 1  # type: ignore[attr-defined]
+    with pytest.raises(queue.Full) as info:
+        q.put_many(items[1:], timeout=0.05)
+    assert info.value.items_put == 0  # type: ignore[attr-defined]
+    assert q.get() == items[0]
+    import threading
+
+    received: List[Any] = []
+
+    def consume() -> None:
+        while len(received) < len(items):
+            received.append(q.get(timeout=30))
+
+    t = threading.Thread(target=consume)
+    t.start()
+    assert q.put_many(iter(items)) == len(items)
+    t.join(60)
+    assert received == items
+    q.put(b"last")
+    q.shutdown()
+    with pytest.raises(sage_queue.ShutDown) as shut:
+        q.put_many(items)
+    assert shut.value.items_put == 0
+
+
 def test_get_many_bounds(make_queue: Callable[..., SageQueue]) -> None:
     q = make_queue()
     assert q.put_many([]) == 0
