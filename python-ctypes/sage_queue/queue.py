@@ -664,7 +664,9 @@ class SageQueue:
 
         Every item is serialised before anything is written, so a pickling
         error leaves the queue untouched. Items larger than the ring go out
-        of line, each in its own call. If ``block`` is False or ``timeout``
+        of line, each in its own call; so do batches of plain items (bytes,
+        str, numbers) of 32 KiB and more on average, whose copy costs more
+        than a call. If ``block`` is False or ``timeout``
         passes before all are in, raises ``queue.Full`` with ``items_put``
         set on it (the first ``items_put`` items were put, the rest were
         not); ``MessageTooLargeError`` (/dev/shm has no room for an item)
