@@ -344,13 +344,19 @@ fuzz:
 # under Miri the legacy ref mutex is a private mutex
 # (sync::mutex::init_robust), and the tests of that mutex are skipped, as
 # are the fork test of sync::owner (ignored under Miri) and the test of
-# inspect::pid_alive (Miri has no kill()). Interpreting is slow, hence few
-# fuzz cases (about 12 minutes in all). Shared-memory objects (shm, mmap,
-# flock) and real process deaths are exercised by the integration suites,
-# which Miri cannot run.
+# inspect::pid_alive (Miri has no kill()), and the lock and owner tests that
+# judge live threads by /proc (Miri's thread ids are its own: ignored under
+# Miri). fuzz_tests::arbitrary_bytes_never_break_memory_safety is skipped
+# because Miri itself crashes on it (nightly 2026-05-19: an internal error,
+# "weak_memory.rs:233: cannot have empty store buffer when previous write
+# was atomic"); the integration and fuzz suites run it natively. Interpreting
+# is slow, hence few fuzz cases (about 12 minutes in all). Shared-memory
+# objects (shm, mmap, flock) and real process deaths are exercised by the
+# integration suites, which Miri cannot run.
 miri:
 	RB_FUZZ_CASES=8 MIRIFLAGS=-Zmiri-disable-isolation $(CARGO) +nightly miri test --lib -- \
-		--skip sync::mutex --skip inspect::tests::pid_alive
+		--skip sync::mutex --skip inspect::tests::pid_alive \
+		--skip fuzz_tests::arbitrary_bytes_never_break_memory_safety
 
 clean:
 	$(CARGO) clean

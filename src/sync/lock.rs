@@ -354,6 +354,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Miri's thread ids are not the kernel's: /proc does not list them"
+    )]
     fn a_live_holder_is_waited_for_until_the_deadline() {
         let l = Arc::new(SharedLock::new());
         let (held_tx, held_rx) = channel();
