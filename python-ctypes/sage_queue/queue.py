@@ -138,6 +138,9 @@ _LARGE = _oob.LARGE
 # SageQueue._pieces).
 _PLAIN = frozenset({bytes, str, bytearray, int, float, bool, type(None)})
 _SIZED = frozenset({bytes, str, bytearray})
+_loads_any = _oob.loads_any
+_map = _oob.map_file
+_NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number"
 
 
 # put_many puts batches of plain items this large (on average) one at a time
@@ -145,27 +148,17 @@ _SIZED = frozenset({bytes, str, bytearray})
 _EACH_FROM = 32 << 10
 
 
-def _mid_sized(items: List[Any]) -> bool:
-    """Whether a batch of plain items (``_all_plain``) averages
-    ``_EACH_FROM`` bytes or more (str counted by characters)."""
-    total = sum(len(item) for item in items if type(item) in _SIZED)
-    return total >= _EACH_FROM * max(len(items), 1)
-
-
-def _all_plain(items: List[Any]) -> bool:
-    """Whether every item is pickled at once by ``put`` (see ``_PLAIN``): of
-    plain types only, and the sized ones shorter than ``_LARGE``."""
+def _plain_bytes(items: List[Any]) -> Optional[int]:
+    """If every item is pickled at once by ``put`` (see ``_PLAIN``: of plain
+    types only, the sized ones shorter than ``_LARGE``), the total length of
+    the sized ones (str counted by characters); otherwise None."""
     kinds = set(map(type, items))
     if not kinds <= _PLAIN:
-        return False
+        return None
     if kinds.isdisjoint(_SIZED):
-        return True
-    if kinds <= _SIZED:
-        return max(map(len, items), default=0) < _LARGE
-    return all(len(item) < _LARGE for item in items if type(item) in _SIZED)
-_loads_any = _oob.loads_any
-_map = _oob.map_file
-_NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number"
+        return 0
+    lengths = list(map(len, items)) if kinds <= _SIZED else [len(i) for i in items if type(i) in _SIZED]
+    return sum(lengths) if max(lengths) < _LARGE else None
 
 
 # ---------------------------------------------------------------- arguments
@@ -484,7 +477,7 @@ class SageQueue:
         next attempt may wait, or raises. (-1 for a join whose deadline
         passed.) ``size`` is the item's for a too-large put; ``done`` of
         ``count`` items went in, for a batch put (``items_put`` on the
-        ``Full``/``ShutDown`` raised)."""
+        ``Full``/``ShutDown``/``MessageTooLargeError`` raised)."""
         waiting_code = RB_ERR_EMPTY if kind == _GET else RB_ERR_FULL
         if rc == RB_ERR_TIMEOUT or (rc == waiting_code and kind != _JOIN):
             if block:
@@ -502,7 +495,11 @@ class SageQueue:
                 shut.items_put = done
             raise shut
         if rc == RB_ERR_TOO_LARGE and size is not None:
-            raise MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text(size)}")
+            too_large = MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text(size)}"
+                                             + (f" ({done} of {count} items were put)" if count else ""))
+            if count:
+                too_large.items_put = done  # type: ignore[attr-defined]
+            raise too_large
         raise self._error(rc, what)
 
     def _too_large_text(self, size: Optional[int] = None) -> str:
@@ -677,8 +674,9 @@ class SageQueue:
         if dumps is None:
             if type(items) is not list:
                 items = list(items)
-            if _all_plain(items):
-                if _mid_sized(items):
+            plain_bytes = _plain_bytes(items)
+            if plain_bytes is not None:
+                if items and plain_bytes >= _EACH_FROM * len(items):
                     return self._put_each(items, block, timeout)
                 # Nothing goes out of band: one comprehension, and the
                 # packing skips what only out-of-band items need.
@@ -720,23 +718,15 @@ class SageQueue:
         them all first and joining them would copy each once more, in fresh
         memory each batch (measured 1 -> 1 at 64 KiB: 73k items/s joined,
         82k one at a time, 79k with ``put``; at 16 KiB joining still pays
-        for itself); pickling a
-        plain item cannot fail, so nothing is lost by not serialising the
-        whole batch before the first put."""
+        for itself); pickling a plain item cannot fail, so nothing is lost
+        by not serialising the whole batch before the first put."""
         count = len(items)
         wait_ns, deadline = _first_wait(block, timeout)
         for done, item in enumerate(items):
             data = _pickle_dumps(item, _PROTOCOL)
             rc = _put_msg(self._handle, data, len(data), wait_ns)
             while rc:
-                if rc == RB_ERR_TOO_LARGE:
-                    too_large = MessageTooLargeError(
-                        f"put_many on queue {self.name!r}: {self._too_large_text(len(data))}"
-                        f" ({done} of {count} items were put)"
-                    )
-                    too_large.items_put = done  # type: ignore[attr-defined]
-                    raise too_large
-                wait_ns = self._retry(rc, _PUT, block, deadline, "put_many", done=done, count=count)
+                wait_ns = self._retry(rc, _PUT, block, deadline, "put_many", size=len(data), done=done, count=count)
                 rc = _put_msg(self._handle, data, len(data), wait_ns)
             if block:
                 # The next item waits within the same deadline.
@@ -840,14 +830,7 @@ class SageQueue:
                     # More to go: wait for room again, within the same deadline.
                     wait_ns = max(_next_wait(deadline), 0)
                 continue
-            if rc == RB_ERR_TOO_LARGE:
-                too_large = MessageTooLargeError(
-                    f"{what} on queue {self.name!r}: {self._too_large_text(sizes[done])}"
-                    f" ({done} of {count} items were put)"
-                )
-                too_large.items_put = done  # type: ignore[attr-defined]
-                raise too_large
-            wait_ns = self._retry(rc, _PUT, block, deadline, what, done=done, count=count)
+            wait_ns = self._retry(rc, _PUT, block, deadline, what, size=sizes[done], done=done, count=count)
             handle = self._handle
         del joined  # kept alive until here: the C calls read its bytes
         return count
