@@ -5,7 +5,9 @@
 
 #[cfg(feature = "failpoints")]
 mod armed {
-    use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+    use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering};
+
+    use crate::sync::once::NoWaitOnce;
 
     // No lock anywhere here: every hot path of the test build passes through
     // `hit`, and a process forked while another thread held a lock of it
@@ -45,17 +47,14 @@ mod armed {
     /// (a wait would be a lock). getenv, not std::env::var: std's variant
     /// takes the environment lock.
     fn from_env() {
-        const UNREAD: u8 = 0;
-        const READING: u8 = 1;
-        const READ: u8 = 2;
-        static STATE: AtomicU8 = AtomicU8::new(UNREAD);
-        if STATE.load(Ordering::Relaxed) != UNREAD
-            || STATE
-                .compare_exchange(UNREAD, READING, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
+        static READ: NoWaitOnce = NoWaitOnce::new();
+        READ.run(|| {
+            arm_from_env();
+            true
+        });
+    }
+
+    fn arm_from_env() {
         // SAFETY: getenv with a NUL-terminated name; the returned string is
         // copied before any other call could change the environment.
         let spec = unsafe {
@@ -76,7 +75,6 @@ mod armed {
                 }
             }
         }
-        STATE.store(READ, Ordering::Relaxed);
     }
 
     pub(crate) fn hit(name: &str) {

@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::layout::{RingBuffer, MAX_NAME_LEN};
 use crate::name::QueueName;
 use crate::queue::Queue;
-use crate::sync::atfork::AtFork;
+use crate::sync::atfork;
+use crate::sync::once::NoWaitOnce;
 
 /// Live handles of this process, by header address.
 static HANDLES: RwLock<BTreeMap<usize, Queue>> = RwLock::new(BTreeMap::new());
@@ -43,12 +44,13 @@ extern "C" fn after_fork() {
 /// flight, which hold it only for a map lookup) and release it on both sides.
 /// Registered before the registry's first use, from every entry point.
 fn fork_safe() -> &'static RwLock<BTreeMap<usize, Queue>> {
-    static HANDLERS: AtFork = AtFork::new();
+    static HANDLERS: NoWaitOnce = NoWaitOnce::new();
     // False only during the process's first call (another thread registers
     // them) and if registering failed (ENOMEM): without the handlers the
     // library still works, it is just not safe to fork while calls are in
     // flight.
-    let _ = HANDLERS.ensure(Some(before_fork), Some(after_fork), Some(after_fork));
+    let _ =
+        HANDLERS.run(|| atfork::register(Some(before_fork), Some(after_fork), Some(after_fork)));
     &HANDLES
 }
 

@@ -12,4 +12,5 @@ pub(crate) mod lock;
 #[cfg(loom)]
 mod loom_futex;
 pub(crate) mod mutex;
+pub(crate) mod once;
 pub(crate) mod owner;

@@ -12,9 +12,10 @@ use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 
-use super::atfork::AtFork;
+use super::atfork;
 use super::atomic::{fence, AtomicU32, Ordering::Acquire};
 use super::lock::Owners;
+use super::once::NoWaitOnce;
 use crate::layout::FLAG_MIXED_PID_NS;
 use crate::object::{lock_holders, FileId};
 
@@ -36,7 +37,7 @@ thread_local! {
 }
 
 /// The handler that forgets the cached id in forked children.
-static FORK_HANDLER: AtFork = AtFork::new();
+static FORK_HANDLER: NoWaitOnce = NoWaitOnce::new();
 
 /// Runs in the child after `fork`: its only thread has a new id, and the
 /// copy it inherited names the parent's thread.
@@ -57,7 +58,7 @@ pub(crate) fn current_tid() -> u32 {
         // Cached only once `forget_tid` runs in forked children; until
         // then (for good in a child forked while another thread registered
         // it), one system call per lock.
-        if FORK_HANDLER.ensure(None, None, Some(forget_tid)) {
+        if FORK_HANDLER.run(|| atfork::register(None, None, Some(forget_tid))) {
             cached.set(tid);
         }
         tid
