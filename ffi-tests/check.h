@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -251,6 +252,14 @@ __attribute__((unused)) static pid_t fork_child(unsigned alarm_secs) {
     REQUIRE(pid >= 0);
     if (pid == 0) alarm(alarm_secs);
     return pid;
+}
+
+/* `size` bytes shared with the children this process forks (MAP_SHARED |
+ * MAP_ANONYMOUS), zero-filled as every anonymous mapping is; munmap when done. */
+__attribute__((unused)) static void *shared_memory(size_t size) {
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(p != MAP_FAILED);
+    return p;
 }
 
 /* Waits for a child; returns its exit code, or 128 + signal. */

@@ -754,9 +754,7 @@ static int storm_sprayer(void *p) {
 }
 
 static void test_garbage_storm(void) {
-    struct storm *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    REQUIRE(s != MAP_FAILED);
-    memset((void *)s, 0, sizeof *s);
+    struct storm *s = shared_memory(sizeof *s);
     s->name = test_name("storm");
     s->rb = ring_buffer_create_ex(s->name, STORM_BUF, 0, RB_CREATE_EXCLUSIVE);
     REQUIRE(s->rb != NULL);

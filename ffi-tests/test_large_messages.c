@@ -249,10 +249,7 @@ static void test_many_processes(void) {
     const char *name;
     ring_buffer_t *rb = fresh_named("large_mp", &name);
     /* seen[p][seq], and each consumer's last seq per producer (order). */
-    uint8_t *seen = mmap(NULL, PRODUCERS * PER_PRODUCER, PROT_READ | PROT_WRITE,
-                         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    REQUIRE(seen != MAP_FAILED);
-    memset(seen, 0, PRODUCERS * PER_PRODUCER);
+    uint8_t *seen = shared_memory(PRODUCERS * PER_PRODUCER);
     pid_t kids[PRODUCERS + CONSUMERS];
     for (int c = 0; c < CONSUMERS; c++) {
         kids[c] = fork_child(valgrind_scaled(60));
@@ -358,8 +355,7 @@ static void test_producer_killed(void) {
 static void test_consumer_killed(void) {
     stage = "consumer killed";
     enum { N = 40 };
-    uint8_t *seen = mmap(NULL, N, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    REQUIRE(seen != MAP_FAILED);
+    uint8_t *seen = shared_memory(N);
     for (int round = 0; round < 6; round++) {
         const char *name;
         ring_buffer_t *rb = fresh_named("large_kc", &name);

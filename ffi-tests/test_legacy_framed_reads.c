@@ -185,8 +185,7 @@ static void test_many_wrapper_consumers(void) {
     const char *name = test_name("fmulti");
     ring_buffer_t *rb = ring_buffer_create(name, RING);
     REQUIRE(rb);
-    struct tally *t = mmap(NULL, sizeof *t, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    REQUIRE(t != MAP_FAILED);
+    struct tally *t = shared_memory(sizeof *t);
     pid_t pids[PRODUCERS + CONSUMERS];
     for (unsigned i = 0; i < PRODUCERS + CONSUMERS; i++) {
         pids[i] = fork_child(valgrind_scaled(110));

@@ -235,9 +235,7 @@ static int run_role(struct round *r, int i) {
 }
 
 static void one_round(int n, double scribble_s) {
-    struct round *r = mmap(NULL, sizeof *r, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    REQUIRE(r != MAP_FAILED);
-    memset((void *)r, 0, sizeof *r);
+    struct round *r = shared_memory(sizeof *r);
     r->name = test_name("scribbled");
     r->rb = ring_buffer_create_ex(r->name, BUF, 0, RB_CREATE_EXCLUSIVE);
     REQUIRE(r->rb != NULL);
