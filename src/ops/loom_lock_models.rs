@@ -66,6 +66,12 @@ struct Shared {
 // check: loom's UnsafeCell fails them on any unordered access).
 unsafe impl Sync for Shared {}
 
+/// `increment` as thread `me`, in a thread of its own.
+fn spawn_increment(s: &Arc<Shared>, me: u32, sliced: bool) -> thread::JoinHandle<()> {
+    let s = s.clone();
+    thread::spawn(move || s.increment(me, sliced))
+}
+
 fn shared() -> Arc<Shared> {
     Arc::new(Shared {
         lock: SharedLock::new(),
@@ -102,6 +108,14 @@ impl Shared {
         // SAFETY: every thread has been joined.
         self.count.with(|c| unsafe { *c })
     }
+
+    /// The end state of a model, once every thread has been joined: the
+    /// guarded counter, the repairs run, and the lock free again.
+    fn assert_finished(&self, count: u64, repairs: u64) {
+        assert_eq!(self.count(), count);
+        assert_eq!(self.repairs.load(Relaxed), repairs);
+        assert_eq!(self.lock.word().load(Relaxed), 0);
+    }
 }
 
 /// (a) Plain hand-over: three threads take the lock in turn; waits are
@@ -111,19 +125,12 @@ impl Shared {
 fn loom_lock_excludes_and_never_loses_a_hand_over() {
     check("lock hand-over", || {
         let s = shared();
-        let others: Vec<_> = (2..=3)
-            .map(|me| {
-                let s = s.clone();
-                thread::spawn(move || s.increment(me, false))
-            })
-            .collect();
+        let others: Vec<_> = (2..=3).map(|me| spawn_increment(&s, me, false)).collect();
         s.increment(1, false);
         for t in others {
             t.join().unwrap();
         }
-        assert_eq!(s.count(), 3);
-        assert_eq!(s.lock.word().load(Relaxed), 0);
-        assert_eq!(s.repairs.load(Relaxed), 0);
+        s.assert_finished(3, 0);
     });
 }
 
@@ -134,15 +141,10 @@ fn loom_lock_excludes_and_never_loses_a_hand_over() {
 fn loom_a_live_owner_is_never_taken_over() {
     check("live owner, sliced waits", || {
         let s = shared();
-        let other = {
-            let s = s.clone();
-            thread::spawn(move || s.increment(2, true))
-        };
+        let other = spawn_increment(&s, 2, true);
         s.increment(1, true);
         other.join().unwrap();
-        assert_eq!(s.count(), 2);
-        assert_eq!(s.repairs.load(Relaxed), 0);
-        assert_eq!(s.lock.word().load(Relaxed), 0);
+        s.assert_finished(2, 0);
     });
 }
 
@@ -156,19 +158,14 @@ fn loom_a_dead_owner_is_taken_over_and_repaired() {
     check("dead owner takeover", || {
         let s = shared();
         let held = s.lock.lock(&s.owners(1, true), || None, || {}).unwrap();
-        let waiter = {
-            let s = s.clone();
-            thread::spawn(move || s.increment(2, true))
-        };
+        let waiter = spawn_increment(&s, 2, true);
         // SAFETY: under the lock.
         s.count.with_mut(|c| unsafe { *c += 1 });
         // Dies: stops without releasing; then the kernel knows.
         std::mem::forget(held);
         s.dead[1].store(true, Release);
         waiter.join().unwrap();
-        assert_eq!(s.count(), 2);
-        assert_eq!(s.repairs.load(Relaxed), 1);
-        assert_eq!(s.lock.word().load(Relaxed), 0);
+        s.assert_finished(2, 1);
     });
 }
 
@@ -183,15 +180,10 @@ fn loom_two_waiters_take_a_dead_owner_over_once() {
         s.count.with_mut(|c| unsafe { *c += 1 });
         std::mem::forget(held);
         s.dead[1].store(true, Release);
-        let other = {
-            let s = s.clone();
-            thread::spawn(move || s.increment(2, true))
-        };
+        let other = spawn_increment(&s, 2, true);
         s.increment(3, true);
         other.join().unwrap();
-        assert_eq!(s.count(), 3);
-        assert_eq!(s.repairs.load(Relaxed), 1);
-        assert_eq!(s.lock.word().load(Relaxed), 0);
+        s.assert_finished(3, 1);
     });
 }
 
@@ -204,15 +196,10 @@ fn loom_a_garbage_word_is_taken_over_once() {
         check(&format!("garbage word {garbage:#x}"), move || {
             let s = shared();
             s.lock.word().store(garbage, Relaxed);
-            let other = {
-                let s = s.clone();
-                thread::spawn(move || s.increment(2, true))
-            };
+            let other = spawn_increment(&s, 2, true);
             s.increment(3, true);
             other.join().unwrap();
-            assert_eq!(s.count(), 2);
-            assert_eq!(s.repairs.load(Relaxed), 1);
-            assert_eq!(s.lock.word().load(Relaxed), 0);
+            s.assert_finished(2, 1);
         });
     }
 }
