@@ -80,22 +80,20 @@ impl View<'_> {
         let Some(ext) = self.ext else {
             return Ok(());
         };
+        // Each field with its value, the real position, and the side that
+        // moves that position.
         let mirrors = [
-            (self.header.head(), head, self.ring.head),
-            (self.header.tail(), tail, self.ring.tail),
+            (self.header.head(), head, self.ring.head, Role::Reader),
+            (self.header.tail(), tail, self.ring.tail, Role::Writer),
         ];
-        for (field, value, real) in mirrors {
+        for (field, value, real, _) in mirrors {
             let cur = field.load(Relaxed);
             if cur > value && cur > real.load(Acquire) {
                 return Err(Error::Corrupt);
             }
         }
-        for (i, (field, value, _)) in mirrors.into_iter().enumerate() {
-            let owned = matches!(
-                (holder, i),
-                (Some(Role::Reader), 0) | (Some(Role::Writer), 1)
-            );
-            if owned {
+        for (field, value, _, mover) in mirrors {
+            if holder == Some(mover) {
                 // The holder of this side's lock is the only one that moves
                 // the position this field mirrors, and it stores the newest
                 // value: every other writer of the field stores an older
