@@ -39,17 +39,17 @@ MUTANTS = [
         [DATA, SPACE, BOTH, TWO, SHUTDOWN],
     ),
     (
-        "sleeper's fence(SeqCst) between the flag and the re-check removed",
+        "sleeper's heavy fence between the flag and the re-check removed",
         "src/ops/wait.rs",
-        "cached copies), with plain Acquire.\n    fence(SeqCst);",
-        "cached copies), with plain Acquire.",
+        "    let covered = barrier::heavy();",
+        "    let covered = true;",
         [DATA, SPACE, BOTH, TWO],
     ),
     (
-        "waker's fence(SeqCst) between its publication and the flag removed",
+        "waker's light fence between its publication and the flag removed",
         "src/ops/wait.rs",
-        "the shared `signals` line.\n    fence(SeqCst);",
-        "the shared `signals` line.",
+        "    barrier::light();\n    if wanted.load",
+        "    if wanted.load",
         [DATA, SPACE, BOTH, TWO],
     ),
     (

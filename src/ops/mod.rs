@@ -21,6 +21,8 @@ mod send;
 mod status;
 mod tasks;
 mod wait;
+#[cfg(all(test, not(any(loom, miri))))]
+mod wait_tests;
 
 pub(crate) use recv::Incoming;
 pub(crate) use send::{Gathered, Outgoing};

@@ -3,9 +3,13 @@
 //! has a sleeper, so a streaming queue makes no system calls at all.
 //!
 //! The sleep protocol is Dekker-style. A sleeper reads the sequence word,
-//! raises the "wanted" flag, issues a SeqCst fence, re-checks the counter it
-//! waits on, and only then sleeps on the sequence word. A waker publishes its counter,
-//! issues a SeqCst fence, and reads the flag. Either the waker sees the flag,
+//! raises the "wanted" flag, issues a store-load fence, re-checks the counter
+//! it waits on, and only then sleeps on the sequence word. A waker publishes
+//! its counter, issues a store-load fence, and reads the flag. The fences are
+//! asymmetric ([`crate::sync::barrier`]): the waker's, on every publication,
+//! is a compiler fence where the kernel offers expedited membarriers, and
+//! the sleeper's, only before it sleeps, a membarrier that serves both.
+//! Either the waker sees the flag,
 //! clears it and bumps the sequence word (so the sleeper's futex wait returns
 //! at once or is woken), or the sleeper's re-check sees the new counter and
 //! does not sleep. Only the waker that clears the flag makes the system call,
@@ -25,7 +29,8 @@ use super::Role;
 use crate::error::{Error, Result};
 use crate::layout::Extension;
 use crate::segment::View;
-use crate::sync::atomic::{fence, AtomicU32, Ordering::*};
+use crate::sync::atomic::{AtomicU32, Ordering::*};
+use crate::sync::barrier;
 use crate::sync::deadline::{Deadline, Wait};
 use crate::sync::futex::{self, Woken};
 
@@ -38,6 +43,10 @@ const YIELDS: u32 = 16;
 /// Legacy objects have no sleeper counts, and legacy-library peers never
 /// wake anybody: sleeps there last at most this long before re-checking.
 const LEGACY_SLEEP_NS: u64 = 10_000_000;
+/// A sleeper whose membarrier failed cannot rule out a missed wake-up from
+/// a waker that skipped its fence (`sync::barrier`): it sleeps at most this
+/// long before re-checking.
+const UNFENCED_SLEEP_NS: u64 = 1_000_000;
 
 impl View<'_> {
     /// Waits until `counter` moves away from `seen` (or the queue is shut
@@ -157,17 +166,23 @@ pub(super) fn sleep_unless(
     let expected = seq.load(SeqCst);
     sleepers.fetch_add(1, SeqCst);
     wanted.store(1, SeqCst);
-    // The re-check must not move before the flag's store: this fence pairs
-    // with the waker's in `wake_sleepers` (store of the position, fence, load
-    // of the flag there; store of the flag, fence, load of the position
-    // here), so either the waker sees the flag or `ready` sees the new
-    // position. `ready` loads the real positions (`ring.head`/`tail`, not the
-    // cached copies), with plain Acquire.
-    fence(SeqCst);
+    // The re-check must not move before the flag's store: this heavy fence
+    // pairs with the waker's light one in `wake_sleepers` (store of the
+    // position, fence, load of the flag there; store of the flag, fence,
+    // load of the position here), so either the waker sees the flag or
+    // `ready` sees the new position. `ready` loads the real positions
+    // (`ring.head`/`tail`, not the cached copies), with plain Acquire.
+    let covered = barrier::heavy();
     let woken = if ready() {
         Woken::Maybe
     } else {
         waits.fetch_add(1, Relaxed);
+        let deadline = if covered {
+            deadline
+        } else {
+            let slice = Deadline::after_ns(UNFENCED_SLEEP_NS);
+            Some(deadline.map_or(slice, |d| d.min(slice)))
+        };
         futex::wait(seq, expected, deadline)
     };
     sleepers.fetch_sub(1, SeqCst);
@@ -184,15 +199,16 @@ pub(super) fn wake_sleepers(ext: &Extension, role: Role) {
     // Store-load ordering, the one place it is needed: the caller's Release
     // store of its position (in `publish`) must not be reordered after this
     // load of the flag, or a consumer (producer) that raised the flag and
-    // then, after its own SeqCst fence in `sleep_unless`, re-read the old
+    // then, after its own heavy fence in `sleep_unless`, re-read the old
     // position would sleep while we see no flag: a missed wake-up. This
-    // fence pairs with that one (the two SeqCst fences are totally ordered,
-    // so one of the two loads sees the other side's store). Nothing weaker
-    // orders a store before a later load, and no other operation of the hot
-    // path needs it: the lock, the journal and the cached positions are
-    // plain Acquire/Release. The plain load keeps the common case (nobody
-    // asleep) free of writes to the shared `signals` line.
-    fence(SeqCst);
+    // light fence pairs with that heavy one (`sync::barrier`: either this
+    // load comes after the sleeper's barrier and sees the flag, or the
+    // barrier made our store visible to its re-check). No other operation of
+    // the hot path needs store-load order: the lock, the journal and the
+    // cached positions are plain Acquire/Release. The plain load keeps the
+    // common case (nobody asleep) free of writes to the shared `signals`
+    // line.
+    barrier::light();
     if wanted.load(Relaxed) != 0 && wanted.swap(0, SeqCst) != 0 {
         wake(seq);
         ext.signals.wakeups.fetch_add(1, Relaxed);

@@ -6,6 +6,7 @@
 
 pub(crate) mod atfork;
 pub(crate) mod atomic;
+pub(crate) mod barrier;
 pub(crate) mod deadline;
 pub(crate) mod futex;
 pub(crate) mod lock;
