@@ -256,9 +256,10 @@ wheel: venv
 
 python-lint: venv
 	cd python-ctypes && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/mypy
-	# The size benchmark too, with the package's settings (mypy --strict).
+	# The size benchmark and the C benchmark's plot too, with the package's
+	# settings (mypy --strict).
 	cd python-ctypes && ../$(VENV)/bin/ruff check --config pyproject.toml ../bench/bench_sizes.py \
-		&& ../$(VENV)/bin/mypy ../bench/bench_sizes.py
+		../bench/plot_bench_c.py && ../$(VENV)/bin/mypy ../bench/bench_sizes.py ../bench/plot_bench_c.py
 
 # The package is the editable install; its library the fresh build (and the
 # wheel and source-install tests use the wheel and the Cargo target above).
@@ -284,7 +285,11 @@ BOOST_MQ_HPP = $(BOOST_INCLUDE)/boost/interprocess/ipc/message_queue.hpp
 BENCH_C := $(BUILD)/bench/bench_c
 BENCH_CFLAGS := -std=gnu11 $(CWARN) -O2 -g -Iinclude -Ibench -pthread
 
-bench-c: lib
+# The 1 -> 1 table is also drawn (messages/s and MB/s against size) into
+# BENCH_C_PLOT, which the README shows.
+BENCH_C_PLOT ?= docs/bench_c.png
+
+bench-c: lib venv
 	@mkdir -p $(BUILD)/bench
 	@if [ -f $(BOOST_MQ_HPP) ]; then \
 		echo "bench-c: Boost.Interprocess headers in $(BOOST_INCLUDE): measuring message_queue too"; \
@@ -296,7 +301,8 @@ bench-c: lib
 		echo "bench-c: no Boost.Interprocess headers in $(BOOST_INCLUDE) (BOOST_INCLUDE=...): message_queue skipped"; \
 		$(CC) $(BENCH_CFLAGS) -o $(BENCH_C) bench/bench.c $(LDFLAGS_T) -lm; \
 	fi
-	$(BENCH_C)
+	RB_BENCH_CSV=$(BUILD)/bench/bench_c.csv $(BENCH_C)
+	$(VPY) bench/plot_bench_c.py $(BUILD)/bench/bench_c.csv $(BENCH_C_PLOT)
 
 bench-python: lib venv
 	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) bench/bench_python.py

@@ -14,7 +14,9 @@
  * targets of issue 11 and DESIGN.md ("Targets").
  *
  * Environment: RB_BENCH_SECONDS scales the message counts (default 1);
- * RB_BENCH_VERBOSE=1 prints the sleep and wake-up counts of each run. */
+ * RB_BENCH_VERBOSE=1 prints the sleep and wake-up counts of each run;
+ * RB_BENCH_CSV=path writes every cross-process median there (make bench-c
+ * draws docs/bench_c.png from it with bench/plot_bench_c.py). */
 #define _GNU_SOURCE
 #include <math.h>
 #include <sched.h>
@@ -464,13 +466,33 @@ static double throughput(impl_t impl, int producers, int consumers, uint32_t siz
     return got / secs;
 }
 
+/* The widest spread (fastest / slowest of the REPS runs of one
+ * configuration) the reference ring showed: it does the same work every
+ * run, so a wide spread means the machine itself changed speed. */
+static double ref_spread = 1.0;
+
+/* Rows of the CSV (RB_BENCH_CSV) that bench/plot_bench_c.py draws, each
+ * tagged with the table it belongs to. */
+static FILE *csv;
+static const char *section = "";
+
 /* Medians of REPS runs of each implementation in `impls`, interleaved. */
 static void measure(const impl_t *impls, int k, int producers, int consumers, uint32_t size, uint32_t ring,
                     int pinned, double *out) {
     double v[4][REPS];
     for (int r = 0; r < REPS; r++)
         for (int i = 0; i < k; i++) v[i][r] = throughput(impls[i], producers, consumers, size, ring, pinned);
-    for (int i = 0; i < k; i++) out[i] = median(v[i], REPS);
+    for (int i = 0; i < k; i++) {
+        out[i] = median(v[i], REPS);
+        if (impls[i] == IMPL_REF && v[i][0] > 0 && v[i][REPS - 1] > 0) {
+            /* median() sorted the runs */
+            double spread = v[i][REPS - 1] / v[i][0];
+            if (spread > ref_spread) ref_spread = spread;
+        }
+        if (csv)
+            fprintf(csv, "%s,%d,%d,%u,%u,%d,%s,%.0f\n", section, producers, consumers, size, ring, pinned,
+                    impl_label[impls[i]], out[i]);
+    }
 }
 
 /* ------------------------------------------------------ in-process cost */
@@ -640,6 +662,13 @@ int main(void) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     if (getenv("RB_BENCH_SECONDS")) scale = atof(getenv("RB_BENCH_SECONDS"));
+    if (getenv("RB_BENCH_CSV")) {
+        if (!(csv = fopen(getenv("RB_BENCH_CSV"), "w"))) {
+            perror(getenv("RB_BENCH_CSV"));
+            return 1;
+        }
+        fprintf(csv, "section,producers,consumers,size,ring,pinned,implementation,messages_per_s\n");
+    }
     find_cpus();
     printf("libring_buffer %s C benchmark: %ld CPUs online, processes via fork, median of %d runs (in-process: %d)\n",
            ring_buffer_version(), sysconf(_SC_NPROCESSORS_ONLN), REPS, INPROC_REPS);
@@ -663,6 +692,7 @@ int main(void) {
     }
 
     /* 1 -> 1 processes, pinned and not, message sizes 8 B .. 64 KiB. */
+    section = "sizes";
     const uint32_t sizes[] = {8, 64, 512, 4096, 65536};
     enum { NSIZES = sizeof sizes / sizeof *sizes };
     const uint32_t ring = 1u << 20;
@@ -685,6 +715,7 @@ int main(void) {
     }
 
     /* Ring sizes, 512-byte messages. */
+    section = "rings";
     const uint32_t rings[] = {1u << 16, 1u << 18, 1u << 20, 1u << 22};
     double by_ring[4] = {0};
     printf("\nring sizes, 1 -> 1 %s, 512-byte messages (M messages/s)\n", can_pin ? "pinned" : "not pinned");
@@ -697,6 +728,7 @@ int main(void) {
     }
 
     /* Legacy raw calls against the message calls, large records. */
+    section = "legacy";
     const uint32_t big[] = {512, 4096, 65536};
     double legacy_ratio_4k = NAN;
     printf("\nlegacy write/read of fixed records vs put_msg/get_msg, 1 -> 1 %s, ring 1 MiB (M messages/s)\n",
@@ -711,6 +743,7 @@ int main(void) {
     }
 
     /* Many producers and consumers, 64-byte messages, not pinned. */
+    section = "many";
     double mpmc_msg = 0, mpmc_boost = 0;
     const int shapes[2][2] = {{4, 4}, {8, 1}};
     printf("\nmany processes, 64-byte messages, not pinned, ring 1 MiB (M messages/s)\n");
@@ -745,5 +778,9 @@ int main(void) {
     target_row("blocking round trip p50, pinned (us)", rtp_med, "", "<=", 1.0, 0);
     target_row("1->1 512 B not pinned, put_msg/get_msg (M/s)", unpinned_msg512 / 1e6, "", ">=", 4.0, 1);
     target_row("4->4 64 B not pinned, put_msg/get_msg (M/s)", mpmc_msg / 1e6, "", ">=", 2.0, 1);
+    printf("\nsteadiness: the reference ring's fastest run of one configuration was %.1fx its slowest%s\n", ref_spread,
+           ref_spread > 2 ? " (the machine changed speed during this run: its ratios mix machine states; run again)"
+                          : "");
+    if (csv) fclose(csv);
     return 0;
 }
