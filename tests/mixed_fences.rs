@@ -3,14 +3,15 @@
 //! or a kernel or seccomp profile that refuses membarrier) share one queue:
 //! every sleeper on either side is woken. A driver and an echo process, each
 //! in one of the two modes, pass messages both ways through small rings,
-//! and each pauses now and then so that the other sleeps: on an empty ring
-//! (waiting for the next message) and on a full one (a burst larger than the
-//! ring). A missed wake-up leaves a process asleep for ever (blocking calls
-//! without a deadline) and the test fails on its time limit.
+//! and each pauses now and then until the other has gone to sleep (its sleep
+//! count moved): on an empty ring (waiting for the next message) and on a
+//! full one (a burst larger than the ring). A missed wake-up leaves a process
+//! asleep for ever (blocking calls without a deadline) and the test fails on
+//! its time limit.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{fork, fresh, wait_child, Exit};
 use ring_buffer::Queue;
@@ -37,12 +38,42 @@ fn choose_fences(keep: bool) {
     }
 }
 
-/// Pauses in one round of every `every`, never a burst round (the
-/// bursts' full ring makes the driver sleep anyway).
-fn pause_now_and_then(round: u32, every: u32) {
-    if round % every == every / 2 {
-        std::thread::sleep(Duration::from_micros(300));
+/// Which of a queue's sleep counts a pause waits for.
+#[derive(Clone, Copy)]
+enum Sleeper {
+    /// A producer on a full ring.
+    Producer,
+    /// A consumer on an empty ring.
+    Consumer,
+}
+
+fn sleeps(q: &Queue, who: Sleeper) -> u64 {
+    let stats = q.stats().unwrap();
+    match who {
+        Sleeper::Producer => stats.producer_waits,
+        Sleeper::Consumer => stats.consumer_waits,
     }
+}
+
+/// Holds this side back until the other side has gone to sleep on `q` (its
+/// sleep count moves right before its futex wait), however long its spinning
+/// and yielding take on a loaded machine; the caller's next call must wake
+/// it. Panics after a minute (the other side never slept).
+fn pause_until_asleep(q: &Queue, who: Sleeper, before: u64) {
+    let start = Instant::now();
+    while sleeps(q, who) == before {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the other side never slept"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Whether round `r` is one of those with `r % every == every / 2`: never a
+/// burst round (the echo pauses in some bursts itself).
+fn pausing(round: u32, every: u32) -> bool {
+    round % every == every / 2
 }
 
 /// Round r sends `count(r)` messages to the echo process, which answers
@@ -56,8 +87,17 @@ fn count(round: u32) -> u32 {
 }
 
 fn driver(to: &Queue, back: &Queue) -> i32 {
+    let mut echo_sleeps = None;
     for round in 0..ROUNDS {
-        pause_now_and_then(round, 37);
+        if let Some(before) = echo_sleeps.take() {
+            // The echo waits for this round's message: let it sleep.
+            pause_until_asleep(to, Sleeper::Consumer, before);
+        }
+        if pausing(round + 1, 150) {
+            // Counted before the echo can start waiting for the next
+            // round's message (it has not even had this round's yet).
+            echo_sleeps = Some(sleeps(to, Sleeper::Consumer));
+        }
         for k in 0..count(round) {
             to.send(&message(round, k)).unwrap();
         }
@@ -69,14 +109,29 @@ fn driver(to: &Queue, back: &Queue) -> i32 {
 }
 
 fn echo(from: &Queue, to: &Queue) -> i32 {
+    let mut driver_sleeps = None;
     for round in 0..ROUNDS {
-        pause_now_and_then(round, 50);
         let mut last = Vec::new();
         for k in 0..count(round) {
+            // Counted before this message makes room for the driver.
+            let full_before = (k == 0 && round % 300 == 0).then(|| sleeps(from, Sleeper::Producer));
             last = from.recv().unwrap();
             if last != message(round, k) {
                 return 2;
             }
+            if let Some(before) = full_before {
+                // Mid-burst: the driver finds the ring full and sleeps.
+                pause_until_asleep(from, Sleeper::Producer, before);
+            }
+        }
+        if let Some(before) = driver_sleeps.take() {
+            // The driver waits for the answer: let it sleep.
+            pause_until_asleep(to, Sleeper::Consumer, before);
+        }
+        if pausing(round + 1, 250) {
+            // Counted before the driver can start waiting for the next
+            // round's answer (it cannot send that round before this answer).
+            driver_sleeps = Some(sleeps(to, Sleeper::Consumer));
         }
         to.send(&last).unwrap();
     }
@@ -98,7 +153,8 @@ fn run(driver_keeps_fence: bool) {
     });
     assert_eq!(wait_child(d, LIMIT), Exit::Code(0), "driver");
     assert_eq!(wait_child(e, LIMIT), Exit::Code(0), "echo");
-    // Both kinds of sleep happened (and every sleeper was woken).
+    // Both kinds of sleep happened (the pauses waited for them), and every
+    // sleeper was woken.
     let (to, back) = (to_stats.stats().unwrap(), back_stats.stats().unwrap());
     assert!(
         to.producer_waits > 0,
