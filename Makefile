@@ -42,7 +42,7 @@ FFI_HDRS := include/ring_buffer.h $(wildcard ffi-tests/*.h)
 
 .PHONY: all lib header header-check header-strict test test-rust test-loom loom-mutants test-ffi test-ffi-plain \
 	test-ffi-san test-ffi-valgrind test-install test-python test-package test-dependent python-lint \
-	wheel demo bench bench-c bench-python bench-sizes bench-ray install fuzz miri venv clean tools-test tools-demo
+	wheel demo bench bench-c bench-ab bench-python bench-sizes bench-ray install fuzz miri venv clean tools-test tools-demo
 
 # ---------------------------------------------------------------- tools
 
@@ -256,10 +256,11 @@ wheel: venv
 
 python-lint: venv
 	cd python-ctypes && ../$(VENV)/bin/ruff check . && ../$(VENV)/bin/mypy
-	# The size benchmark and the C benchmark's plot too, with the package's
-	# settings (mypy --strict).
+	# The size benchmark, the C benchmark's plot and the A/B script too, with
+	# the package's settings (mypy --strict).
 	cd python-ctypes && ../$(VENV)/bin/ruff check --config pyproject.toml ../bench/bench_sizes.py \
-		../bench/plot_bench_c.py && ../$(VENV)/bin/mypy ../bench/bench_sizes.py ../bench/plot_bench_c.py
+		../bench/plot_bench_c.py ../bench/ab_libs.py \
+		&& ../$(VENV)/bin/mypy ../bench/bench_sizes.py ../bench/plot_bench_c.py ../bench/ab_libs.py
 
 # The package is the editable install; its library the fresh build (and the
 # wheel and source-install tests use the wheel and the Cargo target above).
@@ -309,6 +310,21 @@ bench-python: lib venv
 	# In one process: SageQueue put+get against the raw ctypes calls plus
 	# pickling of the same item (issue 14 item 5: at most 1.3x).
 	RING_BUFFER_LIB=$(abspath $(LIB)) $(VPY) python-ctypes/examples/hot_path_cost.py
+
+# Two builds of the library side by side on a machine whose speed changes
+# (bench/ab_libs.py): AB_A and AB_B name directories holding a
+# libring_buffer.so.1 each (copies of build/ at two commits). Not part of
+# make bench.
+AB_SIZE ?= 64
+AB_RING ?= 1048576
+AB_ROUNDS ?= 30
+bench-ab:
+	@test -n "$(AB_A)" -a -n "$(AB_B)" || { echo "usage: make bench-ab AB_A=<dir> AB_B=<dir> [AB_SIZE=64] [AB_RING=1048576] [AB_ROUNDS=30]"; exit 2; }
+	@mkdir -p $(BUILD)/bench
+	$(MAKE) --no-print-directory lib
+	$(CC) $(BENCH_CFLAGS) -o $(BUILD)/bench/bench_ab bench/bench.c -L$(BUILD) -lring_buffer -pthread -lm
+	$(PYTHON) bench/ab_libs.py --binary $(BUILD)/bench/bench_ab --a $(AB_A) --b $(AB_B) \
+		--size $(AB_SIZE) --ring $(AB_RING) --rounds $(AB_ROUNDS)
 
 # Items/s against item size (512 B to 64 MiB) for SageQueue, mp.Queue, mp.Pipe,
 # faster-fifo and iceoryx2; writes the README's plot, docs/bench_sizes.png.

@@ -16,7 +16,8 @@
  * Environment: RB_BENCH_SECONDS scales the message counts (default 1);
  * RB_BENCH_VERBOSE=1 prints the sleep and wake-up counts of each run;
  * RB_BENCH_CSV=path writes every cross-process median there (make bench-c
- * draws docs/bench_c.png from it with bench/plot_bench_c.py). */
+ * draws docs/bench_c.png from it with bench/plot_bench_c.py);
+ * RB_BENCH_AB=size[:ring] runs one comparison only (see bench/ab_libs.py). */
 #define _GNU_SOURCE
 #include <math.h>
 #include <sched.h>
@@ -670,6 +671,22 @@ int main(void) {
         fprintf(csv, "section,producers,consumers,size,ring,pinned,implementation,messages_per_s\n");
     }
     find_cpus();
+    if (getenv("RB_BENCH_AB")) {
+        /* One comparison for bench/ab_libs.py: the reference ring, ours,
+         * the reference ring again (1 -> 1, pinned where possible), so the
+         * caller can tell the machine's speed state from the reference. */
+        uint32_t size = 0, ring = 1u << 20;
+        if (sscanf(getenv("RB_BENCH_AB"), "%u:%u", &size, &ring) < 1 || size == 0 || size > MAX_MSG ||
+            (ring & (ring - 1)) != 0) {
+            fprintf(stderr, "RB_BENCH_AB=size[:ring] (size 1..%u, ring a power of two)\n", MAX_MSG);
+            return 2;
+        }
+        double ref1 = throughput(IMPL_REF, 1, 1, size, ring, can_pin);
+        double ours = throughput(IMPL_MSG, 1, 1, size, ring, can_pin);
+        double ref2 = throughput(IMPL_REF, 1, 1, size, ring, can_pin);
+        printf("ab %.0f %.0f %.0f\n", ours, ref1, ref2);
+        return 0;
+    }
     printf("libring_buffer %s C benchmark: %ld CPUs online, processes via fork, median of %d runs (in-process: %d)\n",
            ring_buffer_version(), sysconf(_SC_NPROCESSORS_ONLN), REPS, INPROC_REPS);
     if (!can_pin) printf("pinned runs skipped: this process may run on fewer than 2 CPUs\n");

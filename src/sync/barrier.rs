@@ -23,9 +23,12 @@
 //! in a forked child, whose registration this code does not rely on). Where
 //! the kernel or a seccomp profile refuses it, or `RB_MEMBARRIER=0` is set in
 //! the environment, the process keeps its `SeqCst` fences. A sleeper whose
-//! membarrier fails cannot rule out a waker that skipped its fence, so it
-//! sleeps in short slices instead (see `wait::sleep_unless`): nothing hangs,
-//! whatever mix of processes shares a queue. Under loom and Miri both sides
+//! membarrier is refused (a seccomp profile of its own, while processes of
+//! other containers on the same kernel may be registered) cannot rule out a
+//! waker that skipped its fence, so it sleeps in short slices instead (see
+//! `wait::sleep_unless`): nothing hangs, whatever mix of processes shares a
+//! queue. On a kernel without the command nobody registers, and sleepers
+//! sleep as before. Under loom and Miri both sides
 //! are plain `SeqCst` fences, the symmetric protocol the loom models check.
 
 use super::atomic::{fence, Ordering::SeqCst};
@@ -82,8 +85,11 @@ pub(crate) fn light() {
 }
 
 /// The sleeper's side, between its store of the "wanted" flag and its
-/// re-check of the position. False if the membarrier failed: then only
-/// wakers that fence are covered, and the caller must not sleep unbounded.
+/// re-check of the position. False if the membarrier was refused to this
+/// process (a seccomp profile: others on the same kernel may be registered):
+/// then only wakers that fence are covered, and the caller must not sleep
+/// unbounded. A kernel without the command (ENOSYS, EINVAL) registers
+/// nobody, so every waker fences and the `SeqCst` fence here suffices.
 pub(crate) fn heavy() -> bool {
     // Pairs with the `SeqCst` fence of wakers that do not skip theirs.
     fence(SeqCst);
@@ -94,6 +100,10 @@ pub(crate) fn heavy() -> bool {
             return false;
         }
         membarrier(CMD_GLOBAL_EXPEDITED) == 0
+            || matches!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::ENOSYS | libc::EINVAL)
+            )
     }
     #[cfg(any(loom, miri))]
     true
@@ -108,7 +118,14 @@ fn register() {
     if !FORK_HANDLER.run(|| atfork::register(None, None, Some(forget_registration))) {
         return;
     }
-    let switched_off = std::env::var_os("RB_MEMBARRIER").is_some_and(|v| v == "0");
+    // getenv, not std::env::var_os, which takes std's environment lock: a
+    // child forked while another thread held it would hang here.
+    // SAFETY: getenv with a NUL-terminated name; the value is compared
+    // before any other call could change the environment.
+    let switched_off = unsafe {
+        let value = libc::getenv(c"RB_MEMBARRIER".as_ptr());
+        !value.is_null() && std::ffi::CStr::from_ptr(value).to_bytes() == b"0"
+    };
     let cmds = membarrier(CMD_QUERY);
     let wanted = CMD_GLOBAL_EXPEDITED | CMD_REGISTER_GLOBAL_EXPEDITED;
     let registered = !switched_off
