@@ -6,8 +6,10 @@ default arguments, ``--megabytes`` MiB in total per case of items of 64 KiB
 to 16 MiB (numpy arrays and bytes), smaller and larger than the ring. The
 producer sends them with ``put`` one by one, or with ``put_many`` in
 batches of ``--batch``; the consumer takes them with ``get`` and checks each
-(size and first byte). The two ways run interleaved, ``--rounds`` times;
-the best round of each counts (the machine may be shared).
+(size and first byte). The two ways run back to back, in turns first,
+``--rounds`` times; printed are the best round of each, the medians, and the
+median of each round's put_many/put ratio (the machine may be shared, and
+its speed drifts between rounds).
 
 Run: ``make venv lib`` then
 ``RING_BUFFER_LIB=build/libring_buffer.so .venv/bin/python python-ctypes/examples/large_put_many_cost.py``
@@ -141,24 +143,30 @@ def main() -> None:
         in_process(args.kinds, args.sizes, args.batch, args.rounds)
         return
     rates: Dict[Tuple[str, int, int], List[float]] = {}
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
         for kind in args.kinds:
             for size in args.sizes:
                 count = max(args.megabytes * (1 << 20) // size, 16)
-                for batch in (0, args.batch):
+                # Back to back, in turns first: the machine's speed drifts,
+                # so each round's pair is compared with itself (below).
+                for batch in (0, args.batch) if r % 2 == 0 else (args.batch, 0):
                     rate = items_per_second(kind, size, count, batch, 2 * args.batch)
                     rates.setdefault((kind, size, batch), []).append(rate)
     best = {key: max(values) for key, values in rates.items()}
     median = {key: statistics.median(values) for key, values in rates.items()}
     print(f"1 -> 1 process, default SageQueue, best of {args.rounds} rounds; put_many in batches of {args.batch}")
     print(f"{'kind':<6} {'item bytes':>11} {'put items/s':>12} {'put_many items/s':>17} {'ratio':>6}"
-          "   (medians: put, put_many, ratio)")
+          "   (medians: put, put_many, ratio)   per round: median put_many/put, rounds >= 1")
     for kind in args.kinds:
         for size in args.sizes:
             single, many = best[kind, size, 0], best[kind, size, args.batch]
             mid_single, mid_many = median[kind, size, 0], median[kind, size, args.batch]
+            # Each round's put_many against the put run next to it: the
+            # robust figure on a machine whose speed changes between rounds.
+            pairs = [m / p for p, m in zip(rates[kind, size, 0], rates[kind, size, args.batch])]
             print(f"{kind:<6} {size:>11} {single:>12,.0f} {many:>17,.0f} {many / single:>5.2f}x"
-                  f"   ({mid_single:,.0f}, {mid_many:,.0f}, {mid_many / mid_single:.2f}x)")
+                  f"   ({mid_single:,.0f}, {mid_many:,.0f}, {mid_many / mid_single:.2f}x)"
+                  f"   {statistics.median(pairs):.2f}x, {sum(x >= 1 for x in pairs)} of {len(pairs)}")
 
 
 if __name__ == "__main__":
