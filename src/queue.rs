@@ -215,6 +215,7 @@ impl Queue {
             mapping: Arc::new(mapping),
         };
         let _ = queue.view().reclaim_side_objects();
+        crate::sync::barrier::prepare();
         queue
     }
 

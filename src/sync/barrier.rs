@@ -19,8 +19,9 @@
 //! folly's `asymmetricHeavyBarrier`.
 //!
 //! A process skips its fence only once it is registered
-//! (`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`, asked on first use and again
-//! in a forked child, whose registration this code does not rely on). Where
+//! (`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`, asked when it opens or
+//! creates a queue, and again in a forked child, whose inherited
+//! registration this code does not rely on). Where
 //! the kernel or a seccomp profile refuses it, or `RB_MEMBARRIER=0` is set in
 //! the environment, the process keeps its `SeqCst` fences. A sleeper whose
 //! membarrier is refused (a seccomp profile of its own, while processes of
@@ -76,12 +77,24 @@ pub(crate) fn light() {
             return;
         }
         fence(SeqCst);
-        if STATE.load(Ordering::Relaxed) == UNKNOWN {
-            register();
-        }
+        // A child forked with queues open asks here (a forked child has one
+        // thread, and registers in microseconds).
+        prepare();
     }
     #[cfg(any(loom, miri))]
     fence(SeqCst);
+}
+
+/// Registers this process for expedited membarriers unless it has asked
+/// already. Called when a queue is opened or created (`Queue::wrap`), not
+/// left to the first wake-up check: in a process with several threads the
+/// kernel's registration waits for an RCU grace period (10-15 ms measured
+/// here), which must not land on a first put.
+pub(crate) fn prepare() {
+    #[cfg(not(any(loom, miri)))]
+    if STATE.load(Ordering::Relaxed) == UNKNOWN {
+        register();
+    }
 }
 
 /// The sleeper's side, between its store of the "wanted" flag and its
@@ -126,12 +139,7 @@ fn register() {
         let value = libc::getenv(c"RB_MEMBARRIER".as_ptr());
         !value.is_null() && std::ffi::CStr::from_ptr(value).to_bytes() == b"0"
     };
-    let cmds = membarrier(CMD_QUERY);
-    let wanted = CMD_GLOBAL_EXPEDITED | CMD_REGISTER_GLOBAL_EXPEDITED;
-    let registered = !switched_off
-        && cmds >= 0
-        && cmds & wanted as libc::c_long == wanted as libc::c_long
-        && membarrier(CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+    let registered = !switched_off && offered() && membarrier(CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
     // Release pairs with the Acquire load in `light`.
     STATE.store(
         if registered { REGISTERED } else { FENCING },
@@ -143,6 +151,15 @@ fn register() {
 #[cfg(not(any(loom, miri)))]
 unsafe extern "C" fn forget_registration() {
     STATE.store(UNKNOWN, Ordering::Relaxed);
+}
+
+/// Whether this kernel (and this process's seccomp profile) offers the
+/// expedited global membarrier and its registration.
+#[cfg(not(any(loom, miri)))]
+fn offered() -> bool {
+    let wanted = (CMD_GLOBAL_EXPEDITED | CMD_REGISTER_GLOBAL_EXPEDITED) as libc::c_long;
+    let cmds = membarrier(CMD_QUERY);
+    cmds >= 0 && cmds & wanted == wanted
 }
 
 #[cfg(not(any(loom, miri)))]
@@ -173,14 +190,10 @@ pub(crate) mod tests {
 
     #[test]
     fn a_process_registers_on_first_use() {
-        let wanted = super::CMD_GLOBAL_EXPEDITED | super::CMD_REGISTER_GLOBAL_EXPEDITED;
-        let offered = super::membarrier(super::CMD_QUERY);
-        if offered < 0 || offered & wanted as libc::c_long != wanted as libc::c_long {
+        if !super::offered() {
             // Outside the project: this kernel (or its seccomp profile)
             // offers no expedited membarrier, and the process fences.
-            eprintln!(
-                "membarrier(GLOBAL_EXPEDITED) not offered here ({offered}): nothing to register"
-            );
+            eprintln!("membarrier(GLOBAL_EXPEDITED) not offered here: nothing to register");
             return;
         }
         // Another test's thread may be registering meanwhile: ask until an
@@ -198,5 +211,45 @@ pub(crate) mod tests {
             "membarrier registration refused here"
         );
         assert!(with_heavy_failing(false, super::heavy));
+    }
+
+    /// Registration happens when a queue is opened, before any put: a
+    /// forked child (which forgets its parent's registration) is registered
+    /// right after creating a queue, without having woken anybody.
+    #[test]
+    fn opening_a_queue_registers_the_process() {
+        if !super::offered() {
+            eprintln!("membarrier(GLOBAL_EXPEDITED) not offered here: nothing to register");
+            return;
+        }
+        super::prepare(); // the parent's fork handler is in place
+        let name = format!("rbtest_barrier_{}", std::process::id());
+        // SAFETY: the child only makes library calls and then _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let before = super::STATE.load(super::Ordering::Relaxed);
+            let q = crate::Queue::create(&name, 4096);
+            let after = super::STATE.load(super::Ordering::Relaxed);
+            let _ = crate::Queue::remove(&name);
+            let code = match (before, q.is_ok(), after) {
+                (super::UNKNOWN, true, super::REGISTERED) => 0,
+                (_, false, _) => 3,
+                (super::UNKNOWN, true, _) => 4, // not registered at open
+                _ => 5,                         // the child kept the parent's state
+            };
+            // SAFETY: _exit ends the child without running the harness.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        let _ = crate::Queue::remove(&name);
+        assert!(libc::WIFEXITED(status), "the child died: {status}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "3: create failed, 4: not registered at open, 5: state inherited"
+        );
     }
 }
