@@ -318,10 +318,9 @@ bench-python: lib venv
 AB_SIZE ?= 64
 AB_RING ?= 1048576
 AB_ROUNDS ?= 30
-bench-ab:
+bench-ab: lib
 	@test -n "$(AB_A)" -a -n "$(AB_B)" || { echo "usage: make bench-ab AB_A=<dir> AB_B=<dir> [AB_SIZE=64] [AB_RING=1048576] [AB_ROUNDS=30]"; exit 2; }
 	@mkdir -p $(BUILD)/bench
-	$(MAKE) --no-print-directory lib
 	$(CC) $(BENCH_CFLAGS) -o $(BUILD)/bench/bench_ab bench/bench.c -L$(BUILD) -lring_buffer -pthread -lm
 	$(PYTHON) bench/ab_libs.py --binary $(BUILD)/bench/bench_ab --a $(AB_A) --b $(AB_B) \
 		--size $(AB_SIZE) --ring $(AB_RING) --rounds $(AB_ROUNDS)

@@ -97,8 +97,7 @@ impl View<'_> {
             Some(ext) => sleep_unless(ext, role, ready, wait.deadline()),
             None => {
                 let (counter, seen) = legacy;
-                let slice = Deadline::after_ns(LEGACY_SLEEP_NS);
-                let deadline = wait.deadline().map_or(slice, |d| d.min(slice));
+                let deadline = Deadline::after_ns(LEGACY_SLEEP_NS).or_earlier(wait.deadline());
                 // SAFETY: the low half of a mapped, 8-aligned counter is an
                 // aligned 32-bit word (little-endian x86_64/aarch64).
                 unsafe {
@@ -180,8 +179,7 @@ pub(super) fn sleep_unless(
         let deadline = if covered {
             deadline
         } else {
-            let slice = Deadline::after_ns(UNFENCED_SLEEP_NS);
-            Some(deadline.map_or(slice, |d| d.min(slice)))
+            Some(Deadline::after_ns(UNFENCED_SLEEP_NS).or_earlier(deadline))
         };
         futex::wait(seq, expected, deadline)
     };

@@ -32,6 +32,12 @@ impl Deadline {
         monotonic_ns() >= self.0
     }
 
+    /// This deadline, or `other` if it comes first: the end of one slice of
+    /// a wait that has a deadline of its own (or none).
+    pub(crate) fn or_earlier(self, other: Option<Deadline>) -> Deadline {
+        other.map_or(self, |d| d.min(self))
+    }
+
     /// The deadline as an absolute `CLOCK_MONOTONIC` timespec (for futexes).
     pub(crate) fn monotonic_timespec(self) -> libc::timespec {
         // Clamp so that tv_sec stays a valid time_t however far away it is.

@@ -226,7 +226,7 @@ impl SharedLock {
                 continue;
             }
             let slice_end = Deadline::after_ns(slice);
-            let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+            let until = slice_end.or_earlier(deadline);
             let woken = futex::wait(&self.word, asleep, owners.sliced().then_some(until));
             slept = true;
             // Under loom a timed wait times out at once and time is not
