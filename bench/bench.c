@@ -663,13 +663,6 @@ int main(void) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     if (getenv("RB_BENCH_SECONDS")) scale = atof(getenv("RB_BENCH_SECONDS"));
-    if (getenv("RB_BENCH_CSV")) {
-        if (!(csv = fopen(getenv("RB_BENCH_CSV"), "w"))) {
-            perror(getenv("RB_BENCH_CSV"));
-            return 1;
-        }
-        fprintf(csv, "section,producers,consumers,size,ring,pinned,implementation,messages_per_s\n");
-    }
     find_cpus();
     if (getenv("RB_BENCH_AB")) {
         /* One comparison for bench/ab_libs.py: the reference ring, ours,
@@ -686,6 +679,13 @@ int main(void) {
         double ref2 = throughput(IMPL_REF, 1, 1, size, ring, can_pin);
         printf("ab %.0f %.0f %.0f\n", ours, ref1, ref2);
         return 0;
+    }
+    if (getenv("RB_BENCH_CSV")) {
+        if (!(csv = fopen(getenv("RB_BENCH_CSV"), "w"))) {
+            perror(getenv("RB_BENCH_CSV"));
+            return 1;
+        }
+        fprintf(csv, "section,producers,consumers,size,ring,pinned,implementation,messages_per_s\n");
     }
     printf("libring_buffer %s C benchmark: %ld CPUs online, processes via fork, median of %d runs (in-process: %d)\n",
            ring_buffer_version(), sysconf(_SC_NPROCESSORS_ONLN), REPS, INPROC_REPS);
