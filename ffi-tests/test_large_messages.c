@@ -9,7 +9,13 @@
  * ring_buffer_get_msg_fd (parts written once; an out-of-line message handed
  * over as a descriptor to map), RB_ERR_TOO_LARGE only when
  * the object cannot be written (a file size limit stands in for a full
- * /dev/shm), and nothing left in /dev/shm after normal use. */
+ * /dev/shm), and nothing left in /dev/shm after normal use. Handles are
+ * opened with RB_OPEN_NO_POOL (one-shot side objects) except in the last
+ * part: the queue's pool of reused side objects ("..p<k>") and
+ * ring_buffer_get_msg_lease (the bytes lent where they lie, valid after the
+ * handle is closed, given back once; a forked child's copy frees nothing; a
+ * consumer killed while holding one loses only its item, and
+ * ring_buffer_reclaim frees its slot). */
 #include "check.h"
 
 #include <dirent.h>
@@ -80,7 +86,7 @@ static void remove_own_side_objects(void) {
 
 static ring_buffer_t *fresh_named(const char *tag, const char **name) {
     *name = test_name(tag);
-    ring_buffer_t *rb = ring_buffer_create_ex(*name, RING, 0, RB_CREATE_EXCLUSIVE);
+    ring_buffer_t *rb = ring_buffer_create_ex(*name, RING, 0, RB_CREATE_EXCLUSIVE | RB_OPEN_NO_POOL);
     REQUIRE(rb != NULL);
     return rb;
 }
@@ -254,7 +260,7 @@ static void test_many_processes(void) {
     for (int c = 0; c < CONSUMERS; c++) {
         kids[c] = fork_child(valgrind_scaled(60));
         if (kids[c] == 0) {
-            ring_buffer_t *q = ring_buffer_open(name);
+            ring_buffer_t *q = ring_buffer_open_ex(name, RB_OPEN_NO_POOL);
             if (!q) _exit(2);
             int64_t last[PRODUCERS] = {-1, -1};
             for (;;) {
@@ -274,7 +280,7 @@ static void test_many_processes(void) {
     for (int p = 0; p < PRODUCERS; p++) {
         pid_t pid = fork_child(valgrind_scaled(60));
         if (pid == 0) {
-            ring_buffer_t *q = ring_buffer_open(name);
+            ring_buffer_t *q = ring_buffer_open_ex(name, RB_OPEN_NO_POOL);
             if (!q) _exit(2);
             for (uint32_t seq = 0; seq < PER_PRODUCER; seq++) {
                 uint32_t len = msg_len((uint32_t)p, seq);
@@ -311,7 +317,7 @@ static void test_producer_killed(void) {
         uint32_t who = round % 2 ? 2 : 0;
         pid_t pid = fork_child(valgrind_scaled(60));
         if (pid == 0) {
-            ring_buffer_t *q = ring_buffer_open(name);
+            ring_buffer_t *q = ring_buffer_open_ex(name, RB_OPEN_NO_POOL);
             if (!q) _exit(2);
             for (uint32_t seq = 0;; seq++) {
                 uint32_t len = msg_len(who, seq);
@@ -367,7 +373,7 @@ static void test_consumer_killed(void) {
         }
         pid_t pid = fork_child(valgrind_scaled(60));
         if (pid == 0) {
-            ring_buffer_t *q = ring_buffer_open(name);
+            ring_buffer_t *q = ring_buffer_open_ex(name, RB_OPEN_NO_POOL);
             if (!q) _exit(2);
             for (;;) {
                 uint32_t len = 0, p, seq;
@@ -380,7 +386,7 @@ static void test_consumer_killed(void) {
         kill(pid, SIGKILL);
         CHECK_EQ(wait_child(pid), 128 + SIGKILL);
         /* The next user (this open) removes the orphan, if any. */
-        ring_buffer_t *again = ring_buffer_open(name);
+        ring_buffer_t *again = ring_buffer_open_ex(name, RB_OPEN_NO_POOL);
         CHECK(again != NULL);
         uint32_t len = 0, p, seq;
         while (ring_buffer_get_msg(rb, out, sizeof out, &len, RB_NO_WAIT) == RB_OK) {
@@ -401,6 +407,179 @@ static void test_consumer_killed(void) {
     munmap(seen, N);
 }
 
+/* ------------------------------------------------------------ the pool */
+
+/* Pool slots ("..p<k>") of queue `name` now. */
+static int slot_files(const char *name) {
+    char stem[128];
+    snprintf(stem, sizeof stem, "sage_ringbuf_%s..p", name);
+    DIR *d = opendir("/dev/shm");
+    REQUIRE(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (strncmp(e->d_name, stem, strlen(stem)) == 0) n++;
+    closedir(d);
+    return n;
+}
+
+static ring_buffer_t *fresh_pooled(const char *tag, const char **name) {
+    *name = test_name(tag);
+    ring_buffer_t *rb = ring_buffer_create_ex(*name, RING, 0, RB_CREATE_EXCLUSIVE);
+    REQUIRE(rb != NULL);
+    return rb;
+}
+
+static void put_seq(ring_buffer_t *rb, uint32_t seq, uint32_t len) {
+    fill(in, 1, seq, len);
+    CHECK_EQ(ring_buffer_put_msg(rb, in, len, RB_NO_WAIT), RB_OK);
+}
+
+/* Whether `data` holds message `seq` of put_seq, `len` bytes long. */
+static bool lent_intact(const void *data, uint32_t len, uint32_t seq) {
+    static unsigned char want[200000];
+    if (!data || len > sizeof want) return false;
+    fill(want, 1, seq, len);
+    return memcmp(want, data, len) == 0;
+}
+
+static void test_leases(void) {
+    stage = "leases";
+    const char *name;
+    ring_buffer_t *rb = fresh_pooled("lease", &name);
+    unsigned char small[64];
+    uint32_t len = 0;
+    void *data = NULL;
+    ring_buffer_lease_t *lease = NULL, *second = NULL;
+    /* In the ring: copied into the buffer, nothing lent. */
+    put_seq(rb, 0, 40);
+    CHECK_EQ(ring_buffer_get_msg_lease(rb, small, sizeof small, &len, &data, &lease, RB_NO_WAIT), RB_OK);
+    CHECK(len == 40 && data == small && lease == NULL && lent_intact(small, 40, 0));
+    put_seq(rb, 1, 1000);
+    data = small;
+    EXPECT_CODE(ring_buffer_get_msg_lease(rb, small, sizeof small, &len, &data, &lease, RB_NO_WAIT),
+                RB_ERR_BUFFER_TOO_SMALL);
+    CHECK(len == 1000 && data == small);
+    CHECK_EQ(ring_buffer_get_msg_lease(rb, out, sizeof out, &len, &data, &lease, RB_NO_WAIT), RB_OK);
+    CHECK(len == 1000 && data == out && lease == NULL && lent_intact(out, 1000, 1));
+    /* Out of line: lent where it lies (a page-aligned slot), writable. */
+    put_seq(rb, 2, 100000);
+    CHECK_EQ(slot_files(name), 1);
+    CHECK_EQ(ring_buffer_get_msg_lease(rb, NULL, 0, &len, &data, &lease, RB_NO_WAIT), RB_OK);
+    CHECK(len == 100000 && lease != NULL && ((uintptr_t)data & 4095) == 0);
+    CHECK(lent_intact(data, len, 2));
+    ((unsigned char *)data)[len - 1] ^= 0xff;
+    ((unsigned char *)data)[len - 1] ^= 0xff;
+    /* Held: the next message takes another slot; given back: reused. */
+    put_seq(rb, 3, 100000);
+    CHECK_EQ(slot_files(name), 2);
+    void *data2 = NULL;
+    CHECK_EQ(ring_buffer_get_msg_lease(rb, NULL, 0, &len, &data2, &second, RB_NO_WAIT), RB_OK);
+    CHECK(second != NULL && second != lease && lent_intact(data2, len, 3));
+    CHECK_EQ(ring_buffer_lease_release(second), RB_OK);
+    EXPECT_CODE(ring_buffer_lease_release(second), RB_ERR_INVALID_ARG);
+    EXPECT_CODE(ring_buffer_lease_release((ring_buffer_lease_t *)small), RB_ERR_INVALID_ARG);
+    CHECK_EQ(ring_buffer_lease_release(NULL), RB_OK);
+    put_seq(rb, 4, 100000);
+    CHECK_EQ(slot_files(name), 2);
+    /* Copied out of a slot (get_msg) and handed over as a file of its own
+     * (get_msg_fd): the slot is freed either way. */
+    CHECK_EQ(ring_buffer_get_msg(rb, out, sizeof out, &len, RB_NO_WAIT), RB_OK);
+    CHECK(lent_intact(out, len, 4));
+    put_seq(rb, 5, 100000);
+    int fd = -1;
+    CHECK_EQ(ring_buffer_get_msg_fd(rb, NULL, 0, &len, &fd, RB_NO_WAIT), RB_OK);
+    CHECK(len == 100000 && fd >= 0);
+    if (fd >= 0) {
+        CHECK_EQ(pread(fd, out, len, 0), (ssize_t)len);
+        CHECK(lent_intact(out, len, 5));
+        close(fd);
+    }
+    put_seq(rb, 6, 100000);
+    CHECK_EQ(slot_files(name), 2);
+    CHECK_EQ(side_objects(name), 2);
+    CHECK_EQ(ring_buffer_get_msg(rb, out, sizeof out, &len, RB_NO_WAIT), RB_OK);
+    /* A one-shot side object (a producer without the pool) is lent too,
+     * privately mapped; its name is gone already. */
+    ring_buffer_t *one_shot = ring_buffer_open_ex(name, RB_OPEN_NO_POOL);
+    CHECK(one_shot != NULL);
+    if (one_shot) {
+        put_seq(one_shot, 7, 200000);
+        ring_buffer_close(one_shot);
+    }
+    CHECK_EQ(side_objects(name) - slot_files(name), 1);
+    CHECK_EQ(ring_buffer_get_msg_lease(rb, NULL, 0, &len, &data2, &second, RB_NO_WAIT), RB_OK);
+    CHECK(second != NULL && len == 200000 && lent_intact(data2, len, 7));
+    CHECK_EQ(side_objects(name) - slot_files(name), 0);
+    if (second) ((unsigned char *)data2)[0] = 0; /* copy on write: allowed */
+    CHECK_EQ(ring_buffer_lease_release(second), RB_OK);
+    /* Bad arguments. */
+    EXPECT_CODE(ring_buffer_get_msg_lease(rb, NULL, 0, &len, &data, NULL, RB_NO_WAIT), RB_ERR_INVALID_ARG);
+    EXPECT_CODE(ring_buffer_get_msg_lease(rb, NULL, 10, &len, &data, &second, RB_NO_WAIT), RB_ERR_INVALID_ARG);
+    EXPECT_CODE(ring_buffer_get_msg_lease(NULL, NULL, 0, &len, &data, &second, RB_NO_WAIT), RB_ERR_INVALID_ARG);
+    EXPECT_CODE(ring_buffer_get_msg_lease(rb, NULL, 0, &len, &data2, &second, RB_NO_WAIT), RB_ERR_EMPTY);
+    /* The first lease's bytes outlive the handle and the queue's name. */
+    ring_buffer_close(rb);
+    ring_buffer_destroy(name);
+    CHECK(lent_intact(data, 100000, 2));
+    CHECK_EQ(ring_buffer_lease_release(lease), RB_OK);
+    CHECK_EQ(side_objects(name), 0);
+}
+
+/* A child forked while the parent holds leases on every slot: giving its
+ * copies back frees nothing (the parent's bytes stay), and a consumer
+ * SIGKILLed while holding a lease loses only its item: ring_buffer_reclaim
+ * frees its slot. */
+static void test_leases_across_processes(void) {
+    stage = "leases across processes";
+    enum { SLOTS = 8 };
+    const char *name;
+    ring_buffer_t *rb = fresh_pooled("lease_fork", &name);
+    ring_buffer_lease_t *leases[SLOTS] = {0};
+    void *data[SLOTS] = {0};
+    uint32_t len = 0;
+    for (uint32_t i = 0; i < SLOTS; i++) put_seq(rb, i, 50000);
+    CHECK_EQ(slot_files(name), SLOTS);
+    for (uint32_t i = 0; i < SLOTS; i++)
+        CHECK_EQ(ring_buffer_get_msg_lease(rb, NULL, 0, &len, &data[i], &leases[i], RB_NO_WAIT), RB_OK);
+    pid_t pid = fork_child(valgrind_scaled(30));
+    if (pid == 0) {
+        for (int i = 0; i < SLOTS; i++)
+            if (ring_buffer_lease_release(leases[i]) != RB_OK) _exit(2);
+        _exit(0);
+    }
+    CHECK_EQ(wait_child(pid), 0);
+    /* Every slot is still the parent's: this one goes to a one-shot object. */
+    put_seq(rb, 100, 50000);
+    CHECK_EQ(side_objects(name) - slot_files(name), 1);
+    for (uint32_t i = 0; i < SLOTS; i++) CHECK(lent_intact(data[i], 50000, i));
+    CHECK_EQ(ring_buffer_get_msg(rb, out, sizeof out, &len, RB_NO_WAIT), RB_OK);
+    CHECK(lent_intact(out, len, 100));
+    for (uint32_t i = 0; i < SLOTS; i++) CHECK_EQ(ring_buffer_lease_release(leases[i]), RB_OK);
+
+    /* A consumer killed while it holds a lease. */
+    put_seq(rb, 200, 50000);
+    put_seq(rb, 201, 50000);
+    volatile uint32_t *got = shared_memory(sizeof *got);
+    pid = fork_child(valgrind_scaled(30));
+    if (pid == 0) {
+        ring_buffer_t *q = ring_buffer_open(name);
+        ring_buffer_lease_t *mine = NULL;
+        void *bytes = NULL;
+        uint32_t n = 0;
+        if (!q || ring_buffer_get_msg_lease(q, NULL, 0, &n, &bytes, &mine, RB_WAIT_FOREVER) != RB_OK) _exit(2);
+        *got = 1;
+        for (;;) pause();
+    }
+    while (!*got) usleep(1000);
+    kill(pid, SIGKILL);
+    CHECK_EQ(wait_child(pid), 128 + SIGKILL);
+    CHECK_EQ(ring_buffer_reclaim(name), 1);
+    CHECK_EQ(ring_buffer_get_msg(rb, out, sizeof out, &len, RB_NO_WAIT), RB_OK);
+    CHECK(lent_intact(out, len, 201));
+    munmap((void *)got, sizeof *got);
+    done_named(rb, name);
+}
+
 int main(void) {
     rbt_init();
     atexit(remove_own_side_objects);
@@ -411,5 +590,7 @@ int main(void) {
     test_many_processes();
     test_producer_killed();
     test_consumer_killed();
+    test_leases();
+    test_leases_across_processes();
     return rbt_finish("test_large_messages");
 }

@@ -35,6 +35,15 @@
 #define RB_OPEN_ALLOW_FOREIGN_OWNER 2
 
 /**
+ * `ring_buffer_create_ex`/`ring_buffer_open_ex` flag: this handle puts every
+ * message longer than the ring into a one-shot side object of its own
+ * instead of a slot of the queue's pool (which keeps up to 64 MiB of
+ * `/dev/shm` for reuse while the queue exists). It still receives messages
+ * that others put into the pool.
+ */
+#define RB_OPEN_NO_POOL 4
+
+/**
  * Timeout value for "wait as long as it takes" (any negative value works).
  */
 #define RB_WAIT_FOREVER -1
@@ -172,6 +181,12 @@ typedef enum ring_buffer_status_t {
    */
   RB_ERR_FRAMING = -17,
 } ring_buffer_status_t;
+
+/**
+ * A received message's memory, lent to the caller until
+ * `ring_buffer_lease_release` (opaque).
+ */
+typedef struct ring_buffer_lease_t ring_buffer_lease_t;
 
 /**
  * The shared header at offset 0 of every queue object, byte for byte the
@@ -502,7 +517,9 @@ const char *ring_buffer_version(void);
  * applied whatever the umask. `flags`: `RB_CREATE_EXCLUSIVE` fails with
  * `RB_ERR_EXISTS` if the queue exists, otherwise it is opened (size and
  * mode ignored); `RB_OPEN_ALLOW_FOREIGN_OWNER` accepts an existing queue of
- * another user. NULL on failure (see `ring_buffer_last_error()`).
+ * another user; `RB_OPEN_NO_POOL` keeps this handle's messages longer than
+ * the ring out of the queue's pool. NULL on failure (see
+ * `ring_buffer_last_error()`).
  *
  * # Safety
  * `name` must be NULL or a NUL-terminated string.
@@ -514,7 +531,7 @@ struct ring_buffer_t *ring_buffer_create_ex(const char *name,
 
 /**
  * Opens the existing queue `name`; `flags` may hold
- * `RB_OPEN_ALLOW_FOREIGN_OWNER`. NULL on failure.
+ * `RB_OPEN_ALLOW_FOREIGN_OWNER` and `RB_OPEN_NO_POOL`. NULL on failure.
  *
  * # Safety
  * `name` must be NULL or a NUL-terminated string.
@@ -714,6 +731,47 @@ int ring_buffer_attached_pids(const char *name, pid_t *pids, uint32_t cap);
  * `name` must be NULL or a NUL-terminated string.
  */
 int ring_buffer_reclaim(const char *name);
+
+/**
+ * Takes one whole message as `ring_buffer_get_msg` does, except that a
+ * message that went out of line (longer than the ring) is not copied: its
+ * bytes are lent. `*out_data` = their address (page-aligned; writable,
+ * and the writes stay with this lease),
+ * `*out_len` = their length, `*out_lease` = the lease, which the caller
+ * gives back with `ring_buffer_lease_release` once done with the bytes. The
+ * bytes stay valid until then, whatever happens to the queue (closed,
+ * removed); a held lease keeps its slot of the queue's pool busy, so give
+ * leases back promptly. A message in the ring is copied into `buf` with
+ * `*out_data` = `buf` and `*out_lease` = NULL, or, if `cap` is too small,
+ * `RB_ERR_BUFFER_TOO_SMALL` with `*out_len` = the length needed and
+ * nothing consumed. Other codes as `ring_buffer_get_msg`. Output
+ * parameters are written only on `RB_OK` (`*out_len` also on
+ * `RB_ERR_BUFFER_TOO_SMALL`).
+ *
+ * # Safety
+ * `buf` must be writable for `cap` bytes (it may be NULL if `cap` is 0);
+ * `out_len`, `out_data` and `out_lease` must be writable.
+ */
+int ring_buffer_get_msg_lease(struct ring_buffer_t *rb,
+                              void *buf,
+                              uint32_t cap,
+                              uint32_t *out_len,
+                              void **out_data,
+                              struct ring_buffer_lease_t **out_lease,
+                              int64_t timeout_ns);
+
+/**
+ * Gives back a lease from `ring_buffer_get_msg_lease`: its bytes are no
+ * longer valid, and its slot of the queue's pool is free again. NULL is
+ * accepted (nothing to give back: `RB_OK`); a lease given back twice, or
+ * anything else, is `RB_ERR_INVALID_ARG`. In a child forked while the
+ * parent held the lease, giving it back only unmaps the child's copy.
+ *
+ * # Safety
+ * None beyond passing a value from `ring_buffer_get_msg_lease` (any other
+ * pointer is refused without being read).
+ */
+int ring_buffer_lease_release(struct ring_buffer_lease_t *lease);
 
 /**
  * Creates the queue `name` with a data area of `size` bytes rounded up to a

@@ -246,6 +246,7 @@ pub mod layout;
 mod name;
 mod object;
 mod ops;
+mod pool;
 mod queue;
 mod ring;
 mod segment;

@@ -23,6 +23,7 @@ use crate::layout::{
     RING_BUFFER_MIN_SIZE, RING_BUFFER_VERSION,
 };
 use crate::name::{QueueName, SHM_DIR};
+use crate::pool::Pool;
 use crate::segment::{self, View};
 
 /// Identity of an object file, to tell "the object I mapped" from "whatever
@@ -105,7 +106,7 @@ const OPEN_LOCK_WAIT: Duration = Duration::from_secs(1);
 /// pause (50 us up to 10 ms) until `limit` has passed: then `Timeout`. A
 /// blocking `flock` could wait for ever, and no signal but a fatal one
 /// would end it.
-fn lock_shared_bounded(file: &File, limit: Duration) -> Result<()> {
+pub(crate) fn lock_shared_bounded(file: &File, limit: Duration) -> Result<()> {
     let start = Instant::now();
     let mut pause = Duration::from_micros(50);
     loop {
@@ -163,6 +164,28 @@ pub(crate) fn unnamed_object(mode: u32) -> Result<File> {
     Ok(file)
 }
 
+/// Gives the unnamed file `file` (from [`unnamed_object`]) the name `path`;
+/// `Exists` if the name is taken (`linkat` never replaces a name, exactly as
+/// `O_CREAT|O_EXCL` would refuse it).
+pub(crate) fn link_unnamed(file: &File, path: &CStr) -> Result<()> {
+    let fd_path = format!("/proc/self/fd/{}\0", file.as_raw_fd());
+    // SAFETY: both paths are NUL-terminated; linkat creates a new name and
+    // never replaces an existing one.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            fd_path.as_ptr() as *const libc::c_char,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::last_os());
+    }
+    Ok(())
+}
+
 /// Rounds a requested size the legacy way: next power of two, at least 1024.
 /// `None` when that exceeds [`RING_BUFFER_MAX_SIZE`].
 pub(crate) fn buffer_size_for(requested: u32) -> Option<u32> {
@@ -180,6 +203,8 @@ pub(crate) struct Access {
     pub(crate) mode: u32,
     /// Open objects owned by another user instead of refusing them.
     pub(crate) allow_foreign_owner: bool,
+    /// Put long messages into the queue's pool (`crate::pool`).
+    pub(crate) pool: bool,
 }
 
 /// A mapped, validated queue object. Dropping it unmaps the object and
@@ -194,6 +219,8 @@ pub(crate) struct Mapping {
     version: u32,
     buffer_size: u32,
     id: FileId,
+    /// This process's slots of the queue's pool.
+    pool: Pool,
 }
 
 impl Mapping {
@@ -221,21 +248,7 @@ impl Mapping {
             segment::initialise(map.as_mut_ptr(), buffer_size, name, std::process::id() as _)?
         };
         flock(&file, libc::LOCK_SH)?;
-        let fd_path = format!("/proc/self/fd/{fd}\0");
-        // SAFETY: both paths are NUL-terminated; linkat creates a new name
-        // and never replaces an existing one.
-        let rc = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                fd_path.as_ptr() as *const libc::c_char,
-                libc::AT_FDCWD,
-                name.path().as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        if rc != 0 {
-            return Err(Error::last_os());
-        }
+        link_unnamed(&file, name.path())?;
         let st = fstat(fd)?;
         Ok(Mapping {
             map,
@@ -247,6 +260,7 @@ impl Mapping {
                 dev: st.st_dev,
                 ino: st.st_ino,
             },
+            pool: Pool::new(access.pool),
         })
     }
 
@@ -302,6 +316,7 @@ impl Mapping {
                 dev: st.st_dev,
                 ino: st.st_ino,
             },
+            pool: Pool::new(access.pool),
         };
         mapping.view().validate_extension()?;
         mapping.view().note_pid_namespace();
@@ -322,6 +337,7 @@ impl Mapping {
         View {
             name: Some(&self.name),
             file: Some(self.id),
+            pool: Some(&self.pool),
             ..view
         }
     }

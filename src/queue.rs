@@ -16,6 +16,7 @@ use crate::sync::deadline::Wait;
 pub struct Options {
     mode: u32,
     allow_foreign_owner: bool,
+    pool: bool,
 }
 
 impl Default for Options {
@@ -23,6 +24,7 @@ impl Default for Options {
         Options {
             mode: 0o600,
             allow_foreign_owner: false,
+            pool: true,
         }
     }
 }
@@ -42,6 +44,19 @@ impl Options {
         self
     }
 
+    /// Put messages longer than the ring into slots of the queue's pool,
+    /// side objects kept for reuse (default: yes). A pool slot costs one copy
+    /// in and, for a consumer that borrows it, none out; a one-shot side
+    /// object costs its pages' allocation and release per message. The
+    /// pool keeps up to 64 MiB of `/dev/shm` while the queue exists
+    /// ([`Queue::reclaim`] gives back what is free). Without it, this
+    /// handle's long messages take one-shot side objects; it still receives
+    /// messages others put into the pool.
+    pub fn pool(mut self, pool: bool) -> Self {
+        self.pool = pool;
+        self
+    }
+
     fn access(&self) -> Result<Access> {
         if self.mode & !0o777 != 0 {
             return Err(Error::InvalidArg);
@@ -49,6 +64,7 @@ impl Options {
         Ok(Access {
             mode: self.mode,
             allow_foreign_owner: self.allow_foreign_owner,
+            pool: self.pool,
         })
     }
 }
@@ -214,7 +230,7 @@ impl Queue {
         let queue = Queue {
             mapping: Arc::new(mapping),
         };
-        let _ = queue.view().reclaim_side_objects();
+        let _ = queue.view().reclaim_side_objects(false);
         crate::sync::barrier::prepare();
         queue
     }
@@ -223,7 +239,10 @@ impl Queue {
     /// than the ring whose producer died before publishing them, or whose
     /// consumer died after taking them): through the queue if it exists
     /// (attaching to it for the moment), else every side object of that name
-    /// nobody holds. Returns how many it removed.
+    /// nobody holds. Also gives back the memory of the queue's pool (the
+    /// side objects it keeps for reuse): its free slots nobody holds are
+    /// removed (they are made again when needed). Returns how many orphans
+    /// it removed or freed.
     pub fn reclaim(name: impl AsRef<[u8]>) -> Result<usize> {
         let name = QueueName::new(name.as_ref())?;
         match Mapping::open(&name, Options::default().access()?) {
@@ -231,7 +250,7 @@ impl Queue {
                 let queue = Queue {
                     mapping: Arc::new(mapping),
                 };
-                let n = queue.view().reclaim_side_objects()?;
+                let n = queue.view().reclaim_side_objects(true)?;
                 Ok(n)
             }
             Err(Error::NotFound) => crate::side::remove_unused_of_missing_queue(&name),

@@ -17,6 +17,7 @@ use crate::layout::{
 };
 use crate::name::QueueName;
 use crate::object::FileId;
+use crate::pool::Pool;
 use crate::ring::Ring;
 use crate::sync::mutex;
 
@@ -95,6 +96,9 @@ pub(crate) struct View<'a> {
     /// owners of its locks (`crate::sync::owner`); `None` for a bare view of
     /// bytes, whose locks only this process's threads can hold.
     pub(crate) file: Option<FileId>,
+    /// This process's slots of the queue's pool (`crate::pool`); `None` for
+    /// a bare view of bytes.
+    pub(crate) pool: Option<&'a Pool>,
 }
 
 impl<'a> View<'a> {
@@ -135,6 +139,7 @@ impl<'a> View<'a> {
             ext,
             name: None,
             file: None,
+            pool: None,
         }
     }
 

@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::error::{Error, Result};
 use crate::name::{QueueName, OBJECT_PREFIX, SHM_DIR};
-use crate::object::{self, flock, fstat, lstat, open_path, FileId};
+use crate::object::{self, flock, fstat, link_unnamed, lstat, open_path, FileId};
 use crate::ops::Outgoing;
 
 /// Bit 31 of a length prefix: the frame is a descriptor.
@@ -85,7 +85,7 @@ fn name_stem(queue: &QueueName) -> Vec<u8> {
 }
 
 /// Full path of the side object `id` of `queue`.
-fn path(queue: &QueueName, id: &[u8]) -> CString {
+pub(crate) fn path(queue: &QueueName, id: &[u8]) -> CString {
     let mut p = Vec::with_capacity(SHM_DIR.len() + 80);
     p.extend_from_slice(SHM_DIR.as_bytes());
     p.push(b'/');
@@ -192,33 +192,20 @@ impl Outbound {
             return Err(no_room(Error::from(e)));
         }
         crate::failpoint::hit("side_written");
-        let fd_path = format!("/proc/self/fd/{fd}\0");
         for _ in 0..16 {
             let id = fresh_id();
-            let target = path(queue, &id);
-            // SAFETY: both paths are NUL-terminated; linkat never replaces an
-            // existing name.
-            let rc = unsafe {
-                libc::linkat(
-                    libc::AT_FDCWD,
-                    fd_path.as_ptr() as *const libc::c_char,
-                    libc::AT_FDCWD,
-                    target.as_ptr(),
-                    libc::AT_SYMLINK_FOLLOW,
-                )
-            };
-            if rc == 0 {
-                crate::failpoint::hit("side_linked");
-                return Ok(Outbound {
-                    file,
-                    queue: queue.clone(),
-                    id,
-                    len,
-                });
-            }
-            match Error::last_os() {
-                Error::Exists => continue,
-                e => return Err(no_room(e)),
+            match link_unnamed(&file, &path(queue, &id)) {
+                Ok(()) => {
+                    crate::failpoint::hit("side_linked");
+                    return Ok(Outbound {
+                        file,
+                        queue: queue.clone(),
+                        id,
+                        len,
+                    });
+                }
+                Err(Error::Exists) => continue,
+                Err(e) => return Err(no_room(e)),
             }
         }
         Err(Error::Exists)
@@ -226,17 +213,23 @@ impl Outbound {
 
     /// The descriptor payload that names this object.
     pub(crate) fn descriptor(&self) -> Vec<u8> {
-        let mut d = Vec::with_capacity(MAX_DESCRIPTOR_LEN);
-        d.extend_from_slice(&DESCRIPTOR_MAGIC);
-        d.extend_from_slice(&self.len.to_le_bytes());
-        d.extend_from_slice(&self.id);
-        d
+        descriptor_payload(self.len, &self.id)
     }
 
     /// Removes the object: its descriptor was not published.
     pub(crate) fn discard(self) {
         let _ = unlink_if_same(&self.queue, &self.id, &self.file);
     }
+}
+
+/// The descriptor payload of a message of `len` bytes kept under `id` (a
+/// one-shot side object's, or a pool slot's message, see `crate::pool`).
+pub(crate) fn descriptor_payload(len: u64, id: &[u8]) -> Vec<u8> {
+    let mut d = Vec::with_capacity(MAX_DESCRIPTOR_LEN);
+    d.extend_from_slice(&DESCRIPTOR_MAGIC);
+    d.extend_from_slice(&len.to_le_bytes());
+    d.extend_from_slice(id);
+    d
 }
 
 /// A descriptor read from the ring.
@@ -294,7 +287,7 @@ impl Descriptor {
 }
 
 /// Unlinks side object `id` of `queue` if its name still refers to `file`.
-fn unlink_if_same(queue: &QueueName, id: &[u8], file: &File) -> Result<bool> {
+pub(crate) fn unlink_if_same(queue: &QueueName, id: &[u8], file: &File) -> Result<bool> {
     let p = path(queue, id);
     let st = fstat(file.as_raw_fd())?;
     match lstat(&p) {

@@ -5,13 +5,29 @@
 //! places (failpoints): nothing left in /dev/shm after normal use, a dead
 //! producer's orphan reclaimed by the next user and by `Queue::reclaim`, a
 //! consumer killed during the copy loses nothing.
+//!
+//! These tests follow one-shot side objects, so their producers' handles keep
+//! messages out of the queue's pool (`Options::pool(false)`); `tests/pool.rs`
+//! covers the pool.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{fork, fresh, unique_name, wait_child, Exit};
-use ring_buffer::{Error, Queue};
+use common::{fork, unique_name, wait_child, Cleanup, Exit};
+use ring_buffer::{Error, Options, Queue};
+
+/// A new queue, through a handle that uses one-shot side objects.
+fn fresh(tag: &str, size: u32) -> (Queue, Cleanup) {
+    let (q, c) = common::fresh(tag, size);
+    drop(q);
+    (one_shot(&c.0), c)
+}
+
+/// Queue `name` opened by a handle that uses one-shot side objects.
+fn one_shot(name: &str) -> Queue {
+    Queue::open_with(name, &Options::default().pool(false)).unwrap()
+}
 
 /// The side objects of queue `name` in /dev/shm now.
 fn side_objects(name: &str) -> Vec<String> {
@@ -113,7 +129,8 @@ fn full_timeout_and_shutdown_leave_no_side_object() {
 #[test]
 fn removing_the_queue_removes_its_queued_side_objects() {
     let name = unique_name("large_remove");
-    let q = Queue::create(&name, 1024).unwrap();
+    drop(Queue::create(&name, 1024).unwrap());
+    let q = one_shot(&name);
     q.send(&pattern(4096, 6)).unwrap();
     assert_eq!(side_objects(&name).len(), 1);
     drop(q);
@@ -126,7 +143,7 @@ fn large_messages_between_processes() {
     let (q, c) = fresh("large_procs", 4096);
     const N: usize = 40;
     let producer = fork(|| {
-        let q = Queue::open(&c.0).unwrap();
+        let q = one_shot(&c.0);
         for i in 0..N {
             let len = if i % 3 == 0 { 100 } else { 1 << 20 };
             q.send(&pattern(len, i as u8)).unwrap();
@@ -169,7 +186,7 @@ mod killed {
     fn producer_killed_before_publishing_leaves_an_orphan_the_next_user_removes() {
         let (q, c) = fresh("large_kill_prod", 1024);
         let child = fork(|| {
-            let q = Queue::open(&c.0).unwrap();
+            let q = one_shot(&c.0);
             failpoint::arm("side_linked", 1);
             let _ = q.send(&pattern(8000, 9));
             0
@@ -190,7 +207,7 @@ mod killed {
     fn producer_killed_while_writing_leaves_nothing() {
         let (_q, c) = fresh("large_kill_write", 1024);
         let child = fork(|| {
-            let q = Queue::open(&c.0).unwrap();
+            let q = one_shot(&c.0);
             failpoint::arm("side_written", 1);
             let _ = q.send(&pattern(8000, 10));
             0
@@ -208,7 +225,7 @@ mod killed {
     fn producer_killed_after_publishing_loses_nothing() {
         let (q, c) = fresh("large_kill_pub", 1024);
         let child = fork(|| {
-            let q = Queue::open(&c.0).unwrap();
+            let q = one_shot(&c.0);
             failpoint::arm("side_published", 1);
             let _ = q.send(&pattern(8000, 11));
             0
@@ -229,7 +246,7 @@ mod killed {
         let (q, c) = fresh("large_kill_copy", 1024);
         q.send(&pattern(8000, 12)).unwrap();
         let child = fork(|| {
-            let q = Queue::open(&c.0).unwrap();
+            let q = one_shot(&c.0);
             failpoint::arm("reader_mid_side_copy", 1);
             let _ = q.recv();
             0
@@ -254,7 +271,7 @@ mod killed {
         q.send(&pattern(8000, 13)).unwrap();
         q.send(&pattern(9000, 14)).unwrap();
         let child = fork(|| {
-            let q = Queue::open(&c.0).unwrap();
+            let q = one_shot(&c.0);
             failpoint::arm("side_consumed", 1);
             let _ = q.recv();
             0
@@ -275,10 +292,11 @@ mod killed {
     #[test]
     fn reclaim_of_a_removed_queue_removes_its_orphans() {
         let name = unique_name("large_kill_gone");
-        let q = Queue::create(&name, 1024).unwrap();
+        drop(Queue::create(&name, 1024).unwrap());
         let _c = common::Cleanup(name.clone());
+        let q = one_shot(&name);
         let child = fork(|| {
-            let q = Queue::open(&name).unwrap();
+            let q = one_shot(&name);
             failpoint::arm("side_linked", 1);
             let _ = q.send(&pattern(8000, 15));
             0

@@ -140,13 +140,10 @@ def array_producer(q: Any, count: int) -> None:
 
 
 def _mapped(array: Any) -> bool:
-    """Whether the array is a view of a mapped side object (no copy)."""
-    import mmap
+    """Whether the array is a view of the queue's shared memory (no copy)."""
+    from sage_queue import received_in_place
 
-    base = array
-    while getattr(base, "base", None) is not None:
-        base = base.base
-    return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+    return received_in_place(array)
 
 
 def run_arrays(backend: "Backend", count: int) -> Dict[str, Any]:

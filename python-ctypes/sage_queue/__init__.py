@@ -40,6 +40,7 @@ from .queue import (
     destroy_queue,
     list_queues,
     open_queue,
+    received_in_place,
     remove_if_unused,
 )
 from .ref import SageQueueRef
@@ -52,6 +53,7 @@ __all__ = [
     "destroy_queue",
     "remove_if_unused",
     "list_queues",
+    "received_in_place",
     "Empty",
     "Full",
 ]

@@ -53,6 +53,7 @@ __all__ = [
     "SONAME",
     "RB_CREATE_EXCLUSIVE",
     "RB_OPEN_ALLOW_FOREIGN_OWNER",
+    "RB_OPEN_NO_POOL",
     "RB_WAIT_FOREVER",
     "RB_NO_WAIT",
     "MAX_NAME_LEN",
@@ -77,6 +78,7 @@ LIB_FILE = "libring_buffer.so"
 # Constants of include/ring_buffer.h.
 RB_CREATE_EXCLUSIVE = 1
 RB_OPEN_ALLOW_FOREIGN_OWNER = 2
+RB_OPEN_NO_POOL = 4
 RB_WAIT_FOREVER = -1
 RB_NO_WAIT = 0
 MAX_NAME_LEN = 64
@@ -315,6 +317,10 @@ put_msg = _declare("ring_buffer_put_msg", c_int, [c_void_p, c_void_p, c_uint32, 
 get_msg = _declare("ring_buffer_get_msg", c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_int64])
 put_msgv = _declare("ring_buffer_put_msgv", c_int, [c_void_p, c_void_p, c_void_p, c_uint32, c_int64])
 get_msg_fd = _declare("ring_buffer_get_msg_fd", c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_void_p, c_int64])
+get_msg_lease = _declare(
+    "ring_buffer_get_msg_lease", c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_void_p, c_void_p, c_int64]
+)
+lease_release = _declare("ring_buffer_lease_release", c_int, [c_void_p])
 put_packed = _declare("ring_buffer_put_packed", c_int, [c_void_p, c_void_p, c_void_p, c_uint32, c_int64])
 get_many = _declare(
     "ring_buffer_get_many", c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_uint32, c_int64]

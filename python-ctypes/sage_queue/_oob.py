@@ -6,14 +6,15 @@ out as: a header (magic ``\\xffSQ5``, buffer count, pickle length, each
 buffer's length; little endian), the pickle, then each buffer at the next
 multiple of 64 bytes of the message. The producer hands the pieces to
 ``ring_buffer_put_msgv``, which writes them straight into the ring or the
-item's side object: each buffer is copied once, from the producer's memory
-into shared memory. A consumer maps an item that went out of line
-(``ring_buffer_get_msg_fd`` then ``mmap``, private and writable) and
-unpickles it with views of that mapping as the buffers: no copy, and the
-arrays own the mapping (it lives as long as they do, whatever happens to
-the queue). An item small enough to travel inside the ring is copied out of
-the thread's receive buffer (which the next get reuses) into memory of its
-own.
+item's slot of the queue's pool (or side object): each buffer is copied
+once, from the producer's memory into shared memory. A consumer borrows an
+item that went out of line where it lies (``ring_buffer_get_msg_lease``, see
+``lent``) and unpickles it with views of that memory as the buffers: no
+copy, and the arrays own the lease (the memory stays theirs as long as they
+live, whatever happens to the queue; when the last view is gone the slot
+goes back to the pool). An item small enough to travel inside the ring is
+copied out of the thread's receive buffer (which the next get reuses) into
+memory of its own.
 
 Large ``bytes`` inside an item are not copied by the producer either:
 ``dumps_large`` pickles into a sink that keeps the pickler's chunks as they
@@ -28,12 +29,12 @@ place as above."""
 from __future__ import annotations
 
 import ctypes
-import mmap
-import os
 import pickle
 import struct
 from ctypes import POINTER, c_char_p, c_int, c_ssize_t, c_void_p
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
+
+from . import _lib
 
 #: First bytes of an out-of-band message; 0xff is no pickle opcode, so
 #: pickle.loads fails on it at once (the hot path tries pickle first).
@@ -211,15 +212,51 @@ def loads_any(payload: memoryview) -> Any:
     except pickle.UnpicklingError:
         if bytes(payload[: len(MAGIC)]) != MAGIC:
             raise
-        return loads(payload, owned=isinstance(payload.obj, mmap.mmap))
+        return loads(payload, owned=isinstance(payload.obj, _Lent))
 
 
-def map_file(fd: int, length: int) -> memoryview:
-    """The side object ``fd`` (ours alone, already unlinked) mapped private
-    and writable; the descriptor is closed, the mapping lives as long as
-    views of it do."""
-    try:
-        mapping = mmap.mmap(fd, length, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    finally:
-        os.close(fd)
-    return memoryview(mapping)
+class _Lent:
+    """Base of the block types ``lent`` makes (for ``isinstance``)."""
+
+    __slots__ = ()
+
+
+def _end_lease(block: Any) -> None:
+    """``__del__`` of a lent block: gives its lease back (once the last
+    view of it is gone)."""
+    lease = getattr(block, "lease", 0)
+    if lease:
+        block.lease = 0
+        try:
+            _lib.lease_release(lease)
+        except Exception:  # interpreter shutdown: the process is ending anyway
+            pass
+
+
+#: Block types by capacity (powers of two: a bounded set, as ctypes keeps
+#: every array type it makes).
+_BLOCK_TYPES: Dict[int, type] = {}
+
+
+def _block_type(capacity: int) -> Any:
+    block = _BLOCK_TYPES.get(capacity)
+    if block is None:
+        block = type(
+            f"_LentBlock{capacity}",
+            (ctypes.c_char * capacity, _Lent),
+            {"__slots__": ("lease",), "__del__": _end_lease},
+        )
+        _BLOCK_TYPES[capacity] = block
+    return block
+
+
+def lent(address: int, length: int, lease: int) -> memoryview:
+    """A view of ``length`` bytes at ``address`` that ``lease`` (from
+    ``ring_buffer_get_msg_lease``) lends: the view, and every view and array
+    made from it, hold a block object whose end gives the lease back. Owned
+    by the receiving thread alone: writable, and nobody else writes it."""
+    block = _block_type(1 << max(length - 1, 0).bit_length()).from_address(address)
+    block.lease = lease
+    # Only the first `length` bytes are the message (and mapped): the
+    # block's type is the next power of two, and nothing reads beyond.
+    return memoryview(block).cast("B")[:length]

@@ -129,7 +129,7 @@ _pickle_loads = pickle.loads
 _monotonic = time.monotonic
 _put_msg = _lib.put_msg
 _get_msg = _lib.get_msg
-_get_msg_fd = _lib.get_msg_fd
+_get_msg_lease = _lib.get_msg_lease
 _Pieces = _oob.Pieces
 _dumps_large = _oob.dumps_large
 _LARGE = _oob.LARGE
@@ -139,7 +139,7 @@ _LARGE = _oob.LARGE
 _PLAIN = frozenset({bytes, str, bytearray, int, float, bool, type(None)})
 _SIZED = frozenset({bytes, str, bytearray})
 _loads_any = _oob.loads_any
-_map = _oob.map_file
+_lent = _oob.lent
 _NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number"
 
 
@@ -268,7 +268,7 @@ class _Receiver:
 
     __slots__ = (
         "buf", "addr", "cap", "view", "length", "length_addr", "lens", "lens_addr", "lens_cap",
-        "addr_arg", "cap_arg", "length_arg", "hot", "fd", "fd_addr",
+        "addr_arg", "cap_arg", "length_arg", "hot", "data", "data_addr", "lease", "lease_addr",
     )
 
     def __init__(self, cap: int) -> None:
@@ -283,8 +283,10 @@ class _Receiver:
         self.lens = array.array("I")
         self.lens_addr = 0
         self.lens_cap = 0
-        self.fd = ctypes.c_int(-1)
-        self.fd_addr = ctypes.addressof(self.fd)
+        self.data = c_void_p()
+        self.data_addr = ctypes.addressof(self.data)
+        self.lease = c_void_p()
+        self.lease_addr = ctypes.addressof(self.lease)
         # The same values as ready-made ctypes arguments (see _SLICE_ARG).
         self.addr_arg = c_void_p(self.addr)
         self.cap_arg = c_uint32(cap)
@@ -314,9 +316,17 @@ class SageQueue:
     0 means ``DEFAULT_MAXSIZE``, 1 MiB; ignored when the queue exists). Items are pickled
     (``pickle.HIGHEST_PROTOCOL``) unless ``dumps``/``loads`` are given. Items
     of any size go through: one whose serialised form is larger than the
-    ring (``max_message_size``) travels in a shared-memory object of its own
-    (``/dev/shm/sage_ringbuf_<name>..<id>``, removed when it is received),
-    and only a small descriptor goes through the ring.
+    ring (``max_message_size``) travels in a slot of the queue's pool,
+    shared-memory objects the queue keeps for reuse
+    (``/dev/shm/sage_ringbuf_<name>..p<k>``, up to 8 of them, 64 MiB in
+    all, removed with the queue or by ``sage-queue gc`` while free), or,
+    when the pool has no room or ``pool=False``, in an object of its own
+    (``..x<id>``, removed when it is received); only a small descriptor goes
+    through the ring. A consumer receives such an item without a copy:
+    numpy arrays and other out-of-band buffers are views of the shared
+    memory, lent to them until the last of them is gone (see
+    ``received_in_place``); keeping many of them alive keeps pool slots
+    busy, and later items then take objects of their own.
 
     ``auto_cleanup=True`` removes the queue when this object is closed and no
     other live process has it open. ``exclusive=True`` fails with
@@ -346,6 +356,7 @@ class SageQueue:
         buffer_size: Optional[int] = None,
         exclusive: bool = False,
         mode: int = 0o600,
+        pool: bool = True,
     ) -> None:
         # Every argument is checked before the queue is created or opened.
         raw = _encode_name(name)
@@ -355,11 +366,11 @@ class SageQueue:
             _check_count(buffer_size, "buffer_size")
         if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be permission bits between 0 and 0o777, not {mode!r}")
-        flags = _lib.RB_CREATE_EXCLUSIVE if exclusive else 0
+        flags = (_lib.RB_CREATE_EXCLUSIVE if exclusive else 0) | _pool_flag(pool)
         handle = _lib.create_ex(raw, size, mode, flags)
         if not handle:
             raise _open_error(_lib.last_error(), f"cannot create or open queue {_decode_name(raw)!r}")
-        self._attach(raw, handle, auto_cleanup, dumps, loads, buffer_size)
+        self._attach(raw, handle, auto_cleanup, dumps, loads, buffer_size, pool)
 
     @classmethod
     def open(
@@ -370,17 +381,18 @@ class SageQueue:
         dumps: Optional[Dumps] = None,
         loads: Optional[Loads] = None,
         buffer_size: Optional[int] = None,
+        pool: bool = True,
     ) -> "SageQueue":
         """Opens the existing queue ``name`` (``QueueNotFoundError`` if none)."""
         raw = _encode_name(name)
         _check_codec(dumps, loads)
         if buffer_size is not None:
             _check_count(buffer_size, "buffer_size")
-        handle = _lib.open_ex(raw, 0)
+        handle = _lib.open_ex(raw, _pool_flag(pool))
         if not handle:
             raise _open_error(_lib.last_error(), f"cannot open queue {_decode_name(raw)!r}")
         self = cls.__new__(cls)
-        self._attach(raw, handle, auto_cleanup, dumps, loads, buffer_size)
+        self._attach(raw, handle, auto_cleanup, dumps, loads, buffer_size, pool)
         return self
 
     def _attach(
@@ -391,9 +403,11 @@ class SageQueue:
         dumps: Optional[Dumps],
         loads: Optional[Loads],
         buffer_size: Optional[int],
+        pool: bool,
     ) -> None:
         # Set first, so that close() (and __del__) work if anything below fails.
         self._handle: Optional[c_void_p] = c_void_p(handle)
+        self._pool = bool(pool)
         self._raw_name = raw_name
         self._close_lock = threading.Lock()
         self.name = _decode_name(raw_name)
@@ -891,13 +905,13 @@ class SageQueue:
         than the thread's buffer into one of its own. Returns the payload (a
         view valid until this thread's next get)."""
         buf, addr, cap, view = rx.buf, rx.addr, rx.cap, rx.view
-        asked_for_file = False
+        asked_for_lease = False
         while True:
-            if rc == RB_ERR_BUFFER_TOO_SMALL and not asked_for_file:
+            if rc == RB_ERR_BUFFER_TOO_SMALL and not asked_for_lease:
                 # Larger than this thread's buffer (nothing was consumed):
-                # if it went out of line, get_msg_fd below hands it over as
-                # its side object, mapped, whatever the buffer's size.
-                asked_for_file = True
+                # if it went out of line, get_msg_lease below lends it where
+                # it lies, whatever the buffer's size.
+                asked_for_lease = True
                 wait_ns = max(_next_wait(deadline), 0) if block else 0
             elif rc == RB_ERR_BUFFER_TOO_SMALL:
                 # In the ring and larger than this thread's buffer: grow the
@@ -915,12 +929,14 @@ class SageQueue:
                 wait_ns = max(_next_wait(deadline), 0) if block else 0
             else:
                 wait_ns = self._retry(rc, _GET, block, deadline, what)
-            # An item that went out of line comes as its side object, mapped
-            # (no copy); one in the ring is copied into the buffer.
-            rc = _get_msg_fd(self._handle, addr, cap, rx.length_addr, rx.fd_addr, wait_ns)
+            # An item that went out of line is lent where it lies (no copy;
+            # the lease ends with the last view of it); one in the ring is
+            # copied into the buffer.
+            rc = _get_msg_lease(self._handle, addr, cap, rx.length_addr, rx.data_addr, rx.lease_addr, wait_ns)
             if rc == RB_OK:
-                if rx.fd.value >= 0:
-                    return _map(rx.fd.value, rx.length.value)
+                lease = rx.lease.value
+                if lease:
+                    return _lent(rx.data.value or 0, rx.length.value, lease)
                 return view[: rx.length.value]
 
     def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
@@ -1179,7 +1195,7 @@ class SageQueue:
         return (
             _reattach,
             (type(self), self.name, self.auto_cleanup, self._dumps, self._loads, self._buffer_size_arg,
-             host_id(), host_name()),
+             host_id(), host_name(), self._pool),
         )
 
     def __repr__(self) -> str:
@@ -1234,12 +1250,31 @@ def _reattach(
     buffer_size: Optional[int],
     machine: Optional[str] = None,
     machine_name: Optional[str] = None,
+    pool: bool = True,
 ) -> SageQueue:
     """Unpickling: opens the queue by name in this process, which must run
     on the machine the pickle was made on (``QueueUnavailableError``
     otherwise). Pickles made by 1.0 carry no machine and open as before."""
     check_same_host(machine, f"queue {name!r}", machine_name)
-    return cls.open(name, auto_cleanup, dumps=dumps, loads=loads, buffer_size=buffer_size)
+    return cls.open(name, auto_cleanup, dumps=dumps, loads=loads, buffer_size=buffer_size, pool=pool)
+
+
+def _pool_flag(pool: bool) -> int:
+    """The open flag for a handle with (``True``) or without the queue's pool."""
+    if not isinstance(pool, bool):
+        raise TypeError(f"pool must be True or False, not {pool!r}")
+    return 0 if pool else _lib.RB_OPEN_NO_POOL
+
+
+def received_in_place(obj: Any) -> bool:
+    """Whether ``obj`` (a numpy array, a memoryview, ...) was received
+    without a copy: its memory is shared memory a queue lent it (an item
+    larger than the ring, see ``SageQueue``), given back when the last
+    object using it is gone."""
+    base: Any = obj
+    while getattr(base, "base", None) is not None and not isinstance(base, memoryview):
+        base = base.base
+    return isinstance(base, memoryview) and isinstance(base.obj, _oob._Lent)
 
 
 # ---------------------------------------------------------------- module functions

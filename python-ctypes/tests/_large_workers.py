@@ -60,3 +60,21 @@ def put_with_file_size_limit(q: SageQueue, results: "SageQueue") -> None:
     results.put(report)
     q.close()
     results.close()
+
+
+def put_arrays(q: SageQueue, count: int) -> None:
+    """Puts ``count`` 1 MiB float32 arrays, array ``i`` full of ``i``."""
+    import numpy as np
+
+    for i in range(count):
+        q.put(np.full((256, 1024), i, dtype=np.float32))
+    q.close()
+
+
+def hold_one_item(q: SageQueue, ready: Any) -> None:
+    """Gets one item, keeps it (its slot lent), says so, and waits to be
+    killed."""
+    item = q.get(timeout=30)
+    ready.set()
+    signal.pause()
+    del item

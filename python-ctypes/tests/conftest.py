@@ -72,10 +72,14 @@ def qname(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def make_queue(request: pytest.FixtureRequest) -> Callable[..., SageQueue]:
     """Factory: make_queue(maxsize=0, **kwargs) -> a new SageQueue under a
-    unique name, closed and destroyed after the test."""
+    unique name, closed and destroyed after the test. Its items larger than
+    the ring take one-shot side objects (``pool=False``) unless the test asks
+    for the pool: the suites count side objects (test_pool.py covers the
+    pool)."""
     made: List[SageQueue] = []
 
     def factory(maxsize: int = 0, name: Optional[str] = None, **kwargs: Any) -> SageQueue:
+        kwargs.setdefault("pool", False)
         q = SageQueue(name or unique_name("m"), maxsize, **kwargs)
         made.append(q)
         return q

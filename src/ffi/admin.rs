@@ -5,7 +5,7 @@ use std::ptr;
 
 use super::boundary::{call, last_error, status};
 use super::handles;
-use super::{RB_CREATE_EXCLUSIVE, RB_OPEN_ALLOW_FOREIGN_OWNER};
+use super::{RB_CREATE_EXCLUSIVE, RB_OPEN_ALLOW_FOREIGN_OWNER, RB_OPEN_NO_POOL};
 use crate::error::{Error, RbStatus};
 use crate::inspect::{self, RingBufferInfo};
 use crate::layout::{RingBuffer, RingBufferStatsEx};
@@ -39,7 +39,9 @@ pub extern "C" fn ring_buffer_version() -> *const c_char {
 /// applied whatever the umask. `flags`: `RB_CREATE_EXCLUSIVE` fails with
 /// `RB_ERR_EXISTS` if the queue exists, otherwise it is opened (size and
 /// mode ignored); `RB_OPEN_ALLOW_FOREIGN_OWNER` accepts an existing queue of
-/// another user. NULL on failure (see `ring_buffer_last_error()`).
+/// another user; `RB_OPEN_NO_POOL` keeps this handle's messages longer than
+/// the ring out of the queue's pool. NULL on failure (see
+/// `ring_buffer_last_error()`).
 ///
 /// # Safety
 /// `name` must be NULL or a NUL-terminated string.
@@ -53,13 +55,15 @@ pub unsafe extern "C" fn ring_buffer_create_ex(
     call(ptr::null_mut(), || {
         // SAFETY: forwarded contract.
         let name = unsafe { handles::name(name)? };
-        if flags & !(RB_CREATE_EXCLUSIVE | RB_OPEN_ALLOW_FOREIGN_OWNER) != 0 || size == 0 {
+        let known = RB_CREATE_EXCLUSIVE | RB_OPEN_ALLOW_FOREIGN_OWNER | RB_OPEN_NO_POOL;
+        if flags & !known != 0 || size == 0 {
             return Err(Error::InvalidArg);
         }
         let size = buffer_size_for(size).ok_or(Error::InvalidArg)?;
         let options = Options::default()
             .mode(if mode == 0 { 0o600 } else { mode })
-            .allow_foreign_owner(flags & RB_OPEN_ALLOW_FOREIGN_OWNER != 0);
+            .allow_foreign_owner(flags & RB_OPEN_ALLOW_FOREIGN_OWNER != 0)
+            .pool(flags & RB_OPEN_NO_POOL == 0);
         let queue = if flags & RB_CREATE_EXCLUSIVE != 0 {
             Queue::create_named(&name, size, &options)?
         } else {
@@ -70,7 +74,7 @@ pub unsafe extern "C" fn ring_buffer_create_ex(
 }
 
 /// Opens the existing queue `name`; `flags` may hold
-/// `RB_OPEN_ALLOW_FOREIGN_OWNER`. NULL on failure.
+/// `RB_OPEN_ALLOW_FOREIGN_OWNER` and `RB_OPEN_NO_POOL`. NULL on failure.
 ///
 /// # Safety
 /// `name` must be NULL or a NUL-terminated string.
@@ -79,10 +83,12 @@ pub unsafe extern "C" fn ring_buffer_open_ex(name: *const c_char, flags: u32) ->
     call(ptr::null_mut(), || {
         // SAFETY: forwarded contract.
         let name = unsafe { handles::name(name)? };
-        if flags & !RB_OPEN_ALLOW_FOREIGN_OWNER != 0 {
+        if flags & !(RB_OPEN_ALLOW_FOREIGN_OWNER | RB_OPEN_NO_POOL) != 0 {
             return Err(Error::InvalidArg);
         }
-        let options = Options::default().allow_foreign_owner(flags != 0);
+        let options = Options::default()
+            .allow_foreign_owner(flags & RB_OPEN_ALLOW_FOREIGN_OWNER != 0)
+            .pool(flags & RB_OPEN_NO_POOL == 0);
         Queue::open_named(&name, &options).map(handles::register)
     })
 }

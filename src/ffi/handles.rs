@@ -7,6 +7,7 @@ use std::os::raw::{c_char, c_void};
 use std::slice;
 use std::sync::{RwLock, RwLockWriteGuard};
 
+use super::leases::{Leased, RingBufferLease};
 use crate::error::{Error, Result};
 use crate::layout::{RingBuffer, MAX_NAME_LEN};
 use crate::name::QueueName;
@@ -14,10 +15,19 @@ use crate::queue::Queue;
 use crate::sync::atfork;
 use crate::sync::once::NoWaitOnce;
 
-/// Live handles of this process, by header address.
-static HANDLES: RwLock<BTreeMap<usize, Queue>> = RwLock::new(BTreeMap::new());
+/// Live handles of this process: queues by header address, leases (see
+/// `super::leases`) by the address of their box.
+struct Registry {
+    queues: BTreeMap<usize, Queue>,
+    leases: BTreeMap<usize, Box<Leased>>,
+}
 
-type HandlesGuard = RwLockWriteGuard<'static, BTreeMap<usize, Queue>>;
+static HANDLES: RwLock<Registry> = RwLock::new(Registry {
+    queues: BTreeMap::new(),
+    leases: BTreeMap::new(),
+});
+
+type HandlesGuard = RwLockWriteGuard<'static, Registry>;
 
 thread_local! {
     /// The registry's write lock, held by the forking thread across `fork`
@@ -43,7 +53,7 @@ extern "C" fn after_fork() {
 /// handlers take the write lock before `fork` (waiting out the calls in
 /// flight, which hold it only for a map lookup) and release it on both sides.
 /// Registered before the registry's first use, from every entry point.
-fn fork_safe() -> &'static RwLock<BTreeMap<usize, Queue>> {
+fn fork_safe() -> &'static RwLock<Registry> {
     static HANDLERS: NoWaitOnce = NoWaitOnce::new();
     // False only during the process's first call (another thread registers
     // them) and if registering failed (ENOMEM): without the handlers the
@@ -60,6 +70,7 @@ pub(super) fn register(queue: Queue) -> *mut RingBuffer {
     fork_safe()
         .write()
         .unwrap_or_else(|e| e.into_inner())
+        .queues
         .insert(rb as usize, queue);
     rb
 }
@@ -74,6 +85,7 @@ pub(super) fn queue(rb: *const RingBuffer) -> Result<Queue> {
     }
     let handles = fork_safe().read().unwrap_or_else(|e| e.into_inner());
     handles
+        .queues
         .get(&(rb as usize))
         .cloned()
         .ok_or(Error::InvalidArg)
@@ -85,7 +97,32 @@ pub(super) fn unregister(rb: *const RingBuffer) -> Result<Queue> {
         return Err(Error::InvalidArg);
     }
     let mut handles = fork_safe().write().unwrap_or_else(|e| e.into_inner());
-    handles.remove(&(rb as usize)).ok_or(Error::InvalidArg)
+    handles
+        .queues
+        .remove(&(rb as usize))
+        .ok_or(Error::InvalidArg)
+}
+
+/// Records a received message's memory as leased out and returns its handle.
+pub(super) fn register_lease(leased: Leased) -> *mut RingBufferLease {
+    let boxed = Box::new(leased);
+    let handle = &*boxed as *const Leased as *mut RingBufferLease;
+    fork_safe()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .leases
+        .insert(handle as usize, boxed);
+    handle
+}
+
+/// Takes a lease back: `InvalidArg` for NULL, a lease already released, and
+/// anything this library never handed out.
+pub(super) fn unregister_lease(lease: *mut RingBufferLease) -> Result<Box<Leased>> {
+    let mut handles = fork_safe().write().unwrap_or_else(|e| e.into_inner());
+    handles
+        .leases
+        .remove(&(lease as usize))
+        .ok_or(Error::InvalidArg)
 }
 
 /// A validated queue name from a C string. Reads at most 64 bytes, so an

@@ -11,12 +11,16 @@
 use std::fs::File;
 use std::os::fd::IntoRawFd;
 use std::os::raw::{c_int, c_void};
+use std::os::unix::fs::FileExt;
 
 use super::boundary::status;
 use super::handles::{self, array, array_mut, bytes};
 use crate::error::Error;
+use crate::error::Result;
 use crate::layout::RingBuffer;
-use crate::ops::{Gathered, Incoming, Outgoing};
+use crate::object::unnamed_object;
+use crate::ops::{Gathered, Incoming, Outgoing, Taken};
+use crate::pool::Lease;
 use crate::sync::deadline::Wait;
 
 /// Puts one message of `len` bytes (`data` may be NULL when `len` is 0).
@@ -123,15 +127,10 @@ pub unsafe extern "C" fn ring_buffer_get_msg_fd(
             return Err(Error::InvalidArg);
         }
         let mut sink = WithFile {
-            packed: Packed {
-                buf: buf as *mut u8,
-                cap: cap as usize,
-                used: 0,
-                lens: &mut [],
-                max: 1,
-            },
+            packed: Packed::single(buf, cap),
             file: None,
             len: 0,
+            freed: None,
         };
         match queue
             .view()
@@ -163,6 +162,19 @@ struct WithFile<'a> {
     packed: Packed<'a>,
     file: Option<File>,
     len: u32,
+    /// The slot a message was copied out of, freed when the sink goes
+    /// (after the call consumed the message).
+    freed: Option<Lease>,
+}
+
+/// An unnamed file of this process holding a copy of `lease`'s bytes.
+fn private_copy(lease: &Lease) -> Result<File> {
+    let file = unnamed_object(0o600)?;
+    // SAFETY: the lease covers `len` bytes, which nobody else writes while
+    // it lives; the copy goes out through the kernel.
+    let bytes = unsafe { std::slice::from_raw_parts(lease.as_ptr(), lease.len() as usize) };
+    file.write_all_at(bytes, 0)?;
+    Ok(file)
 }
 
 // SAFETY: `slot` is `Packed`'s, with its guarantees.
@@ -173,11 +185,22 @@ unsafe impl Incoming for WithFile<'_> {
     fn max_count(&self) -> usize {
         self.packed.max_count()
     }
-    fn adopt(&mut self, index: usize, len: u32, file: File) -> Option<File> {
+    fn adopt(&mut self, index: usize, len: u32, taken: Taken) -> Option<Taken> {
         if index != 0 {
-            return Some(file);
+            return Some(taken);
         }
-        self.file = Some(file);
+        match taken {
+            Taken::File(file) => self.file = Some(file),
+            // A pool slot is the queue's, not the caller's: its bytes go
+            // into a file of the caller's own (or, failing that, `buf`).
+            Taken::Slot(lease) => match private_copy(&lease) {
+                Ok(file) => {
+                    self.file = Some(file);
+                    self.freed = Some(lease);
+                }
+                Err(_) => return Some(Taken::Slot(lease)),
+            },
+        }
         self.len = len;
         None
     }
@@ -212,13 +235,7 @@ pub unsafe extern "C" fn ring_buffer_get_msg(
         if buf.is_null() && cap > 0 {
             return Err(Error::InvalidArg);
         }
-        let mut sink = Packed {
-            buf: buf as *mut u8,
-            cap: cap as usize,
-            used: 0,
-            lens: &mut [],
-            max: 1,
-        };
+        let mut sink = Packed::single(buf, cap);
         match queue
             .view()
             .recv(&mut sink, Wait::from_timeout_ns(timeout_ns))
@@ -350,13 +367,26 @@ pub unsafe extern "C" fn ring_buffer_get_many(
 }
 
 /// Messages received back to back into one caller buffer.
-struct Packed<'a> {
+pub(super) struct Packed<'a> {
     buf: *mut u8,
     cap: usize,
-    used: usize,
+    pub(super) used: usize,
     /// Where to store each length (empty for a single message).
     lens: &'a mut [u32],
     max: usize,
+}
+
+impl Packed<'_> {
+    /// One message into the caller's `buf` of `cap` bytes.
+    pub(super) fn single(buf: *mut c_void, cap: u32) -> Packed<'static> {
+        Packed {
+            buf: buf as *mut u8,
+            cap: cap as usize,
+            used: 0,
+            lens: &mut [],
+            max: 1,
+        }
+    }
 }
 
 // SAFETY: a pointer is handed out only for `len` bytes inside the caller's

@@ -12,11 +12,13 @@
 mod admin;
 mod boundary;
 mod handles;
+mod leases;
 mod legacy;
 mod messages;
 mod readiness;
 
 pub use admin::*;
+pub use leases::*;
 pub use legacy::*;
 pub use messages::*;
 pub use readiness::*;
@@ -29,6 +31,13 @@ pub const RB_CREATE_EXCLUSIVE: u32 = 1;
 /// `ring_buffer_create_ex`/`ring_buffer_open_ex` flag: open a queue owned by
 /// another user instead of refusing it with `RB_ERR_PERMISSION`.
 pub const RB_OPEN_ALLOW_FOREIGN_OWNER: u32 = 2;
+
+/// `ring_buffer_create_ex`/`ring_buffer_open_ex` flag: this handle puts every
+/// message longer than the ring into a one-shot side object of its own
+/// instead of a slot of the queue's pool (which keeps up to 64 MiB of
+/// `/dev/shm` for reuse while the queue exists). It still receives messages
+/// that others put into the pool.
+pub const RB_OPEN_NO_POOL: u32 = 4;
 
 /// Timeout value for "wait as long as it takes" (any negative value works).
 pub const RB_WAIT_FOREVER: i64 = -1;

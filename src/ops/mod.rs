@@ -24,7 +24,7 @@ mod wait;
 #[cfg(all(test, not(any(loom, miri))))]
 mod wait_tests;
 
-pub(crate) use recv::Incoming;
+pub(crate) use recv::{Incoming, Taken};
 pub(crate) use send::{Gathered, Outgoing};
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed};

@@ -5,13 +5,18 @@
 use super::Role;
 use crate::error::Result;
 use crate::frame::{frame_len_of_prefix, is_descriptor, payload_len};
+use crate::pool;
 use crate::segment::View;
 use crate::side::{self, Descriptor, MAX_DESCRIPTOR_LEN};
 use crate::sync::deadline::Wait;
 
 impl View<'_> {
     /// Removes this queue's orphaned side objects: those nobody holds a
-    /// `flock` on and no queued descriptor names. Returns how many.
+    /// `flock` on and no queued descriptor names; and frees the slots of its
+    /// pool that dead processes left claimed (see `crate::pool`), and with
+    /// `trim_pool` removes the free slots nobody holds (`sage-queue gc`
+    /// gives their memory back). Returns how many orphans it removed or
+    /// freed.
     ///
     /// Under the reader lock no consumer takes a descriptor; an exclusive
     /// `flock` on a side object means its producer has published it or died
@@ -19,12 +24,14 @@ impl View<'_> {
     /// after the publication), so `tail`, read after the locks, covers every
     /// descriptor that will ever name it. On a raw stream (legacy writes cut
     /// frames) the queued frames cannot be walked: nothing is removed.
-    pub(crate) fn reclaim_side_objects(&self) -> Result<usize> {
+    pub(crate) fn reclaim_side_objects(&self, trim_pool: bool) -> Result<usize> {
         let (Some(name), Some(_)) = (self.name, self.ext) else {
             return Ok(0);
         };
-        let ids = side::list(name)?;
-        if ids.is_empty() {
+        let (slots, ids): (Vec<_>, Vec<_>) = side::list(name)?
+            .into_iter()
+            .partition(|id| pool::slot_of_file_id(id).is_some());
+        if ids.is_empty() && slots.is_empty() {
             return Ok(0);
         }
         let _guard = self.lock(Role::Reader, Wait::Try)?;
@@ -32,17 +39,24 @@ impl View<'_> {
             .iter()
             .filter_map(|id| side::lock_unused(name, id))
             .collect();
-        if unused.is_empty() || !self.stream_is_framed() {
+        if (unused.is_empty() && slots.is_empty()) || !self.stream_is_framed() {
             return Ok(0);
         }
         let Some(referenced) = self.queued_side_ids()? else {
             return Ok(0);
         };
-        Ok(unused
-            .into_iter()
-            .filter(|u| !referenced.contains(&u.id))
-            .map(|u| usize::from(u.remove(name)))
-            .sum())
+        let queued = |id: &[u8]| referenced.iter().any(|r| r == id);
+        let freed = slots
+            .iter()
+            .filter_map(|id| pool::slot_of_file_id(id))
+            .filter(|&k| pool::reclaim_slot(name, k, queued, trim_pool))
+            .count();
+        Ok(freed
+            + unused
+                .into_iter()
+                .filter(|u| !queued(&u.id))
+                .map(|u| usize::from(u.remove(name)))
+                .sum::<usize>())
     }
 
     /// The ids of the side objects the queued descriptors name (the reader

@@ -5,6 +5,7 @@ use std::fs::File;
 use super::{Frames, Role};
 use crate::error::{Error, Result};
 use crate::frame::{frame_len, frame_len_of_prefix, is_descriptor, payload_len};
+use crate::pool::{self, Lease};
 use crate::segment::View;
 use crate::side::{Descriptor, MAX_DESCRIPTOR_LEN};
 use crate::sync::deadline::Wait;
@@ -26,20 +27,40 @@ pub(crate) unsafe trait Incoming {
         usize::MAX
     }
 
-    /// Message number `index`, of `len` bytes, went out of line: here is its
-    /// side object, opened read-only and checked (its name is removed once
-    /// the message is consumed). `None` takes the file instead of a copy;
-    /// `Some(file)` hands it back to be copied through `slot` (the default).
-    fn adopt(&mut self, _index: usize, _len: u32, file: File) -> Option<File> {
-        Some(file)
+    /// Message number `index`, of `len` bytes, went out of line: here it is
+    /// (see [`Taken`]). `None` keeps it instead of a copy (the call consumes
+    /// the message); `Some(taken)` hands it back to be copied through `slot`
+    /// (the default).
+    fn adopt(&mut self, _index: usize, _len: u32, taken: Taken) -> Option<Taken> {
+        Some(taken)
     }
+}
+
+/// A message that went out of line, as a consumer takes it.
+pub(crate) enum Taken {
+    /// A one-shot side object, opened read-only and checked; its name is
+    /// removed once the message is consumed.
+    File(File),
+    /// A message in a slot of the queue's pool; the slot is freed when the
+    /// lease is dropped (once the message is consumed).
+    Slot(Lease),
+}
+
+/// What is left to do once the messages are consumed.
+enum Done {
+    /// Unlink this descriptor's side object.
+    Remove(Descriptor),
+    /// Free this slot (by dropping the lease).
+    Free(Lease),
+    /// Nothing (the sink kept the slot's lease).
+    Kept,
 }
 
 /// What one locked attempt achieved.
 enum Attempt {
-    /// This many messages were consumed; the side objects of those that
-    /// came out of line are to be removed.
-    Received(usize, Vec<Descriptor>),
+    /// This many messages were consumed; what is left to do for those that
+    /// came out of line.
+    Received(usize, Vec<Done>),
     /// No whole message was queued; `tail` was this.
     Nothing(u64),
 }
@@ -56,7 +77,31 @@ enum Next {
     Corrupt,
 }
 
+impl Taken {
+    /// Marks a slot's lease as consumed (its drop frees the slot) or not
+    /// (its drop only lets go of it).
+    fn settled(self, consumed: bool) -> Taken {
+        match self {
+            Taken::Slot(mut lease) => {
+                lease.set_consumed(consumed);
+                Taken::Slot(lease)
+            }
+            file => file,
+        }
+    }
+}
+
 impl View<'_> {
+    /// The message descriptor `d` (at the head, reader lock held) names.
+    fn take_large(&self, d: &Descriptor) -> Result<Taken> {
+        let name = self.name.ok_or(Error::Corrupt)?;
+        match (pool::parse_message_id(&d.id), self.pool) {
+            (Some((k, gen)), Some(pool)) => pool.take(name, k, gen, d.len).map(Taken::Slot),
+            (Some(_), None) => Err(Error::Corrupt),
+            (None, _) => d.open(name).map(Taken::File),
+        }
+    }
+
     /// Takes messages: waits (as `wait` allows) until one is queued, then
     /// copies out whole messages for as long as `sink` has room, under one
     /// lock and with one wake-up. Returns how many (at least one).
@@ -79,9 +124,11 @@ impl View<'_> {
                     if !done.is_empty() {
                         crate::failpoint::hit("side_consumed");
                     }
-                    if let Some(name) = self.name {
-                        for d in &done {
-                            d.remove(name);
+                    for d in done {
+                        match (d, self.name) {
+                            (Done::Remove(d), Some(name)) => d.remove(name),
+                            (Done::Free(lease), _) => drop(lease),
+                            (Done::Kept, _) | (Done::Remove(_), None) => {}
                         }
                     }
                     return Ok(n);
@@ -169,9 +216,8 @@ impl View<'_> {
                     received += 1;
                 }
                 Next::Large(d, frame) => {
-                    let name = self.name.expect("checked by next_frame");
-                    let file = match d.open(name) {
-                        Ok(file) => file,
+                    let taken = match self.take_large(&d) {
+                        Ok(taken) => taken,
                         Err(e) if received == 0 => {
                             // Lost (removed by someone else): drop its
                             // descriptor so the queue goes on.
@@ -181,22 +227,40 @@ impl View<'_> {
                         Err(_) => break,
                     };
                     let len = d.len as u32;
-                    let Some(file) = sink.adopt(received, len, file) else {
-                        done.push(d);
+                    let Some(taken) = sink.adopt(received, len, taken.settled(true)) else {
+                        done.push(match pool::is_message_id(&d.id) {
+                            true => Done::Kept,
+                            false => Done::Remove(d),
+                        });
                         pos += frame;
                         received += 1;
                         continue;
                     };
+                    // Not consumed yet: dropping it now frees nothing.
+                    let taken = taken.settled(false);
                     let Some(dst) = sink.slot(received, len) else {
                         if received == 0 {
                             return Err(Error::BufferTooSmall { needed: len });
                         }
                         break;
                     };
-                    // SAFETY: as above.
-                    unsafe { d.copy(&file, dst)? };
+                    match &taken {
+                        // SAFETY: as above.
+                        Taken::File(file) => unsafe { d.copy(file, dst)? },
+                        // SAFETY: the lease covers `len` bytes; `dst` is valid
+                        // for them and outside shared memory (as above).
+                        Taken::Slot(lease) => unsafe {
+                            std::ptr::copy_nonoverlapping(lease.as_ptr(), dst, len as usize)
+                        },
+                    }
                     crate::failpoint::hit("reader_mid_side_copy");
-                    done.push(d);
+                    done.push(match taken {
+                        Taken::File(_) => Done::Remove(d),
+                        Taken::Slot(mut lease) => {
+                            lease.set_consumed(true);
+                            Done::Free(lease)
+                        }
+                    });
                     pos += frame;
                     received += 1;
                 }

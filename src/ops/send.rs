@@ -90,8 +90,9 @@ impl View<'_> {
         }
     }
 
-    /// Puts one message longer than the ring: its bytes into a side object,
-    /// then its descriptor through the ring. The side object is complete and
+    /// Puts one message longer than the ring: its bytes into a free slot of
+    /// the queue's pool (see `crate::pool`) or a side object, then its
+    /// descriptor through the ring. The side object is complete and
     /// named before the descriptor is published, and this process's `flock`
     /// on it (which marks it "not an orphan") ends only after; if the
     /// descriptor cannot be published (full, timeout, shutdown) the object
@@ -111,6 +112,21 @@ impl View<'_> {
         let descriptor_frame = frame_len(MAX_DESCRIPTOR_LEN as u32);
         if wait == Wait::Try && u64::from(self.available_write()?) < descriptor_frame {
             return Err(Error::Full);
+        }
+        // A free slot of the queue's pool first (no new pages), else a
+        // side object of its own.
+        if let Some(claim) = self.pool.and_then(|pool| pool.put(name, msg, 0)) {
+            let descriptor = claim.descriptor();
+            return match self.send_frames(&[&descriptor[..]][..], 1, DESCRIPTOR_FLAG, wait) {
+                Ok(_) => {
+                    crate::failpoint::hit("slot_published");
+                    Ok(())
+                }
+                Err(e) => {
+                    claim.discard();
+                    Err(e)
+                }
+            };
         }
         let side = Outbound::create(name, msg, 0)?;
         let descriptor = side.descriptor();

@@ -1,0 +1,115 @@
+"""The queue's pool from Python: items larger than the ring go into side
+objects the queue keeps for reuse (``..p<k>``), and the consumer receives
+their buffers without a copy, lent until the last view of them is gone.
+Between processes (fork and spawn), with received arrays kept alive (the
+pool's slots busy, later items in one-shot objects), arrays outliving their
+queue, and a consumer SIGKILLed while holding one (its slot freed by gc)."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+import signal
+from typing import Any, Callable, List, Tuple
+
+import _large_workers
+import numpy as np
+import pytest
+
+from sage_queue import SageQueue, _lib, destroy_queue, received_in_place
+
+from conftest import SHM
+
+
+def side_objects(name: str) -> Tuple[List[str], List[str]]:
+    """The queue's pool slots and its one-shot side objects now."""
+    ids = sorted(p.name.split("..", 1)[1] for p in SHM.glob(f"sage_ringbuf_{name}..*"))
+    return [i for i in ids if i.startswith("p")], [i for i in ids if not i.startswith("p")]
+
+
+def reclaim(name: str) -> int:
+    """``ring_buffer_reclaim`` (what ``sage-queue gc`` calls): orphans freed."""
+    return int(_lib.reclaim(name.encode()))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_arrays_between_processes_reuse_the_pool(make_queue: Callable[..., SageQueue], method: str) -> None:
+    q = make_queue(pool=True)  # the default 1 MiB ring: each array goes out of line
+    count = 40
+    ctx: Any = mp.get_context(method)
+    child = ctx.Process(target=_large_workers.put_arrays, args=(q, count))
+    child.start()
+    for i in range(count):
+        a = q.get(timeout=60)
+        assert a.shape == (256, 1024) and a.dtype == np.float32
+        assert received_in_place(a) and float(a[0, 0]) == i and float(a[-1, -1]) == i
+        del a
+    child.join(30)
+    assert child.exitcode == 0
+    slots, one_shot = side_objects(q.name)
+    assert 1 <= len(slots) <= 8 and one_shot == [], (slots, one_shot)
+    assert reclaim(q.name) == 0, "nothing orphaned"
+    assert side_objects(q.name) == ([], []), "free slots given back"
+
+
+def test_arrays_kept_alive_keep_their_slots(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue(1024, pool=True)
+    items = [np.arange(i, i + 50_000, dtype=np.int64) for i in range(11)]
+    for item in items:
+        q.put(item)
+    assert side_objects(q.name)[0] == [f"p{k}" for k in range(8)]
+    assert len(side_objects(q.name)[1]) == 3, "8 slots, then objects of their own"
+    got = [q.get(timeout=10) for _ in items]
+    assert all(np.array_equal(a, b) for a, b in zip(items, got))
+    assert all(received_in_place(a) for a in got)
+    # Held: writable, theirs alone, and not reused.
+    got[0][:] = -1
+    q.put(np.zeros(50_000, dtype=np.int64))
+    assert len(side_objects(q.name)[1]) == 1, "every slot still lent"
+    assert np.array_equal(got[1], items[1])
+    assert not np.any(q.get(timeout=10))
+    del got
+    gc.collect()
+    q.put(items[5])
+    assert side_objects(q.name) == ([f"p{k}" for k in range(8)], []), "slots free again"
+    assert np.array_equal(q.get(timeout=10), items[5])
+
+
+def test_received_arrays_outlive_their_queue(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue(1024, pool=True)
+    q.put(np.arange(100_000, dtype=np.float64))
+    a = q.get(timeout=10)
+    name = q.name
+    q.close()
+    destroy_queue(name)
+    assert side_objects(name) == (["p0"], []), "lent: kept until the array goes"
+    assert float(a.sum()) == float(np.arange(100_000, dtype=np.float64).sum())
+    del a
+    gc.collect()
+    assert side_objects(name) == ([], []), "the queue is gone: so is its slot"
+
+
+def test_a_consumer_killed_holding_an_item_loses_only_it(make_queue: Callable[..., SageQueue]) -> None:
+    q = make_queue(1024, pool=True)
+    q.put(np.full(100_000, 1.0))
+    q.put(np.full(100_000, 2.0))
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    child = ctx.Process(target=_large_workers.hold_one_item, args=(q, ready))
+    child.start()
+    assert ready.wait(30)
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    assert reclaim(q.name) == 1, "its slot freed"
+    b = q.get(timeout=10)
+    assert received_in_place(b) and float(b[0]) == 2.0
+    del b
+    assert reclaim(q.name) == 0
+    assert side_objects(q.name) == ([], [])
+
+
+def test_pool_is_a_bool(make_queue: Callable[..., SageQueue]) -> None:
+    with pytest.raises(TypeError, match="pool must be True or False"):
+        make_queue(pool=1)

@@ -1,0 +1,688 @@
+//! A queue's *pool*: side objects kept for reuse by messages longer than the
+//! ring.
+//!
+//! A fresh side object per message (see `crate::side`) costs its pages
+//! twice over: the kernel allocates and zeroes every page when the producer
+//! reserves it, and frees them when the last process unmaps it (at 1 MiB
+//! that is about three times the copy itself). So a queue keeps up to
+//! [`SLOTS`] side objects of its own, `sage_ringbuf_<q>..p<k>`, each mapped
+//! once by each process that uses it: a message that finds a free slot large
+//! enough costs one copy into shared memory, no system call but the `flock`s
+//! below, and a consumer that takes a [`Lease`] copies nothing out.
+//!
+//! # A slot's life
+//!
+//! A slot file starts with a header page ([`SlotHeader`]); the message's
+//! bytes follow it. The header's `state` is 0 while the slot is free, and
+//! the generation `g` of the message it holds from the producer's claim
+//! (compare-and-swap 0 → g) to the consumer's release (g → 0). The message's
+//! descriptor frame names it `p<k>_<g>`.
+//!
+//! Who holds a claimed slot is told by shared `flock`s on its file, which the
+//! kernel drops when a process dies: the producer holds one from before its
+//! claim until its descriptor is published (or the slot freed again), the
+//! consumer from before it looks at the slot (under the reader lock, the
+//! descriptor still queued) until it releases the message. So a slot that is
+//! not free, that nobody holds a `flock` on and that no queued descriptor
+//! names belongs to a process that died: the reclaimer
+//! (`View::reclaim_side_objects`, which holds the reader lock and an
+//! exclusive `flock` on the slot) frees it. A consumer killed while copying
+//! leaves the descriptor queued and the slot claimed: the next consumer takes
+//! it. Threads of one process share its descriptor of a slot file (and so its
+//! `flock`): they count their holds, and the last one unlocks.
+//!
+//! # Bounds
+//!
+//! Slot files only grow (a mapping then never reaches past the end of its
+//! file, whatever a neighbour writes into a header), and only while all the
+//! queue's slots together stay within [`POOL_BYTES`]. Longer messages, and
+//! messages that find every slot busy (consumers still hold what they
+//! received), take a one-shot side object as before. The slots go when the
+//! queue is removed.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicPtr, AtomicU64};
+use std::sync::{Arc, Mutex};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::{Error, Result};
+use crate::name::QueueName;
+use crate::object::{
+    flock, fstat, link_unnamed, lock_shared_bounded, lstat, open_path, unnamed_object, FileId,
+};
+use crate::ops::Outgoing;
+use crate::side;
+
+/// Slots per queue.
+pub(crate) const SLOTS: usize = 8;
+
+/// Most bytes all of a queue's slots hold together.
+pub(crate) const POOL_BYTES: u64 = 64 << 20;
+
+/// Bytes before a slot's data: the header, padded to a page.
+const HEADER_LEN: u64 = 4096;
+
+/// First word of a slot file.
+const MAGIC: u64 = u64::from_le_bytes(*b"SQPOOL01");
+
+/// A slot grows in steps of this much (so a stream of slightly growing
+/// messages does not grow it every time).
+const GROW_STEP: u64 = 1 << 20;
+
+/// Longest a consumer waits for a reclaimer's exclusive `flock` (held for a
+/// few system calls; anything longer is not one of ours).
+const HOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The first bytes of a slot file.
+#[repr(C)]
+struct SlotHeader {
+    magic: AtomicU64,
+    /// 0: free; else the generation of the message the slot holds.
+    state: AtomicU64,
+    /// Source of generations (any value works: only equality is used).
+    generations: AtomicU64,
+}
+
+/// The id a descriptor names slot `k`'s message of generation `gen` by.
+fn message_id(k: usize, gen: u64) -> Vec<u8> {
+    format!("p{k}_{gen}").into_bytes()
+}
+
+/// The id of slot `k`'s file.
+fn file_id(k: usize) -> Vec<u8> {
+    format!("p{k}").into_bytes()
+}
+
+/// `Some(k)` if `id` is a slot file's id (`p<k>`).
+pub(crate) fn slot_of_file_id(id: &[u8]) -> Option<usize> {
+    match id {
+        [b'p', d] if d.is_ascii_digit() && usize::from(d - b'0') < SLOTS => {
+            Some(usize::from(d - b'0'))
+        }
+        _ => None,
+    }
+}
+
+/// `Some((k, gen))` if a descriptor's id names a slot's message.
+pub(crate) fn parse_message_id(id: &[u8]) -> Option<(usize, u64)> {
+    let rest = id.strip_prefix(b"p")?;
+    let at = rest.iter().position(|&b| b == b'_')?;
+    let k = slot_of_file_id(&id[..=at])?;
+    let gen = std::str::from_utf8(&rest[at + 1..]).ok()?.parse().ok()?;
+    (gen != 0).then_some((k, gen))
+}
+
+/// Whether a descriptor's id names a slot's message (not a one-shot side
+/// object).
+pub(crate) fn is_message_id(id: &[u8]) -> bool {
+    id.first() == Some(&b'p')
+}
+
+/// This process's descriptor and mapping of one slot file.
+pub(crate) struct SlotFile {
+    file: File,
+    id: FileId,
+    /// The queue and the slot's number.
+    queue: QueueName,
+    k: usize,
+    /// The process that opened it: a forked child opens its own (a shared
+    /// descriptor would share the `flock`s).
+    pid: u32,
+    local: Mutex<Local>,
+}
+
+struct Local {
+    /// Claims and leases of this process that hold the `flock`.
+    holds: u32,
+    /// The latest mapping (of the file's size when it was made).
+    map: Option<Arc<MmapRaw>>,
+}
+
+impl SlotFile {
+    /// Opens slot `k` of `queue`, creating it (header only) if `create`.
+    fn open(queue: &QueueName, k: usize, create: bool) -> Result<SlotFile> {
+        let path = side::path(queue, &file_id(k));
+        let file = match open_path(&path, true) {
+            Ok(file) => file,
+            Err(Error::NotFound) if create => match Self::create(&path) {
+                Ok(file) => file,
+                Err(Error::Exists) => open_path(&path, true)?,
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
+        let st = fstat(file.as_raw_fd())?;
+        // SAFETY: geteuid cannot fail.
+        let ours = st.st_uid == unsafe { libc::geteuid() };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || !ours || (st.st_size as u64) < HEADER_LEN {
+            return Err(Error::Corrupt);
+        }
+        let slot = SlotFile {
+            file,
+            id: FileId::of(&st),
+            queue: queue.clone(),
+            k,
+            pid: std::process::id(),
+            local: Mutex::new(Local {
+                holds: 0,
+                map: None,
+            }),
+        };
+        let map = slot.map_covering(0)?;
+        if header(&map).magic.load(Relaxed) != MAGIC {
+            return Err(Error::Corrupt);
+        }
+        Ok(slot)
+    }
+
+    /// A new slot file: built unnamed with its header, then linked, so
+    /// nobody sees it half made.
+    fn create(path: &CString) -> Result<File> {
+        let file = unnamed_object(0o600)?;
+        file.set_len(HEADER_LEN)?;
+        file.write_all_at(&MAGIC.to_ne_bytes(), 0)?;
+        link_unnamed(&file, path)?;
+        Ok(file)
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes this process's shared `flock` for one more claim or lease.
+    /// `false` if `wait` is off and a reclaimer holds the file.
+    fn hold(&self, wait: bool) -> bool {
+        let mut local = self.local();
+        if local.holds == 0 {
+            let locked = if wait {
+                lock_shared_bounded(&self.file, HOLD_WAIT).is_ok()
+            } else {
+                flock(&self.file, libc::LOCK_SH | libc::LOCK_NB).is_ok()
+            };
+            if !locked {
+                return false;
+            }
+        }
+        local.holds += 1;
+        true
+    }
+
+    /// Ends one hold; the last one drops the `flock`.
+    fn unhold(&self) {
+        let mut local = self.local();
+        local.holds = local.holds.saturating_sub(1);
+        if local.holds == 0 {
+            let _ = flock(&self.file, libc::LOCK_UN);
+        }
+    }
+
+    /// A mapping of the file that covers `len` bytes of data (mapping the
+    /// file again, at its current size, if the last one is shorter);
+    /// `Corrupt` if the file is shorter.
+    fn map_covering(&self, len: u64) -> Result<Arc<MmapRaw>> {
+        let need = HEADER_LEN.checked_add(len).ok_or(Error::Corrupt)?;
+        let mut local = self.local();
+        if let Some(map) = local.map.as_ref().filter(|m| m.len() as u64 >= need) {
+            return Ok(map.clone());
+        }
+        let size = fstat(self.file.as_raw_fd())?.st_size as u64;
+        if size < need {
+            return Err(Error::Corrupt);
+        }
+        let map = Arc::new(MmapOptions::new().len(size as usize).map_raw(&self.file)?);
+        local.map = Some(map.clone());
+        Ok(map)
+    }
+
+    /// Bytes of data the latest mapping covers (no system call).
+    fn mapped_capacity(&self) -> u64 {
+        self.local()
+            .map
+            .as_ref()
+            .map_or(0, |m| (m.len() as u64).saturating_sub(HEADER_LEN))
+    }
+
+    /// Bytes of data the file holds now.
+    fn capacity(&self) -> Result<u64> {
+        Ok((fstat(self.file.as_raw_fd())?.st_size as u64).saturating_sub(HEADER_LEN))
+    }
+
+    /// Grows the file to hold `len` bytes of data (every page reserved: a
+    /// full `/dev/shm` fails here, not with a SIGBUS later).
+    fn grow(&self, len: u64) -> Result<()> {
+        let size = HEADER_LEN + len.div_ceil(GROW_STEP) * GROW_STEP;
+        let old = fstat(self.file.as_raw_fd())?.st_size as u64;
+        if old >= size {
+            return Ok(());
+        }
+        // SAFETY: posix_fallocate on our descriptor; it only extends.
+        match unsafe {
+            libc::posix_fallocate(
+                self.file.as_raw_fd(),
+                old as libc::off_t,
+                (size - old) as libc::off_t,
+            )
+        } {
+            0 => Ok(()),
+            libc::EOPNOTSUPP => Ok(self.file.set_len(size)?),
+            e => Err(Error::from_errno(e)),
+        }
+    }
+
+    /// Whether `queue`'s slot `k` is still this file (the queue may have
+    /// been removed and made again).
+    fn still_named(&self, queue: &QueueName, k: usize) -> bool {
+        lstat(&side::path(queue, &file_id(k))).is_ok_and(|st| FileId::of(&st) == self.id)
+    }
+}
+
+/// The header of a slot file's mapping.
+fn header(map: &MmapRaw) -> &SlotHeader {
+    // SAFETY: every mapping of a slot file covers at least its header page
+    // (`map_covering` checks the size), which is page-aligned; the header is
+    // atomics only, which any bytes are valid for.
+    unsafe { &*(map.as_ptr() as *const SlotHeader) }
+}
+
+/// The pool of one open queue: this process's slot files, opened on first
+/// use. Each entry is an `Arc::into_raw` pointer, set once (per process).
+pub(crate) struct Pool {
+    files: [AtomicPtr<SlotFile>; SLOTS],
+    /// Whether this handle puts messages into the pool (it takes them out
+    /// either way).
+    put: bool,
+}
+
+impl Pool {
+    pub(crate) fn new(put: bool) -> Pool {
+        Pool {
+            files: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            put,
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let p = f.swap(ptr::null_mut(), Relaxed);
+            if !p.is_null() {
+                // SAFETY: every non-null entry came from `Arc::into_raw` and
+                // is owned by this entry.
+                drop(unsafe { Arc::from_raw(p) });
+            }
+        }
+    }
+}
+
+impl Pool {
+    /// This process's slot file `k`, opening (or creating) it if this
+    /// process has none yet or `forget` says the cached one is stale.
+    fn file(
+        &self,
+        queue: &QueueName,
+        k: usize,
+        create: bool,
+        forget: bool,
+    ) -> Result<Arc<SlotFile>> {
+        let entry = &self.files[k];
+        let current = entry.load(Acquire);
+        if !current.is_null() && !forget {
+            // SAFETY: non-null entries are live `Arc::into_raw` pointers
+            // (replaced entries are dropped only by `Drop`, see below).
+            let slot = unsafe { NonNull::new_unchecked(current).as_ref() };
+            if slot.pid == std::process::id() {
+                // SAFETY: as above; the entry keeps its own count.
+                return Ok(unsafe {
+                    Arc::increment_strong_count(current);
+                    Arc::from_raw(current)
+                });
+            }
+        }
+        let fresh = Arc::new(SlotFile::open(queue, k, create)?);
+        let raw = Arc::into_raw(fresh.clone()) as *mut SlotFile;
+        // Release pairs with the Acquire load above in other threads. A
+        // replaced entry (stale, or a forked parent's) is leaked, not
+        // dropped: another thread may be cloning it right now.
+        if entry
+            .compare_exchange(current, raw, AcqRel, Acquire)
+            .is_err()
+        {
+            // SAFETY: `raw` was never shared.
+            drop(unsafe { Arc::from_raw(raw) });
+        }
+        Ok(fresh)
+    }
+
+    /// Claims a free slot for a message of `len` bytes and writes it there
+    /// (message `index` of `msg`). `None`: no slot can take it now (too
+    /// long, all busy, the pool full, `/dev/shm` full): the caller uses a
+    /// one-shot side object.
+    pub(crate) fn put<O: Outgoing + ?Sized>(
+        &self,
+        queue: &QueueName,
+        msg: &O,
+        index: usize,
+    ) -> Option<Claim> {
+        let len = msg.len_of(index) as u64;
+        if !self.put || len > POOL_BYTES {
+            return None;
+        }
+        let claim = self.claim(queue, len)?;
+        // SAFETY: the claim's mapping covers `len` bytes of data, which
+        // nobody else reads or writes while the slot is claimed.
+        let mut at = unsafe { claim.map.as_mut_ptr().add(HEADER_LEN as usize) };
+        msg.parts(index, &mut |part| {
+            // SAFETY: the parts add up to `len` bytes (`Outgoing`), inside
+            // the claimed data; `part` is the caller's memory.
+            unsafe {
+                ptr::copy_nonoverlapping(part.as_ptr(), at, part.len());
+                at = at.add(part.len());
+            }
+        });
+        crate::failpoint::hit("slot_written");
+        Some(claim)
+    }
+
+    fn claim(&self, queue: &QueueName, len: u64) -> Option<Claim> {
+        // Slots this process has mapped large enough: no system call but
+        // the flock.
+        for k in 0..SLOTS {
+            let Ok(slot) = self.file(queue, k, false, false) else {
+                continue;
+            };
+            if slot.mapped_capacity() >= len {
+                if let Some(claim) = self.try_claim(queue, k, slot, len) {
+                    return Some(claim);
+                }
+            }
+        }
+        // Any free slot, grown if the pool has room; then a new slot.
+        let mut capacities = [0u64; SLOTS];
+        let slots: Vec<Option<Arc<SlotFile>>> = (0..SLOTS)
+            .map(|k| self.file(queue, k, false, false).ok())
+            .collect();
+        for (cap, slot) in capacities.iter_mut().zip(&slots) {
+            if let Some(slot) = slot {
+                *cap = slot.capacity().unwrap_or(u64::MAX);
+            }
+        }
+        let total: u64 = capacities.iter().fold(0, |a, &c| a.saturating_add(c));
+        let grown = len.div_ceil(GROW_STEP) * GROW_STEP;
+        // Whether slot `k` may hold `len` bytes within the pool's bound.
+        let room = |k: usize| {
+            capacities[k] >= len || (total - capacities[k]).saturating_add(grown) <= POOL_BYTES
+        };
+        for (k, slot) in slots.into_iter().enumerate() {
+            if let Some(slot) = slot.filter(|_| room(k)) {
+                if let Some(claim) = self.try_claim(queue, k, slot, len) {
+                    return Some(claim);
+                }
+            }
+        }
+        let k = (0..SLOTS).find(|&k| capacities[k] == 0 && room(k))?;
+        let slot = self.file(queue, k, true, false).ok()?;
+        self.try_claim(queue, k, slot, len)
+    }
+
+    /// Claims slot `k` (`slot`) if it is free, grown to `len` bytes.
+    fn try_claim(
+        &self,
+        queue: &QueueName,
+        k: usize,
+        slot: Arc<SlotFile>,
+        len: u64,
+    ) -> Option<Claim> {
+        if !slot.hold(false) {
+            return None;
+        }
+        let Ok(map) = slot.map_covering(0) else {
+            slot.unhold();
+            return None;
+        };
+        let gen = match header(&map)
+            .generations
+            .fetch_add(1, Relaxed)
+            .wrapping_add(1)
+        {
+            0 => 1,
+            g => g,
+        };
+        // Acquire pairs with the Release by which the last consumer freed
+        // the slot: its reads of the old message come before our writes.
+        if header(&map)
+            .state
+            .compare_exchange(0, gen, AcqRel, Relaxed)
+            .is_err()
+        {
+            slot.unhold();
+            return None;
+        }
+        // From here the claim's drop ends the hold, and `discard` frees it.
+        let mut claim = Claim {
+            slot,
+            map,
+            k,
+            gen,
+            len,
+        };
+        // The queue may have been removed and made again since this
+        // process opened the slot: a consumer would open another file.
+        if !claim.slot.still_named(queue, k) {
+            claim.discard();
+            let _ = self.file(queue, k, false, true);
+            return None;
+        }
+        match claim
+            .slot
+            .grow(len)
+            .and_then(|()| claim.slot.map_covering(len))
+        {
+            Ok(map) => {
+                claim.map = map;
+                Some(claim)
+            }
+            Err(_) => {
+                claim.discard();
+                None
+            }
+        }
+    }
+
+    /// The message of generation `gen` in slot `k`, `len` bytes, for a
+    /// consumer that holds the reader lock with its descriptor at the head:
+    /// held (the `flock`) until the lease is dropped. `Corrupt` if the slot
+    /// does not hold that message.
+    pub(crate) fn take(&self, queue: &QueueName, k: usize, gen: u64, len: u64) -> Result<Lease> {
+        let mut slot = self
+            .file(queue, k, false, false)
+            .map_err(|_| Error::Corrupt)?;
+        if !slot.still_named(queue, k) {
+            slot = self
+                .file(queue, k, false, true)
+                .map_err(|_| Error::Corrupt)?;
+        }
+        // Waiting: only a reclaimer holds the file exclusively, for a few
+        // system calls.
+        if !slot.hold(true) {
+            return Err(Error::Corrupt);
+        }
+        // From here the lease's drop ends the hold.
+        let mut lease = Lease {
+            slot: slot.clone(),
+            map: None,
+            gen,
+            len,
+            pid: std::process::id(),
+            consumed: false,
+        };
+        let map = slot.map_covering(len)?;
+        // Acquire pairs with the producer's claim; the message bytes are
+        // ordered by the ring's publication (its Release, our Acquire).
+        if header(&map).state.load(Acquire) != gen {
+            return Err(Error::Corrupt);
+        }
+        lease.map = Some(map);
+        Ok(lease)
+    }
+}
+
+/// A slot claimed by this producer, holding its message.
+pub(crate) struct Claim {
+    slot: Arc<SlotFile>,
+    map: Arc<MmapRaw>,
+    k: usize,
+    gen: u64,
+    len: u64,
+}
+
+impl Claim {
+    /// The descriptor payload that names this message.
+    pub(crate) fn descriptor(&self) -> Vec<u8> {
+        side::descriptor_payload(self.len, &message_id(self.k, self.gen))
+    }
+
+    /// Frees the slot: its descriptor was not published.
+    pub(crate) fn discard(self) {
+        // Release pairs with the next claimer's Acquire.
+        let _ = header(&self.map)
+            .state
+            .compare_exchange(self.gen, 0, Release, Relaxed);
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // Published (a queued descriptor names it now) or freed.
+        self.slot.unhold();
+    }
+}
+
+/// A consumer's hold on a message in a slot: its bytes stay as they are
+/// while the lease lives. Dropping it frees the slot if the message was
+/// consumed (its descriptor taken from the ring), else only lets go of it;
+/// in a forked child, whose copy is not the consumer's, it does neither.
+pub(crate) struct Lease {
+    slot: Arc<SlotFile>,
+    /// `None` only while being made.
+    map: Option<Arc<MmapRaw>>,
+    gen: u64,
+    len: u64,
+    pid: u32,
+    consumed: bool,
+}
+
+impl Lease {
+    /// The message's first byte (in shared memory, writable: the slot is
+    /// this lease's alone).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        let map = self.map.as_ref().expect("set once made");
+        // SAFETY: the mapping covers the header and `len` bytes after it.
+        unsafe { map.as_mut_ptr().add(HEADER_LEN as usize) }
+    }
+
+    /// The message's length.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the message was consumed (then dropping the lease frees the
+    /// slot).
+    pub(crate) fn set_consumed(&mut self, consumed: bool) {
+        self.consumed = consumed;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.pid != std::process::id() {
+            return;
+        }
+        if let Some(map) = self.map.as_ref().filter(|_| self.consumed) {
+            // Release pairs with the next claimer's Acquire: this process's
+            // reads of the message come first.
+            let _ = header(map)
+                .state
+                .compare_exchange(self.gen, 0, Release, Relaxed);
+            // Removed while the message was lent: the slot goes too, now
+            // that it is free (a queue of that name made since has slots of
+            // its own: `unlink_if_same`).
+            if matches!(lstat(self.slot.queue.path()), Err(Error::NotFound)) {
+                let _ =
+                    side::unlink_if_same(&self.slot.queue, &file_id(self.slot.k), &self.slot.file);
+            }
+        }
+        self.slot.unhold();
+    }
+}
+
+/// For the reclaimer (reader lock held): frees slot `k` of `queue` if it is
+/// claimed, nobody holds it, and `queued(id)` says no queued descriptor
+/// names its message; with `trim`, then removes it if it is free and nobody
+/// holds it (processes that have it open notice at their next claim, see
+/// [`SlotFile::still_named`]). Whether it freed a claimed slot.
+pub(crate) fn reclaim_slot(
+    queue: &QueueName,
+    k: usize,
+    queued: impl Fn(&[u8]) -> bool,
+    trim: bool,
+) -> bool {
+    // A descriptor of its own, so that this process's holds count as holds.
+    let Ok(slot) = SlotFile::open(queue, k, false) else {
+        return false;
+    };
+    if flock(&slot.file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+        return false;
+    }
+    let Ok(map) = slot.map_covering(0) else {
+        return false;
+    };
+    let state = &header(&map).state;
+    let gen = state.load(Acquire);
+    let freed = gen != 0
+        && !queued(&message_id(k, gen))
+        && state.compare_exchange(gen, 0, Release, Relaxed).is_ok();
+    if trim && state.load(Acquire) == 0 {
+        let _ = side::unlink_if_same(queue, &file_id(k), &slot.file);
+    }
+    freed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip() {
+        assert_eq!(parse_message_id(&message_id(3, 17)), Some((3, 17)));
+        assert_eq!(
+            parse_message_id(&message_id(7, u64::MAX)),
+            Some((7, u64::MAX))
+        );
+        assert_eq!(slot_of_file_id(&file_id(5)), Some(5));
+        for bad in [
+            &b"p8_1"[..],
+            b"p1_0",
+            b"p1_",
+            b"p_1",
+            b"p12_3",
+            b"x1_2_3",
+            b"p1_2x",
+        ] {
+            assert_eq!(
+                parse_message_id(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(slot_of_file_id(b"p8"), None);
+        assert!(is_message_id(b"p1_2") && !is_message_id(b"x1_2_3"));
+    }
+}

@@ -1,0 +1,226 @@
+//! The queue's pool (`src/pool.rs`): messages longer than the ring go into
+//! side objects the queue keeps for reuse, `sage_ringbuf_<queue>..p<k>`.
+//! Reuse, the bounds (slots busy, messages beyond the pool's bytes: one-shot
+//! side objects), `Queue::reclaim` giving the memory back, forked children
+//! with inherited handles, and the failure model with SIGKILLs at exact
+//! places (failpoints): a dead producer's claim freed by the next user, a
+//! consumer killed during the copy losing nothing, one killed after taking
+//! losing only its item.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{fork, fresh, wait_child, Exit};
+use ring_buffer::{Error, Queue};
+
+/// The side objects of queue `name` now: (pool slots, one-shot objects).
+fn side_objects(name: &str) -> (usize, usize) {
+    let stem = format!("sage_ringbuf_{name}..");
+    let ids: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let f = e.file_name().to_string_lossy().into_owned();
+            f.strip_prefix(&stem).map(str::to_owned)
+        })
+        .collect();
+    let slots = ids.iter().filter(|id| id.starts_with('p')).count();
+    (slots, ids.len() - slots)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn one_slot_carries_message_after_message_and_reclaim_gives_it_back() {
+    let (q, c) = fresh("pool_reuse", 1024);
+    for round in 0..20u8 {
+        let big = pattern(300_000 + usize::from(round) * 1000, round);
+        q.send(&big).unwrap();
+        assert_eq!(q.recv().unwrap(), big);
+    }
+    assert_eq!(side_objects(&c.0), (1, 0), "one slot, reused");
+    // Nothing was orphaned; the free slot's memory goes back.
+    assert_eq!(Queue::reclaim(&c.0).unwrap(), 0);
+    assert_eq!(side_objects(&c.0), (0, 0));
+    // The handle notices and makes the slot again.
+    let big = pattern(200_000, 99);
+    q.send(&big).unwrap();
+    assert_eq!(side_objects(&c.0), (1, 0));
+    assert_eq!(q.recv().unwrap(), big);
+}
+
+#[test]
+fn queued_messages_fill_the_slots_then_take_one_shot_objects() {
+    let (q, c) = fresh("pool_busy", 1024);
+    let msgs: Vec<Vec<u8>> = (0..11u8).map(|i| pattern(50_000, i)).collect();
+    for m in &msgs {
+        q.send(m).unwrap();
+    }
+    assert_eq!(side_objects(&c.0), (8, 3), "8 slots, then one-shot objects");
+    // Queued messages are not orphans.
+    assert_eq!(Queue::reclaim(&c.0).unwrap(), 0);
+    assert_eq!(side_objects(&c.0), (8, 3));
+    for m in &msgs {
+        assert_eq!(&q.recv().unwrap(), m);
+    }
+    assert_eq!(side_objects(&c.0), (8, 0));
+}
+
+#[test]
+fn messages_beyond_the_pools_bytes_take_one_shot_objects() {
+    let (q, c) = fresh("pool_bound", 1024);
+    let huge = pattern((64 << 20) + 1, 3);
+    q.send(&huge).unwrap();
+    assert_eq!(side_objects(&c.0), (0, 1));
+    assert_eq!(q.recv().unwrap(), huge);
+    // Two 40 MiB messages: the second does not fit beside the first slot.
+    let big = pattern(40 << 20, 4);
+    q.send(&big).unwrap();
+    q.send(&big).unwrap();
+    assert_eq!(side_objects(&c.0), (1, 1));
+    assert_eq!(q.recv().unwrap(), big);
+    assert_eq!(q.recv().unwrap(), big);
+    assert_eq!(side_objects(&c.0), (1, 0));
+}
+
+#[test]
+fn full_timeout_and_shutdown_free_the_claimed_slot() {
+    let (q, c) = fresh("pool_full", 1024);
+    let filler = vec![0u8; q.max_message_len() as usize];
+    q.send(&filler).unwrap();
+    let big = pattern(10_000, 5);
+    assert_eq!(q.try_send(&big), Err(Error::Full));
+    assert_eq!(
+        q.send_timeout(&big, Duration::from_millis(20)),
+        Err(Error::Timeout)
+    );
+    assert_eq!(q.recv().unwrap(), filler);
+    // The slot was freed each time: one slot serves the next message.
+    q.send(&big).unwrap();
+    assert_eq!(side_objects(&c.0), (1, 0));
+    assert_eq!(q.recv().unwrap(), big);
+    q.shutdown().unwrap();
+    assert_eq!(q.send(&big), Err(Error::Shutdown));
+    assert_eq!(Queue::reclaim(&c.0).unwrap(), 0, "nothing left claimed");
+}
+
+/// A child that inherited a handle (and this process's descriptors of the
+/// slots) uses slots of its own making, and the parent receives everything.
+#[test]
+fn forked_children_with_inherited_handles_use_the_pool() {
+    let (q, c) = fresh("pool_fork", 4096);
+    let first = pattern(100_000, 1);
+    q.send(&first).unwrap();
+    assert_eq!(q.recv().unwrap(), first);
+    let children: Vec<_> = (0..3u8)
+        .map(|k| {
+            let q = &q;
+            fork(move || {
+                for i in 0..20u8 {
+                    q.send(&pattern(100_000 + usize::from(k), i)).unwrap();
+                }
+                0
+            })
+        })
+        .collect();
+    let mut got = [0u8; 3];
+    for _ in 0..60 {
+        let m = q.recv_timeout(Duration::from_secs(30)).unwrap();
+        let k = m.len() - 100_000;
+        assert_eq!(m, pattern(m.len(), got[k]), "child {k} in order, intact");
+        got[k] += 1;
+    }
+    for child in children {
+        assert_eq!(wait_child(child, Duration::from_secs(30)), Exit::Code(0));
+    }
+    assert_eq!(Queue::reclaim(&c.0).unwrap(), 0);
+    assert_eq!(side_objects(&c.0), (0, 0));
+}
+
+#[cfg(feature = "failpoints")]
+mod killed {
+    use super::*;
+    use ring_buffer::failpoint;
+
+    fn killed_child(name: &str, point: &'static str, body: impl FnOnce(&Queue)) {
+        let child = fork(|| {
+            let q = Queue::open(name).unwrap();
+            failpoint::arm(point, 1);
+            body(&q);
+            0
+        });
+        assert_eq!(
+            wait_child(child, Duration::from_secs(10)),
+            Exit::Signal(libc::SIGKILL)
+        );
+    }
+
+    /// A producer killed after writing into its slot, before publishing:
+    /// nothing reaches the consumer, and the next user frees the slot.
+    #[test]
+    fn producer_killed_before_publishing_leaves_a_claim_the_next_user_frees() {
+        let (q, c) = fresh("pool_kill_write", 1024);
+        killed_child(&c.0, "slot_written", |q| {
+            let _ = q.send(&pattern(8000, 9));
+        });
+        assert_eq!(side_objects(&c.0), (1, 0));
+        assert_eq!(q.try_recv(), Err(Error::Empty));
+        assert_eq!(Queue::reclaim(&c.0).unwrap(), 1, "the dead claim freed");
+        let next = pattern(8000, 10);
+        q.send(&next).unwrap();
+        assert_eq!(q.recv().unwrap(), next);
+        assert_eq!(side_objects(&c.0), (1, 0), "the same slot again");
+    }
+
+    /// Killed after publishing, before letting go of the slot: the message
+    /// is delivered and the slot freed as usual.
+    #[test]
+    fn producer_killed_after_publishing_loses_nothing() {
+        let (q, c) = fresh("pool_kill_pub", 1024);
+        killed_child(&c.0, "slot_published", |q| {
+            let _ = q.send(&pattern(8000, 11));
+        });
+        assert_eq!(Queue::reclaim(&c.0).unwrap(), 0, "queued: not an orphan");
+        assert_eq!(q.recv().unwrap(), pattern(8000, 11));
+        assert_eq!(Queue::reclaim(&c.0).unwrap(), 0);
+        assert_eq!(side_objects(&c.0), (0, 0), "free, so given back");
+    }
+
+    /// A consumer killed half-way through copying out of a slot loses
+    /// nothing: the descriptor is still queued for the next consumer.
+    #[test]
+    fn consumer_killed_during_the_copy_loses_nothing() {
+        let (q, c) = fresh("pool_kill_copy", 1024);
+        q.send(&pattern(8000, 12)).unwrap();
+        killed_child(&c.0, "reader_mid_side_copy", |q| {
+            let _ = q.recv();
+        });
+        assert_eq!(
+            q.recv_timeout(Duration::from_secs(5)).unwrap(),
+            pattern(8000, 12)
+        );
+        assert_eq!(Queue::reclaim(&c.0).unwrap(), 0);
+    }
+
+    /// A consumer killed after taking the item, before freeing its slot:
+    /// that one item is gone with it, and `Queue::reclaim` frees the slot.
+    #[test]
+    fn consumer_killed_after_taking_loses_only_that_item_and_gc_frees_it() {
+        let (q, c) = fresh("pool_kill_cons", 1024);
+        q.send(&pattern(8000, 13)).unwrap();
+        q.send(&pattern(9000, 14)).unwrap();
+        killed_child(&c.0, "side_consumed", |q| {
+            let _ = q.recv();
+        });
+        assert_eq!(side_objects(&c.0), (2, 0));
+        assert_eq!(Queue::reclaim(&c.0).unwrap(), 1);
+        assert_eq!(q.recv().unwrap(), pattern(9000, 14));
+        assert_eq!(Queue::reclaim(&c.0).unwrap(), 0);
+        assert_eq!(side_objects(&c.0), (0, 0));
+    }
+}
