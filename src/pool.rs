@@ -479,6 +479,11 @@ impl Pool {
             let _ = self.file(queue, k, false, true);
             return None;
         }
+        // Files never shrink: a mapping that covers `len` bytes says the
+        // file does.
+        if claim.map.len() as u64 >= HEADER_LEN + len {
+            return Some(claim);
+        }
         match claim
             .slot
             .grow(len)
@@ -622,36 +627,43 @@ impl Drop for Lease {
     }
 }
 
-/// For the reclaimer (reader lock held): frees slot `k` of `queue` if it is
-/// claimed, nobody holds it, and `queued(id)` says no queued descriptor
-/// names its message; with `trim`, then removes it if it is free and nobody
-/// holds it (processes that have it open notice at their next claim, see
-/// [`SlotFile::still_named`]). Whether it freed a claimed slot.
-pub(crate) fn reclaim_slot(
-    queue: &QueueName,
-    k: usize,
-    queued: impl Fn(&[u8]) -> bool,
-    trim: bool,
-) -> bool {
+/// A slot file held exclusively by a reclaimer (with the reader lock): no
+/// producer or consumer holds it, so if it is claimed, its claimer has
+/// published its descriptor or died.
+pub(crate) struct LockedSlot {
+    slot: SlotFile,
+    map: Arc<MmapRaw>,
+}
+
+/// Locks slot `k` of `queue` exclusively if nobody holds it (`None`: held,
+/// or no such slot).
+pub(crate) fn lock_slot(queue: &QueueName, k: usize) -> Option<LockedSlot> {
     // A descriptor of its own, so that this process's holds count as holds.
-    let Ok(slot) = SlotFile::open(queue, k, false) else {
-        return false;
-    };
-    if flock(&slot.file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
-        return false;
+    let slot = SlotFile::open(queue, k, false).ok()?;
+    flock(&slot.file, libc::LOCK_EX | libc::LOCK_NB).ok()?;
+    let map = slot.map_covering(0).ok()?;
+    Some(LockedSlot { slot, map })
+}
+
+impl LockedSlot {
+    /// Frees the slot if it is claimed and `queued(id)` says no queued
+    /// descriptor names its message (the caller read the queued frames
+    /// after taking the lock: every descriptor its claimer published is
+    /// among them); with `trim`, then removes it if it is free (processes
+    /// that have it open notice at their next claim, see
+    /// [`SlotFile::still_named`]). Whether it freed a claimed slot.
+    pub(crate) fn reclaim(&self, queued: impl Fn(&[u8]) -> bool, trim: bool) -> bool {
+        let state = &header(&self.map).state;
+        let gen = state.load(Acquire);
+        let k = self.slot.k;
+        let freed = gen != 0
+            && !queued(&message_id(k, gen))
+            && state.compare_exchange(gen, 0, Release, Relaxed).is_ok();
+        if trim && state.load(Acquire) == 0 {
+            let _ = side::unlink_if_same(&self.slot.queue, &file_id(k), &self.slot.file);
+        }
+        freed
     }
-    let Ok(map) = slot.map_covering(0) else {
-        return false;
-    };
-    let state = &header(&map).state;
-    let gen = state.load(Acquire);
-    let freed = gen != 0
-        && !queued(&message_id(k, gen))
-        && state.compare_exchange(gen, 0, Release, Relaxed).is_ok();
-    if trim && state.load(Acquire) == 0 {
-        let _ = side::unlink_if_same(queue, &file_id(k), &slot.file);
-    }
-    freed
 }
 
 #[cfg(test)]

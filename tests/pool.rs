@@ -177,6 +177,58 @@ mod killed {
         assert_eq!(side_objects(&c.0), (1, 0), "the same slot again");
     }
 
+    /// Waits until `child` has stopped (at an `arm_stop` failpoint).
+    fn stopped(child: libc::pid_t) {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child; WUNTRACED reports the stop.
+        assert_eq!(
+            unsafe { libc::waitpid(child, &mut status, libc::WUNTRACED) },
+            child
+        );
+        assert!(libc::WIFSTOPPED(status));
+    }
+
+    fn resume(child: libc::pid_t) {
+        // SAFETY: kill on our own child.
+        assert_eq!(unsafe { libc::kill(child, libc::SIGCONT) }, 0);
+    }
+
+    /// A reclaimer that looked at the slot while its producer was still
+    /// writing it, and went on only after the producer published and let go
+    /// of it, must not free it: it locks the slots before it reads the
+    /// queued descriptors (the other way round, the descriptor it did not
+    /// see named a slot it then found unheld, and the consumer got
+    /// `Corrupt`: the large chaos suite stalled on that).
+    #[test]
+    fn a_reclaimer_never_frees_a_slot_published_while_it_looked() {
+        let (q, c) = fresh("pool_reclaim_race", 1024);
+        let name = c.0.clone();
+        let producer = fork(|| {
+            let q = Queue::open(&name).unwrap();
+            failpoint::arm_stop("slot_written", 1);
+            q.send(&pattern(8000, 20)).unwrap();
+            0
+        });
+        stopped(producer);
+        let reclaimer = fork(|| {
+            failpoint::arm_stop("reclaim_locked", 1);
+            Queue::reclaim(&name).unwrap() as i32
+        });
+        stopped(reclaimer);
+        resume(producer);
+        assert_eq!(wait_child(producer, Duration::from_secs(10)), Exit::Code(0));
+        resume(reclaimer);
+        assert_eq!(
+            wait_child(reclaimer, Duration::from_secs(10)),
+            Exit::Code(0),
+            "nothing freed"
+        );
+        assert_eq!(
+            q.recv_timeout(Duration::from_secs(5)).unwrap(),
+            pattern(8000, 20)
+        );
+    }
+
     /// Killed after publishing, before letting go of the slot: the message
     /// is delivered and the slot freed as usual.
     #[test]

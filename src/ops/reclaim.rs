@@ -35,10 +35,20 @@ impl View<'_> {
             return Ok(0);
         }
         let _guard = self.lock(Role::Reader, Wait::Try)?;
+        // The exclusive locks first, then the queued frames: a locked side
+        // object or slot was published (its producer held its shared lock
+        // until after) or its producer died, so the frames read below name
+        // it if anything ever will.
         let unused: Vec<_> = ids
             .iter()
             .filter_map(|id| side::lock_unused(name, id))
             .collect();
+        let slots: Vec<_> = slots
+            .iter()
+            .filter_map(|id| pool::slot_of_file_id(id))
+            .filter_map(|k| pool::lock_slot(name, k))
+            .collect();
+        crate::failpoint::hit("reclaim_locked");
         if (unused.is_empty() && slots.is_empty()) || !self.stream_is_framed() {
             return Ok(0);
         }
@@ -47,9 +57,8 @@ impl View<'_> {
         };
         let queued = |id: &[u8]| referenced.iter().any(|r| r == id);
         let freed = slots
-            .iter()
-            .filter_map(|id| pool::slot_of_file_id(id))
-            .filter(|&k| pool::reclaim_slot(name, k, queued, trim_pool))
+            .into_iter()
+            .filter(|slot| slot.reclaim(queued, trim_pool))
             .count();
         Ok(freed
             + unused
