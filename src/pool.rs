@@ -44,7 +44,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::ptr::{self, NonNull};
+use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicPtr, AtomicU64};
 use std::sync::{Arc, Mutex};
@@ -131,9 +131,6 @@ pub(crate) struct SlotFile {
     /// The queue and the slot's number.
     queue: QueueName,
     k: usize,
-    /// The process that opened it: a forked child opens its own (a shared
-    /// descriptor would share the `flock`s).
-    pid: u32,
     local: Mutex<Local>,
 }
 
@@ -168,7 +165,6 @@ impl SlotFile {
             id: FileId::of(&st),
             queue: queue.clone(),
             k,
-            pid: std::process::id(),
             local: Mutex::new(Local {
                 holds: 0,
                 map: None,
@@ -291,39 +287,73 @@ fn header(map: &MmapRaw) -> &SlotHeader {
 }
 
 /// The pool of one open queue: this process's slot files, opened on first
-/// use. Each entry is an `Arc::into_raw` pointer, set once (per process).
+/// use.
 pub(crate) struct Pool {
-    files: [AtomicPtr<SlotFile>; SLOTS],
+    /// This process's table (a `Box::into_raw` pointer, null until the first
+    /// use). A forked child makes a table of its own: the parent's slot
+    /// descriptors would share the parent's `flock`s, and its mutex may have
+    /// been held by a thread the child does not have.
+    table: AtomicPtr<Table>,
     /// Whether this handle puts messages into the pool (it takes them out
     /// either way).
     put: bool,
 }
 
+struct Table {
+    pid: u32,
+    files: Mutex<[Option<Arc<SlotFile>>; SLOTS]>,
+}
+
 impl Pool {
     pub(crate) fn new(put: bool) -> Pool {
         Pool {
-            files: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            table: AtomicPtr::new(ptr::null_mut()),
             put,
+        }
+    }
+
+    /// This process's table, made on first use (and in a forked child).
+    fn table(&self) -> &Table {
+        let me = std::process::id();
+        loop {
+            let current = self.table.load(Acquire);
+            // SAFETY: non-null values are `Box::into_raw` tables, freed only
+            // by `Drop` (`&mut self`) or never (a forked parent's).
+            if let Some(table) = unsafe { current.as_ref() }.filter(|t| t.pid == me) {
+                return table;
+            }
+            let fresh = Box::into_raw(Box::new(Table {
+                pid: me,
+                files: Mutex::new(Default::default()),
+            }));
+            // Release pairs with the Acquire load above in other threads. A
+            // parent's table is left as it is (its mutex may be held by a
+            // thread this child does not have).
+            match self.table.compare_exchange(current, fresh, AcqRel, Acquire) {
+                // SAFETY: just made, now shared through `self.table`.
+                Ok(_) => return unsafe { &*fresh },
+                // SAFETY: `fresh` was never shared.
+                Err(_) => drop(unsafe { Box::from_raw(fresh) }),
+            }
         }
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        for f in &self.files {
-            let p = f.swap(ptr::null_mut(), Relaxed);
-            if !p.is_null() {
-                // SAFETY: every non-null entry came from `Arc::into_raw` and
-                // is owned by this entry.
-                drop(unsafe { Arc::from_raw(p) });
-            }
+        let table = *self.table.get_mut();
+        // SAFETY: as in `table`; `&mut self`: nobody else uses it.
+        if unsafe { table.as_ref() }.is_some_and(|t| t.pid == std::process::id()) {
+            // SAFETY: this process's table, made by `Box::into_raw`.
+            drop(unsafe { Box::from_raw(table) });
         }
     }
 }
 
 impl Pool {
     /// This process's slot file `k`, opening (or creating) it if this
-    /// process has none yet or `forget` says the cached one is stale.
+    /// process has none yet or `forget` says the cached one is stale (the
+    /// stale one goes when its last claim or lease does).
     fn file(
         &self,
         queue: &QueueName,
@@ -331,32 +361,15 @@ impl Pool {
         create: bool,
         forget: bool,
     ) -> Result<Arc<SlotFile>> {
-        let entry = &self.files[k];
-        let current = entry.load(Acquire);
-        if !current.is_null() && !forget {
-            // SAFETY: non-null entries are live `Arc::into_raw` pointers
-            // (replaced entries are dropped only by `Drop`, see below).
-            let slot = unsafe { NonNull::new_unchecked(current).as_ref() };
-            if slot.pid == std::process::id() {
-                // SAFETY: as above; the entry keeps its own count.
-                return Ok(unsafe {
-                    Arc::increment_strong_count(current);
-                    Arc::from_raw(current)
-                });
-            }
+        let mut files = self.table().files.lock().unwrap_or_else(|e| e.into_inner());
+        if forget {
+            files[k] = None;
+        }
+        if let Some(slot) = &files[k] {
+            return Ok(slot.clone());
         }
         let fresh = Arc::new(SlotFile::open(queue, k, create)?);
-        let raw = Arc::into_raw(fresh.clone()) as *mut SlotFile;
-        // Release pairs with the Acquire load above in other threads. A
-        // replaced entry (stale, or a forked parent's) is leaked, not
-        // dropped: another thread may be cloning it right now.
-        if entry
-            .compare_exchange(current, raw, AcqRel, Acquire)
-            .is_err()
-        {
-            // SAFETY: `raw` was never shared.
-            drop(unsafe { Arc::from_raw(raw) });
-        }
+        files[k] = Some(fresh.clone());
         Ok(fresh)
     }
 

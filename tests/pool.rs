@@ -54,6 +54,58 @@ fn one_slot_carries_message_after_message_and_reclaim_gives_it_back() {
     assert_eq!(q.recv().unwrap(), big);
 }
 
+/// The inodes of queue `name`'s slot files now.
+fn slot_inodes(name: &str) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let stem = format!("sage_ringbuf_{name}..p");
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&stem))
+        .filter_map(|e| Some(e.metadata().ok()?.ino()))
+        .collect()
+}
+
+/// How many of this process's mappings and descriptors refer to files of
+/// these inodes (by number: a file made with `O_TMPFILE` shows no name).
+fn still_open(inodes: &[u64]) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mapped = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4)?.parse::<u64>().ok())
+        .filter(|ino| inodes.contains(ino))
+        .count();
+    let open = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| Some(std::fs::metadata(e.ok()?.path()).ok()?.ino()))
+        .filter(|ino| inodes.contains(ino))
+        .count();
+    mapped + open
+}
+
+/// A handle that had a slot mapped when `Queue::reclaim` removed it lets go
+/// of it at its next message: it keeps no descriptor or mapping of a removed
+/// slot, whose memory would stay allocated for as long as it did.
+#[test]
+fn a_handle_lets_go_of_the_slots_reclaim_removed() {
+    let (q, c) = fresh("pool_trimmed", 1024);
+    let big = pattern(4 << 20, 1);
+    let mut removed = Vec::new();
+    for _ in 0..3 {
+        q.send(&big).unwrap();
+        assert_eq!(q.recv().unwrap(), big);
+        removed.extend(slot_inodes(&c.0));
+        assert!(still_open(&removed) > 0, "mapped while in use");
+        assert_eq!(Queue::reclaim(&c.0).unwrap(), 0);
+        assert_eq!(side_objects(&c.0), (0, 0));
+    }
+    q.send(&big).unwrap();
+    assert_eq!(q.recv().unwrap(), big);
+    assert_eq!(side_objects(&c.0), (1, 0));
+    assert_eq!(still_open(&removed), 0, "removed slots let go of");
+}
+
 #[test]
 fn queued_messages_fill_the_slots_then_take_one_shot_objects() {
     let (q, c) = fresh("pool_busy", 1024);
