@@ -582,6 +582,9 @@ unsafe impl Incoming for IntoSlice<'_> {
     fn max_count(&self) -> usize {
         1
     }
+    fn refuses(&self, index: usize, len: u32) -> bool {
+        index != 0 || len as usize > self.buf.len()
+    }
 }
 
 /// One message into a vector sized for it.

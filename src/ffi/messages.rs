@@ -409,6 +409,9 @@ unsafe impl Incoming for Packed<'_> {
     fn max_count(&self) -> usize {
         self.max
     }
+    fn refuses(&self, index: usize, len: u32) -> bool {
+        index >= self.max || self.cap - self.used < len as usize
+    }
 }
 
 /// Payloads stored back to back.

@@ -34,6 +34,14 @@ pub(crate) unsafe trait Incoming {
     fn adopt(&mut self, _index: usize, _len: u32, taken: Taken) -> Option<Taken> {
         Some(taken)
     }
+
+    /// Whether message `index` of `len` bytes is sure to be refused, by
+    /// `slot` and by `adopt` alike: then a message that went out of line is
+    /// not taken from its side object or slot at all (`false` when unsure,
+    /// the default).
+    fn refuses(&self, _index: usize, _len: u32) -> bool {
+        false
+    }
 }
 
 /// A message that went out of line, as a consumer takes it.
@@ -216,6 +224,16 @@ impl View<'_> {
                     received += 1;
                 }
                 Next::Large(d, frame) => {
+                    // Too large for this sink (Python's first try with its
+                    // receive buffer): not worth taking the slot.
+                    if sink.refuses(received, d.len as u32) {
+                        if received == 0 {
+                            return Err(Error::BufferTooSmall {
+                                needed: d.len as u32,
+                            });
+                        }
+                        break;
+                    }
                     let taken = match self.take_large(&d) {
                         Ok(taken) => taken,
                         Err(e) if received == 0 => {
