@@ -722,10 +722,14 @@ int ring_buffer_attached_pids(const char *name, pid_t *pids, uint32_t cap);
  * of messages longer than the ring whose producer died before publishing
  * them or whose consumer died after taking them (objects
  * `/dev/shm/sage_ringbuf_<name>..<id>`). Objects in use and those a queued
- * message still names are kept. If the queue no longer exists, every side
- * object of that name nobody holds is removed. Returns how many were
- * removed, or a negative code (`RB_ERR_PERMISSION` for another user's
- * queue). Every open of a queue does the same for it.
+ * message still names are kept. The slots of the queue's pool
+ * (`..p<k>`) that a dead producer or consumer left claimed are freed (and
+ * counted), and its free slots nobody holds are removed, giving their
+ * memory back (not counted; they are made again when needed). If the queue
+ * no longer exists, every side object of that name nobody holds is
+ * removed. Returns how many were removed or freed, or a negative code
+ * (`RB_ERR_PERMISSION` for another user's queue). Every open of a queue
+ * does the same for it, except removing free slots.
  *
  * # Safety
  * `name` must be NULL or a NUL-terminated string.

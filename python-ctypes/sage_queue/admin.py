@@ -420,7 +420,9 @@ def collect_garbage(prefix: str = "", *, dry_run: bool = False, all_users: bool 
     ``all_users`` (root could otherwise remove everyone's idle queues).
     Then the side objects (items larger than a ring) of dead processes go:
     ``ring_buffer_reclaim`` for every queue that has any (those of removed
-    queues went with them). ``dry_run`` only reports (queues)."""
+    queues went with them), which also gives back the memory of the free
+    slots of a queue's pool (made again when needed; not counted as
+    removed). ``dry_run`` only reports (queues)."""
     report = GcReport(dry_run=dry_run)
     me = os.geteuid()
     for name in list_objects(prefix):
