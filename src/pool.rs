@@ -63,7 +63,7 @@ use crate::side;
 pub(crate) const SLOTS: usize = 8;
 
 /// Most bytes all of a queue's slots hold together.
-pub(crate) const POOL_BYTES: u64 = 64 << 20;
+pub(crate) const POOL_BYTES: u64 = 128 << 20;
 
 /// Bytes before a slot's data: the header, padded to a page.
 const HEADER_LEN: u64 = 4096;
@@ -73,7 +73,7 @@ const MAGIC: u64 = u64::from_le_bytes(*b"SQPOOL01");
 
 /// A slot grows in steps of this much (so a stream of slightly growing
 /// messages does not grow it every time).
-const GROW_STEP: u64 = 1 << 20;
+const GROW_STEP: u64 = 64 << 10;
 
 /// Longest a consumer waits for a reclaimer's exclusive `flock` (held for a
 /// few system calls; anything longer is not one of ours).

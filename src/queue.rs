@@ -48,7 +48,7 @@ impl Options {
     /// side objects kept for reuse (default: yes). A pool slot costs one copy
     /// in and, for a consumer that borrows it, none out; a one-shot side
     /// object costs its pages' allocation and release per message. The
-    /// pool keeps up to 64 MiB of `/dev/shm` while the queue exists
+    /// pool keeps up to 128 MiB of `/dev/shm` while the queue exists
     /// ([`Queue::reclaim`] gives back what is free). Without it, this
     /// handle's long messages take one-shot side objects; it still receives
     /// messages others put into the pool.

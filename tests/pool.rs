@@ -126,12 +126,13 @@ fn queued_messages_fill_the_slots_then_take_one_shot_objects() {
 #[test]
 fn messages_beyond_the_pools_bytes_take_one_shot_objects() {
     let (q, c) = fresh("pool_bound", 1024);
-    let huge = pattern((64 << 20) + 1, 3);
+    let huge = pattern((128 << 20) + 1, 3);
     q.send(&huge).unwrap();
     assert_eq!(side_objects(&c.0), (0, 1));
     assert_eq!(q.recv().unwrap(), huge);
-    // Two 40 MiB messages: the second does not fit beside the first slot.
-    let big = pattern(40 << 20, 4);
+    drop(huge);
+    // Two 70 MiB messages: the second does not fit beside the first slot.
+    let big = pattern(70 << 20, 4);
     q.send(&big).unwrap();
     q.send(&big).unwrap();
     assert_eq!(side_objects(&c.0), (1, 1));

@@ -318,7 +318,7 @@ class SageQueue:
     of any size go through: one whose serialised form is larger than the
     ring (``max_message_size``) travels in a slot of the queue's pool,
     shared-memory objects the queue keeps for reuse
-    (``/dev/shm/sage_ringbuf_<name>..p<k>``, up to 8 of them, 64 MiB in
+    (``/dev/shm/sage_ringbuf_<name>..p<k>``, up to 8 of them, 128 MiB in
     all, removed with the queue or by ``sage-queue gc`` while free), or,
     when the pool has no room or ``pool=False``, in an object of its own
     (``..x<id>``, removed when it is received); only a small descriptor goes
