@@ -52,10 +52,11 @@ static bool intact(const unsigned char *buf, uint32_t len, uint32_t *p, uint32_t
     return memcmp(want, buf, len) == 0;
 }
 
-/* The side objects of queue `name` in /dev/shm now. */
-static int side_objects(const char *name) {
+/* Entries of /dev/shm now whose names start with queue `name`'s object
+ * name and `sep`. */
+static int entries(const char *name, const char *sep) {
     char stem[128];
-    snprintf(stem, sizeof stem, "sage_ringbuf_%s..", name);
+    snprintf(stem, sizeof stem, "sage_ringbuf_%s%s", name, sep);
     DIR *d = opendir("/dev/shm");
     REQUIRE(d);
     int n = 0;
@@ -64,6 +65,9 @@ static int side_objects(const char *name) {
     closedir(d);
     return n;
 }
+
+/* The side objects of queue `name` (pool slots included). */
+static int side_objects(const char *name) { return entries(name, ".."); }
 
 /* At exit (also after a failed check), the side objects of this program's
  * queues go too: names "ct_<tag>_<pid>_<n>..<id>". */
@@ -410,17 +414,7 @@ static void test_consumer_killed(void) {
 /* ------------------------------------------------------------ the pool */
 
 /* Pool slots ("..p<k>") of queue `name` now. */
-static int slot_files(const char *name) {
-    char stem[128];
-    snprintf(stem, sizeof stem, "sage_ringbuf_%s..p", name);
-    DIR *d = opendir("/dev/shm");
-    REQUIRE(d);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        if (strncmp(e->d_name, stem, strlen(stem)) == 0) n++;
-    closedir(d);
-    return n;
-}
+static int slot_files(const char *name) { return entries(name, "..p"); }
 
 static ring_buffer_t *fresh_pooled(const char *tag, const char **name) {
     *name = test_name(tag);

@@ -322,7 +322,9 @@ class SageQueue:
     all, removed with the queue or by ``sage-queue gc`` while free), or,
     when the pool has no room or ``pool=False``, in an object of its own
     (``..x<id>``, removed when it is received); only a small descriptor goes
-    through the ring. A consumer receives such an item without a copy:
+    through the ring (``pool=False``: this handle's items never take a
+    slot; it still receives those others put there). A consumer receives
+    such an item without a copy:
     numpy arrays and other out-of-band buffers are views of the shared
     memory, lent to them until the last of them is gone (see
     ``received_in_place``); keeping many of them alive keeps pool slots
@@ -383,7 +385,8 @@ class SageQueue:
         buffer_size: Optional[int] = None,
         pool: bool = True,
     ) -> "SageQueue":
-        """Opens the existing queue ``name`` (``QueueNotFoundError`` if none)."""
+        """Opens the existing queue ``name`` (``QueueNotFoundError`` if none);
+        the other arguments as for ``SageQueue``."""
         raw = _encode_name(name)
         _check_codec(dumps, loads)
         if buffer_size is not None:

@@ -14,12 +14,11 @@ use memmap2::{MmapMut, MmapOptions};
 
 use super::boundary::status;
 use super::handles::{self, register_lease, unregister_lease};
-use super::messages::Packed;
-use crate::error::{Error, Result};
+use super::messages::{recv_one, Packed};
+use crate::error::Result;
 use crate::layout::RingBuffer;
 use crate::ops::{Incoming, Taken};
 use crate::pool::Lease;
-use crate::sync::deadline::Wait;
 
 /// A received message's memory, lent to the caller until
 /// `ring_buffer_lease_release` (opaque).
@@ -121,35 +120,23 @@ pub unsafe extern "C" fn ring_buffer_get_msg_lease(
         let out_data = unsafe { handles::out(out_data)? };
         // SAFETY: forwarded contract.
         let out_lease = unsafe { handles::out(out_lease)? };
-        if buf.is_null() && cap > 0 {
-            return Err(Error::InvalidArg);
-        }
         let mut sink = WithLease {
-            packed: Packed::single(buf, cap),
+            packed: Packed::single(buf, cap)?,
             leased: None,
         };
-        match queue
-            .view()
-            .recv(&mut sink, Wait::from_timeout_ns(timeout_ns))
-        {
-            Ok(_) => match sink.leased.take() {
-                Some(mut leased) => {
-                    let (data, len) = leased.bytes();
-                    out_len.set(len as u32);
-                    out_data.set(data as *mut c_void);
-                    out_lease.set(register_lease(leased));
-                }
-                None => {
-                    out_len.set(sink.packed.used as u32);
-                    out_data.set(buf);
-                    out_lease.set(std::ptr::null_mut());
-                }
-            },
-            Err(Error::BufferTooSmall { needed }) => {
-                out_len.set(needed);
-                return Err(Error::BufferTooSmall { needed });
+        let out_len = recv_one(&queue, &mut sink, out_len, timeout_ns)?;
+        match sink.leased.take() {
+            Some(mut leased) => {
+                let (data, len) = leased.bytes();
+                out_len.set(len as u32);
+                out_data.set(data as *mut c_void);
+                out_lease.set(register_lease(leased));
             }
-            Err(e) => return Err(e),
+            None => {
+                out_len.set(sink.packed.used as u32);
+                out_data.set(buf);
+                out_lease.set(std::ptr::null_mut());
+            }
         }
         Ok(0)
     })

@@ -14,13 +14,14 @@ use std::os::raw::{c_int, c_void};
 use std::os::unix::fs::FileExt;
 
 use super::boundary::status;
-use super::handles::{self, array, array_mut, bytes};
+use super::handles::{self, array, array_mut, bytes, Out};
 use crate::error::Error;
 use crate::error::Result;
 use crate::layout::RingBuffer;
 use crate::object::unnamed_object;
 use crate::ops::{Gathered, Incoming, Outgoing, Taken};
 use crate::pool::Lease;
+use crate::queue::Queue;
 use crate::sync::deadline::Wait;
 
 /// Puts one message of `len` bytes (`data` may be NULL when `len` is 0).
@@ -123,34 +124,22 @@ pub unsafe extern "C" fn ring_buffer_get_msg_fd(
         let out_len = unsafe { handles::out(out_len)? };
         // SAFETY: forwarded contract.
         let out_fd = unsafe { handles::out(out_fd)? };
-        if buf.is_null() && cap > 0 {
-            return Err(Error::InvalidArg);
-        }
         let mut sink = WithFile {
-            packed: Packed::single(buf, cap),
+            packed: Packed::single(buf, cap)?,
             file: None,
             len: 0,
             freed: None,
         };
-        match queue
-            .view()
-            .recv(&mut sink, Wait::from_timeout_ns(timeout_ns))
-        {
-            Ok(_) => match sink.file.take() {
-                Some(file) => {
-                    out_len.set(sink.len);
-                    out_fd.set(file.into_raw_fd());
-                }
-                None => {
-                    out_len.set(sink.packed.used as u32);
-                    out_fd.set(-1);
-                }
-            },
-            Err(Error::BufferTooSmall { needed }) => {
-                out_len.set(needed);
-                return Err(Error::BufferTooSmall { needed });
+        let out_len = recv_one(&queue, &mut sink, out_len, timeout_ns)?;
+        match sink.file.take() {
+            Some(file) => {
+                out_len.set(sink.len);
+                out_fd.set(file.into_raw_fd());
             }
-            Err(e) => return Err(e),
+            None => {
+                out_len.set(sink.packed.used as u32);
+                out_fd.set(-1);
+            }
         }
         Ok(0)
     })
@@ -232,21 +221,9 @@ pub unsafe extern "C" fn ring_buffer_get_msg(
         let queue = handles::queue(rb)?;
         // SAFETY: forwarded contract.
         let out_len = unsafe { handles::out(out_len)? };
-        if buf.is_null() && cap > 0 {
-            return Err(Error::InvalidArg);
-        }
-        let mut sink = Packed::single(buf, cap);
-        match queue
-            .view()
-            .recv(&mut sink, Wait::from_timeout_ns(timeout_ns))
-        {
-            Ok(_) => out_len.set(sink.used as u32),
-            Err(Error::BufferTooSmall { needed }) => {
-                out_len.set(needed);
-                return Err(Error::BufferTooSmall { needed });
-            }
-            Err(e) => return Err(e),
-        }
+        let mut sink = Packed::single(buf, cap)?;
+        let out_len = recv_one(&queue, &mut sink, out_len, timeout_ns)?;
+        out_len.set(sink.used as u32);
         Ok(0)
     })
 }
@@ -377,15 +354,39 @@ pub(super) struct Packed<'a> {
 }
 
 impl Packed<'_> {
-    /// One message into the caller's `buf` of `cap` bytes.
-    pub(super) fn single(buf: *mut c_void, cap: u32) -> Packed<'static> {
-        Packed {
+    /// One message into the caller's `buf` of `cap` bytes (`InvalidArg`
+    /// for a NULL `buf` with room).
+    pub(super) fn single(buf: *mut c_void, cap: u32) -> Result<Packed<'static>> {
+        if buf.is_null() && cap > 0 {
+            return Err(Error::InvalidArg);
+        }
+        Ok(Packed {
             buf: buf as *mut u8,
             cap: cap as usize,
             used: 0,
             lens: &mut [],
             max: 1,
+        })
+    }
+}
+
+/// `recv` of one message into `sink`, for the single-message gets. When the
+/// message does not fit, `*out_len` gets the length needed (the one output
+/// those calls write on `RB_ERR_BUFFER_TOO_SMALL`); on success `out_len`
+/// comes back for the caller to set.
+pub(super) fn recv_one<I: Incoming + ?Sized>(
+    queue: &Queue,
+    sink: &mut I,
+    out_len: Out<u32>,
+    timeout_ns: i64,
+) -> Result<Out<u32>> {
+    match queue.view().recv(sink, Wait::from_timeout_ns(timeout_ns)) {
+        Ok(_) => Ok(out_len),
+        Err(Error::BufferTooSmall { needed }) => {
+            out_len.set(needed);
+            Err(Error::BufferTooSmall { needed })
         }
+        Err(e) => Err(e),
     }
 }
 
