@@ -37,7 +37,7 @@
 /**
  * `ring_buffer_create_ex`/`ring_buffer_open_ex` flag: this handle puts every
  * message longer than the ring into a one-shot side object of its own
- * instead of a slot of the queue's pool (which keeps up to 64 MiB of
+ * instead of a slot of the queue's pool (which keeps up to 128 MiB of
  * `/dev/shm` for reuse while the queue exists). It still receives messages
  * that others put into the pool.
  */
