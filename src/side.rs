@@ -1,6 +1,9 @@
 //! Messages longer than the ring: their bytes go into a *side object*, a
 //! shared-memory object of their own, and a small *descriptor* frame goes
-//! through the ring in their place.
+//! through the ring in their place. This module has the one-shot side
+//! objects (made per message, removed once it is received); the slots of a
+//! queue's pool, side objects kept for reuse, are `crate::pool`'s (ids
+//! `p<k>`, named by descriptors as `p<k>_<generation>`).
 //!
 //! # Naming
 //!

@@ -101,7 +101,10 @@ pub unsafe extern "C" fn ring_buffer_put_msgv(
 /// side object, taken from the queue (its name is removed from /dev/shm),
 /// is handed over as a read-only descriptor in `*out_fd`, which the caller
 /// owns (map it with `mmap(PROT_READ [| PROT_WRITE], MAP_PRIVATE)` or read
-/// it, then close it), with its length in `*out_len`; `buf` is untouched. A
+/// it, then close it), with its length in `*out_len`; `buf` is untouched.
+/// A message in a slot of the queue's pool (see `RB_OPEN_NO_POOL`) is copied
+/// into a new unnamed file of the caller's, handed over the same way, and
+/// its slot freed: `ring_buffer_get_msg_lease` lends it without a copy. A
 /// message in the ring is copied into `buf` with `*out_fd` = -1, or, if
 /// `cap` is too small, `RB_ERR_BUFFER_TOO_SMALL` with `*out_len` = the length
 /// needed and nothing consumed. Other codes as `ring_buffer_get_msg`.
