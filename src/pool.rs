@@ -26,7 +26,10 @@
 //! not free, that nobody holds a `flock` on and that no queued descriptor
 //! names belongs to a process that died: the reclaimer
 //! (`View::reclaim_side_objects`, which holds the reader lock and an
-//! exclusive `flock` on the slot) frees it. A consumer killed while copying
+//! exclusive `flock` on the slot) frees it. It takes that `flock` before it
+//! reads the queued frames: a producer lets go of its slot only after
+//! publishing, so a slot the reclaimer could lock is named by the frames it
+//! reads if it ever will be. A consumer killed while copying
 //! leaves the descriptor queued and the slot claimed: the next consumer takes
 //! it. Threads of one process share its descriptor of a slot file (and so its
 //! `flock`): they count their holds, and the last one unlocks.
@@ -38,7 +41,10 @@
 //! queue's slots together stay within [`POOL_BYTES`]. Longer messages, and
 //! messages that find every slot busy (consumers still hold what they
 //! received), take a one-shot side object as before. The slots go when the
-//! queue is removed.
+//! queue is removed (a slot lent out then goes when its lease does), and
+//! `Queue::reclaim` (`sage-queue gc`) removes the free ones nobody holds: a
+//! process that had one mapped lets go of it at its next claim or take of
+//! that slot ([`SlotFile::still_named`]).
 
 use std::ffi::CString;
 use std::fs::File;
