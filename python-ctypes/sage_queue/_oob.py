@@ -80,6 +80,27 @@ _release_buffer.restype = None
 _PYBUF_SIMPLE = 0
 
 
+def _cast_address(b: bytes) -> int:
+    """Address of the bytes of ``b`` (which must stay alive meanwhile)."""
+    return ctypes.cast(c_char_p(b), c_void_p).value or 0
+
+
+#: Where a bytes object's data starts in it, if CPython lays it out as it
+#: does (``id`` is the address, data right after a fixed header): then an
+#: address costs an addition (~0.1 us) instead of a cast (~0.75 us, three
+#: per out-of-band item). Checked against the cast at import.
+_probe = b"sage_queue"
+_BYTES_DATA_OFFSET = _cast_address(_probe) - id(_probe)
+if _BYTES_DATA_OFFSET == bytes.__basicsize__ - 1:
+
+    def _bytes_address(b: bytes) -> int:
+        return id(b) + _BYTES_DATA_OFFSET
+
+else:  # pragma: no cover (another interpreter's layout)
+    _bytes_address = _cast_address
+del _probe
+
+
 class Pieces:
     """The pieces of one message and their addresses, holding the objects
     they point into (``Py_buffer`` exports) until ``release``: the pickle
@@ -99,7 +120,7 @@ class Pieces:
         def add(b: Any, size: int) -> None:
             if type(b) is bytes:
                 held.append(b)
-                addresses.append(ctypes.cast(c_char_p(b), c_void_p).value or 0)
+                addresses.append(_bytes_address(b))
             else:
                 view = _PyBuffer()
                 if _get_buffer(b, ctypes.byref(view), _PYBUF_SIMPLE) != 0:

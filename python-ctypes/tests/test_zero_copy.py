@@ -224,3 +224,12 @@ def test_a_large_pickle_buffer_arrives_as_a_view_of_the_mapping(make_queue: Call
         assert isinstance(got, memoryview) and received_in_place(got)
         assert got.tobytes() == raw and got.readonly is isinstance(raw, bytes)
     assert side_objects(q) == []
+
+
+def test_bytes_addresses_are_where_ctypes_finds_them() -> None:
+    """Pieces take a bytes object's address from its id (CPython's layout,
+    checked at import); the same as ctypes' own cast, for every size."""
+    from sage_queue import _oob
+
+    for b in (b"a", b"xy" * 7, bytes(range(256)) * 300, pickle.dumps(list(range(100)))):
+        assert _oob._bytes_address(b) == _oob._cast_address(b)
