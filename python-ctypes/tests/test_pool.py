@@ -113,3 +113,26 @@ def test_a_consumer_killed_holding_an_item_loses_only_it(make_queue: Callable[..
 def test_pool_is_a_bool(make_queue: Callable[..., SageQueue]) -> None:
     with pytest.raises(TypeError, match="pool must be True or False"):
         make_queue(pool=1)
+
+
+def test_async_calls_use_the_pool(make_queue: Callable[..., SageQueue]) -> None:
+    """put_async/get_async and put_many_async carry arrays larger than the
+    ring through the pool's slots and lend them to the receiver, as the
+    blocking calls do."""
+    import asyncio
+
+    q = make_queue(1024, pool=True)
+    arrays = [np.full(40_000, float(i)) for i in range(12)]
+
+    async def main() -> None:
+        await q.put_async(arrays[0])
+        got = await q.get_async(timeout=30)
+        assert received_in_place(got) and np.array_equal(got, arrays[0])
+        assert await q.put_many_async(arrays[1:]) == 11
+        rest = [await q.get_async(timeout=30) for _ in range(11)]
+        assert all(received_in_place(a) and np.array_equal(a, b) for a, b in zip(rest, arrays[1:]))
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    slots, one_shot = side_objects(q.name)
+    assert 1 <= len(slots) <= 8 and one_shot == []
+    assert reclaim(q.name) == 0
