@@ -134,7 +134,9 @@ pub(crate) fn is_message_id(id: &[u8]) -> bool {
 pub(crate) struct SlotFile {
     file: File,
     id: FileId,
-    /// The queue and the slot's number.
+    /// The slot's name (`sage_ringbuf_<q>..p<k>` in `/dev/shm`), its queue
+    /// and its number.
+    path: CString,
     queue: QueueName,
     k: usize,
     local: Mutex<Local>,
@@ -169,6 +171,7 @@ impl SlotFile {
         let slot = SlotFile {
             file,
             id: FileId::of(&st),
+            path,
             queue: queue.clone(),
             k,
             local: Mutex::new(Local {
@@ -277,10 +280,10 @@ impl SlotFile {
         }
     }
 
-    /// Whether `queue`'s slot `k` is still this file (the queue may have
-    /// been removed and made again).
-    fn still_named(&self, queue: &QueueName, k: usize) -> bool {
-        lstat(&side::path(queue, &file_id(k))).is_ok_and(|st| FileId::of(&st) == self.id)
+    /// Whether the slot's name is still this file (the queue may have been
+    /// removed and made again).
+    fn still_named(&self) -> bool {
+        lstat(&self.path).is_ok_and(|st| FileId::of(&st) == self.id)
     }
 }
 
@@ -410,23 +413,29 @@ impl Pool {
     }
 
     fn claim(&self, queue: &QueueName, len: u64) -> Option<Claim> {
+        let slots: Vec<Option<Arc<SlotFile>>> = (0..SLOTS)
+            .map(|k| self.file(queue, k, false, false).ok())
+            .collect();
         // Slots this process has mapped large enough: no system call but
         // the flock.
-        for k in 0..SLOTS {
-            let Ok(slot) = self.file(queue, k, false, false) else {
-                continue;
-            };
-            if slot.mapped_capacity() >= len {
-                if let Some(claim) = self.try_claim(queue, k, slot, len) {
+        for (k, slot) in slots.iter().enumerate() {
+            if let Some(slot) = slot.as_ref().filter(|s| s.mapped_capacity() >= len) {
+                if let Some(claim) = self.try_claim(queue, k, slot.clone(), len) {
                     return Some(claim);
                 }
             }
         }
-        // Any free slot, grown if the pool has room; then a new slot.
-        let mut capacities = [0u64; SLOTS];
+        // Any free slot, grown if the pool has room; then a new slot. (The
+        // table again for the slots found above: a claim that found its
+        // slot removed has replaced or dropped it.)
         let slots: Vec<Option<Arc<SlotFile>>> = (0..SLOTS)
-            .map(|k| self.file(queue, k, false, false).ok())
+            .map(|k| {
+                slots[k]
+                    .as_ref()
+                    .and_then(|_| self.file(queue, k, false, false).ok())
+            })
             .collect();
+        let mut capacities = [0u64; SLOTS];
         for (cap, slot) in capacities.iter_mut().zip(&slots) {
             if let Some(slot) = slot {
                 *cap = slot.capacity().unwrap_or(u64::MAX);
@@ -493,7 +502,7 @@ impl Pool {
         };
         // The queue may have been removed and made again since this
         // process opened the slot: a consumer would open another file.
-        if !claim.slot.still_named(queue, k) {
+        if !claim.slot.still_named() {
             claim.discard();
             let _ = self.file(queue, k, false, true);
             return None;
@@ -527,7 +536,7 @@ impl Pool {
         let mut slot = self
             .file(queue, k, false, false)
             .map_err(|_| Error::Corrupt)?;
-        if !slot.still_named(queue, k) {
+        if !slot.still_named() {
             slot = self
                 .file(queue, k, false, true)
                 .map_err(|_| Error::Corrupt)?;
@@ -638,8 +647,7 @@ impl Drop for Lease {
             // that it is free (a queue of that name made since has slots of
             // its own: `unlink_if_same`).
             if matches!(lstat(self.slot.queue.path()), Err(Error::NotFound)) {
-                let _ =
-                    side::unlink_if_same(&self.slot.queue, &file_id(self.slot.k), &self.slot.file);
+                let _ = side::unlink_if_same(&self.slot.path, &self.slot.file);
             }
         }
         self.slot.unhold();
@@ -665,23 +673,30 @@ pub(crate) fn lock_slot(queue: &QueueName, k: usize) -> Option<LockedSlot> {
 }
 
 impl LockedSlot {
+    /// Whether a message holds the slot (free slots need no look at the
+    /// queued frames).
+    pub(crate) fn is_claimed(&self) -> bool {
+        header(&self.map).state.load(Acquire) != 0
+    }
+
     /// Frees the slot if it is claimed and `queued(id)` says no queued
     /// descriptor names its message (the caller read the queued frames
     /// after taking the lock: every descriptor its claimer published is
-    /// among them); with `trim`, then removes it if it is free (processes
-    /// that have it open notice at their next claim, see
-    /// [`SlotFile::still_named`]). Whether it freed a claimed slot.
-    pub(crate) fn reclaim(&self, queued: impl Fn(&[u8]) -> bool, trim: bool) -> bool {
+    /// among them). Whether it did.
+    pub(crate) fn free_if_orphan(&self, queued: impl Fn(&[u8]) -> bool) -> bool {
         let state = &header(&self.map).state;
         let gen = state.load(Acquire);
-        let k = self.slot.k;
-        let freed = gen != 0
-            && !queued(&message_id(k, gen))
-            && state.compare_exchange(gen, 0, Release, Relaxed).is_ok();
-        if trim && state.load(Acquire) == 0 {
-            let _ = side::unlink_if_same(&self.slot.queue, &file_id(k), &self.slot.file);
+        gen != 0
+            && !queued(&message_id(self.slot.k, gen))
+            && state.compare_exchange(gen, 0, Release, Relaxed).is_ok()
+    }
+
+    /// Removes the slot if it is free (processes that have it open notice
+    /// at their next claim or take, see [`SlotFile::still_named`]).
+    pub(crate) fn remove_if_free(&self) {
+        if !self.is_claimed() {
+            let _ = side::unlink_if_same(&self.slot.path, &self.slot.file);
         }
-        freed
     }
 }
 

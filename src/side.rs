@@ -44,7 +44,7 @@
 //! an exclusive `flock` on each side object it can, then walks the queued
 //! frames: the locked objects no descriptor names are orphans, and go.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
@@ -221,7 +221,7 @@ impl Outbound {
 
     /// Removes the object: its descriptor was not published.
     pub(crate) fn discard(self) {
-        let _ = unlink_if_same(&self.queue, &self.id, &self.file);
+        let _ = unlink_if_same(&path(&self.queue, &self.id), &self.file);
     }
 }
 
@@ -289,14 +289,14 @@ impl Descriptor {
     }
 }
 
-/// Unlinks side object `id` of `queue` if its name still refers to `file`.
-pub(crate) fn unlink_if_same(queue: &QueueName, id: &[u8], file: &File) -> Result<bool> {
-    let p = path(queue, id);
+/// Unlinks `path` (a side object's or a pool slot's) if it still names
+/// `file`: never a newer object that took the name.
+pub(crate) fn unlink_if_same(path: &CStr, file: &File) -> Result<bool> {
     let st = fstat(file.as_raw_fd())?;
-    match lstat(&p) {
+    match lstat(path) {
         Ok(now) if FileId::of(&now) == FileId::of(&st) => {
             // SAFETY: the path is NUL-terminated.
-            if unsafe { libc::unlink(p.as_ptr()) } != 0 {
+            if unsafe { libc::unlink(path.as_ptr()) } != 0 {
                 return Err(Error::last_os());
             }
             Ok(true)
@@ -327,7 +327,7 @@ pub(crate) fn lock_unused(queue: &QueueName, id: &[u8]) -> Option<Unused> {
 impl Unused {
     /// Removes it; whether it did.
     pub(crate) fn remove(self, queue: &QueueName) -> bool {
-        unlink_if_same(queue, &self.id, &self.file).unwrap_or(false)
+        unlink_if_same(&path(queue, &self.id), &self.file).unwrap_or(false)
     }
 }
 

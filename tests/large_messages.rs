@@ -14,7 +14,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fork, unique_name, wait_child, Cleanup, Exit};
+use common::{fork, refused_while_full, unique_name, wait_child, Cleanup, Exit};
 use ring_buffer::{Error, Options, Queue};
 
 /// A new queue, through a handle that uses one-shot side objects.
@@ -111,14 +111,8 @@ fn batches_carry_large_messages_in_order() {
 #[test]
 fn full_timeout_and_shutdown_leave_no_side_object() {
     let (q, c) = fresh("large_full", 1024);
-    let filler = vec![0u8; q.max_message_len() as usize];
-    q.send(&filler).unwrap();
     let big = pattern(10_000, 5);
-    assert_eq!(q.try_send(&big), Err(Error::Full));
-    assert_eq!(
-        q.send_timeout(&big, Duration::from_millis(20)),
-        Err(Error::Timeout)
-    );
+    let filler = refused_while_full(&q, &big);
     assert!(side_objects(&c.0).is_empty());
     assert_eq!(q.recv().unwrap(), filler);
     q.shutdown().unwrap();

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fork, fresh, wait_child, Exit};
+use common::{fork, fresh, refused_while_full, wait_child, Exit};
 use ring_buffer::{Error, Queue};
 
 /// The side objects of queue `name` now: (pool slots, one-shot objects).
@@ -144,14 +144,8 @@ fn messages_beyond_the_pools_bytes_take_one_shot_objects() {
 #[test]
 fn full_timeout_and_shutdown_free_the_claimed_slot() {
     let (q, c) = fresh("pool_full", 1024);
-    let filler = vec![0u8; q.max_message_len() as usize];
-    q.send(&filler).unwrap();
     let big = pattern(10_000, 5);
-    assert_eq!(q.try_send(&big), Err(Error::Full));
-    assert_eq!(
-        q.send_timeout(&big, Duration::from_millis(20)),
-        Err(Error::Timeout)
-    );
+    let filler = refused_while_full(&q, &big);
     assert_eq!(q.recv().unwrap(), filler);
     // The slot was freed each time: one slot serves the next message.
     q.send(&big).unwrap();

@@ -29,6 +29,7 @@ from queue import Empty, Full
 
 from . import errors
 from ._lib import LIBRARY_PATH, LIBRARY_VERSION
+from ._oob import received_in_place
 from ._status import EXCEPTION_BY_CODE, Status
 from ._version import __version__
 from .errors import *  # noqa: F401,F403 (the names in errors.__all__)
@@ -40,7 +41,6 @@ from .queue import (
     destroy_queue,
     list_queues,
     open_queue,
-    received_in_place,
     remove_if_unused,
 )
 from .ref import SageQueueRef

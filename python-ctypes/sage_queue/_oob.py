@@ -271,6 +271,17 @@ def _block_type(capacity: int) -> Any:
     return block
 
 
+def received_in_place(obj: Any) -> bool:
+    """Whether ``obj`` (a numpy array, a memoryview, ...) was received
+    without a copy: its memory is shared memory a queue lent it (an item
+    larger than the ring, see ``SageQueue``), given back when the last
+    object using it is gone."""
+    base: Any = obj
+    while getattr(base, "base", None) is not None and not isinstance(base, memoryview):
+        base = base.base
+    return isinstance(base, memoryview) and isinstance(base.obj, _Lent)
+
+
 def lent(address: int, length: int, lease: int) -> memoryview:
     """A view of ``length`` bytes at ``address`` that ``lease`` (from
     ``ring_buffer_get_msg_lease``) lends: the view, and every view and array

@@ -322,13 +322,13 @@ class SageQueue:
     all, removed with the queue or by ``sage-queue gc`` while free), or,
     when the pool has no room or ``pool=False``, in an object of its own
     (``..x<id>``, removed when it is received); only a small descriptor goes
-    through the ring (``pool=False``: this handle's items never take a
-    slot; it still receives those others put there). A consumer receives
-    such an item without a copy:
-    numpy arrays and other out-of-band buffers are views of the shared
-    memory, lent to them until the last of them is gone (see
-    ``received_in_place``); keeping many of them alive keeps pool slots
-    busy, and later items then take objects of their own.
+    through the ring. A handle opened with ``pool=False`` never puts items
+    into slots (it still receives those others put there). A consumer
+    receives such an item without a copy: numpy arrays and other
+    out-of-band buffers are views of the shared memory, lent to them until
+    the last of them is gone (see ``received_in_place``); keeping many of
+    them alive keeps pool slots busy, and later items then take objects of
+    their own.
 
     ``auto_cleanup=True`` removes the queue when this object is closed and no
     other live process has it open. ``exclusive=True`` fails with
@@ -1267,17 +1267,6 @@ def _pool_flag(pool: bool) -> int:
     if not isinstance(pool, bool):
         raise TypeError(f"pool must be True or False, not {pool!r}")
     return 0 if pool else _lib.RB_OPEN_NO_POOL
-
-
-def received_in_place(obj: Any) -> bool:
-    """Whether ``obj`` (a numpy array, a memoryview, ...) was received
-    without a copy: its memory is shared memory a queue lent it (an item
-    larger than the ring, see ``SageQueue``), given back when the last
-    object using it is gone."""
-    base: Any = obj
-    while getattr(base, "base", None) is not None and not isinstance(base, memoryview):
-        base = base.base
-    return isinstance(base, memoryview) and isinstance(base.obj, _oob._Lent)
 
 
 # ---------------------------------------------------------------- module functions

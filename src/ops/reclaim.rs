@@ -49,23 +49,29 @@ impl View<'_> {
             .filter_map(|k| pool::lock_slot(name, k))
             .collect();
         crate::failpoint::hit("reclaim_locked");
-        if (unused.is_empty() && slots.is_empty()) || !self.stream_is_framed() {
+        if !self.stream_is_framed() {
             return Ok(0);
         }
-        let Some(referenced) = self.queued_side_ids()? else {
-            return Ok(0);
-        };
-        let queued = |id: &[u8]| referenced.iter().any(|r| r == id);
-        let freed = slots
-            .into_iter()
-            .filter(|slot| slot.reclaim(queued, trim_pool))
-            .count();
-        Ok(freed
-            + unused
-                .into_iter()
-                .filter(|u| !queued(&u.id))
-                .map(|u| usize::from(u.remove(name)))
-                .sum::<usize>())
+        // Free slots are nobody's: only claimed slots and one-shot objects
+        // need the queued frames, a walk as long as the queue (skipped at
+        // the opens of a queue whose slots are all free).
+        let mut freed = 0;
+        if !unused.is_empty() || slots.iter().any(pool::LockedSlot::is_claimed) {
+            let Some(referenced) = self.queued_side_ids()? else {
+                return Ok(0);
+            };
+            let queued = |id: &[u8]| referenced.iter().any(|r| r == id);
+            freed = slots.iter().filter(|s| s.free_if_orphan(queued)).count()
+                + unused
+                    .into_iter()
+                    .filter(|u| !queued(&u.id))
+                    .map(|u| usize::from(u.remove(name)))
+                    .sum::<usize>();
+        }
+        if trim_pool {
+            slots.iter().for_each(pool::LockedSlot::remove_if_free);
+        }
+        Ok(freed)
     }
 
     /// The ids of the side objects the queued descriptors name (the reader

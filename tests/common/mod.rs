@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use ring_buffer::Queue;
+use ring_buffer::{Error, Queue};
 
 /// A queue name no other test (or test run) uses. Its object is removed if
 /// the test process is interrupted (SIGINT, SIGTERM, SIGHUP) as well.
@@ -91,6 +91,20 @@ pub fn fresh(tag: &str, size: u32) -> (Queue, Cleanup) {
     let name = unique_name(tag);
     let q = Queue::create(&name, size).expect("create");
     (q, Cleanup(name))
+}
+
+/// Fills `q`'s ring with one message as long as the ring takes, then checks
+/// that `big` (longer than the ring) is refused while it is full: `Full` for
+/// a try, `Timeout` for a bounded send. Returns the filler, still queued.
+pub fn refused_while_full(q: &Queue, big: &[u8]) -> Vec<u8> {
+    let filler = vec![0u8; q.max_message_len() as usize];
+    q.send(&filler).unwrap();
+    assert_eq!(q.try_send(big), Err(Error::Full));
+    assert_eq!(
+        q.send_timeout(big, Duration::from_millis(20)),
+        Err(Error::Timeout)
+    );
+    filler
 }
 
 /// Runs `body` in a forked child that exits with its return value (101 if it
