@@ -36,13 +36,18 @@ thread_local! {
     static TID: Cell<u32> = const { Cell::new(0) };
 }
 
-/// The handler that forgets the cached id in forked children.
+/// This process's id, 0 until first asked (and again in a forked child,
+/// see `forget_ids`). Not modelled by loom: no model forks.
+static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The handler that forgets the cached ids in forked children.
 static FORK_HANDLER: NoWaitOnce = NoWaitOnce::new();
 
-/// Runs in the child after `fork`: its only thread has a new id, and the
-/// copy it inherited names the parent's thread.
-extern "C" fn forget_tid() {
+/// Runs in the child after `fork`: it is a new process, and its only thread
+/// has a new id; the copies it inherited name the parent and its thread.
+extern "C" fn forget_ids() {
     let _ = TID.try_with(|t| t.set(0));
+    PID.store(0, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The calling thread's kernel thread id (cached; one system call per
@@ -58,11 +63,27 @@ pub(crate) fn current_tid() -> u32 {
         // Cached only once `forget_tid` runs in forked children; until
         // then (for good in a child forked while another thread registered
         // it), one system call per lock.
-        if FORK_HANDLER.run(|| atfork::register(None, None, Some(forget_tid))) {
+        if FORK_HANDLER.run(|| atfork::register(None, None, Some(forget_ids))) {
             cached.set(tid);
         }
         tid
     })
+}
+
+/// The calling process's id (cached as `current_tid` is: `getpid` is a
+/// system call, and the pool asks several times per message).
+pub(crate) fn current_pid() -> u32 {
+    // Relaxed: the value is the same in every thread of this process; the
+    // fork handler runs in the child's only thread.
+    let pid = PID.load(std::sync::atomic::Ordering::Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    let pid = std::process::id();
+    if FORK_HANDLER.run(|| atfork::register(None, None, Some(forget_ids))) {
+        PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+    }
+    pid
 }
 
 /// The owners of the locks of one queue object: threads of processes that
@@ -311,13 +332,17 @@ pub(crate) mod tests {
     fn a_forked_child_gets_its_own_id() {
         let parent = current_tid();
         let (mut fds, parent_pid) = ([0; 2], std::process::id());
+        assert_eq!(current_pid(), parent_pid);
         // SAFETY: a pipe into a local array.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         // SAFETY: the child only computes its id, writes it and _exits.
         let child = unsafe { libc::fork() };
         if child == 0 {
             let tid = current_tid();
-            let ok = tid != parent && tid == std::process::id() && tid != parent_pid;
+            let ok = tid != parent
+                && tid == std::process::id()
+                && tid != parent_pid
+                && current_pid() == std::process::id();
             // SAFETY: write to our pipe, then leave without unwinding.
             unsafe {
                 libc::write(fds[1], [ok as u8].as_ptr().cast(), 1);
@@ -332,7 +357,8 @@ pub(crate) mod tests {
             libc::close(fds[0]);
             libc::close(fds[1]);
         }
-        assert_eq!(ok[0], 1, "the child's cached id must be its own");
+        assert_eq!(ok[0], 1, "the child's cached ids must be its own");
+        assert_eq!(current_pid(), parent_pid);
     }
 
     #[test]
