@@ -131,6 +131,7 @@ _put_msg = _lib.put_msg
 _get_msg = _lib.get_msg
 _get_msg_lease = _lib.get_msg_lease
 _Pieces = _oob.Pieces
+_array_pieces = _oob.array_pieces
 _dumps_large = _oob.dumps_large
 _LARGE = _oob.LARGE
 # Items the hot paths pickle at once: nothing out of band comes of them
@@ -577,6 +578,10 @@ class SageQueue:
                 self._put_pieces(self._pieces(item), block, timeout, "put")
                 return
             else:
+                pieces = _array_pieces(item, kind)
+                if pieces is not None:
+                    self._put_pieces(pieces, block, timeout, "put")
+                    return
                 buffers: List[pickle.PickleBuffer] = []
                 data = _pickle_dumps(item, _PROTOCOL, buffer_callback=buffers.append)
                 if len(data) >= _LARGE:
@@ -630,6 +635,9 @@ class SageQueue:
             return _pickle_dumps(item, _PROTOCOL)
         if self._large:
             return self._pieces(item)
+        pieces = _array_pieces(item, kind)
+        if pieces is not None:
+            return pieces
         buffers: List[pickle.PickleBuffer] = []
         data = _pickle_dumps(item, _PROTOCOL, buffer_callback=buffers.append)
         if len(data) >= _LARGE:
@@ -713,6 +721,10 @@ class SageQueue:
                     elif self._large or kind in _PLAIN:
                         add(self._pieces(item))
                     else:
+                        pieces = _array_pieces(item, kind)
+                        if pieces is not None:
+                            add(pieces)
+                            continue
                         data = _pickle_dumps(item, _PROTOCOL, buffer_callback=collect)
                         if len(data) >= _LARGE:
                             self._large = True

@@ -233,3 +233,78 @@ def test_bytes_addresses_are_where_ctypes_finds_them() -> None:
 
     for b in (b"a", b"xy" * 7, bytes(range(256)) * 300, pickle.dumps(list(range(100)))):
         assert _oob._bytes_address(b) == _oob._cast_address(b)
+
+
+def _message(pieces: Any) -> bytes:
+    """The bytes a message of ``pieces`` holds (what put_msgv writes)."""
+    import ctypes
+
+    try:
+        return b"".join(ctypes.string_at(a, n) for a, n in zip(pieces.addresses, pieces.lengths))
+    finally:
+        pieces.release()
+
+
+def test_arrays_made_from_a_remembered_prefix_are_the_generic_message() -> None:
+    """``array_pieces`` reuses the header and pickle of the first array of
+    each dtype, shape and writability: every message it makes, the first and
+    the reused ones, is byte for byte the generic path's (``Pieces`` of
+    ``pickle.dumps``), and it declines (None) the arrays it does not cover."""
+    from sage_queue import _oob
+
+    rng = np.random.default_rng(7)
+    readonly = np.arange(4096, dtype=np.int16)
+    readonly.flags.writeable = False
+    covered: List[Any] = [
+        np.arange(10, dtype=np.int32),
+        np.array(7, dtype=np.int64),  # 0-d
+        rng.standard_normal((512, 300)),
+        rng.integers(0, 255, (300, 301), dtype=np.uint8),
+        (rng.standard_normal(5000) + 1j).astype(np.complex64),
+        rng.standard_normal((64, 64, 8)).astype(np.float32) > 0,
+        readonly,
+        np.arange(4096, dtype=np.int16),  # the same kind, writable
+        np.arange(10, dtype=np.uint32),  # the same shape, another dtype
+    ]
+    for round_ in range(2):  # made, then from the remembered prefix
+        for item in covered:
+            buffers: List[pickle.PickleBuffer] = []
+            data = pickle.dumps(item, _oob.PROTOCOL, buffer_callback=buffers.append)
+            generic = _message(_oob.Pieces([data], buffers))
+            fast = _oob.array_pieces(item, type(item))
+            assert fast is not None, (round_, item.dtype, item.shape)
+            assert (fast.nbytes, fast.inband) == (len(generic), len(data))
+            assert _message(fast) == generic, (round_, item.dtype, item.shape)
+            got = _oob.loads(memoryview(bytearray(generic)), owned=True)
+            assert same(item, got) and got.flags.writeable == item.flags.writeable
+
+    class Sub(np.ndarray):
+        pass
+
+    big = rng.standard_normal((64, 64))
+    declined: List[Any] = [
+        np.asfortranarray(big),  # F order
+        big[::2, ::3],  # not contiguous
+        big.view(Sub),  # a subclass pickles its own way
+        np.array([{"a": 1}, None], dtype=object),
+        np.zeros(3, dtype=[("x", "<i4"), ("y", "<f8")]),  # structured
+        np.arange(5, dtype=">i4"),  # not the native byte order: not built in
+        np.zeros((0, 3)),  # no data
+    ]
+    for item in declined:
+        assert _oob.array_pieces(item, type(item)) is None, (item.dtype, item.shape)
+    assert _oob.array_pieces([1, 2], list) is None
+    assert _oob.array_pieces(np.float64(3.5), np.float64) is None  # a scalar
+
+
+def test_remembered_array_prefixes_are_bounded(make_queue: Callable[..., SageQueue]) -> None:
+    """Arrays of ever new shapes do not grow the remembered prefixes without
+    bound, and each still arrives intact."""
+    from sage_queue import _oob
+
+    q = make_queue()
+    for n in range(1, 2 * _oob._ARRAY_PREFIXES_MAX + 2):
+        item = np.full(n, n, dtype=np.int32)
+        q.put(item)
+        assert same(item, q.get(timeout=10))
+        assert len(_oob._ARRAY_PREFIXES) <= _oob._ARRAY_PREFIXES_MAX
