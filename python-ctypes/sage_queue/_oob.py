@@ -287,19 +287,65 @@ def loads(payload: memoryview, owned: bool) -> Any:
         view = payload[at : at + size]
         buffers.append(view if owned else bytearray(view))
         at += size
-    return pickle.loads(data, buffers=buffers)
+    if count != 1:
+        return pickle.loads(data, buffers=buffers)
+    key = bytes(data)
+    layout = _ARRAY_LAYOUTS.get(key)
+    if layout is not None:
+        # What numpy's _frombuffer does with these arguments (see
+        # array_layout).
+        frombuffer, dtype, shape, readonly = layout
+        buffer = buffers[0]
+        return frombuffer(memoryview(buffer).toreadonly() if readonly else buffer, dtype).reshape(shape)
+    item = pickle.loads(data, buffers=buffers)
+    layout = array_layout(item, key)
+    if layout is not None:
+        if len(_ARRAY_LAYOUTS) >= _ARRAY_PREFIXES_MAX:
+            _ARRAY_LAYOUTS.clear()
+        _ARRAY_LAYOUTS[key] = layout
+    return item
+
+
+#: How to rebuild the arrays of the array pickles seen (see array_layout).
+_ARRAY_LAYOUTS: Dict[bytes, Tuple[Callable[..., Any], Any, Tuple[int, ...], bool]] = {}
+
+
+def _out_of_band(_: pickle.PickleBuffer) -> bool:
+    return False
+
+
+def array_layout(item: Any, pickled: bytes) -> Optional[Tuple[Callable[..., Any], Any, Tuple[int, ...], bool]]:
+    """If ``pickled`` (the pickle of a one-buffer message) is what numpy
+    makes for ``item``, the C-contiguous array it unpickled to (see
+    ``array_pieces``): numpy's ``frombuffer``, the
+    dtype, the shape and whether it is read-only. The pickle of such an
+    array is ``_frombuffer(<buffer>, dtype, shape, 'C')``, which is
+    ``frombuffer(buffer, dtype).reshape(shape)``: the consumer's next
+    arrays of the same pickle are built so, ~2 us instead of unpickling's
+    ~3-5. Checked by pickling ``item`` again: only a pickle that is byte
+    for byte numpy's pickle of such an array is remembered."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None or type(item) is not numpy.ndarray:
+        return None
+    # (Its dtype is not the built-in object: unpickling makes a copy. The
+    # arrays rebuilt share it: not for structured dtypes, whose field
+    # names can be changed.)
+    dtype = item.dtype
+    if not item.flags.c_contiguous or dtype.hasobject or dtype.names is not None or not item.nbytes:
+        return None
+    if pickle.dumps(item, PROTOCOL, buffer_callback=_out_of_band) != pickled:
+        return None
+    return numpy.frombuffer, dtype, item.shape, not item.flags.writeable
 
 
 def loads_any(payload: memoryview) -> Any:
     """Unpickles a message that may carry out-of-band buffers (see _oob);
     its buffers are used in place when ``payload`` maps the item's own side
-    object, copied otherwise."""
-    try:
-        return pickle.loads(payload)
-    except pickle.UnpicklingError:
-        if bytes(payload[: len(MAGIC)]) != MAGIC:
-            raise
+    object, copied otherwise. (The magic first: 0xff is no pickle opcode,
+    and a failed ``pickle.loads`` costs ~1.5 us.)"""
+    if bytes(payload[: len(MAGIC)]) == MAGIC:
         return loads(payload, owned=isinstance(payload.obj, _Lent))
+    return pickle.loads(payload)
 
 
 class _Lent:

@@ -235,6 +235,10 @@ def test_bytes_addresses_are_where_ctypes_finds_them() -> None:
         assert _oob._bytes_address(b) == _oob._cast_address(b)
 
 
+class _SubArray(np.ndarray):
+    """An ndarray subclass (module level: pickled by reference)."""
+
+
 def _message(pieces: Any) -> bytes:
     """The bytes a message of ``pieces`` holds (what put_msgv writes)."""
     import ctypes
@@ -275,24 +279,39 @@ def test_arrays_made_from_a_remembered_prefix_are_the_generic_message() -> None:
             assert fast is not None, (round_, item.dtype, item.shape)
             assert (fast.nbytes, fast.inband) == (len(generic), len(data))
             assert _message(fast) == generic, (round_, item.dtype, item.shape)
-            got = _oob.loads(memoryview(bytearray(generic)), owned=True)
-            assert same(item, got) and got.flags.writeable == item.flags.writeable
-
-    class Sub(np.ndarray):
-        pass
+            # The consumer: unpickled the first time, then rebuilt from the
+            # remembered layout; the same array either way.
+            for owned in (True, False):
+                got = _oob.loads(memoryview(bytearray(generic)), owned=owned)
+                assert same(item, got) and got.flags.writeable == item.flags.writeable
+                assert got.flags.c_contiguous and got.base is not None
+            assert _oob._ARRAY_LAYOUTS[data][1:] == (item.dtype, item.shape, not item.flags.writeable)
 
     big = rng.standard_normal((64, 64))
     declined: List[Any] = [
         np.asfortranarray(big),  # F order
         big[::2, ::3],  # not contiguous
-        big.view(Sub),  # a subclass pickles its own way
+        big.view(_SubArray),  # a subclass pickles its own way
         np.array([{"a": 1}, None], dtype=object),
         np.zeros(3, dtype=[("x", "<i4"), ("y", "<f8")]),  # structured
         np.arange(5, dtype=">i4"),  # not the native byte order: not built in
         np.zeros((0, 3)),  # no data
     ]
-    for item in declined:
+    for k, item in enumerate(declined):
         assert _oob.array_pieces(item, type(item)) is None, (item.dtype, item.shape)
+        buffers = []
+        data = pickle.dumps(item, _oob.PROTOCOL, buffer_callback=buffers.append)
+        if buffers:
+            message = _message(_oob.Pieces([data], buffers))
+            for _ in range(2):
+                assert same(item, _oob.loads(memoryview(bytearray(message)), owned=True))
+        if k < 5:  # the consumer unpickles these every time (see array_layout)
+            assert data not in _oob._ARRAY_LAYOUTS
+    buffers = []
+    data = pickle.dumps(pickle.PickleBuffer(bytearray(b"z" * 1000)), _oob.PROTOCOL, buffer_callback=buffers.append)
+    message = _message(_oob.Pieces([data], buffers))
+    assert bytes(_oob.loads(memoryview(bytearray(message)), owned=True)) == b"z" * 1000
+    assert data not in _oob._ARRAY_LAYOUTS
     assert _oob.array_pieces([1, 2], list) is None
     assert _oob.array_pieces(np.float64(3.5), np.float64) is None  # a scalar
 
