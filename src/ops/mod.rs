@@ -12,6 +12,8 @@ mod legacy;
 mod loom_lock_models;
 #[cfg(all(test, loom))]
 mod loom_models;
+#[cfg(all(test, not(any(loom, miri))))]
+mod patience_tests;
 mod readiness;
 mod reclaim;
 mod recv;

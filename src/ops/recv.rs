@@ -189,6 +189,8 @@ impl View<'_> {
         let mut pos = head;
         let mut received = 0;
         let mut done = Vec::new();
+        // The length of the last message taken, if it went out of line.
+        let mut last_large = None;
         loop {
             if received > 0 && received >= sink.max_count() {
                 break;
@@ -222,6 +224,7 @@ impl View<'_> {
                     crate::failpoint::hit("reader_mid_copy");
                     pos += frame_len(len);
                     received += 1;
+                    last_large = None;
                 }
                 Next::Large(d, frame) => {
                     // Too large for this sink (Python's first try with its
@@ -252,6 +255,7 @@ impl View<'_> {
                         });
                         pos += frame;
                         received += 1;
+                        last_large = Some(u64::from(len));
                         continue;
                     };
                     // Not consumed yet: dropping it now frees nothing.
@@ -281,6 +285,7 @@ impl View<'_> {
                     });
                     pos += frame;
                     received += 1;
+                    last_large = Some(u64::from(len));
                 }
                 // The last frame is incomplete. A legacy producer may be
                 // half-way through writing it in two calls; but if the
@@ -302,6 +307,7 @@ impl View<'_> {
             };
         }
         self.publish(Role::Reader, head, pos, Frames::Whole(received as u64));
+        super::wait::note_received(last_large);
         Ok(Attempt::Received(received, done))
     }
 }

@@ -1,6 +1,9 @@
 //! Waiting for room or for messages: a short spin, then sleep on a shared
 //! futex. Producers and consumers issue a wake-up only when the other side
-//! has a sleeper, so a streaming queue makes no system calls at all.
+//! has a sleeper, so a streaming queue makes no system calls at all. A
+//! consumer whose last message went out of line yields a while longer
+//! before it sleeps ([`note_received`]): the next such message is usually
+//! a copy's time away, and a sleeping consumer costs its producer a wake-up.
 //!
 //! The sleep protocol is Dekker-style. A sleeper reads the sequence word,
 //! raises the "wanted" flag, issues a store-load fence, re-checks the counter
@@ -21,6 +24,7 @@
 //! [`shut_down`]) works on the extension block alone, so that the loom
 //! models (`loom_models.rs`, `make test-loom`) run this very code.
 
+use std::cell::Cell;
 use std::hint::spin_loop;
 // The header's counters: std atomics whatever the build (see crate::sync::atomic).
 use std::sync::atomic::AtomicU64 as HeaderWord;
@@ -40,6 +44,13 @@ const SPINS: u32 = 256;
 /// answers within these few microseconds, and on an oversubscribed machine
 /// yielding lets it run.
 const YIELDS: u32 = 16;
+/// A consumer whose last message went out of line keeps yielding, before
+/// it sleeps, for about as long as its producer takes to write the next one
+/// (its length at this many bytes per nanosecond, a memcpy's pace here with
+/// room for the producer's other work)...
+const PATIENCE_BYTES_PER_NS: u64 = 8;
+/// ...but at most this long (a 2 MiB message's worth).
+pub(super) const MAX_PATIENCE_NS: u64 = 250_000;
 /// Legacy objects have no sleeper counts, and legacy-library peers never
 /// wake anybody: sleeps there last at most this long before re-checking.
 const LEGACY_SLEEP_NS: u64 = 10_000_000;
@@ -47,6 +58,29 @@ const LEGACY_SLEEP_NS: u64 = 10_000_000;
 /// a waker that skipped its fence (`sync::barrier`): it sleeps at most this
 /// long before re-checking.
 const UNFENCED_SLEEP_NS: u64 = 1_000_000;
+
+thread_local! {
+    /// How long this thread, as a consumer, yields beyond [`YIELDS`] before
+    /// it sleeps (see [`note_received`]).
+    static PATIENCE_NS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// After a consumer's receive: `large` is the length of its last message if
+/// that went out of line. A consumer of large messages that sleeps between
+/// them makes its producer pay a `futex` wake-up and an IPI (the sleeper's
+/// membarrier) per message, about a sixth of a 1 MiB put here; yielding
+/// until the next one arrives, as iceoryx2's subscribers poll, spares the
+/// producer both. Small messages keep the short spin: a yielding waiter can
+/// delay a peer that shares its core.
+pub(super) fn note_received(large: Option<u64>) {
+    let ns = large.map_or(0, |len| (len / PATIENCE_BYTES_PER_NS).min(MAX_PATIENCE_NS));
+    let _ = PATIENCE_NS.try_with(|p| p.set(ns));
+}
+
+/// This thread's patience as a consumer (see [`note_received`]).
+pub(super) fn patience_ns() -> u64 {
+    PATIENCE_NS.try_with(Cell::get).unwrap_or(0)
+}
 
 impl View<'_> {
     /// Waits until `counter` moves away from `seen` (or the queue is shut
@@ -88,6 +122,20 @@ impl View<'_> {
             unsafe { libc::sched_yield() };
             if ready() {
                 return Ok(());
+            }
+        }
+        let patience = match role {
+            Role::Reader => patience_ns(),
+            Role::Writer => 0,
+        };
+        if patience > 0 {
+            let until = Deadline::after_ns(patience).or_earlier(wait.deadline());
+            while !until.expired() {
+                // SAFETY: as above.
+                unsafe { libc::sched_yield() };
+                if ready() {
+                    return Ok(());
+                }
             }
         }
         if wait.expired() {

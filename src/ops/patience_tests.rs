@@ -1,0 +1,80 @@
+//! A consumer whose last message went out of line yields, instead of
+//! sleeping, for about as long as the next such message takes to write
+//! (`wait::note_received`); after a message that travelled in the ring it
+//! sleeps after the short spin, as before. Told apart by the reader's wait
+//! count, which moves only on the way to a futex sleep: no timing is
+//! asserted beyond deadlines far from the patience.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use super::wait::{note_received, patience_ns, MAX_PATIENCE_NS};
+use crate::error::Error;
+use crate::Queue;
+
+/// Removes the test's queue whatever happens.
+struct Removed(String);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = Queue::remove(&self.0);
+    }
+}
+
+#[test]
+fn patience_follows_the_last_message_and_is_bounded() {
+    note_received(Some(1 << 20));
+    assert_eq!(patience_ns(), (1 << 20) / 8);
+    note_received(Some(64 << 20));
+    assert_eq!(patience_ns(), MAX_PATIENCE_NS);
+    note_received(None);
+    assert_eq!(patience_ns(), 0);
+    // Per thread: another thread's large message leaves this one's alone.
+    std::thread::spawn(|| note_received(Some(1 << 20)))
+        .join()
+        .unwrap();
+    assert_eq!(patience_ns(), 0);
+}
+
+#[test]
+fn a_consumer_of_large_messages_yields_and_one_of_small_messages_sleeps() {
+    let name = format!("rbtest_patience_{}", std::process::id());
+    let _removed = Removed(name.clone());
+    let q = Queue::create(&name, 4096).unwrap();
+    let ext = q.view().ext.expect("a version-2 queue");
+    let large = vec![7u8; 4 << 20];
+
+    // After a message that went out of line: a wait shorter than the
+    // patience (250 us) ends by its deadline without a sleep.
+    q.send(&large).unwrap();
+    assert_eq!(q.recv().unwrap().len(), large.len());
+    assert_eq!(patience_ns(), MAX_PATIENCE_NS);
+    let waits = ext.reader.waits.load(SeqCst);
+    assert_eq!(
+        q.recv_timeout(Duration::from_micros(150)),
+        Err(Error::Timeout)
+    );
+    assert_eq!(
+        ext.reader.waits.load(SeqCst),
+        waits,
+        "slept within its patience"
+    );
+
+    // A longer wait sleeps once the patience is spent.
+    assert_eq!(
+        q.recv_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    );
+    assert!(ext.reader.waits.load(SeqCst) > waits, "never slept");
+
+    // After a message in the ring: the short spin, then a sleep.
+    q.send(b"small").unwrap();
+    assert_eq!(q.recv().unwrap(), b"small");
+    assert_eq!(patience_ns(), 0);
+    let waits = ext.reader.waits.load(SeqCst);
+    assert_eq!(
+        q.recv_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    );
+    assert!(ext.reader.waits.load(SeqCst) > waits, "never slept");
+}
