@@ -79,6 +79,8 @@ _release_buffer = ctypes.pythonapi.PyBuffer_Release
 _release_buffer.argtypes = [POINTER(_PyBuffer)]
 _release_buffer.restype = None
 _PYBUF_SIMPLE = 0
+_c_char = ctypes.c_char
+_addressof = ctypes.addressof
 
 
 def _cast_address(b: bytes) -> int:
@@ -113,7 +115,7 @@ class Pieces:
 
     def __init__(self, chunks: Sequence[bytes], buffers: Sequence[pickle.PickleBuffer]) -> None:
         raws = [b.raw() for b in buffers]  # contiguous bytes ('B') views
-        held: List[bytes] = []
+        held: List[Any] = []  # bytes, and ctypes objects holding exports
         exports: List[_PyBuffer] = []
         addresses: List[int] = []
         lengths: List[int] = []
@@ -169,21 +171,33 @@ class Pieces:
         for view in self._exports:
             _release_buffer(ctypes.byref(view))
         self._exports = []
+        self._held = []  # (with them, exports held by ctypes objects)
 
     @classmethod
     def of_array(cls, prefix: bytes, inband: int, array: Any) -> "Pieces":
         """The pieces of a C-contiguous array's message: ``prefix`` (its
         header, pickle and padding, see ``array_pieces``), then the array's
         data, exported until ``release``."""
-        view = _PyBuffer()
-        if _get_buffer(array, ctypes.byref(view), _PYBUF_SIMPLE) != 0:
-            raise BufferError("cannot address the array's data")
         self = cls.__new__(cls)
-        self._held = [prefix]
-        self._exports = [view]
-        self.addresses = [_bytes_address(prefix), int(view.buf or 0)]
-        self.lengths = [len(prefix), view.len]
-        self.nbytes = len(prefix) + view.len
+        try:
+            # A writable array: a ctypes object over its first byte holds
+            # the export (~0.35 us; a Py_buffer through ctypes ~1 us).
+            holder = _c_char.from_buffer(array)
+        except TypeError:  # read-only
+            view = _PyBuffer()
+            if _get_buffer(array, ctypes.byref(view), _PYBUF_SIMPLE) != 0:
+                raise BufferError("cannot address the array's data") from None
+            self._held = [prefix]
+            self._exports = [view]
+            address = int(view.buf or 0)
+        else:
+            self._held = [prefix, holder]
+            self._exports = []
+            address = _addressof(holder)
+        size = array.nbytes
+        self.addresses = [_bytes_address(prefix), address]
+        self.lengths = [len(prefix), size]
+        self.nbytes = len(prefix) + size
         self.inband = inband
         return self
 

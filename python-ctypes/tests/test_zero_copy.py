@@ -327,3 +327,31 @@ def test_remembered_array_prefixes_are_bounded(make_queue: Callable[..., SageQue
         q.put(item)
         assert same(item, q.get(timeout=10))
         assert len(_oob._ARRAY_PREFIXES) <= _oob._ARRAY_PREFIXES_MAX
+
+
+def test_a_put_array_is_let_go_of(make_queue: Callable[..., SageQueue]) -> None:
+    """After put returns, the queue holds no export of the array's memory:
+    numpy may resize it in place (it refuses while anything references
+    the array), writable or not, sent whole or in a batch."""
+    q = make_queue()
+    for writable in (True, False):
+        for put in (q.put, lambda item: q.put_many([item])):
+            item = np.arange(70000, dtype=np.float64)
+            item.flags.writeable = writable
+            put(item)
+            item.flags.writeable = True
+            item.resize(10)  # refcheck: ValueError if still referenced
+            got = q.get(timeout=10)
+            assert got.shape == (70000,) and got[69999] == 69999.0
+    # Released pieces let go at once, even while they are still referenced.
+    from sage_queue import _oob
+
+    for writable in (True, False):
+        item = np.arange(70000, dtype=np.float64)
+        item.flags.writeable = writable
+        pieces = _oob.array_pieces(item, np.ndarray)
+        assert pieces is not None
+        pieces.release()
+        item.flags.writeable = True
+        item.resize(10)
+        del pieces
