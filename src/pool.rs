@@ -468,13 +468,19 @@ impl Pool {
         slot: Arc<SlotFile>,
         len: u64,
     ) -> Option<Claim> {
+        let Ok(map) = slot.map_covering(0) else {
+            return None;
+        };
+        // A slot claimed now would fail the claim below: not worth the two
+        // `flock`s (a consumer still holding its last message keeps one or
+        // two slots busy, which a producer met on nearly every put). Relaxed:
+        // only a hint; the compare-and-swap decides.
+        if header(&map).state.load(Relaxed) != 0 {
+            return None;
+        }
         if !slot.hold(false) {
             return None;
         }
-        let Ok(map) = slot.map_covering(0) else {
-            slot.unhold();
-            return None;
-        };
         let gen = match header(&map)
             .generations
             .fetch_add(1, Relaxed)
