@@ -3,7 +3,9 @@
 //! Any number of producer and consumer **processes** (and threads) share a
 //! queue by name. Every message is delivered exactly once, whole, and in
 //! each producer's order; waiting senders and receivers sleep on shared
-//! futexes instead of polling; a process killed at any instant, holding any
+//! futexes instead of polling (after a short spin; longer, up to 250 us of
+//! yielding, for a receiver of messages larger than the ring); a process
+//! killed at any instant, holding any
 //! lock, costs at most its own in-flight message. Queues live in `/dev/shm`
 //! as `sage_ringbuf_<name>` until removed.
 //!
