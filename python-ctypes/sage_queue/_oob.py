@@ -305,23 +305,23 @@ def loads(payload: memoryview, owned: bool) -> Any:
         return pickle.loads(data, buffers=buffers)
     key = bytes(data)
     layout = _ARRAY_LAYOUTS.get(key)
-    if layout is not None:
+    if layout:
         # What numpy's _frombuffer does with these arguments (see
         # array_layout).
         frombuffer, dtype, shape, readonly = layout
         buffer = buffers[0]
         return frombuffer(memoryview(buffer).toreadonly() if readonly else buffer, dtype).reshape(shape)
     item = pickle.loads(data, buffers=buffers)
-    layout = array_layout(item, key)
-    if layout is not None:
+    if layout is None:  # a pickle not seen yet
         if len(_ARRAY_LAYOUTS) >= _ARRAY_PREFIXES_MAX:
             _ARRAY_LAYOUTS.clear()
-        _ARRAY_LAYOUTS[key] = layout
+        _ARRAY_LAYOUTS[key] = array_layout(item, key) or False
     return item
 
 
-#: How to rebuild the arrays of the array pickles seen (see array_layout).
-_ARRAY_LAYOUTS: Dict[bytes, Tuple[Callable[..., Any], Any, Tuple[int, ...], bool]] = {}
+#: How to rebuild the arrays of the pickles seen (see array_layout); False
+#: for pickles that are not so rebuilt (each is looked at once).
+_ARRAY_LAYOUTS: Dict[bytes, Any] = {}
 
 
 def _out_of_band(_: pickle.PickleBuffer) -> bool:

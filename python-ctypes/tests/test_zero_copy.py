@@ -306,12 +306,12 @@ def test_arrays_made_from_a_remembered_prefix_are_the_generic_message() -> None:
             for _ in range(2):
                 assert same(item, _oob.loads(memoryview(bytearray(message)), owned=True))
         if k < 5:  # the consumer unpickles these every time (see array_layout)
-            assert data not in _oob._ARRAY_LAYOUTS
+            assert not _oob._ARRAY_LAYOUTS.get(data)
     buffers = []
     data = pickle.dumps(pickle.PickleBuffer(bytearray(b"z" * 1000)), _oob.PROTOCOL, buffer_callback=buffers.append)
     message = _message(_oob.Pieces([data], buffers))
     assert bytes(_oob.loads(memoryview(bytearray(message)), owned=True)) == b"z" * 1000
-    assert data not in _oob._ARRAY_LAYOUTS
+    assert _oob._ARRAY_LAYOUTS.get(data) is False
     assert _oob.array_pieces([1, 2], list) is None
     assert _oob.array_pieces(np.float64(3.5), np.float64) is None  # a scalar
 
@@ -355,3 +355,26 @@ def test_a_put_array_is_let_go_of(make_queue: Callable[..., SageQueue]) -> None:
         item.flags.writeable = True
         item.resize(10)
         del pieces
+
+
+def test_a_pickle_is_judged_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The consumer looks at each pickle once: one that is not rebuilt from
+    a layout (here an F-order array's) is not pickled again at every
+    message to find that out."""
+    from sage_queue import _oob
+
+    calls: List[bytes] = []
+    judge = _oob.array_layout
+
+    def counted(item: Any, key: bytes) -> Any:
+        calls.append(key)
+        return judge(item, key)
+
+    monkeypatch.setattr(_oob, "array_layout", counted)
+    item = np.asfortranarray(np.arange(12.0).reshape(3, 4) + 0.25)
+    buffers: List[pickle.PickleBuffer] = []
+    data = pickle.dumps(item, _oob.PROTOCOL, buffer_callback=buffers.append)
+    message = _message(_oob.Pieces([data], buffers))
+    for _ in range(3):
+        assert same(item, _oob.loads(memoryview(bytearray(message)), owned=True))
+    assert calls == [data]
