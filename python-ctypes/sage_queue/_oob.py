@@ -32,7 +32,7 @@ import ctypes
 import pickle
 import struct
 import sys
-from ctypes import POINTER, c_char_p, c_int, c_ssize_t, c_void_p
+from ctypes import POINTER, c_char_p, c_int, c_ssize_t, c_uint32, c_void_p
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _lib
@@ -104,6 +104,11 @@ else:  # pragma: no cover (another interpreter's layout)
 del _probe
 
 
+#: ``Pieces.vectors``' C array types by count (ctypes keeps every array
+#: type it makes anyway).
+_VECTOR_TYPES: Dict[int, Tuple[Any, Any]] = {}
+
+
 class Pieces:
     """The pieces of one message and their addresses, holding the objects
     they point into (``Py_buffer`` exports) until ``release``: the pickle
@@ -172,6 +177,16 @@ class Pieces:
             _release_buffer(ctypes.byref(view))
         self._exports = []
         self._held = []  # (with them, exports held by ctypes objects)
+
+    def vectors(self) -> Tuple[Any, Any, int]:
+        """``ring_buffer_put_msgv``'s arguments: the addresses and the
+        lengths as C arrays, and their count (the array types made once per
+        count: ``c_void_p * n`` costs ~0.35 us a call)."""
+        n = len(self.addresses)
+        types = _VECTOR_TYPES.get(n)
+        if types is None:
+            types = _VECTOR_TYPES[n] = (c_void_p * n, c_uint32 * n)
+        return types[0](*self.addresses), types[1](*self.lengths), n
 
     @classmethod
     def of_array(cls, prefix: bytes, inband: int, array: Any) -> "Pieces":

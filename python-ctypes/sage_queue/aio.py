@@ -400,15 +400,9 @@ async def put_async(q: Any, item: Any, timeout: Optional[float] = None) -> None:
     try:
         # Out-of-band buffers or large bytes (see _oob) come as pieces:
         # written once, straight into shared memory, as put() writes them.
-        await _put_one(q, data, None if type(data) is bytes else _vectors(data), timeout)
+        await _put_one(q, data, None if type(data) is bytes else data.vectors(), timeout)
     finally:
         _oob.release_all([data])
-
-
-def _vectors(pieces: _oob.Pieces) -> Tuple[Any, Any, int]:
-    """``ring_buffer_put_msgv``'s arrays (addresses, lengths, count)."""
-    n = len(pieces.addresses)
-    return (ctypes.c_void_p * n)(*pieces.addresses), (ctypes.c_uint32 * n)(*pieces.lengths), n
 
 
 async def _put_one(q: Any, data: Any, vectors: Optional[Tuple[Any, Any, int]], timeout: Optional[float]) -> None:
@@ -505,7 +499,7 @@ async def _put_payloads(q: Any, payloads: List[Any], timeout: Optional[float]) -
                 batch = _fitting(sizes, inline, done, q.maxsize)
                 rc = _lib.put_packed(q._handle, base + offsets[done], lens_base + 4 * done, batch, 0)
             else:
-                rc = _lib.put_msgv(q._handle, *_vectors(payloads[done]), 0)
+                rc = _lib.put_msgv(q._handle, *payloads[done].vectors(), 0)
                 if rc == RB_OK:
                     rc = 1
             if rc > 0:

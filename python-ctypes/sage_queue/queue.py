@@ -609,9 +609,7 @@ class SageQueue:
     def _put_pieces(self, pieces: _oob.Pieces, block: bool, timeout: Optional[float], what: str) -> None:
         """Puts one message given as pieces (``ring_buffer_put_msgv``)."""
         try:
-            count = len(pieces.addresses)
-            parts = (c_void_p * count)(*pieces.addresses)
-            lens = (c_uint32 * count)(*pieces.lengths)
+            parts, lens, count = pieces.vectors()
             wait_ns, deadline = _first_wait(block, timeout)
             if block and timeout is None:
                 wait_ns = _SLICE_NS
@@ -831,9 +829,7 @@ class SageQueue:
             if any_large and alone[done]:
                 one = payloads[done]
                 if type(one) is _Pieces:
-                    n = len(one.addresses)
-                    rc = _lib.put_msgv(handle, (c_void_p * n)(*one.addresses), (c_uint32 * n)(*one.lengths), n,
-                                       wait_ns)
+                    rc = _lib.put_msgv(handle, *one.vectors(), wait_ns)
                 else:
                     rc = _put_msg(handle, one, sizes[done], wait_ns)
                 if rc == RB_OK:
