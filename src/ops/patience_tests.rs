@@ -1,7 +1,8 @@
 //! A consumer whose last message went out of line yields, instead of
 //! sleeping, for about as long as the next such message takes to write
-//! (`wait::note_received`); after a message that travelled in the ring it
-//! sleeps after the short spin, as before. Told apart by the reader's wait
+//! (`wait::note_received`), once: a patience spent without a message is
+//! not renewed until the next large message. After a message that travelled
+//! in the ring it sleeps after the short spin, as before. Told apart by the reader's wait
 //! count, which moves only on the way to a futex sleep: no timing is
 //! asserted beyond deadlines far from the patience.
 
@@ -60,12 +61,20 @@ fn a_consumer_of_large_messages_yields_and_one_of_small_messages_sleeps() {
         "slept within its patience"
     );
 
-    // A longer wait sleeps once the patience is spent.
+    // Cut short by its deadline, that wait left the patience whole.
+    assert_eq!(patience_ns(), MAX_PATIENCE_NS);
+
+    // A longer wait sleeps once the patience is spent, and spends it: the
+    // next waits sleep after the short spin until the next large message.
     assert_eq!(
         q.recv_timeout(Duration::from_millis(50)),
         Err(Error::Timeout)
     );
     assert!(ext.reader.waits.load(SeqCst) > waits, "never slept");
+    assert_eq!(patience_ns(), 0);
+    q.send(&large).unwrap();
+    assert_eq!(q.recv().unwrap().len(), large.len());
+    assert_eq!(patience_ns(), MAX_PATIENCE_NS);
 
     // After a message in the ring: the short spin, then a sleep.
     q.send(b"small").unwrap();

@@ -129,13 +129,20 @@ impl View<'_> {
             Role::Writer => 0,
         };
         if patience > 0 {
-            let until = Deadline::after_ns(patience).or_earlier(wait.deadline());
+            let spent = Deadline::after_ns(patience);
+            let until = spent.or_earlier(wait.deadline());
             while !until.expired() {
                 // SAFETY: as above.
                 unsafe { libc::sched_yield() };
                 if ready() {
                     return Ok(());
                 }
+            }
+            if spent.expired() {
+                // Nothing came within it: the producer has stopped for now.
+                // Later waits (Python's come in 100 ms slices) sleep after
+                // the short spin until the next large message.
+                note_received(None);
             }
         }
         if wait.expired() {
