@@ -221,6 +221,8 @@ pub(crate) struct Mapping {
     id: FileId,
     /// This process's slots of the queue's pool.
     pool: Pool,
+    /// This handle's patience as a consumer (see `View::patience`).
+    patience: std::sync::atomic::AtomicU64,
 }
 
 impl Mapping {
@@ -261,6 +263,7 @@ impl Mapping {
                 ino: st.st_ino,
             },
             pool: Pool::new(access.pool),
+            patience: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -317,6 +320,7 @@ impl Mapping {
                 ino: st.st_ino,
             },
             pool: Pool::new(access.pool),
+            patience: std::sync::atomic::AtomicU64::new(0),
         };
         mapping.view().validate_extension()?;
         mapping.view().note_pid_namespace();
@@ -338,6 +342,7 @@ impl Mapping {
             name: Some(&self.name),
             file: Some(self.id),
             pool: Some(&self.pool),
+            patience: Some(&self.patience),
             ..view
         }
     }

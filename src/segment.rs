@@ -99,6 +99,10 @@ pub(crate) struct View<'a> {
     /// This process's slots of the queue's pool (`crate::pool`); `None` for
     /// a bare view of bytes.
     pub(crate) pool: Option<&'a Pool>,
+    /// This handle's patience as a consumer (`crate::ops::wait`): how long
+    /// its waits for messages yield before they sleep. Process-local; `None`
+    /// for a bare view of bytes (no patience).
+    pub(crate) patience: Option<&'a std::sync::atomic::AtomicU64>,
 }
 
 impl<'a> View<'a> {
@@ -140,6 +144,7 @@ impl<'a> View<'a> {
             name: None,
             file: None,
             pool: None,
+            patience: None,
         }
     }
 

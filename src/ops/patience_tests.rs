@@ -1,6 +1,6 @@
 //! A consumer whose last message went out of line yields, instead of
 //! sleeping, for about as long as the next such message takes to write
-//! (`wait::note_received`), once: a patience spent without a message is
+//! (`View::note_received`), once: a patience spent without a message is
 //! not renewed until the next large message. After a message that travelled
 //! in the ring it sleeps after the short spin, as before. Told apart by the reader's wait
 //! count, which moves only on the way to a futex sleep: no timing is
@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use super::wait::{note_received, patience_ns, MAX_PATIENCE_NS};
+use super::wait::MAX_PATIENCE_NS;
 use crate::error::Error;
 use crate::Queue;
 
@@ -23,18 +23,24 @@ impl Drop for Removed {
 }
 
 #[test]
-fn patience_follows_the_last_message_and_is_bounded() {
-    note_received(Some(1 << 20));
-    assert_eq!(patience_ns(), (1 << 20) / 8);
-    note_received(Some(64 << 20));
-    assert_eq!(patience_ns(), MAX_PATIENCE_NS);
-    note_received(None);
-    assert_eq!(patience_ns(), 0);
-    // Per thread: another thread's large message leaves this one's alone.
-    std::thread::spawn(|| note_received(Some(1 << 20)))
-        .join()
-        .unwrap();
-    assert_eq!(patience_ns(), 0);
+fn patience_follows_the_last_message_and_is_bounded_and_per_handle() {
+    let name = format!("rbtest_patience_h_{}", std::process::id());
+    let _removed = Removed(name.clone());
+    let q = Queue::create(&name, 4096).unwrap();
+    let other = Queue::open(&name).unwrap();
+    let view = q.view();
+    view.note_received(Some(1 << 20));
+    assert_eq!(view.patience_ns(), (1 << 20) / 8);
+    view.note_received(Some(64 << 20));
+    assert_eq!(view.patience_ns(), MAX_PATIENCE_NS);
+    // Another handle of the same queue (in this process) has its own.
+    assert_eq!(other.view().patience_ns(), 0);
+    // Every thread using the handle sees it.
+    std::thread::scope(|s| {
+        s.spawn(|| assert_eq!(q.view().patience_ns(), MAX_PATIENCE_NS));
+    });
+    view.note_received(None);
+    assert_eq!(view.patience_ns(), 0);
 }
 
 #[test]
@@ -49,7 +55,7 @@ fn a_consumer_of_large_messages_yields_and_one_of_small_messages_sleeps() {
     // patience (250 us) ends by its deadline without a sleep.
     q.send(&large).unwrap();
     assert_eq!(q.recv().unwrap().len(), large.len());
-    assert_eq!(patience_ns(), MAX_PATIENCE_NS);
+    assert_eq!(q.view().patience_ns(), MAX_PATIENCE_NS);
     let waits = ext.reader.waits.load(SeqCst);
     assert_eq!(
         q.recv_timeout(Duration::from_micros(150)),
@@ -62,7 +68,23 @@ fn a_consumer_of_large_messages_yields_and_one_of_small_messages_sleeps() {
     );
 
     // Cut short by its deadline, that wait left the patience whole.
-    assert_eq!(patience_ns(), MAX_PATIENCE_NS);
+    assert_eq!(q.view().patience_ns(), MAX_PATIENCE_NS);
+
+    // A helper thread's non-consuming wait on the handle (as
+    // `sage_queue.aio` waits) is as patient.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert_eq!(
+                q.wait_readable(Some(Duration::from_micros(150))),
+                Err(Error::Timeout)
+            );
+        });
+    });
+    assert_eq!(
+        ext.reader.waits.load(SeqCst),
+        waits,
+        "a helper thread slept within the handle's patience"
+    );
 
     // A longer wait sleeps once the patience is spent, and spends it: the
     // next waits sleep after the short spin until the next large message.
@@ -71,15 +93,15 @@ fn a_consumer_of_large_messages_yields_and_one_of_small_messages_sleeps() {
         Err(Error::Timeout)
     );
     assert!(ext.reader.waits.load(SeqCst) > waits, "never slept");
-    assert_eq!(patience_ns(), 0);
+    assert_eq!(q.view().patience_ns(), 0);
     q.send(&large).unwrap();
     assert_eq!(q.recv().unwrap().len(), large.len());
-    assert_eq!(patience_ns(), MAX_PATIENCE_NS);
+    assert_eq!(q.view().patience_ns(), MAX_PATIENCE_NS);
 
     // After a message in the ring: the short spin, then a sleep.
     q.send(b"small").unwrap();
     assert_eq!(q.recv().unwrap(), b"small");
-    assert_eq!(patience_ns(), 0);
+    assert_eq!(q.view().patience_ns(), 0);
     let waits = ext.reader.waits.load(SeqCst);
     assert_eq!(
         q.recv_timeout(Duration::from_millis(50)),

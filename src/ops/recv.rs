@@ -307,7 +307,7 @@ impl View<'_> {
             };
         }
         self.publish(Role::Reader, head, pos, Frames::Whole(received as u64));
-        super::wait::note_received(last_large);
+        self.note_received(last_large);
         Ok(Attempt::Received(received, done))
     }
 }

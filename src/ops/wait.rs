@@ -2,8 +2,9 @@
 //! futex. Producers and consumers issue a wake-up only when the other side
 //! has a sleeper, so a streaming queue makes no system calls at all. A
 //! consumer whose last message went out of line yields a while longer
-//! before it sleeps ([`note_received`]): the next such message is usually
-//! a copy's time away, and a sleeping consumer costs its producer a wake-up.
+//! before it sleeps ([`View::note_received`]): the next such message is
+//! usually a copy's time away, and a sleeping consumer costs its producer a
+//! wake-up.
 //!
 //! The sleep protocol is Dekker-style. A sleeper reads the sequence word,
 //! raises the "wanted" flag, issues a store-load fence, re-checks the counter
@@ -24,7 +25,6 @@
 //! [`shut_down`]) works on the extension block alone, so that the loom
 //! models (`loom_models.rs`, `make test-loom`) run this very code.
 
-use std::cell::Cell;
 use std::hint::spin_loop;
 // The header's counters: std atomics whatever the build (see crate::sync::atomic).
 use std::sync::atomic::AtomicU64 as HeaderWord;
@@ -59,30 +59,30 @@ const LEGACY_SLEEP_NS: u64 = 10_000_000;
 /// long before re-checking.
 const UNFENCED_SLEEP_NS: u64 = 1_000_000;
 
-thread_local! {
-    /// How long this thread, as a consumer, yields beyond [`YIELDS`] before
-    /// it sleeps (see [`note_received`]).
-    static PATIENCE_NS: Cell<u64> = const { Cell::new(0) };
-}
-
-/// After a consumer's receive: `large` is the length of its last message if
-/// that went out of line. A consumer of large messages that sleeps between
-/// them makes its producer pay a `futex` wake-up and an IPI (the sleeper's
-/// membarrier) per message, about a sixth of a 1 MiB put here; yielding
-/// until the next one arrives, as iceoryx2's subscribers poll, spares the
-/// producer both. Small messages keep the short spin: a yielding waiter can
-/// delay a peer that shares its core.
-pub(super) fn note_received(large: Option<u64>) {
-    let ns = large.map_or(0, |len| (len / PATIENCE_BYTES_PER_NS).min(MAX_PATIENCE_NS));
-    let _ = PATIENCE_NS.try_with(|p| p.set(ns));
-}
-
-/// This thread's patience as a consumer (see [`note_received`]).
-pub(super) fn patience_ns() -> u64 {
-    PATIENCE_NS.try_with(Cell::get).unwrap_or(0)
-}
-
 impl View<'_> {
+    /// After a consumer's receive: `large` is the length of its last message
+    /// if that went out of line. A consumer of large messages that sleeps
+    /// between them makes its producer pay a `futex` wake-up and an IPI (the
+    /// sleeper's membarrier) per message, about a fifth of a 1 MiB put here;
+    /// yielding until the next one arrives, as iceoryx2's subscribers poll,
+    /// spares the producer both. Small messages keep the short spin: a
+    /// yielding waiter can delay a peer that shares its core. The patience
+    /// belongs to the handle, so that every wait for its messages uses it:
+    /// the receiving thread's, and a helper thread's non-consuming wait
+    /// (`wait_readable`, as `sage_queue.aio` waits).
+    pub(super) fn note_received(&self, large: Option<u64>) {
+        if let Some(patience) = self.patience {
+            let ns = large.map_or(0, |len| (len / PATIENCE_BYTES_PER_NS).min(MAX_PATIENCE_NS));
+            // Relaxed: a hint about how long to yield, nothing more.
+            patience.store(ns, Relaxed);
+        }
+    }
+
+    /// This handle's patience as a consumer (see [`Self::note_received`]).
+    pub(super) fn patience_ns(&self) -> u64 {
+        self.patience.map_or(0, |p| p.load(Relaxed))
+    }
+
     /// Waits until `counter` moves away from `seen` (or the queue is shut
     /// down). `Err(Timeout)` once the deadline has passed.
     fn wait_for_change(
@@ -125,7 +125,7 @@ impl View<'_> {
             }
         }
         let patience = match role {
-            Role::Reader => patience_ns(),
+            Role::Reader => self.patience_ns(),
             Role::Writer => 0,
         };
         if patience > 0 {
@@ -142,7 +142,7 @@ impl View<'_> {
                 // Nothing came within it: the producer has stopped for now.
                 // Later waits (Python's come in 100 ms slices) sleep after
                 // the short spin until the next large message.
-                note_received(None);
+                self.note_received(None);
             }
         }
         if wait.expired() {
