@@ -146,7 +146,7 @@ fn fresh_id() -> Vec<u8> {
         .map_or(0, |d| d.subsec_nanos());
     format!(
         "x{}_{}_{}",
-        std::process::id(),
+        crate::sync::owner::current_pid(),
         SEQUENCE.fetch_add(1, Relaxed),
         nanos
     )

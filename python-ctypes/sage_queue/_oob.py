@@ -54,6 +54,12 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 LARGE = 192 << 10
 
 
+def _header(inband: int, sizes: Sequence[int]) -> bytes:
+    """The header of an out-of-band message: the magic, the buffer count,
+    the pickle's length and each buffer's length."""
+    return _HEAD.pack(MAGIC, len(sizes), inband) + struct.pack(f"<{len(sizes)}Q", *sizes)
+
+
 class _PyBuffer(ctypes.Structure):
     """CPython's ``Py_buffer`` (the stable buffer protocol struct)."""
 
@@ -146,7 +152,7 @@ class Pieces:
         try:
             if raws:
                 sizes = [r.nbytes for r in raws]
-                header = _HEAD.pack(MAGIC, len(raws), inband) + struct.pack(f"<{len(raws)}Q", *sizes)
+                header = _header(inband, sizes)
                 add(header, len(header))
                 at = len(header)
             for chunk in chunks:
@@ -222,8 +228,18 @@ _ndarray: Optional[type] = None
 #: Message prefixes of arrays (header, pickle, padding) by dtype, shape and
 #: writability, and their pickles' lengths: see ``array_pieces``.
 _ARRAY_PREFIXES: Dict[Tuple[Any, ...], Tuple[bytes, int]] = {}
-#: Kinds of arrays remembered at most (a bound: shapes may vary forever).
-_ARRAY_PREFIXES_MAX = 256
+#: Entries each of those tables keeps at most (a bound: shapes may vary
+#: forever).
+_REMEMBERED_MAX = 256
+
+
+def _remember(table: Dict[Any, Any], key: Any, value: Any) -> Any:
+    """``table[key] = value``, emptying ``table`` first when it is full;
+    returns ``value``."""
+    if len(table) >= _REMEMBERED_MAX:
+        table.clear()
+    table[key] = value
+    return value
 
 
 def array_pieces(item: Any, kind: type) -> Optional[Pieces]:
@@ -256,12 +272,9 @@ def array_pieces(item: Any, kind: type) -> Optional[Pieces]:
         data = pickle.dumps(item, PROTOCOL, buffer_callback=buffers.append)
         if len(buffers) != 1 or buffers[0].raw().nbytes != item.nbytes:
             return None  # not the layout above: the generic path
-        head = _HEAD.pack(MAGIC, 1, len(data)) + struct.pack("<Q", item.nbytes)
-        prefix = head + data
+        prefix = _header(len(data), [item.nbytes]) + data
         prefix += _PADDING[: -len(prefix) % ALIGN]
-        if len(_ARRAY_PREFIXES) >= _ARRAY_PREFIXES_MAX:
-            _ARRAY_PREFIXES.clear()
-        known = _ARRAY_PREFIXES[key] = (prefix, len(data))
+        known = _remember(_ARRAY_PREFIXES, key, (prefix, len(data)))
     return Pieces.of_array(known[0], known[1], item)
 
 
@@ -328,9 +341,7 @@ def loads(payload: memoryview, owned: bool) -> Any:
         return frombuffer(memoryview(buffer).toreadonly() if readonly else buffer, dtype).reshape(shape)
     item = pickle.loads(data, buffers=buffers)
     if layout is None:  # a pickle not seen yet
-        if len(_ARRAY_LAYOUTS) >= _ARRAY_PREFIXES_MAX:
-            _ARRAY_LAYOUTS.clear()
-        _ARRAY_LAYOUTS[key] = array_layout(item, key) or False
+        _remember(_ARRAY_LAYOUTS, key, array_layout(item, key) or False)
     return item
 
 

@@ -322,11 +322,11 @@ def test_remembered_array_prefixes_are_bounded(make_queue: Callable[..., SageQue
     from sage_queue import _oob
 
     q = make_queue()
-    for n in range(1, 2 * _oob._ARRAY_PREFIXES_MAX + 2):
+    for n in range(1, 2 * _oob._REMEMBERED_MAX + 2):
         item = np.full(n, n, dtype=np.int32)
         q.put(item)
         assert same(item, q.get(timeout=10))
-        assert len(_oob._ARRAY_PREFIXES) <= _oob._ARRAY_PREFIXES_MAX
+        assert len(_oob._ARRAY_PREFIXES) <= _oob._REMEMBERED_MAX
 
 
 def test_a_put_array_is_let_go_of(make_queue: Callable[..., SageQueue]) -> None:

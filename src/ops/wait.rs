@@ -73,8 +73,12 @@ impl View<'_> {
     pub(super) fn note_received(&self, large: Option<u64>) {
         if let Some(patience) = self.patience {
             let ns = large.map_or(0, |len| (len / PATIENCE_BYTES_PER_NS).min(MAX_PATIENCE_NS));
-            // Relaxed: a hint about how long to yield, nothing more.
-            patience.store(ns, Relaxed);
+            // Relaxed: a hint about how long to yield, nothing more. Stored
+            // only when it changes: every receive comes here, and threads
+            // sharing the handle would otherwise pass its line around.
+            if patience.load(Relaxed) != ns {
+                patience.store(ns, Relaxed);
+            }
         }
     }
 

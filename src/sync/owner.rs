@@ -160,7 +160,7 @@ impl ProcessOwners<'_> {
     /// answer cannot be had (a `/proc` read failing for a reason other than
     /// the process being gone or foreign), `true`: wait and look again.
     fn attached(&self, tgid: u32) -> bool {
-        if tgid == std::process::id() {
+        if tgid == current_pid() {
             return true;
         }
         let Some(file) = self.file else {
