@@ -14,7 +14,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fork, refused_while_full, unique_name, wait_child, Cleanup, Exit};
+use common::{fork, pattern, refused_while_full, unique_name, wait_child, Cleanup, Exit};
 use ring_buffer::{Error, Options, Queue};
 
 /// A new queue, through a handle that uses one-shot side objects.
@@ -40,12 +40,6 @@ fn side_objects(name: &str) -> Vec<String> {
         .collect();
     found.sort();
     found
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
 }
 
 #[test]

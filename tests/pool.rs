@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fork, fresh, refused_while_full, wait_child, Exit};
+use common::{fork, fresh, pattern, refused_while_full, wait_child, Exit};
 use ring_buffer::{Error, Queue};
 
 /// The side objects of queue `name` now: (pool slots, one-shot objects).
@@ -27,12 +27,6 @@ fn side_objects(name: &str) -> (usize, usize) {
         .collect();
     let slots = ids.iter().filter(|id| id.starts_with('p')).count();
     (slots, ids.len() - slots)
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed))
-        .collect()
 }
 
 #[test]

@@ -86,6 +86,14 @@ impl Drop for Cleanup {
     }
 }
 
+/// `len` bytes that differ from position to position and from `seed` to
+/// `seed` (a message whose every byte is checked on arrival).
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed))
+        .collect()
+}
+
 /// A fresh queue of `size` bytes and the guard that removes it.
 pub fn fresh(tag: &str, size: u32) -> (Queue, Cleanup) {
     let name = unique_name(tag);
