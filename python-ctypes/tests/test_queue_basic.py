@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import queue
+import threading
 import time
 from typing import Any, Callable, List
 
@@ -173,6 +174,27 @@ def test_put_many_of_plain_items_from_any_iterable(make_queue: Callable[..., Sag
         received: List[Any] = []
         while len(received) < len(batch):
             received.extend(q.get_many(len(batch), timeout=10))
+        assert received == batch
+    assert q.qsize() == 0
+
+
+def test_put_many_of_plain_items_beyond_the_ring(make_queue: Callable[..., SageQueue]) -> None:
+    # A plain batch whose pickles together exceed what one message may hold
+    # (each fits): put in several calls, whole and in order, whether or not
+    # one of them goes out of line; get_many cuts and unpickles each.
+    q = make_queue(1 << 16)
+    small = [bytes([i % 251]) * 1000 for i in range(300)]  # ~300 kB in all
+    for batch in (small, small[:100] + [b"L" * 100_000] + small[100:]):
+        received: List[Any] = []
+
+        def consume(into: List[Any], n: int) -> None:
+            while len(into) < n:
+                into.extend(q.get_many(64, timeout=30))
+
+        t = threading.Thread(target=consume, args=(received, len(batch)))
+        t.start()
+        assert q.put_many(batch) == len(batch)
+        t.join(60)
         assert received == batch
     assert q.qsize() == 0
 
