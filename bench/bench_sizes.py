@@ -160,9 +160,9 @@ class Items:
                 self.stamps.append(float(k))
                 self.crcs.append(zlib.crc32(item.data))
             self.items.append(item)
-        #: The stamps of items 0, 1, 2, ...: long enough for a batch from
-        #: any start.
-        self._stamp_run = self.stamps * (BATCH // VARIANTS + 2)
+        #: Items 0, 1, 2, ... back to back (512-byte pickles): the bytes of a
+        #: batch from any start.
+        self._bytes_run = b"".join(self.items * (BATCH // VARIANTS + 2)) if size.is_pickle else b""
         if not size.is_pickle:
             self.shape = self.items[0].shape
             self.dtype = self.items[0].dtype
@@ -178,12 +178,21 @@ class Items:
     def check_batch(self, batch: List[Any], i: int) -> None:
         """``check_one`` of items i, i + 1, ... (a get_many batch), for
         512-byte pickles in a few C-level passes over the batch, as a batch
-        consumer would check them: every item's length and stamp."""
+        consumer would check them: every item's length and all its bytes
+        (the batch joined, against the items sent from that start)."""
         if self.size.is_pickle:
-            at = i % VARIANTS
-            if set(map(len, batch)) <= {494} and [b[0] for b in batch] == self._stamp_run[at : at + len(batch)]:
+            try:
+                joined = b"".join(batch)
+            except TypeError:
+                joined = None  # not all bytes: found below
+            if (joined is not None and set(map(len, batch)) <= {494}
+                    and self._bytes_run.startswith(joined, (i % VARIANTS) * 494)):
                 return
-        for k, item in enumerate(batch):  # arrays; or which pickle, and why
+            for k, item in enumerate(batch):  # which one, and why
+                if item != self.items[(i + k) % VARIANTS]:
+                    raise AssertionError(f"item {i + k}: wrong 512-byte pickle")
+            raise AssertionError(f"items {i}..{i + len(batch) - 1}: a batch longer than was sent")
+        for k, item in enumerate(batch):
             self.check_one(item, i + k)
 
     def check_end(self, last: Any, kept: Dict[int, Any]) -> None:
