@@ -534,6 +534,12 @@ class SageQueue:
             raise too_large
         raise self._error(rc, what)
 
+    def _check_sendable(self, size: int, what: str) -> None:
+        """MessageTooLargeError for a message of 4 GiB or more: the C calls
+        take 32-bit lengths, and ctypes would silently pass one mod 2^32."""
+        if size >= _MAX_ITEM:
+            raise MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text(size)}")
+
     def _too_large_text(self, size: Optional[int] = None) -> str:
         item = f"the item is {size} bytes serialised" if size is not None else "the item"
         if size is not None and size >= _MAX_ITEM:
@@ -623,6 +629,7 @@ class SageQueue:
     def _put_pieces(self, pieces: _oob.Pieces, block: bool, timeout: Optional[float], what: str) -> None:
         """Puts one message given as pieces (``ring_buffer_put_msgv``)."""
         try:
+            self._check_sendable(pieces.nbytes, what)
             parts, lens, count = pieces.vectors()
             wait_ns, deadline = _first_wait(block, timeout)
             if block and timeout is None:
@@ -676,7 +683,12 @@ class SageQueue:
     def put_bytes(self, data: Union[bytes, bytearray, memoryview], block: bool = True, timeout: Optional[float] = None) -> None:
         """Puts raw bytes as one message (no pickling); see ``put``."""
         if type(data) is not bytes:
+            if isinstance(data, (bytearray, memoryview)):
+                # Before the copy: ctypes would pass the length mod 2^32.
+                self._check_sendable(memoryview(data).nbytes, "put_bytes")
             data = _as_bytes(data, "put_bytes")
+        else:
+            self._check_sendable(len(data), "put_bytes")
         wait_ns, deadline = _first_wait(block, timeout)
         rc = _put_msg(self._handle, data, len(data), wait_ns)
         if rc:

@@ -24,7 +24,7 @@ import _large_workers
 import pytest
 from test_legacy_wrapper_smoke import load_legacy_lib
 
-from sage_queue import SageQueue, admin, cli
+from sage_queue import MessageTooLargeError, SageQueue, admin, cli
 
 from conftest import SHM
 
@@ -215,3 +215,24 @@ def test_list_shows_side_objects_with_their_queue_and_gc_reclaims_orphans(
     assert "gone" in _cli("list", "--prefix", q.name)
     assert admin.collect_garbage(q.name).side_objects_removed == {q.name: queued}
     assert side_objects(q) == []
+
+
+def test_items_of_4_gib_or_more_are_refused_not_cut_short(make_queue: Callable[..., SageQueue]) -> None:
+    # Message lengths are 32-bit in the C calls, and ctypes passes a larger
+    # length modulo 2^32 without a word: a 4 GiB + 1 KiB array went out as a
+    # 1 KiB message, which no consumer could read back (the item was lost).
+    # Every put refuses such an item up front, and the queue is untouched.
+    # (np.zeros maps zero pages lazily: nothing here touches 4 GiB.)
+    import numpy as np
+
+    q = make_queue()
+    huge = np.zeros((1 << 32) + 1024, np.uint8)
+    for put in (q.put, q.put_nowait, lambda item: q.put(item, timeout=1), lambda item: q.put_many([item]),
+                lambda item: q.put_bytes(memoryview(item))):
+        with pytest.raises(MessageTooLargeError, match="4 GiB or more"):
+            put(huge)
+    assert q.qsize() == 0
+    assert side_objects(q) == []
+    q.put(huge[:1024])  # the queue still works, and the array can be resized again
+    assert (q.get() == 0).all()
+    huge.resize(16, refcheck=False)
