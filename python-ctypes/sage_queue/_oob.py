@@ -122,9 +122,10 @@ class Pieces:
     gave out-of-band buffers, each buffer (then the message starts with the
     header that says where they are)."""
 
-    __slots__ = ("nbytes", "inband", "addresses", "lengths", "_held", "_exports")
+    __slots__ = ("nbytes", "inband", "addresses", "lengths", "_held", "_exports", "_c_lengths")
 
     def __init__(self, chunks: Sequence[bytes], buffers: Sequence[pickle.PickleBuffer]) -> None:
+        self._c_lengths: Any = None
         raws = [b.raw() for b in buffers]  # contiguous bytes ('B') views
         held: List[Any] = []  # bytes, and ctypes objects holding exports
         exports: List[_PyBuffer] = []
@@ -192,14 +193,20 @@ class Pieces:
         types = _VECTOR_TYPES.get(n)
         if types is None:
             types = _VECTOR_TYPES[n] = (c_void_p * n, c_uint32 * n)
-        return types[0](*self.addresses), types[1](*self.lengths), n
+        lengths = self._c_lengths
+        if lengths is None:
+            lengths = types[1](*self.lengths)
+        return types[0](*self.addresses), lengths, n
 
     @classmethod
-    def of_array(cls, prefix: bytes, inband: int, array: Any) -> "Pieces":
+    def of_array(cls, prefix: bytes, inband: int, array: Any, c_lengths: Any) -> "Pieces":
         """The pieces of a C-contiguous array's message: ``prefix`` (its
         header, pickle and padding, see ``array_pieces``), then the array's
-        data, exported until ``release``."""
+        data, exported until ``release``. ``c_lengths``: the two lengths as
+        the C array ``vectors`` gives (made once per kind of array; the C
+        library only reads it)."""
         self = cls.__new__(cls)
+        self._c_lengths = c_lengths
         try:
             # A writable array: a ctypes object over its first byte holds
             # the export (~0.35 us; a Py_buffer through ctypes ~1 us).
@@ -226,8 +233,9 @@ class Pieces:
 #: numpy's ndarray type, once numpy is imported (``array_pieces``).
 _ndarray: Optional[type] = None
 #: Message prefixes of arrays (header, pickle, padding) by dtype, shape and
-#: writability, and their pickles' lengths: see ``array_pieces``.
-_ARRAY_PREFIXES: Dict[Tuple[Any, ...], Tuple[bytes, int]] = {}
+#: writability, their pickles' lengths, and the message's two lengths as a C
+#: array (see ``Pieces.vectors``): see ``array_pieces``.
+_ARRAY_PREFIXES: Dict[Tuple[Any, ...], Tuple[bytes, int, Any]] = {}
 #: Entries each of those tables keeps at most (a bound: shapes may vary
 #: forever).
 _REMEMBERED_MAX = 256
@@ -274,8 +282,8 @@ def array_pieces(item: Any, kind: type) -> Optional[Pieces]:
             return None  # not the layout above: the generic path
         prefix = _header(len(data), [item.nbytes]) + data
         prefix += _PADDING[: -len(prefix) % ALIGN]
-        known = _remember(_ARRAY_PREFIXES, key, (prefix, len(data)))
-    return Pieces.of_array(known[0], known[1], item)
+        known = _remember(_ARRAY_PREFIXES, key, (prefix, len(data), (c_uint32 * 2)(len(prefix), item.nbytes)))
+    return Pieces.of_array(known[0], known[1], item, known[2])
 
 
 def release_all(payloads: Sequence[Any]) -> None:
