@@ -219,6 +219,16 @@ static void check_bad_handle(ring_buffer_t *bad, const char *what) {
     EXPECT_CODE(ring_buffer_join(bad, RB_WAIT_FOREVER), RB_ERR_INVALID_ARG);
     EXPECT_CODE(ring_buffer_join(bad, 0), RB_ERR_INVALID_ARG);
     EXPECT_FAIL(ring_buffer_unfinished_tasks(bad), 0, RB_ERR_INVALID_ARG);
+    /* The same calls with their arguments in a struct. */
+    ring_buffer_put_args_t put = {bad, RB_NO_WAIT};
+    EXPECT_CODE(ring_buffer_put_msg_args(&put, "abc", 3), RB_ERR_INVALID_ARG);
+    put.timeout_ns = RB_WAIT_FOREVER;
+    EXPECT_CODE(ring_buffer_put_msg_args(&put, "abc", 3), RB_ERR_INVALID_ARG);
+    ring_buffer_get_args_t get = {bad, buf, sizeof buf, 777, RB_WAIT_FOREVER};
+    EXPECT_FAIL(ring_buffer_get_msg_args(&get), RB_ERR_INVALID_ARG, RB_ERR_INVALID_ARG);
+    get.timeout_ns = RB_NO_WAIT;
+    EXPECT_FAIL(ring_buffer_get_msg_args(&get), RB_ERR_INVALID_ARG, RB_ERR_INVALID_ARG);
+    CHECK_EQ(get.needed, 777);
 }
 
 static void test_bad_handles(void) {
@@ -261,6 +271,84 @@ static void test_bad_handles(void) {
     ring_buffer_close(live);
     ring_buffer_destroy(name);
     watchdog_off();
+}
+
+/* ------------------------------------------------------------ put_msg_args / get_msg_args */
+
+/* The calls whose arguments come in a struct (for callers such as ctypes
+ * that pay per argument): the same results as put_msg/get_msg, the length
+ * as the get's result, `needed` written on RB_ERR_BUFFER_TOO_SMALL only,
+ * and the struct otherwise left alone. */
+static void test_args_structs(void) {
+    stage = "put_msg_args/get_msg_args";
+    ring_buffer_t *rb = fresh("args", 1024);
+    unsigned char in[600], out[600];
+    for (size_t i = 0; i < sizeof in; i++) in[i] = (unsigned char)(i * 11 + 5);
+
+    ring_buffer_put_args_t put = {rb, RB_NO_WAIT};
+    CHECK_EQ(ring_buffer_put_msg_args(&put, in, 300), RB_OK);
+    CHECK_EQ(ring_buffer_put_msg_args(&put, NULL, 0), RB_OK);
+    CHECK_EQ(ring_buffer_msg_count(rb), 2);
+    CHECK(put.rb == rb && put.timeout_ns == RB_NO_WAIT); /* only read */
+
+    ring_buffer_get_args_t get = {rb, out, sizeof out, 4242, RB_NO_WAIT};
+    CHECK_EQ(ring_buffer_get_msg_args(&get), 300);
+    CHECK(memcmp(in, out, 300) == 0);
+    CHECK_EQ(ring_buffer_get_msg_args(&get), 0); /* the empty message */
+    CHECK_EQ(get.needed, 4242);                  /* success writes nothing of the struct */
+    CHECK(get.rb == rb && get.buf == out && get.cap == sizeof out && get.timeout_ns == RB_NO_WAIT);
+    EXPECT_FAIL(ring_buffer_get_msg_args(&get), RB_ERR_EMPTY, RB_ERR_EMPTY);
+    CHECK_EQ(get.needed, 4242);
+
+    /* Too small a buffer: the length needed, nothing consumed. */
+    CHECK_EQ(ring_buffer_put_msg_args(&put, in, 500), RB_OK);
+    get.cap = 499;
+    EXPECT_FAIL(ring_buffer_get_msg_args(&get), RB_ERR_BUFFER_TOO_SMALL, RB_ERR_BUFFER_TOO_SMALL);
+    CHECK_EQ(get.needed, 500);
+    CHECK_EQ(ring_buffer_msg_count(rb), 1);
+    get.cap = 500;
+    CHECK_EQ(ring_buffer_get_msg_args(&get), 500);
+    CHECK(memcmp(in, out, 500) == 0);
+
+    /* A message longer than the ring goes out of line and comes back whole. */
+    static unsigned char big_in[5000], big_out[5000];
+    for (size_t i = 0; i < sizeof big_in; i++) big_in[i] = (unsigned char)(i * 13 + 1);
+    CHECK_EQ(ring_buffer_put_msg_args(&put, big_in, sizeof big_in), RB_OK);
+    get.needed = 0;
+    EXPECT_FAIL(ring_buffer_get_msg_args(&get), RB_ERR_BUFFER_TOO_SMALL, RB_ERR_BUFFER_TOO_SMALL);
+    CHECK_EQ(get.needed, sizeof big_in);
+    ring_buffer_get_args_t big = {rb, big_out, sizeof big_out, 0, RB_NO_WAIT};
+    CHECK_EQ(ring_buffer_get_msg_args(&big), (int64_t)sizeof big_in);
+    CHECK(memcmp(big_in, big_out, sizeof big_in) == 0);
+
+    /* Bad arguments. */
+    EXPECT_CODE(ring_buffer_put_msg_args(NULL, in, 1), RB_ERR_INVALID_ARG);
+    EXPECT_CODE(ring_buffer_put_msg_args(&put, NULL, 5), RB_ERR_INVALID_ARG);
+    EXPECT_FAIL(ring_buffer_get_msg_args(NULL), RB_ERR_INVALID_ARG, RB_ERR_INVALID_ARG);
+    CHECK_EQ(ring_buffer_put_msg_args(&put, in, 7), RB_OK);
+    ring_buffer_get_args_t no_buf = {rb, NULL, 10, 99, RB_NO_WAIT};
+    EXPECT_FAIL(ring_buffer_get_msg_args(&no_buf), RB_ERR_INVALID_ARG, RB_ERR_INVALID_ARG);
+    CHECK_EQ(no_buf.needed, 99);
+    CHECK_EQ(ring_buffer_msg_count(rb), 1); /* nothing consumed */
+
+    /* Timeouts: a full ring times out a put, an empty one a get. */
+    get.timeout_ns = 20 * 1000 * 1000;
+    CHECK_EQ(ring_buffer_get_msg_args(&get), 7);
+    EXPECT_FAIL(ring_buffer_get_msg_args(&get), RB_ERR_TIMEOUT, RB_ERR_TIMEOUT);
+    while (ring_buffer_put_msg_args(&put, in, 100) == RB_OK) {
+    }
+    put.timeout_ns = 20 * 1000 * 1000;
+    EXPECT_CODE(ring_buffer_put_msg_args(&put, in, 100), RB_ERR_TIMEOUT);
+
+    /* After shutdown: puts refused, gets drain then say so. */
+    CHECK_EQ(ring_buffer_shutdown(rb), RB_OK);
+    EXPECT_CODE(ring_buffer_put_msg_args(&put, in, 1), RB_ERR_SHUTDOWN);
+    get.timeout_ns = RB_WAIT_FOREVER;
+    int64_t n;
+    while ((n = ring_buffer_get_msg_args(&get)) == 100) {
+    }
+    CHECK_EQ(n, RB_ERR_SHUTDOWN);
+    done(rb);
 }
 
 /* ------------------------------------------------------------ put_msg / get_msg */
@@ -962,6 +1050,7 @@ int main(void) {
     test_create_ex_open_ex();
     test_bad_handles();
     test_put_get();
+    test_args_structs();
     test_timeouts();
     test_batches();
     test_msg_count();

@@ -163,12 +163,38 @@ class RingBufferInfo(Structure):
     ]
 
 
+class RingBufferGetArgs(Structure):
+    """``ring_buffer_get_args_t``: ``ring_buffer_get_msg``'s arguments in one
+    struct, which a receiving thread fills once (``ring_buffer_get_msg_args``
+    then costs ctypes one argument instead of five and an output)."""
+
+    _fields_ = [
+        ("rb", c_void_p),
+        ("buf", c_void_p),
+        ("cap", c_uint32),
+        ("needed", c_uint32),
+        ("timeout_ns", c_int64),
+    ]
+
+
+class RingBufferPutArgs(Structure):
+    """``ring_buffer_put_args_t``: the arguments of ``ring_buffer_put_msg``
+    that stay the same from put to put (``ring_buffer_put_msg_args``)."""
+
+    _fields_ = [
+        ("rb", c_void_p),
+        ("timeout_ns", c_int64),
+    ]
+
+
 # Cheap guards at import (tests/test_header_drift.py checks every field's
 # offset against the compiled header): a mismatch would corrupt memory.
 assert ctypes.sizeof(RingBufferStats) == 48
 assert ctypes.sizeof(RingBufferRef) == 76
 assert ctypes.sizeof(RingBufferStatsEx) == 144
 assert ctypes.sizeof(RingBufferInfo) == 64
+assert ctypes.sizeof(RingBufferGetArgs) == 32
+assert ctypes.sizeof(RingBufferPutArgs) == 16
 
 
 # ---------------------------------------------------------------- loading
@@ -314,7 +340,9 @@ close_remove_if_unused = _declare("ring_buffer_close_remove_if_unused", c_int, [
 attached_processes = _declare("ring_buffer_attached_processes", c_int, [c_void_p])
 
 put_msg = _declare("ring_buffer_put_msg", c_int, [c_void_p, c_void_p, c_uint32, c_int64])
+put_msg_args = _declare("ring_buffer_put_msg_args", c_int, [c_void_p, c_void_p, c_uint32])
 get_msg = _declare("ring_buffer_get_msg", c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_int64])
+get_msg_args = _declare("ring_buffer_get_msg_args", c_int64, [c_void_p])
 put_msgv = _declare("ring_buffer_put_msgv", c_int, [c_void_p, c_void_p, c_void_p, c_uint32, c_int64])
 get_msg_fd = _declare("ring_buffer_get_msg_fd", c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_void_p, c_int64])
 get_msg_lease = _declare(

@@ -193,7 +193,9 @@ def test_constants_match_the_defines(header: Header, compiled: Dict[str, int]) -
 
 def test_structs_match_field_by_field(header: Header, compiled: Dict[str, int]) -> None:
     structs = _python_structs()
-    assert {"RingBufferStats", "RingBufferStatsEx", "RingBufferRef", "RingBufferInfo"} <= {s.__name__ for s in structs}
+    assert {"RingBufferStats", "RingBufferStatsEx", "RingBufferRef", "RingBufferInfo", "RingBufferGetArgs",
+        "RingBufferPutArgs"} \
+        <= {s.__name__ for s in structs}
     for cls in structs:
         c_name = _c_struct_name(cls)
         assert c_name in header.structs, f"{cls.__name__}: no {c_name} in {HEADER.name}"
@@ -209,6 +211,8 @@ def test_structs_match_field_by_field(header: Header, compiled: Dict[str, int]) 
 
 
 def _ctype_for(field: Field, header: Header, compiled: Dict[str, int]) -> Any:
+    if field.ctype.endswith("*") and not field.array:
+        return ctypes.c_void_p  # a pointer field (handles, buffers): an address
     base = SCALARS[field.ctype]
     assert ctypes.sizeof(base) == compiled[f"size:{field.ctype}"], field.ctype
     if not field.array:

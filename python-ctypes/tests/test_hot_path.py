@@ -10,7 +10,7 @@ from typing import Any, Callable, List, Tuple
 import pytest
 
 import sage_queue.queue as queue_module
-from sage_queue import SageQueue, _lib
+from sage_queue import ClosedQueueError, SageQueue, _lib
 
 from conftest import CFuncPtr
 
@@ -30,7 +30,8 @@ def c_calls(monkeypatch: pytest.MonkeyPatch) -> List[str]:
     for name, fn in list(vars(_lib).items()):
         if isinstance(fn, CFuncPtr):
             monkeypatch.setattr(_lib, name, counting(name, fn))
-    for alias, name in (("_put_msg", "put_msg"), ("_get_msg", "get_msg")):
+    for alias, name in (("_put_msg", "put_msg"), ("_get_msg", "get_msg"), ("_put_msg_args", "put_msg_args"),
+                        ("_get_msg_args", "get_msg_args")):
         monkeypatch.setattr(queue_module, alias, counting(name, getattr(queue_module, alias)))
     return calls
 
@@ -38,8 +39,8 @@ def c_calls(monkeypatch: pytest.MonkeyPatch) -> List[str]:
 def test_one_c_call_per_operation(make_queue: Callable[..., SageQueue], c_calls: List[str]) -> None:
     q = make_queue(1 << 16)
     cases: List[Tuple[Callable[[], object], List[str]]] = [
-        (lambda: q.put("a"), ["put_msg"]),
-        (lambda: q.get(), ["get_msg"]),
+        (lambda: q.put("a"), ["put_msg_args"]),
+        (lambda: q.get(), ["get_msg_args"]),
         (lambda: q.put("b", timeout=5), ["put_msg"]),
         (lambda: q.get(timeout=5), ["get_msg"]),
         (lambda: q.put_nowait("c"), ["put_msg"]),
@@ -120,3 +121,25 @@ def test_large_gets_allocate_no_buffer_per_item(
         assert fresh.get_bytes(timeout=10) == big
     assert made[0] == 64 << 10 and made[1:] == [1 << 20] * 3
     assert fresh._receiver().cap == 64 << 10
+
+
+def test_a_closed_queue_never_reaches_a_later_handle(make_queue: Callable[..., SageQueue]) -> None:
+    # The blocking put and get pass their handle inside a struct made once
+    # (ring_buffer_put_args_t, ring_buffer_get_args_t). The allocator gives a
+    # queue opened after a close the same handle address: the closed
+    # object's structs must not reach it (before they were cleared at close,
+    # the closed queue's put went into the new queue and its get took the
+    # new queue's item).
+    first = make_queue()
+    first.put("warm")  # this thread's receive buffer, with its struct
+    assert first.get() == "warm"
+    old_address = first._handle.value if first._handle is not None else None
+    first.close()
+    second = make_queue()
+    assert second._handle is not None and second._handle.value == old_address, \
+        "the allocator did not reuse the address: this test proves nothing here"
+    second.put("second's")
+    for call in (lambda: first.put("stray"), first.get, lambda: first.get(timeout=0.05)):
+        with pytest.raises(ClosedQueueError):
+            call()
+    assert second.qsize() == 1 and second.get() == "second's"
