@@ -54,6 +54,7 @@ use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicPtr, AtomicU64};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -314,7 +315,23 @@ pub(crate) struct Pool {
 struct Table {
     pid: u32,
     files: Mutex<[Option<Arc<SlotFile>>; SLOTS]>,
+    /// When a claim last found slot `k` missing (see `file_for_claim`).
+    missing: Mutex<[Option<Instant>; SLOTS]>,
+    /// `open`s of slot files that did not exist (for the tests).
+    #[cfg(test)]
+    failed_opens: std::sync::atomic::AtomicUsize,
 }
+
+/// How long a claim takes a slot it found missing to be still missing.
+/// Another process may make it meanwhile: this one then opens it when it
+/// makes that slot itself (`SlotFile::open` finds it exists); meanwhile it
+/// counts that slot's bytes as 0 against the pool's bound. (The unit tests
+/// take an hour, so that a slow machine cannot make them look again.)
+const MISSING_FOR: Duration = if cfg!(test) {
+    Duration::from_secs(3600)
+} else {
+    Duration::from_millis(50)
+};
 
 impl Pool {
     pub(crate) fn new(put: bool) -> Pool {
@@ -337,6 +354,9 @@ impl Pool {
             let fresh = Box::into_raw(Box::new(Table {
                 pid: me,
                 files: Mutex::new(Default::default()),
+                missing: Mutex::new(Default::default()),
+                #[cfg(test)]
+                failed_opens: Default::default(),
             }));
             // Release pairs with the Acquire load above in other threads. A
             // parent's table is left as it is (its mutex may be held by a
@@ -380,9 +400,42 @@ impl Pool {
         if let Some(slot) = &files[k] {
             return Ok(slot.clone());
         }
-        let fresh = Arc::new(SlotFile::open(queue, k, create)?);
+        let opened = SlotFile::open(queue, k, create);
+        #[cfg(test)]
+        if matches!(opened, Err(Error::NotFound)) {
+            self.table().failed_opens.fetch_add(1, Relaxed);
+        }
+        let fresh = Arc::new(opened?);
         files[k] = Some(fresh.clone());
+        drop(files);
+        // Known now (`file_for_claim`).
+        self.table()
+            .missing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())[k] = None;
         Ok(fresh)
+    }
+
+    /// Slot file `k` for a claim's search of the whole pool: as `file`, but
+    /// a slot this process found missing less than `MISSING_FOR` ago is
+    /// taken as still missing, without an `open` (2.6 us to fail). A
+    /// producer whose open slots were all busy looked for every missing one
+    /// at each such put (~10 us), and by the time it was done a consumer had
+    /// freed a slot, so the pool never grew to the stream's need.
+    fn file_for_claim(&self, queue: &QueueName, k: usize) -> Option<Arc<SlotFile>> {
+        let table = self.table();
+        let lock_missing = || table.missing.lock().unwrap_or_else(|e| e.into_inner());
+        if lock_missing()[k].is_some_and(|at| at.elapsed() < MISSING_FOR) {
+            return None;
+        }
+        match self.file(queue, k, false, false) {
+            Ok(slot) => Some(slot),
+            Err(Error::NotFound) => {
+                lock_missing()[k] = Some(Instant::now());
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Claims a free slot for a message of `len` bytes and writes it there
@@ -433,9 +486,8 @@ impl Pool {
             }
         }
         // Any free slot, grown if the pool has room; then a new slot.
-        let slots: Vec<Option<Arc<SlotFile>>> = (0..SLOTS)
-            .map(|k| self.file(queue, k, false, false).ok())
-            .collect();
+        let slots: Vec<Option<Arc<SlotFile>>> =
+            (0..SLOTS).map(|k| self.file_for_claim(queue, k)).collect();
         let mut capacities = [0u64; SLOTS];
         for (cap, slot) in capacities.iter_mut().zip(&slots) {
             if let Some(slot) = slot {
@@ -455,9 +507,17 @@ impl Pool {
                 }
             }
         }
-        let k = (0..SLOTS).find(|&k| capacities[k] == 0 && room(k))?;
-        let slot = self.file(queue, k, true, false).ok()?;
-        self.try_claim(queue, k, slot, len)
+        // Then a slot this process does not know: made now, or, if another
+        // process made it since this one looked (see `file_for_claim`),
+        // opened and tried.
+        for k in (0..SLOTS).filter(|&k| capacities[k] == 0 && room(k)) {
+            if let Ok(slot) = self.file(queue, k, true, false) {
+                if let Some(claim) = self.try_claim(queue, k, slot, len) {
+                    return Some(claim);
+                }
+            }
+        }
+        None
     }
 
     /// Claims slot `k` (`slot`) if it is free, grown to `len` bytes.
@@ -710,6 +770,57 @@ impl LockedSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::Queue;
+
+    /// A producer whose slots are all busy makes the next one without
+    /// looking again for every missing slot (an `open` that fails, 2.6 us
+    /// each, at each such put; the delay let a consumer free a slot
+    /// meanwhile, so the pool stayed smaller than the stream needed). A slot
+    /// another handle made meanwhile is still found and used.
+    #[cfg(not(any(loom, miri)))]
+    #[test]
+    fn busy_slots_make_new_ones_without_looking_again_for_missing_ones() {
+        let name = format!("pool_unit_missing_{}", std::process::id());
+        let q = Queue::create(&name, 1024).unwrap();
+        let other = Queue::open(&name).unwrap();
+        let big = vec![7u8; 5000];
+        let failed_opens = |q: &Queue| {
+            let pool = q.view().pool.expect("a pool");
+            pool.table().failed_opens.load(Relaxed)
+        };
+        // The first large message finds no slot: it looks at all 8 once.
+        q.send(&big).unwrap();
+        assert_eq!(failed_opens(&q), SLOTS);
+        // Each next one finds the slots busy (queued) and makes a new one,
+        // with no more failed opens.
+        for _ in 1..4 {
+            q.send(&big).unwrap();
+        }
+        assert_eq!(failed_opens(&q), SLOTS);
+        // Another handle makes the next slots (p4, p5: its own first look
+        // fails only for those). This handle still takes them as missing
+        // (recently looked at) but finds them made and uses them.
+        other.send(&big).unwrap();
+        other.send(&big).unwrap();
+        assert_eq!(failed_opens(&other), SLOTS - 4);
+        for _ in 0..2 {
+            q.send(&big).unwrap();
+        }
+        let slot_files = std::fs::read_dir(crate::name::SHM_DIR)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|f| f.starts_with(&format!("sage_ringbuf_{name}..")))
+            .collect::<Vec<_>>();
+        let slots = slot_files.iter().filter(|f| f.contains("..p")).count();
+        assert_eq!((slots, slot_files.len()), (SLOTS, SLOTS), "{slot_files:?}");
+        assert_eq!(failed_opens(&q), SLOTS);
+        for _ in 0..8 {
+            assert_eq!(q.recv().unwrap(), big);
+        }
+        drop((q, other));
+        Queue::remove(&name).unwrap();
+    }
 
     #[test]
     fn ids_round_trip() {
