@@ -115,7 +115,8 @@ impl View<'_> {
         }
         // A free slot of the queue's pool first (no new pages), else a
         // side object of its own.
-        if let Some(claim) = self.pool.and_then(|pool| pool.put(name, msg, 0)) {
+        let may_wait = wait != Wait::Try;
+        if let Some(claim) = self.pool.and_then(|pool| pool.put(name, msg, 0, may_wait)) {
             let descriptor = claim.descriptor();
             return match self.send_frames(&[&descriptor[..]][..], 1, DESCRIPTOR_FLAG, wait) {
                 Ok(_) => {
