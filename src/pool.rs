@@ -841,9 +841,8 @@ mod tests {
     #[cfg(not(any(loom, miri)))]
     #[test]
     fn busy_slots_make_new_ones_without_looking_again_for_missing_ones() {
-        let name = format!("pool_unit_missing_{}", std::process::id());
-        let q = Queue::create(&name, 1024).unwrap();
-        let other = Queue::open(&name).unwrap();
+        let (removed, q, other) = two_handles("missing");
+        let name = &removed.0;
         let big = vec![7u8; 5000];
         let failed_opens = |q: &Queue| table_of(q).failed_opens.load(Relaxed);
         // The first large message finds no slot: it looks at all 8 once.
@@ -864,13 +863,11 @@ mod tests {
         for _ in 0..2 {
             q.send(&big).unwrap();
         }
-        assert_eq!(side_files(&name), (SLOTS, 0));
+        assert_eq!(side_files(name), (SLOTS, 0));
         assert_eq!(failed_opens(&q), SLOTS);
         for _ in 0..8 {
             assert_eq!(q.recv().unwrap(), big);
         }
-        drop((q, other));
-        Queue::remove(&name).unwrap();
     }
 
     fn side_files(name: &str) -> (usize, usize) {
@@ -888,6 +885,27 @@ mod tests {
         q.view().pool.expect("a pool").table()
     }
 
+    /// Removes a test's queue (its slots and side objects with it) when
+    /// dropped, also when the test fails.
+    struct Removed(String);
+
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = Queue::remove(&self.0);
+        }
+    }
+
+    /// A fresh queue with a 1 KiB ring and a second handle of it, after
+    /// their removal guard (bound first, so dropped last: after the
+    /// handles' close).
+    fn two_handles(tag: &str) -> (Removed, Queue, Queue) {
+        let name = format!("pool_unit_{tag}_{}", std::process::id());
+        let removed = Removed(name.clone());
+        let q = Queue::create(&name, 1024).unwrap();
+        let other = Queue::open(&name).unwrap();
+        (removed, q, other)
+    }
+
     /// A put that finds every slot busy waits for one to be freed instead
     /// of taking a one-shot object at once (about ten times a slot's cost);
     /// after a wait that found none, puts take one-shot objects without
@@ -896,16 +914,15 @@ mod tests {
     #[cfg(not(any(loom, miri)))]
     #[test]
     fn a_put_waits_a_moment_for_a_busy_slot_before_a_one_shot_object() {
-        let name = format!("pool_unit_wait_{}", std::process::id());
-        let q = Queue::create(&name, 1024).unwrap();
-        let consumer = Queue::open(&name).unwrap();
+        let (removed, q, consumer) = two_handles("wait");
+        let name = &removed.0;
         let set_wait = |d: Duration| *table_of(&q).wait_for_slot.lock().unwrap() = d;
         let patient = |q: &Queue| table_of(q).patient.load(Relaxed);
         let msg = |i: u8| vec![i; 5000];
         for i in 0..SLOTS as u8 {
             q.send(&msg(i)).unwrap();
         }
-        assert_eq!(side_files(&name), (SLOTS, 0));
+        assert_eq!(side_files(name), (SLOTS, 0));
         // A consumer takes a message 50 ms from now: the put waits for its
         // slot (with a wait long enough for any machine).
         set_wait(Duration::from_secs(60));
@@ -918,7 +935,7 @@ mod tests {
         let (consumer, first) = taker.join().unwrap();
         assert_eq!(first, msg(0));
         assert_eq!(
-            side_files(&name),
+            side_files(name),
             (SLOTS, 0),
             "the freed slot, no one-shot object"
         );
@@ -927,29 +944,27 @@ mod tests {
         // object, and the next put takes one without waiting.
         set_wait(Duration::from_millis(20));
         q.send(&msg(9)).unwrap();
-        assert_eq!(side_files(&name), (SLOTS, 1));
+        assert_eq!(side_files(name), (SLOTS, 1));
         assert!(!patient(&q));
         set_wait(Duration::from_secs(60));
         let started = Instant::now();
         q.send(&msg(10)).unwrap();
         assert!(started.elapsed() < Duration::from_secs(30), "it waited");
-        assert_eq!(side_files(&name), (SLOTS, 2));
+        assert_eq!(side_files(name), (SLOTS, 2));
         // A claim that succeeds makes puts wait again.
         assert_eq!(consumer.recv().unwrap(), msg(1));
         q.send(&msg(11)).unwrap();
         assert!(patient(&q));
-        assert_eq!(side_files(&name), (SLOTS, 2));
+        assert_eq!(side_files(name), (SLOTS, 2));
         // A put that tries once never waits (the wait is a minute).
         let started = Instant::now();
         q.try_send(&msg(12)).unwrap();
         assert!(started.elapsed() < Duration::from_secs(30), "it waited");
-        assert_eq!(side_files(&name), (SLOTS, 3));
+        assert_eq!(side_files(name), (SLOTS, 3));
         for i in 2..13 {
             assert_eq!(consumer.recv().unwrap(), msg(i));
         }
-        assert_eq!(side_files(&name), (SLOTS, 0));
-        drop((q, consumer));
-        Queue::remove(&name).unwrap();
+        assert_eq!(side_files(name), (SLOTS, 0));
     }
 
     #[test]
