@@ -831,140 +831,144 @@ impl LockedSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::Queue;
 
-    /// A producer whose slots are all busy makes the next one without
-    /// looking again for every missing slot (an `open` that fails, 2.6 us
-    /// each, at each such put; the delay let a consumer free a slot
-    /// meanwhile, so the pool stayed smaller than the stream needed). A slot
-    /// another handle made meanwhile is still found and used.
+    /// Tests that open real queues (not under the model checker or Miri).
     #[cfg(not(any(loom, miri)))]
-    #[test]
-    fn busy_slots_make_new_ones_without_looking_again_for_missing_ones() {
-        let (removed, q, other) = two_handles("missing");
-        let name = &removed.0;
-        let big = vec![7u8; 5000];
-        let failed_opens = |q: &Queue| table_of(q).failed_opens.load(Relaxed);
-        // The first large message finds no slot: it looks at all 8 once.
-        q.send(&big).unwrap();
-        assert_eq!(failed_opens(&q), SLOTS);
-        // Each next one finds the slots busy (queued) and makes a new one,
-        // with no more failed opens.
-        for _ in 1..4 {
+    mod with_queues {
+        use super::*;
+        use crate::queue::Queue;
+
+        /// A producer whose slots are all busy makes the next one without
+        /// looking again for every missing slot (an `open` that fails, 2.6 us
+        /// each, at each such put; the delay let a consumer free a slot
+        /// meanwhile, so the pool stayed smaller than the stream needed). A slot
+        /// another handle made meanwhile is still found and used.
+        #[test]
+        fn busy_slots_make_new_ones_without_looking_again_for_missing_ones() {
+            let (removed, q, other) = two_handles("missing");
+            let name = &removed.0;
+            let big = vec![7u8; 5000];
+            let failed_opens = |q: &Queue| table_of(q).failed_opens.load(Relaxed);
+            // The first large message finds no slot: it looks at all 8 once.
             q.send(&big).unwrap();
+            assert_eq!(failed_opens(&q), SLOTS);
+            // Each next one finds the slots busy (queued) and makes a new one,
+            // with no more failed opens.
+            for _ in 1..4 {
+                q.send(&big).unwrap();
+            }
+            assert_eq!(failed_opens(&q), SLOTS);
+            // Another handle makes the next slots (p4, p5: its own first look
+            // fails only for those). This handle still takes them as missing
+            // (recently looked at) but finds them made and uses them.
+            other.send(&big).unwrap();
+            other.send(&big).unwrap();
+            assert_eq!(failed_opens(&other), SLOTS - 4);
+            for _ in 0..2 {
+                q.send(&big).unwrap();
+            }
+            assert_eq!(side_files(name), (SLOTS, 0));
+            assert_eq!(failed_opens(&q), SLOTS);
+            for _ in 0..8 {
+                assert_eq!(q.recv().unwrap(), big);
+            }
         }
-        assert_eq!(failed_opens(&q), SLOTS);
-        // Another handle makes the next slots (p4, p5: its own first look
-        // fails only for those). This handle still takes them as missing
-        // (recently looked at) but finds them made and uses them.
-        other.send(&big).unwrap();
-        other.send(&big).unwrap();
-        assert_eq!(failed_opens(&other), SLOTS - 4);
-        for _ in 0..2 {
-            q.send(&big).unwrap();
+
+        fn side_files(name: &str) -> (usize, usize) {
+            let files: Vec<String> = std::fs::read_dir(crate::name::SHM_DIR)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|f| f.starts_with(&format!("sage_ringbuf_{name}..")))
+                .collect();
+            let slots = files.iter().filter(|f| f.contains("..p")).count();
+            (slots, files.len() - slots)
         }
-        assert_eq!(side_files(name), (SLOTS, 0));
-        assert_eq!(failed_opens(&q), SLOTS);
-        for _ in 0..8 {
-            assert_eq!(q.recv().unwrap(), big);
+
+        fn table_of(q: &Queue) -> &Table {
+            q.view().pool.expect("a pool").table()
         }
-    }
 
-    fn side_files(name: &str) -> (usize, usize) {
-        let files: Vec<String> = std::fs::read_dir(crate::name::SHM_DIR)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|f| f.starts_with(&format!("sage_ringbuf_{name}..")))
-            .collect();
-        let slots = files.iter().filter(|f| f.contains("..p")).count();
-        (slots, files.len() - slots)
-    }
+        /// Removes a test's queue (its slots and side objects with it) when
+        /// dropped, also when the test fails.
+        struct Removed(String);
 
-    fn table_of(q: &Queue) -> &Table {
-        q.view().pool.expect("a pool").table()
-    }
-
-    /// Removes a test's queue (its slots and side objects with it) when
-    /// dropped, also when the test fails.
-    struct Removed(String);
-
-    impl Drop for Removed {
-        fn drop(&mut self) {
-            let _ = Queue::remove(&self.0);
+        impl Drop for Removed {
+            fn drop(&mut self) {
+                let _ = Queue::remove(&self.0);
+            }
         }
-    }
 
-    /// A fresh queue with a 1 KiB ring and a second handle of it, after
-    /// their removal guard (bound first, so dropped last: after the
-    /// handles' close).
-    fn two_handles(tag: &str) -> (Removed, Queue, Queue) {
-        let name = format!("pool_unit_{tag}_{}", std::process::id());
-        let removed = Removed(name.clone());
-        let q = Queue::create(&name, 1024).unwrap();
-        let other = Queue::open(&name).unwrap();
-        (removed, q, other)
-    }
+        /// A fresh queue with a 1 KiB ring and a second handle of it, after
+        /// their removal guard (bound first, so dropped last: after the
+        /// handles' close).
+        fn two_handles(tag: &str) -> (Removed, Queue, Queue) {
+            let name = format!("pool_unit_{tag}_{}", std::process::id());
+            let removed = Removed(name.clone());
+            let q = Queue::create(&name, 1024).unwrap();
+            let other = Queue::open(&name).unwrap();
+            (removed, q, other)
+        }
 
-    /// A put that finds every slot busy waits for one to be freed instead
-    /// of taking a one-shot object at once (about ten times a slot's cost);
-    /// after a wait that found none, puts take one-shot objects without
-    /// waiting until a claim succeeds again; a put that tries once never
-    /// waits.
-    #[cfg(not(any(loom, miri)))]
-    #[test]
-    fn a_put_waits_a_moment_for_a_busy_slot_before_a_one_shot_object() {
-        let (removed, q, consumer) = two_handles("wait");
-        let name = &removed.0;
-        let set_wait = |d: Duration| *table_of(&q).wait_for_slot.lock().unwrap() = d;
-        let patient = |q: &Queue| table_of(q).patient.load(Relaxed);
-        let msg = |i: u8| vec![i; 5000];
-        for i in 0..SLOTS as u8 {
-            q.send(&msg(i)).unwrap();
+        /// A put that finds every slot busy waits for one to be freed instead
+        /// of taking a one-shot object at once (about ten times a slot's cost);
+        /// after a wait that found none, puts take one-shot objects without
+        /// waiting until a claim succeeds again; a put that tries once never
+        /// waits.
+        #[test]
+        fn a_put_waits_a_moment_for_a_busy_slot_before_a_one_shot_object() {
+            let (removed, q, consumer) = two_handles("wait");
+            let name = &removed.0;
+            let set_wait = |d: Duration| *table_of(&q).wait_for_slot.lock().unwrap() = d;
+            let patient = |q: &Queue| table_of(q).patient.load(Relaxed);
+            let msg = |i: u8| vec![i; 5000];
+            for i in 0..SLOTS as u8 {
+                q.send(&msg(i)).unwrap();
+            }
+            assert_eq!(side_files(name), (SLOTS, 0));
+            // A consumer takes a message 50 ms from now: the put waits for its
+            // slot (with a wait long enough for any machine).
+            set_wait(Duration::from_secs(60));
+            let taker = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                let first = consumer.recv().unwrap();
+                (consumer, first)
+            });
+            q.send(&msg(8)).unwrap();
+            let (consumer, first) = taker.join().unwrap();
+            assert_eq!(first, msg(0));
+            assert_eq!(
+                side_files(name),
+                (SLOTS, 0),
+                "the freed slot, no one-shot object"
+            );
+            assert!(patient(&q));
+            // Nobody frees one: the wait ends, the message takes a one-shot
+            // object, and the next put takes one without waiting.
+            set_wait(Duration::from_millis(20));
+            q.send(&msg(9)).unwrap();
+            assert_eq!(side_files(name), (SLOTS, 1));
+            assert!(!patient(&q));
+            set_wait(Duration::from_secs(60));
+            let started = Instant::now();
+            q.send(&msg(10)).unwrap();
+            assert!(started.elapsed() < Duration::from_secs(30), "it waited");
+            assert_eq!(side_files(name), (SLOTS, 2));
+            // A claim that succeeds makes puts wait again.
+            assert_eq!(consumer.recv().unwrap(), msg(1));
+            q.send(&msg(11)).unwrap();
+            assert!(patient(&q));
+            assert_eq!(side_files(name), (SLOTS, 2));
+            // A put that tries once never waits (the wait is a minute).
+            let started = Instant::now();
+            q.try_send(&msg(12)).unwrap();
+            assert!(started.elapsed() < Duration::from_secs(30), "it waited");
+            assert_eq!(side_files(name), (SLOTS, 3));
+            for i in 2..13 {
+                assert_eq!(consumer.recv().unwrap(), msg(i));
+            }
+            assert_eq!(side_files(name), (SLOTS, 0));
         }
-        assert_eq!(side_files(name), (SLOTS, 0));
-        // A consumer takes a message 50 ms from now: the put waits for its
-        // slot (with a wait long enough for any machine).
-        set_wait(Duration::from_secs(60));
-        let taker = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            let first = consumer.recv().unwrap();
-            (consumer, first)
-        });
-        q.send(&msg(8)).unwrap();
-        let (consumer, first) = taker.join().unwrap();
-        assert_eq!(first, msg(0));
-        assert_eq!(
-            side_files(name),
-            (SLOTS, 0),
-            "the freed slot, no one-shot object"
-        );
-        assert!(patient(&q));
-        // Nobody frees one: the wait ends, the message takes a one-shot
-        // object, and the next put takes one without waiting.
-        set_wait(Duration::from_millis(20));
-        q.send(&msg(9)).unwrap();
-        assert_eq!(side_files(name), (SLOTS, 1));
-        assert!(!patient(&q));
-        set_wait(Duration::from_secs(60));
-        let started = Instant::now();
-        q.send(&msg(10)).unwrap();
-        assert!(started.elapsed() < Duration::from_secs(30), "it waited");
-        assert_eq!(side_files(name), (SLOTS, 2));
-        // A claim that succeeds makes puts wait again.
-        assert_eq!(consumer.recv().unwrap(), msg(1));
-        q.send(&msg(11)).unwrap();
-        assert!(patient(&q));
-        assert_eq!(side_files(name), (SLOTS, 2));
-        // A put that tries once never waits (the wait is a minute).
-        let started = Instant::now();
-        q.try_send(&msg(12)).unwrap();
-        assert!(started.elapsed() < Duration::from_secs(30), "it waited");
-        assert_eq!(side_files(name), (SLOTS, 3));
-        for i in 2..13 {
-            assert_eq!(consumer.recv().unwrap(), msg(i));
-        }
-        assert_eq!(side_files(name), (SLOTS, 0));
     }
 
     #[test]
