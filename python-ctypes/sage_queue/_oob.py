@@ -233,9 +233,10 @@ class Pieces:
 #: numpy's ndarray type, once numpy is imported (``array_pieces``).
 _ndarray: Optional[type] = None
 #: Message prefixes of arrays (header, pickle, padding) by dtype, shape and
-#: writability, their pickles' lengths, and the message's two lengths as a C
-#: array (see ``Pieces.vectors``): see ``array_pieces``.
-_ARRAY_PREFIXES: Dict[Tuple[Any, ...], Tuple[bytes, int, Any]] = {}
+#: writability, their pickles' lengths, the message's two lengths as a C
+#: array (see ``Pieces.vectors``) and the prefix's address: see
+#: ``array_pieces``.
+_ARRAY_PREFIXES: Dict[Tuple[Any, ...], Tuple[bytes, int, Any, int]] = {}
 #: Entries each of those tables keeps at most (a bound: shapes may vary
 #: forever).
 _REMEMBERED_MAX = 256
@@ -282,8 +283,42 @@ def array_pieces(item: Any, kind: type) -> Optional[Pieces]:
             return None  # not the layout above: the generic path
         prefix = _header(len(data), [item.nbytes]) + data
         prefix += _PADDING[: -len(prefix) % ALIGN]
-        known = _remember(_ARRAY_PREFIXES, key, (prefix, len(data), (c_uint32 * 2)(len(prefix), item.nbytes)))
+        if len(prefix) + item.nbytes >= 1 << 32:
+            # Its lengths would not fit the C call's 32-bit array: the
+            # generic path refuses it (MessageTooLargeError).
+            return None
+        lengths = (c_uint32 * 2)(len(prefix), item.nbytes)
+        known = _remember(_ARRAY_PREFIXES, key, (prefix, len(data), lengths, _bytes_address(prefix)))
     return Pieces.of_array(known[0], known[1], item, known[2])
+
+
+def array_vectors(item: Any, kind: type) -> Optional[Tuple[Any, Any, Any, Any]]:
+    """``put``'s shortest path for a writable C-contiguous array of a kind
+    ``array_pieces`` has seen (its dtype, shape and writability): the
+    arguments of ``ring_buffer_put_msgv`` without a ``Pieces`` (~1.7 us
+    less per put of a 1 MiB array, about 5 %). Returns (holder, addresses,
+    lengths, entry): the holder, a ctypes object over the array's first
+    byte, keeps the array's memory exported, and the table's entry its
+    prefix (which the table may drop meanwhile), until the caller drops
+    them after the call. None: use ``array_pieces``."""
+    if kind is not _ndarray:
+        return None  # numpy not seen yet (array_pieces finds it), or no array
+    try:
+        # Only a writable C-contiguous array exports a simple writable
+        # buffer: this is also the test of both.
+        holder = _c_char.from_buffer(item)
+    except (TypeError, ValueError, BufferError):
+        return None
+    known = _ARRAY_PREFIXES.get((item.dtype, item.shape, True))
+    if known is None:
+        return None
+    # The dtype and shape made the entry, so they passed array_pieces'
+    # checks (built-in dtype, no objects, not empty, under 4 GiB in all).
+    return holder, _ADDRESS_PAIR(known[3], _addressof(holder)), known[2], known
+
+
+#: ``array_vectors``' address array type (made once: ~0.35 us a call).
+_ADDRESS_PAIR = c_void_p * 2
 
 
 def release_all(payloads: Sequence[Any]) -> None:

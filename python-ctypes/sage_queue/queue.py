@@ -134,6 +134,7 @@ _get_msg_args = _lib.get_msg_args
 _get_msg_lease = _lib.get_msg_lease
 _Pieces = _oob.Pieces
 _array_pieces = _oob.array_pieces
+_array_vectors = _oob.array_vectors
 _dumps_large = _oob.dumps_large
 _LARGE = _oob.LARGE
 # Items the hot paths pickle at once: nothing out of band comes of them
@@ -618,6 +619,15 @@ class SageQueue:
                 self._put_pieces(self._pieces(item), block, timeout, "put")
                 return
             else:
+                vectors = _array_vectors(item, kind)
+                if vectors is not None:
+                    try:
+                        self._put_vectors(vectors[1], vectors[2], block, timeout, "put")
+                    finally:
+                        # Lets go of the array (an exception's traceback
+                        # would keep the holder, and the export, alive).
+                        del vectors
+                    return
                 pieces = _array_pieces(item, kind)
                 if pieces is not None:
                     self._put_pieces(pieces, block, timeout, "put")
@@ -651,17 +661,24 @@ class SageQueue:
         try:
             self._check_sendable(pieces.nbytes, what)
             parts, lens, count = pieces.vectors()
-            if block and timeout is None:
-                wait_ns: Any = _SLICE_ARG
-                deadline: Optional[float] = None
-            else:
-                wait_ns, deadline = _first_wait(block, timeout)
-            rc = _lib.put_msgv(self._handle, parts, lens, count, wait_ns)
-            while rc:
-                wait_ns = self._retry(rc, _PUT, block, deadline, what, size=pieces.nbytes)
-                rc = _lib.put_msgv(self._handle, parts, lens, count, wait_ns)
+            self._put_vectors(parts, lens, block, timeout, what, count)
         finally:
             pieces.release()
+
+    def _put_vectors(
+        self, parts: Any, lens: Any, block: bool, timeout: Optional[float], what: str, count: int = 2
+    ) -> None:
+        """``ring_buffer_put_msgv`` of ``count`` parts (C arrays of their
+        addresses and lengths), waiting as ``put`` does."""
+        if block and timeout is None:
+            wait_ns: Any = _SLICE_ARG
+            deadline: Optional[float] = None
+        else:
+            wait_ns, deadline = _first_wait(block, timeout)
+        rc = _lib.put_msgv(self._handle, parts, lens, count, wait_ns)
+        while rc:
+            wait_ns = self._retry(rc, _PUT, block, deadline, what, size=sum(lens))
+            rc = _lib.put_msgv(self._handle, parts, lens, count, wait_ns)
 
     def _payload(self, item: Any) -> Union[bytes, _oob.Pieces]:
         """The message ``put`` sends for ``item``: bytes, or ``Pieces`` (for

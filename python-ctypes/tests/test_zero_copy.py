@@ -13,8 +13,10 @@ buffer is reused)."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import pickle
+import sys
 import threading
 import tracemalloc
 from typing import Any, Callable, List
@@ -408,3 +410,71 @@ def test_a_stream_of_arrays_is_not_tried_as_pickles(
     # Tried as pickles: the first array, the str (after its magic check)
     # and the first array after it; not the other four arrays.
     assert len(tried) == 3, tried
+
+
+def test_put_sends_a_known_kind_of_array_without_pieces(
+    make_queue: Callable[..., SageQueue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``put`` sends a writable C-contiguous array of a dtype and shape it
+    has seen straight from a remembered prefix (``array_vectors``, no
+    ``Pieces``): the same message as the general path, and the array is let
+    go of after the put, also after a put that failed while its exception
+    is kept. Arrays of that dtype and shape that are read-only, F-ordered
+    or strided take the general path, and every one arrives whole."""
+    import queue as std_queue
+
+    from sage_queue import _oob
+    from sage_queue import queue as queue_module
+
+    general: List[int] = []
+    array_pieces = queue_module._array_pieces
+
+    def counted(item: Any, kind: type) -> Any:
+        general.append(1)
+        return array_pieces(item, kind)
+
+    monkeypatch.setattr(queue_module, "_array_pieces", counted)
+    q = make_queue(1 << 16)  # 16 KiB arrays travel in the ring
+    first = np.arange(2048.0).reshape(16, 128)
+    q.put(first)
+    assert len(general) == 1  # the first of its kind makes the prefix
+    second = first + 0.5
+    q.put(second)
+    assert len(general) == 1, "a known kind of array took the general path"
+    assert same(q.get(timeout=10), first) and same(q.get(timeout=10), second)
+    # Byte for byte the general path's message.
+    buffers: List[pickle.PickleBuffer] = []
+    data = pickle.dumps(second, _oob.PROTOCOL, buffer_callback=buffers.append)
+    q.put(second)
+    assert q.get_bytes(timeout=10) == _message(_oob.Pieces([data], buffers))
+
+    read_only = second.copy()
+    read_only.flags.writeable = False
+    others = [read_only, np.asfortranarray(second), np.arange(4096.0).reshape(16, 256)[:, ::2]]
+    for other in others:
+        before = len(general)
+        q.put(other)
+        assert len(general) == before + 1
+        assert same(q.get(timeout=10), other)
+
+    # Let go of after the put, and after a put that found the ring full.
+    item = np.arange(2048.0).reshape(16, 128).copy()  # owns its memory
+    q.put(item)
+    item.resize((16, 64), refcheck=True)  # ValueError if anything still references it
+    q.get(timeout=10)
+    for _ in range(3):
+        q.put(first)
+    item = np.arange(2048.0).reshape(16, 128).copy()
+    before = sys.getrefcount(item)
+    with pytest.raises(std_queue.Full) as full:
+        q.put(item, timeout=0.01)
+    # The kept exception's traceback keeps put's frame, which refers to the
+    # item: one reference more, not two (the export's holder would be the
+    # second: it refers to the array through the buffer it exports).
+    assert sys.getrefcount(item) == before + 1
+    del full
+    gc.collect()  # the traceback's frames may sit in a cycle
+    item.resize((16, 64), refcheck=True)
+    assert len(general) == 1 + len(others)
+    for _ in range(3):
+        assert same(q.get(timeout=10), first)
