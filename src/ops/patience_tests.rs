@@ -1,15 +1,16 @@
-//! A consumer whose last message went out of line yields, instead of
-//! sleeping, for about as long as the next such message takes to write
+//! A consumer whose last message went out of line, or was a message of
+//! `PATIENT_FROM` bytes or more in the ring, yields, instead of sleeping,
+//! for about as long as the next such message takes to write
 //! (`View::note_received`), once: a patience spent without a message is
-//! not renewed until the next large message. After a message that travelled
-//! in the ring it sleeps after the short spin, as before. Told apart by the reader's wait
+//! not renewed until the next large message. After a shorter message in
+//! the ring it sleeps after the short spin, as before. Told apart by the reader's wait
 //! count, which moves only on the way to a futex sleep: no timing is
 //! asserted beyond deadlines far from the patience.
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use super::wait::MAX_PATIENCE_NS;
+use super::wait::{MAX_PATIENCE_NS, PATIENT_FROM};
 use crate::error::Error;
 use crate::Queue;
 
@@ -41,6 +42,34 @@ fn patience_follows_the_last_message_and_is_bounded_and_per_handle() {
     });
     view.note_received(None);
     assert_eq!(view.patience_ns(), 0);
+}
+
+/// Large messages in the ring call for patience too (their length at 8
+/// bytes a nanosecond), shorter ones do not; a batch takes its last
+/// message's.
+#[test]
+fn large_messages_in_the_ring_call_for_patience() {
+    let name = format!("rbtest_patience_r_{}", std::process::id());
+    let _removed = Removed(name.clone());
+    let q = Queue::create(&name, 1 << 20).unwrap();
+    let patient = vec![1u8; PATIENT_FROM as usize];
+    let longer = vec![2u8; 64 << 10];
+    let short = vec![3u8; PATIENT_FROM as usize - 1];
+    q.send(&longer).unwrap();
+    assert_eq!(q.recv().unwrap(), longer);
+    assert_eq!(q.view().patience_ns(), (64 << 10) / 8);
+    q.send(&patient).unwrap();
+    assert_eq!(q.recv().unwrap(), patient);
+    assert_eq!(q.view().patience_ns(), u64::from(PATIENT_FROM) / 8);
+    q.send(&short).unwrap();
+    assert_eq!(q.recv().unwrap(), short);
+    assert_eq!(q.view().patience_ns(), 0);
+    q.send_batch(&[&short[..], &longer[..]]).unwrap();
+    assert_eq!(q.recv_batch(2).unwrap().len(), 2);
+    assert_eq!(q.view().patience_ns(), (64 << 10) / 8);
+    q.send_batch(&[&longer[..], &short[..]]).unwrap();
+    assert_eq!(q.recv_batch(2).unwrap().len(), 2);
+    assert_eq!(q.view().patience_ns(), 0);
 }
 
 #[test]

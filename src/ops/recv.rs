@@ -2,6 +2,7 @@
 
 use std::fs::File;
 
+use super::wait::PATIENT_FROM;
 use super::{Frames, Role};
 use crate::error::{Error, Result};
 use crate::frame::{frame_len, frame_len_of_prefix, is_descriptor, payload_len};
@@ -189,8 +190,9 @@ impl View<'_> {
         let mut pos = head;
         let mut received = 0;
         let mut done = Vec::new();
-        // The length of the last message taken, if it went out of line.
-        let mut last_large = None;
+        // The length of the last message taken, if it went out of line or
+        // is long enough to call for patience (`View::note_received`).
+        let mut patient_len = None;
         loop {
             if received > 0 && received >= sink.max_count() {
                 break;
@@ -224,7 +226,7 @@ impl View<'_> {
                     crate::failpoint::hit("reader_mid_copy");
                     pos += frame_len(len);
                     received += 1;
-                    last_large = None;
+                    patient_len = (len >= PATIENT_FROM).then_some(u64::from(len));
                 }
                 Next::Large(d, frame) => {
                     // Too large for this sink (Python's first try with its
@@ -255,7 +257,7 @@ impl View<'_> {
                         });
                         pos += frame;
                         received += 1;
-                        last_large = Some(u64::from(len));
+                        patient_len = Some(u64::from(len));
                         continue;
                     };
                     // Not consumed yet: dropping it now frees nothing.
@@ -285,7 +287,7 @@ impl View<'_> {
                     });
                     pos += frame;
                     received += 1;
-                    last_large = Some(u64::from(len));
+                    patient_len = Some(u64::from(len));
                 }
                 // The last frame is incomplete. A legacy producer may be
                 // half-way through writing it in two calls; but if the
@@ -307,7 +309,7 @@ impl View<'_> {
             };
         }
         self.publish(Role::Reader, head, pos, Frames::Whole(received as u64));
-        self.note_received(last_large);
+        self.note_received(patient_len);
         Ok(Attempt::Received(received, done))
     }
 }
