@@ -4,7 +4,8 @@
 //! queue by name. Every message is delivered exactly once, whole, and in
 //! each producer's order; waiting senders and receivers sleep on shared
 //! futexes instead of polling (after a short spin; longer, up to 250 us of
-//! yielding, for a receiver of messages larger than the ring); a process
+//! yielding, for a receiver of messages larger than the ring or of 16 KiB
+//! or more); a process
 //! killed at any instant, holding any
 //! lock, costs at most its own in-flight message. Queues live in `/dev/shm`
 //! as `sage_ringbuf_<name>` until removed.
