@@ -70,7 +70,7 @@ from ._status import (
     RB_ERR_TIMEOUT,
     RB_OK,
 )
-from .errors import MessageTooLargeError, ShutDown
+from .errors import ShutDown
 
 __all__ = [
     "get_async",
@@ -409,6 +409,7 @@ async def _put_one(q: Any, data: Any, vectors: Optional[Tuple[Any, Any, int]], t
     """Puts one message: ``data`` (bytes) by put_msg, or its pieces
     (``vectors``) by put_msgv, awaiting room."""
     size = len(data)
+    q._check_sendable(size, "put_async")
     deadline = _deadline(timeout)
     spun = False
     while True:
@@ -478,9 +479,7 @@ async def _put_payloads(q: Any, payloads: List[Any], timeout: Optional[float]) -
     count = len(payloads)
     if count == 0:
         return 0
-    largest = max(map(len, payloads))
-    if largest >= 1 << 32:  # lengths are 32-bit; larger than the ring goes out of line
-        raise MessageTooLargeError(f"put_many_async on queue {q.name!r}: {q._too_large_text(largest)}")
+    q._check_sendable(max(map(len, payloads)), "put_many_async")
     sizes = array.array("I", map(len, payloads))
     # Pieces (out-of-band buffers, large bytes) go one put_msgv each.
     inline = [type(p) is bytes for p in payloads]

@@ -562,7 +562,9 @@ class SageQueue:
 
     def _check_sendable(self, size: int, what: str) -> None:
         """MessageTooLargeError for a message of 4 GiB or more: the C calls
-        take 32-bit lengths, and ctypes would silently pass one mod 2^32."""
+        take 32-bit lengths, and ctypes would silently pass one mod 2^32.
+        Every put path (here and in sage_queue.aio) passes its messages'
+        lengths through this before a C call."""
         if size >= _MAX_ITEM:
             raise MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text(size)}")
 
@@ -650,21 +652,23 @@ class SageQueue:
             data = dumps(item)
             if type(data) is not bytes:
                 data = _as_bytes(data, "dumps")
+        size = len(data)
         if block and timeout is None:
             # The common case, with one C call when there is room.
-            size = len(data)
             if size < _LENGTH_ARGS_MAX:
                 length = _LENGTH_ARGS[size]
                 if length is None:
                     length = _LENGTH_ARGS[size] = c_uint32(size)
                 rc = _put_msg_args(self._put_args_arg, data, length)
             else:
+                self._check_sendable(size, "put")
                 rc = _put_msg_args(self._put_args_arg, data, size)
             if rc:
                 self._put_wait(data, rc, True, None, "put")
             return
+        self._check_sendable(size, "put")
         wait_ns, deadline = _first_wait(block, timeout)
-        rc = _put_msg(self._handle, data, len(data), wait_ns)
+        rc = _put_msg(self._handle, data, size, wait_ns)
         if rc:
             self._put_wait(data, rc, block, deadline, "put")
 
@@ -888,9 +892,7 @@ class SageQueue:
             alone: List[bool] = []
             any_large = False
         else:
-            largest = max(map(len, payloads))
-            if largest >= _MAX_ITEM:
-                raise MessageTooLargeError(f"{what} on queue {self.name!r}: {self._too_large_text(largest)}")
+            self._check_sendable(max(map(len, payloads)), what)
             alone = [type(p) is not bytes or len(p) > inline for p in payloads]
             any_large = any(alone)
             # Only bytes are not `alone` (so all are bytes when none is).

@@ -227,8 +227,11 @@ def test_items_of_4_gib_or_more_are_refused_not_cut_short(make_queue: Callable[.
 
     q = make_queue()
     huge = np.zeros((1 << 32) + 1024, np.uint8)
+    import asyncio
+
     for put in (q.put, q.put_nowait, lambda item: q.put(item, timeout=1), lambda item: q.put_many([item]),
-                lambda item: q.put_bytes(memoryview(item))):
+                lambda item: q.put_bytes(memoryview(item)), lambda item: asyncio.run(q.put_async(item)),
+                lambda item: asyncio.run(q.put_many_async([item]))):
         with pytest.raises(MessageTooLargeError, match="4 GiB or more"):
             put(huge)
     assert q.qsize() == 0
