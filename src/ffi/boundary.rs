@@ -47,3 +47,13 @@ pub(super) fn status(body: impl FnOnce() -> Result<c_int>) -> c_int {
         }
     }
 }
+
+/// [`status`] for a function that returns a length (0 or more) or a
+/// negative code.
+pub(super) fn length_or_status(body: impl FnOnce() -> Result<usize>) -> i64 {
+    let mut len = 0;
+    match status(|| body().map(|n| len = n).map(|()| 0)) {
+        0 => len as i64,
+        code => i64::from(code),
+    }
+}

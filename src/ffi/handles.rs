@@ -227,6 +227,19 @@ pub(super) unsafe fn array_mut<'a, T>(ptr: *mut T, count: u32) -> Result<&'a mut
     Ok(unsafe { slice::from_raw_parts_mut(ptr, count as usize) })
 }
 
+/// A copy of the input struct at `ptr`, which must not be NULL (no Rust
+/// reference to the caller's memory outlives the call).
+///
+/// # Safety
+/// A non-NULL `ptr` must be readable for a `T`.
+pub(super) unsafe fn input<T: Copy>(ptr: *const T) -> Result<T> {
+    if ptr.is_null() {
+        return Err(Error::InvalidArg);
+    }
+    // SAFETY: per the contract.
+    Ok(unsafe { ptr.read() })
+}
+
 /// A checked, write-only output parameter.
 pub(super) struct Out<T>(std::ptr::NonNull<T>);
 

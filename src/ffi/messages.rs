@@ -13,7 +13,7 @@ use std::os::fd::IntoRawFd;
 use std::os::raw::{c_int, c_void};
 use std::os::unix::fs::FileExt;
 
-use super::boundary::status;
+use super::boundary::{length_or_status, status};
 use super::handles::{self, array, array_mut, bytes, Out};
 use crate::error::Error;
 use crate::error::Result;
@@ -48,19 +48,32 @@ pub unsafe extern "C" fn ring_buffer_put_msg(
     len: u32,
     timeout_ns: i64,
 ) -> c_int {
-    status(|| {
-        let queue = handles::queue(rb)?;
-        // SAFETY: forwarded contract.
-        let msg = unsafe { bytes(data, len)? };
-        queue.send_batch_wait(&[msg][..], Wait::from_timeout_ns(timeout_ns))?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract.
+    status(|| unsafe { put_one(rb, data, len, timeout_ns) })
+}
+
+/// The body of `ring_buffer_put_msg` (and `_args`).
+///
+/// # Safety
+/// As `ring_buffer_put_msg`.
+unsafe fn put_one(
+    rb: *mut RingBuffer,
+    data: *const c_void,
+    len: u32,
+    timeout_ns: i64,
+) -> Result<c_int> {
+    let queue = handles::queue(rb)?;
+    // SAFETY: forwarded contract.
+    let msg = unsafe { bytes(data, len)? };
+    queue.send_batch_wait(&[msg][..], Wait::from_timeout_ns(timeout_ns))?;
+    Ok(0)
 }
 
 /// The arguments of `ring_buffer_put_msg` that stay the same from call to
 /// call, in one struct, for `ring_buffer_put_msg_args` (see
 /// `ring_buffer_get_args_t`: for callers that pay per argument).
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct RingBufferPutArgs {
     /// The queue.
     pub rb: *mut RingBuffer,
@@ -80,13 +93,12 @@ pub unsafe extern "C" fn ring_buffer_put_msg_args(
     data: *const c_void,
     len: u32,
 ) -> c_int {
-    if args.is_null() {
-        return status(|| Err(Error::InvalidArg));
-    }
-    // SAFETY: non-NULL and readable (contract); a copy of the two fields.
-    let RingBufferPutArgs { rb, timeout_ns } = unsafe { args.read() };
-    // SAFETY: forwarded contract.
-    unsafe { ring_buffer_put_msg(rb, data, len, timeout_ns) }
+    status(|| {
+        // SAFETY: forwarded contract.
+        let RingBufferPutArgs { rb, timeout_ns } = unsafe { handles::input(args)? };
+        // SAFETY: forwarded contract.
+        unsafe { put_one(rb, data, len, timeout_ns) }
+    })
 }
 
 /// Puts one message made of `count` parts written back to back
@@ -253,14 +265,28 @@ pub unsafe extern "C" fn ring_buffer_get_msg(
     timeout_ns: i64,
 ) -> c_int {
     status(|| {
-        let queue = handles::queue(rb)?;
         // SAFETY: forwarded contract.
         let out_len = unsafe { handles::out(out_len)? };
-        let mut sink = Packed::single(buf, cap)?;
-        let out_len = recv_one(&queue, &mut sink, out_len, timeout_ns)?;
-        out_len.set(sink.used as u32);
+        let (len, out_len) = get_one(rb, buf, cap, out_len, timeout_ns)?;
+        out_len.set(len as u32);
         Ok(0)
     })
+}
+
+/// The body of `ring_buffer_get_msg` (and `_args`): one message into `buf`,
+/// its length and `too_small` back (written only with the length needed,
+/// on `BufferTooSmall`).
+fn get_one(
+    rb: *mut RingBuffer,
+    buf: *mut c_void,
+    cap: u32,
+    too_small: Out<u32>,
+    timeout_ns: i64,
+) -> Result<(usize, Out<u32>)> {
+    let queue = handles::queue(rb)?;
+    let mut sink = Packed::single(buf, cap)?;
+    let too_small = recv_one(&queue, &mut sink, too_small, timeout_ns)?;
+    Ok((sink.used, too_small))
 }
 
 /// The arguments of `ring_buffer_get_msg` in one struct, for
@@ -269,6 +295,7 @@ pub unsafe extern "C" fn ring_buffer_get_msg(
 /// Python's ctypes converts each one, and five arguments plus reading the
 /// length back cost about a quarter of a 512-byte get (~0.33 us measured).
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct RingBufferGetArgs {
     /// The queue.
     pub rb: *mut RingBuffer,
@@ -294,33 +321,19 @@ pub struct RingBufferGetArgs {
 /// the call, whose `buf` is writable for `cap` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn ring_buffer_get_msg_args(args: *mut RingBufferGetArgs) -> i64 {
-    let mut got = 0usize;
-    let rc = status(|| {
-        if args.is_null() {
-            return Err(Error::InvalidArg);
-        }
-        // SAFETY: non-NULL, and readable by the contract; a copy, so no Rust
-        // reference to the caller's struct outlives this line.
+    length_or_status(|| {
+        // SAFETY: forwarded contract.
         let RingBufferGetArgs {
             rb,
             buf,
             cap,
             timeout_ns,
             ..
-        } = unsafe { args.read() };
-        let queue = handles::queue(rb)?;
+        } = unsafe { handles::input(args)? };
         // SAFETY: a field of the caller's writable struct (contract above).
         let needed = unsafe { handles::out(std::ptr::addr_of_mut!((*args).needed))? };
-        let mut sink = Packed::single(buf, cap)?;
-        recv_one(&queue, &mut sink, needed, timeout_ns)?;
-        got = sink.used;
-        Ok(0)
-    });
-    if rc == 0 {
-        got as i64
-    } else {
-        i64::from(rc)
-    }
+        get_one(rb, buf, cap, needed, timeout_ns).map(|(len, _)| len)
+    })
 }
 
 /// Waits (per `timeout_ns`) until the first message fits, then puts, in
