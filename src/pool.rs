@@ -324,8 +324,9 @@ struct Table {
     /// `wait_for_slot`): false after a wait that found none, true again
     /// after any claim.
     patient: AtomicBool,
-    /// How long such a put waits (`WAIT_FOR_SLOT`; tests change it).
-    wait_for_slot: Mutex<Duration>,
+    /// How long such a put waits, in nanoseconds (`WAIT_FOR_SLOT`; tests
+    /// change it).
+    wait_for_slot_ns: AtomicU64,
 }
 
 /// How long a put whose slots are all busy waits for one to be freed
@@ -372,7 +373,7 @@ impl Pool {
                 #[cfg(test)]
                 failed_opens: Default::default(),
                 patient: AtomicBool::new(true),
-                wait_for_slot: Mutex::new(WAIT_FOR_SLOT),
+                wait_for_slot_ns: AtomicU64::new(WAIT_FOR_SLOT.as_nanos() as u64),
             }));
             // Release pairs with the Acquire load above in other threads. A
             // parent's table is left as it is (its mutex may be held by a
@@ -495,7 +496,7 @@ impl Pool {
         Some(claim)
     }
 
-    /// Waits up to the table's `wait_for_slot` for a slot this process has
+    /// Waits up to the table's `wait_for_slot_ns` for a slot this process has
     /// open to be freed, unless the last wait found none (then at once
     /// `None`, until a claim succeeds again).
     fn wait_for_slot(&self, queue: &QueueName, len: u64) -> Option<Claim> {
@@ -503,10 +504,7 @@ impl Pool {
         if !table.patient.load(Relaxed) {
             return None;
         }
-        let patience = *table
-            .wait_for_slot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let patience = Duration::from_nanos(table.wait_for_slot_ns.load(Relaxed));
         let start = Instant::now();
         loop {
             // A freed slot shows as a state word of 0 (try_claim looks at
@@ -919,7 +917,11 @@ mod tests {
         fn a_put_waits_a_moment_for_a_busy_slot_before_a_one_shot_object() {
             let (removed, q, consumer) = two_handles("wait");
             let name = &removed.0;
-            let set_wait = |d: Duration| *table_of(&q).wait_for_slot.lock().unwrap() = d;
+            let set_wait = |d: Duration| {
+                table_of(&q)
+                    .wait_for_slot_ns
+                    .store(d.as_nanos() as u64, Relaxed)
+            };
             let patient = |q: &Queue| table_of(q).patient.load(Relaxed);
             let msg = |i: u8| vec![i; 5000];
             for i in 0..SLOTS as u8 {

@@ -1,10 +1,10 @@
 //! Waiting for room or for messages: a short spin, then sleep on a shared
 //! futex. Producers and consumers issue a wake-up only when the other side
 //! has a sleeper, so a streaming queue makes no system calls at all. A
-//! consumer whose last message went out of line yields a while longer
-//! before it sleeps ([`View::note_received`]): the next such message is
-//! usually a copy's time away, and a sleeping consumer costs its producer a
-//! wake-up.
+//! consumer whose last message went out of line, or was a large one in the
+//! ring, yields a while longer before it sleeps ([`View::note_received`]):
+//! the next such message is usually a copy's time away, and a sleeping
+//! consumer costs its producer a wake-up.
 //!
 //! The sleep protocol is Dekker-style. A sleeper reads the sequence word,
 //! raises the "wanted" flag, issues a store-load fence, re-checks the counter
@@ -50,14 +50,14 @@ const YIELDS: u32 = 16;
 /// many bytes per nanosecond, a memcpy's pace here with room for the
 /// producer's other work)...
 const PATIENCE_BYTES_PER_NS: u64 = 8;
-/// ...for messages in the ring of this many bytes or more. A consumer of
-/// 64 KiB arrays that slept between them fell, in about one run in three,
-/// into a state where it slept ~1,500 times per 30,000 messages and its
-/// producer issued ~9,600 wake-ups: 43k instead of 130k items/s (the
-/// woken consumer runs on its waker's core).
-pub(super) const PATIENT_FROM: u32 = 16 << 10;
 /// ...but at most this long (a 2 MiB message's worth).
 pub(super) const MAX_PATIENCE_NS: u64 = 250_000;
+/// Messages in the ring of this many bytes or more call for patience too.
+/// A consumer of 64 KiB arrays that slept between them fell, in 3 of 4
+/// runs of one benchmark, into a state of frequent sleeps and wake-ups
+/// (e.g. 751 sleeps, 1,466 wake-ups per 30,000 messages) at 58-69k
+/// instead of 130-160k items/s.
+pub(super) const PATIENT_FROM: u32 = 16 << 10;
 /// Legacy objects have no sleeper counts, and legacy-library peers never
 /// wake anybody: sleeps there last at most this long before re-checking.
 const LEGACY_SLEEP_NS: u64 = 10_000_000;
@@ -69,8 +69,8 @@ const UNFENCED_SLEEP_NS: u64 = 1_000_000;
 impl View<'_> {
     /// After a consumer's receive: `large` is the length of its last message
     /// if that went out of line or was at least [`PATIENT_FROM`] bytes. A
-    /// consumer of large messages that sleeps
-    /// between them makes its producer pay a `futex` wake-up and an IPI (the
+    /// consumer of large messages that sleeps between them makes its
+    /// producer pay a `futex` wake-up and an IPI (the
     /// sleeper's membarrier) per message, about a fifth of a 1 MiB put here;
     /// yielding until the next one arrives, as iceoryx2's subscribers poll,
     /// spares the producer both. Small messages keep the short spin: a
