@@ -421,12 +421,21 @@ def array_layout(item: Any, pickled: bytes) -> Optional[Tuple[Callable[..., Any]
     return numpy.frombuffer, dtype, item.shape, not item.flags.writeable
 
 
+def has_magic(payload: memoryview) -> bool:
+    """Whether ``payload`` starts as an out-of-band message does (0xff is no
+    pickle opcode: no pickle starts so)."""
+    return bytes(payload[:_MAGIC_LEN]) == MAGIC
+
+
+_MAGIC_LEN = len(MAGIC)
+
+
 def loads_any(payload: memoryview) -> Any:
     """Unpickles a message that may carry out-of-band buffers (see _oob);
     its buffers are used in place when ``payload`` maps the item's own side
     object, copied otherwise. (The magic first: 0xff is no pickle opcode,
     and a failed ``pickle.loads`` costs ~1.5 us.)"""
-    if bytes(payload[: len(MAGIC)]) == MAGIC:
+    if has_magic(payload):
         return loads(payload, owned=isinstance(payload.obj, _Lent))
     return pickle.loads(payload)
 

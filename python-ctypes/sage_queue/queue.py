@@ -149,8 +149,7 @@ _PLAIN = frozenset({bytes, str, bytearray, int, float, bool, type(None)})
 _SIZED = frozenset({bytes, str, bytearray})
 _loads_any = _oob.loads_any
 _oob_loads = _oob.loads
-_MAGIC = _oob.MAGIC
-_MAGIC_LEN = len(_oob.MAGIC)
+_has_magic = _oob.has_magic
 _lent = _oob.lent
 _NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number"
 
@@ -979,14 +978,14 @@ class SageQueue:
                 # The last message here had out-of-band buffers (numpy
                 # arrays...), as the next one likely has: its magic
                 # first, not a pickle.loads that fails (~1.5 us).
-                if bytes(payload[:_MAGIC_LEN]) == _MAGIC:
+                if _has_magic(payload):
                     return _oob_loads(payload, False)
                 rx.expect_out_of_band(False)
                 return _pickle_loads(payload)
             try:
                 return _pickle_loads(payload)
             except pickle.UnpicklingError:
-                if bytes(payload[:_MAGIC_LEN]) != _MAGIC:
+                if not _has_magic(payload):
                     raise
             rx.expect_out_of_band(True)
             return _oob_loads(payload, False)
