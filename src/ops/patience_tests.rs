@@ -10,7 +10,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use super::wait::{MAX_PATIENCE_NS, PATIENT_FROM};
+use super::wait::{MAX_PATIENCE_NS, PATIENT_BATCH, PATIENT_FROM};
 use crate::error::Error;
 use crate::Queue;
 
@@ -70,6 +70,63 @@ fn large_messages_in_the_ring_call_for_patience() {
     q.send_batch(&[&longer[..], &short[..]]).unwrap();
     assert_eq!(q.recv_batch(2).unwrap().len(), 2);
     assert_eq!(q.view().patience_ns(), 0);
+}
+
+/// A receive of `PATIENT_BATCH` messages or more calls for patience: their
+/// frames' bytes plus 2 KiB a message (256 ns at 8 bytes a nanosecond), or
+/// its last message's if that is longer; fewer messages do not.
+#[test]
+fn batches_call_for_patience() {
+    let name = format!("rbtest_patience_b_{}", std::process::id());
+    let _removed = Removed(name.clone());
+    let q = Queue::create(&name, 1 << 20).unwrap();
+    let item = vec![5u8; 512];
+    let batch = vec![&item[..]; 256];
+    q.send_batch(&batch).unwrap();
+    assert_eq!(q.recv_batch(256).unwrap().len(), 256);
+    // 256 frames of 4 + 512 bytes, and 256 messages' worth of 2 KiB.
+    assert_eq!(q.view().patience_ns(), (256 * 516 + 256 * 2048) / 8);
+
+    // One message short of a batch: no patience (short messages).
+    let fewer = vec![&item[..]; PATIENT_BATCH - 1];
+    q.send_batch(&fewer).unwrap();
+    assert_eq!(q.recv_batch(256).unwrap().len(), PATIENT_BATCH - 1);
+    assert_eq!(q.view().patience_ns(), 0);
+    let just = vec![&item[..]; PATIENT_BATCH];
+    q.send_batch(&just).unwrap();
+    assert_eq!(q.recv_batch(256).unwrap().len(), PATIENT_BATCH);
+    assert_eq!(
+        q.view().patience_ns(),
+        (PATIENT_BATCH as u64) * (516 + 2048) / 8
+    );
+
+    // A batch that ends with a message that went out of line (longer than
+    // the ring) takes that message's patience if it is the longer.
+    let longer = vec![2u8; 3 << 19];
+    let mut mixed = vec![&item[..]; PATIENT_BATCH];
+    mixed.push(&longer[..]);
+    let mut sent = 0;
+    while sent < mixed.len() {
+        sent += q.send_batch(&mixed[sent..]).unwrap();
+    }
+    let mut got = q.recv_batch(256).unwrap();
+    while got.len() < mixed.len() {
+        got.extend(q.recv_batch(256).unwrap());
+    }
+    assert_eq!(got.last().unwrap().len(), longer.len());
+    assert_eq!(q.view().patience_ns(), (3 << 19) / 8);
+
+    // Bounded like any patience.
+    let many = vec![&item[..]; 1500];
+    let mut sent = 0;
+    while sent < many.len() {
+        sent += q.send_batch(&many[sent..]).unwrap();
+    }
+    let mut got = 0;
+    while got < many.len() {
+        got += q.recv_batch(2000).unwrap().len();
+    }
+    assert_eq!(q.view().patience_ns(), MAX_PATIENCE_NS);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 
-use super::wait::PATIENT_FROM;
+use super::wait::{batch_patience_len, PATIENT_FROM};
 use super::{Frames, Role};
 use crate::error::{Error, Result};
 use crate::frame::{frame_len, frame_len_of_prefix, is_descriptor, payload_len};
@@ -309,6 +309,10 @@ impl View<'_> {
             };
         }
         self.publish(Role::Reader, head, pos, Frames::Whole(received as u64));
+        let patient_len = match (patient_len, batch_patience_len(received, pos - head)) {
+            (Some(last), Some(batch)) => Some(last.max(batch)),
+            (last, batch) => last.or(batch),
+        };
         self.note_received(patient_len);
         Ok(Attempt::Received(received, done))
     }
