@@ -36,6 +36,13 @@ their order) are checked as it arrives, and three items (the first,
 the middle and the last) are kept and compared by CRC-32 of their bytes with
 the producer's after the clock stops. items/s is the number of items over the
 time from the producer's start to the consumer's receipt of the last one.
+Before the clock starts, each pair moves a warm-up of the same items through
+the same channel (a tenth of the run, at most 64 MiB of them, at least one),
+so that one-time set-up is not counted as throughput, for any contender:
+iceoryx2 makes its data segment before it sends, SageQueue makes the
+shared-memory slots of its pool (which then stay) as its first large items
+need them, mp.Queue starts its feeder thread on the first put, and every
+channel's memory is touched for the first time.
 
 The targets of issue 14 (item 7) are marked met or not met: 512 B pickles
 >= 3.5x mp.Queue with put/get and >= 10x with put_many/get_many; 1 MiB and
@@ -54,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import itertools
 import multiprocessing as mp
 import os
 import pickle
@@ -91,6 +99,7 @@ CTX = mp.get_context("fork")  # the cheapest start; every contender gets it
 BATCH = 256
 VARIANTS = 4  # distinct source items, sent in turn (checked by their stamp)
 RUN_TIMEOUT = 300.0  # seconds one producer/consumer pair may take at most
+WARMUP_BYTES = 64 << 20  # at most this many bytes of items warm a channel up
 DEFAULT_PLOT = REPO / "docs" / "bench_sizes.png"
 
 
@@ -220,10 +229,19 @@ def _kept(n: int) -> Tuple[int, ...]:
     return tuple(sorted({0, n // 2, n - 1}))
 
 
+def warmup_count(size: Size, n: int) -> int:
+    """Items of the untimed warm-up before a run of n items: a tenth of
+    the run, at most WARMUP_BYTES of them, at least one."""
+    return max(1, min(n // 10, WARMUP_BYTES // size.nbytes))
+
+
 # ---------------------------------------------------------------- contenders
 # A contender makes a channel in the parent (before the fork), and gives the
-# producer and the consumer (forked processes) their loops. The consumer
-# returns its finish time; it raises on any wrong item.
+# producer and the consumer (forked processes) their loops. The producer
+# first sends `warm` items (items 0, 1, ... as the run will), then waits for
+# `start` and sends the run's n; the consumer takes and checks the warm-up
+# items, sets `warmed` (the parent starts the clock after it), then takes the
+# run's items and returns its finish time. It raises on any wrong item.
 
 
 class Contender:
@@ -239,10 +257,10 @@ class Contender:
     def prepare_consumer(self) -> None:
         """Consumer's set-up before the producer may start (its process)."""
 
-    def produce(self, items: Items, n: int, start: Any) -> None:
+    def produce(self, items: Items, n: int, warm: int, start: Any) -> None:
         raise NotImplementedError
 
-    def consume(self, items: Items, n: int) -> float:
+    def consume(self, items: Items, n: int, warm: int, warmed: Any) -> float:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -263,15 +281,20 @@ class _PutGet(Contender):
         get: Callable[[], Any] = self.q.get
         return get
 
-    def produce(self, items: Items, n: int, start: Any) -> None:
+    def produce(self, items: Items, n: int, warm: int, start: Any) -> None:
         put, pool = self.put_fn(), items.items
+        for i in range(warm):
+            put(pool[i % VARIANTS])
         start.wait()
         for i in range(n):
             put(pool[i % VARIANTS])
         put(None)
 
-    def consume(self, items: Items, n: int) -> float:
+    def consume(self, items: Items, n: int, warm: int, warmed: Any) -> float:
         get, check, keep = self.get_fn(), items.check_one, _kept(n)
+        for i in range(warm):
+            check(get(), i)
+        warmed.set()
         kept = {}
         for i in range(n):
             item = get()
@@ -302,28 +325,40 @@ class SageQueueMany(SageQueuePutGet):
     def supports(self, size: Size) -> bool:
         return size.is_pickle
 
-    def produce(self, items: Items, n: int, start: Any) -> None:
+    def produce(self, items: Items, n: int, warm: int, start: Any) -> None:
         put_many, pool = self.q.put_many, items.items
         batch = [pool[i % VARIANTS] for i in range(BATCH)]  # BATCH is a multiple of VARIANTS
+
+        def send(count: int) -> None:  # items 0, 1, ... (count - 1)
+            left = count
+            while left > 0:
+                take = min(left, BATCH)
+                put_many(batch if take == BATCH else batch[:take])
+                left -= take
+
+        send(warm)
         start.wait()
-        left = n
-        while left > 0:
-            take = min(left, BATCH)
-            put_many(batch if take == BATCH else batch[:take])
-            left -= take
+        send(n)
         self.q.put(None)
 
-    def consume(self, items: Items, n: int) -> float:
-        get_many, check, keep = self.q.get_many, items.check_batch, _kept(n)
-        kept = {}
-        i = 0
-        while i < n:
-            batch = get_many(min(BATCH, n - i))
-            check(batch, i)
-            for k in keep:
-                if i <= k < i + len(batch):
-                    kept[k] = batch[k - i]
-            i += len(batch)
+    def consume(self, items: Items, n: int, warm: int, warmed: Any) -> float:
+        get_many, check = self.q.get_many, items.check_batch
+
+        def take(count: int, keep: Tuple[int, ...]) -> Dict[int, Any]:
+            kept = {}
+            i = 0
+            while i < count:
+                batch = get_many(min(BATCH, count - i))
+                check(batch, i)
+                for k in keep:
+                    if i <= k < i + len(batch):
+                        kept[k] = batch[k - i]
+                i += len(batch)
+            return kept
+
+        take(warm, ())
+        warmed.set()
+        kept = take(n, _kept(n))
         t_end = time.monotonic()
         items.check_end(self.q.get(), kept)
         return t_end
@@ -410,10 +445,17 @@ class Iceoryx2(Contender):
         )
         return node, service
 
-    def produce(self, items: Items, n: int, start: Any) -> None:
+    def produce(self, items: Items, n: int, warm: int, start: Any) -> None:
         node, service = self._service()
         publisher = (service.publisher_builder().initial_max_slice_len(self.nbytes)
                      .allocation_strategy(iox2.AllocationStrategy.PowerOfTwo).create())
+        # Connected to the subscriber, and given the time it had before the
+        # warm-up existed (the clock's start came 0.2 s or more after its
+        # making), before it sends: a publisher that sent right after it was
+        # made lost samples now and then (the subscriber then waited for
+        # ever for the warm-up's last ones).
+        publisher.update_connections()
+        time.sleep(0.2)
         # The bytes to write: a pickle's, or an array's data (held by items).
         sources: List[Any] = ([pickle.dumps(item, pickle.HIGHEST_PROTOCOL) for item in items.items]
                               if items.size.is_pickle else items.items)
@@ -421,6 +463,10 @@ class Iceoryx2(Contender):
             (ctypes.cast(ctypes.c_char_p(s), ctypes.c_void_p).value or 0) if isinstance(s, bytes) else s.ctypes.data
             for s in sources]
         nbytes, memmove, loan = self.nbytes, ctypes.memmove, publisher.loan_slice_uninit
+        for i in range(warm):
+            sample = loan(nbytes)
+            memmove(sample.payload_ptr, addresses[i % VARIANTS], nbytes)
+            sample.assume_init().send()
         start.wait()
         for i in range(n):
             sample = loan(nbytes)
@@ -438,14 +484,20 @@ class Iceoryx2(Contender):
         self.node, self.service = self._service()
         self.subscriber = self.service.subscriber_builder().create()
 
-    def consume(self, items: Items, n: int) -> float:
+    def consume(self, items: Items, n: int, warm: int, warmed: Any) -> float:
         subscriber = self.subscriber
         receive, check, keep = subscriber.receive, items.check_one, _kept(n)
         pickled, copy_out, nbytes, yield_cpu = items.size.is_pickle, self.copy_out, self.nbytes, os.sched_yield
         if not pickled:
             dtype, shape = items.dtype, items.shape
         kept = {}
-        for i in range(n):
+        keeping: Tuple[int, ...] = ()
+        # The warm-up's items 0 .. warm - 1, None (the clock starts), the run's.
+        for i in itertools.chain(range(warm), (None,), range(n)):
+            if i is None:
+                warmed.set()
+                keeping = keep
+                continue
             sample = receive()
             while sample is None:
                 yield_cpu()  # a no-op on an idle machine, fair on a busy one
@@ -461,7 +513,7 @@ class Iceoryx2(Contender):
                 if copy_out:
                     item = item.copy()
             check(item, i)
-            if i in keep:
+            if i in keeping:
                 kept[i] = (item, sample)  # a view lives as long as its sample
         t_end = time.monotonic()
         sample = receive()
@@ -495,39 +547,49 @@ def contenders() -> List[Contender]:
 # ---------------------------------------------------------------- one run
 
 
-def _consumer_main(c: Contender, items: Items, n: int, ready: Any, out: Connection) -> None:
+def _consumer_main(c: Contender, items: Items, n: int, warm: int, ready: Any, warmed: Any, out: Connection) -> None:
     try:
         c.prepare_consumer()
         ready.set()
-        out.send(("ok", c.consume(items, n)))
+        out.send(("ok", c.consume(items, n, warm, warmed)))
     except BaseException:
         out.send(("error", traceback.format_exc()))
 
 
-def _producer_main(c: Contender, items: Items, n: int, ready: Any, start: Any, out: Connection) -> None:
+def _producer_main(c: Contender, items: Items, n: int, warm: int, ready: Any, start: Any, out: Connection) -> None:
     try:
         ready.wait()
-        c.produce(items, n, start)
+        c.produce(items, n, warm, start)
         out.send(("ok", 0.0))
     except BaseException:
         out.send(("error", traceback.format_exc()))
 
 
 def run_pair(c: Contender, items: Items, n: int, name: str) -> float:
-    """Items/s of one producer -> consumer run of n items."""
+    """Items/s of one producer -> consumer run of n items (after an untimed
+    warm-up, see warmup_count)."""
     c.open(items.size, name)
     procs: List[Any] = []
+    warm = warmup_count(items.size, n)
     try:
-        ready, start = CTX.Event(), CTX.Event()
+        ready, warmed, start = CTX.Event(), CTX.Event(), CTX.Event()
         cons_rx, cons_tx = CTX.Pipe(duplex=False)
         prod_rx, prod_tx = CTX.Pipe(duplex=False)
-        procs = [CTX.Process(target=_consumer_main, args=(c, items, n, ready, cons_tx)),
-                 CTX.Process(target=_producer_main, args=(c, items, n, ready, start, prod_tx))]
+        procs = [CTX.Process(target=_consumer_main, args=(c, items, n, warm, ready, warmed, cons_tx)),
+                 CTX.Process(target=_producer_main, args=(c, items, n, warm, ready, start, prod_tx))]
         for p in procs:
             p.start()
         if not ready.wait(60):
             raise RuntimeError(f"{c.label}: the consumer did not start")
-        time.sleep(0.2)  # both processes up and waiting before the clock starts
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not warmed.wait(0.1):
+            for rx in (cons_rx, prod_rx):  # neither side ends before the clock, unless it failed
+                if rx.poll():
+                    raise RuntimeError(f"{c.label}, {SIZE_NAMES[items.size.label]} failed in the warm-up:\n"
+                                       f"{rx.recv()[1]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{c.label}: the warm-up did not finish in {RUN_TIMEOUT:.0f} s")
+        time.sleep(0.2)  # both processes warmed up and waiting before the clock starts
         t0 = time.monotonic()
         start.set()
         results: List[Tuple[str, Any]] = []

@@ -123,6 +123,17 @@ def test_consumer_checks_catch_a_wrong_item() -> None:
         items.check_batch([items.items[1], items.items[1]], 1)
 
 
+def test_each_run_is_warmed_up_by_a_tenth_of_it_at_most_64_mib() -> None:
+    bench = _bench_module()
+    sizes = bench.SIZES
+    assert bench.warmup_count(sizes["512"], 200_000) == 20_000
+    assert bench.warmup_count(sizes["1M"], 5_000) == 64  # 64 MiB of them
+    assert bench.warmup_count(sizes["1M"], 600) == 60
+    assert bench.warmup_count(sizes["16M"], 300) == 4
+    assert bench.warmup_count(sizes["64M"], 20) == 1
+    assert bench.warmup_count(sizes["64M"], 3) == 1  # at least one
+
+
 def test_bad_sizes_are_refused_with_the_choices() -> None:
     result = subprocess.run([sys.executable, str(BENCH), "--sizes", "2M"], env=child_env(),
                             capture_output=True, text=True, timeout=60)
