@@ -1037,8 +1037,11 @@ bool is_power_of_2(uint32_t v);
  * descriptor goes through the ring; the consumer's get returns the whole
  * message and removes the object. `RB_ERR_TOO_LARGE` only if /dev/shm has
  * no room for it, or on a legacy (version 1) object or a raw byte stream.
- * A producer killed before publishing leaves an orphan that the queue's
- * next open (and `ring_buffer_reclaim`) removes.
+ * The messages queued out of line hold at most 128 MiB together (or one
+ * message alone): past that the call waits for the consumers as for a
+ * full ring (`RB_ERR_FULL` for timeout 0). A producer killed before
+ * publishing leaves an orphan that the queue's next open (and
+ * `ring_buffer_reclaim`) removes.
  *
  * # Safety
  * `data` must be readable for `len` bytes.

@@ -114,6 +114,43 @@ fn full_timeout_and_shutdown_leave_no_side_object() {
     assert!(side_objects(&c.0).is_empty());
 }
 
+/// The out-of-line messages queued stay within 128 MiB (or one alone): past
+/// that, a producer waits as for a full ring, whatever room the ring has for
+/// descriptors. Before, a 4 KiB queue took every message it was given, one
+/// side object each, until /dev/shm was full. Messages taken no longer
+/// count.
+#[test]
+fn out_of_line_messages_queued_are_bounded() {
+    let (q, c) = fresh("large_budget", 4096);
+    let big = pattern(40 << 20, 9);
+    for _ in 0..3 {
+        q.try_send(&big).unwrap(); // 120 MiB
+    }
+    assert_eq!(q.try_send(&big), Err(Error::Full));
+    assert_eq!(
+        q.send_timeout(&big, Duration::from_millis(50)),
+        Err(Error::Timeout)
+    );
+    assert_eq!(q.try_send_batch(&[&big[..]]), Err(Error::Full));
+    // Small messages still go through the ring.
+    q.try_send(b"small").unwrap();
+    assert_eq!(side_objects(&c.0).len(), 3);
+    let is_big = |m: Vec<u8>| m.len() == big.len() && m == big;
+    assert!(is_big(q.recv().unwrap()));
+    q.try_send(&big).unwrap();
+    assert!(is_big(q.recv().unwrap()));
+    assert!(is_big(q.recv().unwrap()));
+    assert_eq!(q.recv().unwrap(), b"small");
+    assert!(is_big(q.recv().unwrap()));
+    // One message alone may pass the budget.
+    let huge = pattern(130 << 20, 10);
+    q.try_send(&huge).unwrap();
+    assert_eq!(q.try_send(&big), Err(Error::Full));
+    let got = q.recv().unwrap();
+    assert!(got.len() == huge.len() && got == huge);
+    assert!(side_objects(&c.0).is_empty());
+}
+
 #[test]
 fn removing_the_queue_removes_its_queued_side_objects() {
     let name = unique_name("large_remove");

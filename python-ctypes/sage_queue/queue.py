@@ -606,6 +606,8 @@ class SageQueue:
         ``block=False`` tries once (``queue.Full`` if no room); ``timeout``
         None waits as long as it takes, a number waits at most that many
         seconds (then ``queue.Full``); a negative timeout is a ValueError.
+        Items larger than the ring go out of line, at most 128 MiB of them
+        queued (or one alone): past that, put waits as for a full ring.
         Raises ``ShutDown`` after ``shutdown()``, ``MessageTooLargeError``
         (nothing written) for an item larger than the ring that /dev/shm has
         no room for, and the pickling error for an item that cannot be

@@ -239,3 +239,65 @@ def test_items_of_4_gib_or_more_are_refused_not_cut_short(make_queue: Callable[.
     q.put(huge[:1024])  # the queue still works, and the array can be resized again
     assert (q.get() == 0).all()
     huge.resize(16, refcheck=False)
+
+
+def _put_after_a_get(name: str) -> None:
+    """A consumer in another process: takes one item, then leaves."""
+    q = SageQueue(name)
+    q.get()
+    q.close()
+
+
+def test_out_of_line_items_queued_are_bounded_like_a_full_ring(make_queue: Callable[..., SageQueue]) -> None:
+    """Items that go out of line take a few bytes of the ring each, so a
+    full ring alone never stopped their producer: 300 arrays of 1 MiB went
+    into a 1 MiB queue nobody read, 302 MiB of /dev/shm, and the ring had
+    room for about 17,000. Now the out-of-line bytes queued stay within
+    128 MiB (or one item alone): past them, put waits as for a full ring,
+    put_nowait raises queue.Full, and nothing is written to /dev/shm.
+    Items a consumer has taken do not count, even while it holds them."""
+    import queue
+
+    import numpy as np
+
+    q = make_queue()
+    item = np.zeros(32 << 17)  # 32 MiB (its pickle a little more)
+    for _ in range(3):
+        q.put_nowait(item)  # 96 MiB and a little
+    with pytest.raises(queue.Full):
+        q.put_nowait(item)  # a fourth would pass 128 MiB
+    with pytest.raises(queue.Full):
+        q.put(item, timeout=0.2)
+    with pytest.raises(queue.Full) as full:
+        q.put_many([item], block=False)
+    assert full.value.items_put == 0  # type: ignore[attr-defined]
+    assert q.qsize() == 3 and len(side_objects(q)) <= 3 + 1  # the pool's, or one-shot objects
+
+    # Taken and still held (zero-copy arrays) do not count.
+    held = [q.get(), q.get(), q.get()]
+    assert q.qsize() == 0
+    for _ in range(3):
+        q.put_nowait(item)
+    assert all(a.shape == item.shape for a in held)
+
+    # A put blocked on the budget goes ahead once a consumer in another
+    # process takes an item.
+    consumer = mp.get_context("fork").Process(target=_put_after_a_get, args=(q.name,))
+    start = time.monotonic()
+    timer = __import__("threading").Timer(0.3, consumer.start)
+    timer.start()
+    try:
+        q.put(item, timeout=30)
+    finally:
+        timer.join()
+        consumer.join(30)
+    assert consumer.exitcode == 0 and time.monotonic() - start >= 0.3
+    assert q.qsize() == 3
+
+    # One item alone may pass the budget.
+    while q.qsize():
+        q.get()
+    del held
+    big = np.zeros(129 << 17)  # 129 MiB
+    q.put_nowait(big)
+    assert q.get().nbytes == big.nbytes

@@ -20,6 +20,7 @@ mod recv;
 #[cfg(test)]
 mod repair_tests;
 mod send;
+mod side_budget;
 mod status;
 mod tasks;
 mod wait;

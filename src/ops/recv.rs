@@ -75,7 +75,7 @@ enum Attempt {
 }
 
 /// What the frame at the read position is.
-enum Next {
+pub(super) enum Next {
     /// A message of this many payload bytes, in the ring.
     Inline(u32),
     /// A message that went out of line, its descriptor frame this long.
@@ -149,7 +149,7 @@ impl View<'_> {
     }
 
     /// The frame at `pos`, with `queued` bytes published from there.
-    fn next_frame(&self, pos: u64, queued: u64) -> Next {
+    pub(super) fn next_frame(&self, pos: u64, queued: u64) -> Next {
         if queued < 4 {
             return Next::Incomplete;
         }

@@ -113,6 +113,8 @@ impl View<'_> {
         if wait == Wait::Try && u64::from(self.available_write()?) < descriptor_frame {
             return Err(Error::Full);
         }
+        // Nor while the out-of-line messages queued are over their budget.
+        self.wait_for_side_room(msg.len_of(0) as u64, wait)?;
         // A free slot of the queue's pool first (no new pages), else a
         // side object of its own.
         let may_wait = wait != Wait::Try;
