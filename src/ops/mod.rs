@@ -14,6 +14,7 @@ mod loom_lock_models;
 mod loom_models;
 #[cfg(all(test, not(any(loom, miri))))]
 mod patience_tests;
+mod queued;
 mod readiness;
 mod reclaim;
 mod recv;

@@ -4,10 +4,9 @@
 
 use super::Role;
 use crate::error::Result;
-use crate::frame::{frame_len_of_prefix, is_descriptor, payload_len};
 use crate::pool;
 use crate::segment::View;
-use crate::side::{self, Descriptor, MAX_DESCRIPTOR_LEN};
+use crate::side;
 use crate::sync::deadline::Wait;
 
 impl View<'_> {
@@ -90,22 +89,10 @@ impl View<'_> {
             }
         }
         let mut ids = Vec::new();
-        let mut payload = [0u8; MAX_DESCRIPTOR_LEN];
-        while tail.saturating_sub(pos) >= 4 {
-            let prefix = self.ring.prefix_at(pos);
-            let frame = frame_len_of_prefix(prefix);
-            if frame > tail - pos {
-                break;
-            }
-            let len = payload_len(prefix) as usize;
-            if is_descriptor(prefix) && len <= MAX_DESCRIPTOR_LEN {
-                self.ring.read(pos + 4, &mut payload[..len]);
-                if let Some(d) = Descriptor::parse(&payload[..len]) {
-                    ids.push(d.id);
-                }
-            }
-            pos += frame;
-        }
+        self.for_each_queued_descriptor(pos, tail, usize::MAX, |d| {
+            ids.push(d.id);
+            true
+        });
         Ok(Some(ids))
     }
 }

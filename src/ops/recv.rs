@@ -75,7 +75,7 @@ enum Attempt {
 }
 
 /// What the frame at the read position is.
-pub(super) enum Next {
+enum Next {
     /// A message of this many payload bytes, in the ring.
     Inline(u32),
     /// A message that went out of line, its descriptor frame this long.
@@ -149,7 +149,7 @@ impl View<'_> {
     }
 
     /// The frame at `pos`, with `queued` bytes published from there.
-    pub(super) fn next_frame(&self, pos: u64, queued: u64) -> Next {
+    fn next_frame(&self, pos: u64, queued: u64) -> Next {
         if queued < 4 {
             return Next::Incomplete;
         }
@@ -309,11 +309,8 @@ impl View<'_> {
             };
         }
         self.publish(Role::Reader, head, pos, Frames::Whole(received as u64));
-        let patient_len = match (patient_len, batch_patience_len(received, pos - head)) {
-            (Some(last), Some(batch)) => Some(last.max(batch)),
-            (last, batch) => last.or(batch),
-        };
-        self.note_received(patient_len);
+        // The longer of the two (None, no patience, is the least).
+        self.note_received(patient_len.max(batch_patience_len(received, pos - head)));
         Ok(Attempt::Received(received, done))
     }
 }

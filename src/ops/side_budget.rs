@@ -12,10 +12,8 @@
 //! (a lease): only a consumer can free those, so waiting for them could
 //! wait for ever.
 
-use super::recv::Next;
 use super::Role;
 use crate::error::{Error, Result};
-use crate::frame::frame_len;
 use crate::pool::POOL_BYTES;
 use crate::segment::View;
 use crate::sync::deadline::Wait;
@@ -57,22 +55,11 @@ impl View<'_> {
     fn queued_side_bytes(&self, wait: Wait) -> Result<(u64, u64)> {
         let _guard = self.lock(Role::Writer, wait)?;
         let (head, tail) = self.refresh(Role::Writer)?;
-        let (mut pos, mut queued) = (head, 0u64);
-        for _ in 0..MAX_WALK {
-            if pos >= tail || queued > SIDE_BUDGET {
-                break;
-            }
-            match self.next_frame(pos, tail - pos) {
-                Next::Inline(len) => pos += frame_len(len),
-                Next::Large(d, frame) => {
-                    queued = queued.saturating_add(d.len);
-                    pos += frame;
-                }
-                // Published frames are whole: someone wrote over them (the
-                // next receive reports it). Go by what was counted.
-                Next::Incomplete | Next::Corrupt => break,
-            }
-        }
+        let mut queued = 0u64;
+        self.for_each_queued_descriptor(head, tail, MAX_WALK, |d| {
+            queued = queued.saturating_add(d.len);
+            queued <= SIDE_BUDGET
+        });
         Ok((head, queued))
     }
 }
