@@ -283,11 +283,14 @@ class _PutGet(Contender):
 
     def produce(self, items: Items, n: int, warm: int, start: Any) -> None:
         put, pool = self.put_fn(), items.items
-        for i in range(warm):
-            put(pool[i % VARIANTS])
+
+        def send(count: int) -> None:  # items 0, 1, ... (count - 1)
+            for i in range(count):
+                put(pool[i % VARIANTS])
+
+        send(warm)
         start.wait()
-        for i in range(n):
-            put(pool[i % VARIANTS])
+        send(n)
         put(None)
 
     def consume(self, items: Items, n: int, warm: int, warmed: Any) -> float:
@@ -463,15 +466,16 @@ class Iceoryx2(Contender):
             (ctypes.cast(ctypes.c_char_p(s), ctypes.c_void_p).value or 0) if isinstance(s, bytes) else s.ctypes.data
             for s in sources]
         nbytes, memmove, loan = self.nbytes, ctypes.memmove, publisher.loan_slice_uninit
-        for i in range(warm):
-            sample = loan(nbytes)
-            memmove(sample.payload_ptr, addresses[i % VARIANTS], nbytes)
-            sample.assume_init().send()
+
+        def send(count: int) -> None:  # items 0, 1, ... (count - 1)
+            for i in range(count):
+                sample = loan(nbytes)
+                memmove(sample.payload_ptr, addresses[i % VARIANTS], nbytes)
+                sample.assume_init().send()
+
+        send(warm)
         start.wait()
-        for i in range(n):
-            sample = loan(nbytes)
-            memmove(sample.payload_ptr, addresses[i % VARIANTS], nbytes)
-            sample.assume_init().send()
+        send(n)
         loan(1).assume_init().send()  # the end
         # The publisher (and its data segment) lives until the subscriber is done.
         if not self.done.wait(RUN_TIMEOUT):
