@@ -14,7 +14,11 @@ buffer; the buffer goes to the bridge in one call when it holds
 background thread), or at ``flush()``/``close()``/``get``/``qsize``. Order
 per producer is kept (one flush at a time). A remote consumer's ``get``
 fetches up to ``batch_size`` items in one call and serves the following
-gets from them (prefetch).
+gets from them (prefetch); ``close()`` puts back the prefetched items it
+did not return (at the queue's end: they are behind items put since).
+``task_done()`` marks one of the items the endpoint returned; the marks go
+to the bridge as puts do (with the next call, or ``flush_delay`` after the
+first), and ``join()`` sends them first.
 
 **What can be lost** (everything else is delivered exactly once while every
 process lives): a remote consumer that dies loses the items it prefetched
@@ -110,6 +114,23 @@ class AutoBridge:
     def qsize(self) -> int:
         return self._queue.qsize()
 
+    def task_done_batch(self, count: int) -> int:
+        """Marks ``count`` items done; returns how many were (fewer when
+        there were fewer unfinished: task_done() called too many times)."""
+        for done in range(count):
+            try:
+                self._queue.task_done()
+            except ValueError:
+                return done
+        return count
+
+    def join(self, timeout: float) -> bool:
+        """``SageQueue.join(timeout)``: whether every item put was marked done."""
+        return self._queue.join(timeout)
+
+    def unfinished_tasks(self) -> int:
+        return self._queue.unfinished_tasks
+
     def full(self) -> bool:
         return self._queue.full()
 
@@ -167,8 +188,9 @@ def stop_bridge(descriptor: QueueDescriptor) -> None:
 class RemoteAutoQueue(QueueAdapter):
     """An ``auto`` queue resolved away from its machine: ``QueueLike`` (put,
     get, put_many, get_many, qsize, empty, full, the nowait forms,
-    timeouts, ``ShutDown``) through the bridge, in batches (see the module
-    docstring for buffering, prefetch and what a death can lose)."""
+    timeouts, ``ShutDown``), ``task_done``/``join``, through the bridge,
+    in batches (see the module docstring for buffering, prefetch and what
+    a death can lose)."""
 
     queue_type = "auto"
 
@@ -202,8 +224,11 @@ class RemoteAutoQueue(QueueAdapter):
         self._lock = threading.Condition()  # guards _out, _in, _error, _closed
         self._flush_lock = threading.Lock()  # one flush at a time: per-producer order
         self._out: List[bytes] = []  # pickles put here, not yet sent
-        self._first_at = 0.0  # when _out got its first item
+        self._first_at = 0.0  # when the first of _out or _marks came
         self._in: Deque[bytes] = collections.deque()  # pickles prefetched, not yet returned
+        self._returned = 0  # items get/get_many returned, not yet marked by task_done()
+        self._marks = 0  # task_done() marks not yet sent to the bridge
+        self._mark_error: Optional[ValueError] = None  # marks the bridge refused (sent by the flusher)
         self._error: Optional[QueueUnavailableError] = None
         self._closed = False
         self._flusher: Optional[threading.Thread] = None
@@ -262,13 +287,37 @@ class RemoteAutoQueue(QueueAdapter):
                     with self._lock:
                         self._out[:0] = batch[sent:]
 
+    def _send_marks(self, raising: bool) -> None:
+        """Sends the ``task_done()`` marks made here. If the bridge found
+        fewer unfinished items than marks, the ValueError is raised now
+        (``raising``) or by this endpoint's next task_done/join/flush."""
+        with self._flush_lock:
+            with self._lock:
+                count, self._marks = self._marks, 0
+            if count:
+                done = int(self._call(self._queue.task_done_batch.remote(count)))
+                if done < count:
+                    with self._lock:
+                        self._mark_error = ValueError(
+                            f"task_done() called too many times: {count - done} marks sent to {self._where} "
+                            "found no unfinished item (were its items marked done elsewhere too?)")
+        if raising:
+            self._raise_mark_error()
+
+    def _raise_mark_error(self) -> None:
+        with self._lock:
+            error, self._mark_error = self._mark_error, None
+        if error is not None:
+            raise error
+
     def _flush_loop(self) -> None:
-        """Background: sends a buffer at most ``flush_delay`` after its first item."""
+        """Background: sends buffered puts and marks at most ``flush_delay``
+        after the first of them."""
         while True:
             with self._lock:
-                while not self._out and not self._closed and self._error is None:
+                while not self._out and not self._marks and not self._closed and self._error is None:
                     self._lock.wait()
-                if self._error is not None or (self._closed and not self._out):
+                if self._error is not None or (self._closed and not self._out and not self._marks):
                     return
                 due = self._first_at + self._delay - time.monotonic()
                 if due > 0 and not self._closed:
@@ -276,6 +325,7 @@ class RemoteAutoQueue(QueueAdapter):
                     continue
             try:
                 self._send(True, None)
+                self._send_marks(False)
             except (QueueUnavailableError, ShutDown):
                 return  # recorded (_error) or final; callers see it on their next call
 
@@ -294,7 +344,7 @@ class RemoteAutoQueue(QueueAdapter):
         payload = pickle.dumps(item, _PROTOCOL)
         with self._lock:
             self._check()
-            if not self._out:
+            if not self._out and not self._marks:
                 self._first_at = time.monotonic()
             self._out.append(payload)
             count = len(self._out)
@@ -319,7 +369,7 @@ class RemoteAutoQueue(QueueAdapter):
         payloads = [pickle.dumps(item, _PROTOCOL) for item in items]
         with self._lock:
             self._check()
-            if not self._out:
+            if not self._out and not self._marks:
                 self._first_at = time.monotonic()
             self._out.extend(payloads)
             self._start_flusher()
@@ -342,8 +392,10 @@ class RemoteAutoQueue(QueueAdapter):
         return dropped
 
     def flush(self, timeout: Optional[float] = None) -> None:
-        """Sends every buffered item now (waits for room up to ``timeout``)."""
+        """Sends every buffered item now (waits for room up to ``timeout``),
+        then the ``task_done()`` marks made here."""
         self._send(True, check_timeout(True, timeout))
+        self._send_marks(True)
 
     # ------------------------------------------------------------ consuming
 
@@ -375,7 +427,10 @@ class RemoteAutoQueue(QueueAdapter):
         if not self._in:
             self._prepare_get()
             self._fetch(self._batch, block, timeout)
-        return pickle.loads(self._in.popleft())
+        with self._lock:
+            payload = self._in.popleft()
+            self._returned += 1
+        return pickle.loads(payload)
 
     def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
         """Up to ``max_items`` items (at least one): prefetched ones first,
@@ -386,8 +441,61 @@ class RemoteAutoQueue(QueueAdapter):
         if not self._in:
             self._prepare_get()
             self._fetch(max(max_items, self._batch), block, timeout)
-        take = min(max_items, len(self._in))
-        return [pickle.loads(self._in.popleft()) for _ in range(take)]
+        with self._lock:
+            payloads = [self._in.popleft() for _ in range(min(max_items, len(self._in)))]
+            self._returned += len(payloads)
+        return [pickle.loads(p) for p in payloads]
+
+    # ------------------------------------------------------------ tasks
+
+    def task_done(self) -> None:
+        """Marks one item this endpoint returned as processed
+        (``queue.Queue.task_done``). The mark reaches the queue with this
+        endpoint's next bridge call, or ``flush_delay`` after the first
+        one; ``join``, ``unfinished_tasks``, ``flush`` and ``close`` send
+        it first. ValueError if this endpoint returned fewer items than it
+        was told are done (stricter than ``queue.Queue``, which counts the
+        whole queue's: mark an item where it was received)."""
+        with self._lock:
+            self._check()
+            error, self._mark_error = self._mark_error, None
+            if error is not None:
+                raise error
+            if self._returned == 0:
+                raise ValueError(f"task_done() called more times than this endpoint of {self._where} returned "
+                                 "items (mark each item done in the process that received it)")
+            self._returned -= 1
+            if not self._out and not self._marks:
+                self._first_at = time.monotonic()
+            self._marks += 1
+            if self._marks == 1:  # the flusher sleeps until something is pending
+                self._start_flusher()
+                self._lock.notify_all()
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Blocks until every item put (by any process) was marked done, as
+        ``SageQueue.join``: True, or False if ``timeout`` (seconds) passed
+        first. Sends this endpoint's buffered puts and marks first. Items it
+        prefetched and has not returned count as unfinished until ``close()``
+        puts them back."""
+        timeout = check_timeout(True, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._prepare_get()
+        self._send_marks(True)
+        while True:
+            self._check()
+            if self._call(self._queue.join.remote(_slice_wait(True, deadline))):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    @property
+    def unfinished_tasks(self) -> int:
+        """Items put and not yet marked done, counted on the queue's machine
+        (after this endpoint's buffered puts and marks are sent)."""
+        self._prepare_get()
+        self._send_marks(True)
+        return int(self._call(self._queue.unfinished_tasks.remote()))
 
     # ------------------------------------------------------------ state
 
@@ -410,28 +518,45 @@ class RemoteAutoQueue(QueueAdapter):
         self._call(self._queue.shutdown.remote(immediate))
 
     def close(self, timeout: Optional[float] = None) -> None:
-        """Sends what is buffered (waiting up to ``timeout`` for room; None:
-        as long as it takes), then stops this endpoint's flusher. Prefetched
-        items not yet returned are lost. ``queue.Full`` if buffered items
-        could not be sent in time (they are dropped; the endpoint is closed
+        """Sends what is buffered, then puts back the prefetched items it did
+        not return (at the queue's end), waiting up to ``timeout`` for room
+        (None: as long as it takes); sends the ``task_done()`` marks made
+        here; stops this endpoint's flusher. ``queue.Full`` if items could
+        not be sent in time (they are dropped; the endpoint is closed
         anyway)."""
         if self._closed:
             return
+        timeout = check_timeout(True, timeout)
+        with self._lock:
+            # Each prefetched item's get is over: it goes in again as a new
+            # item (or is dropped with the rest on Full or ShutDown), so it
+            # gets its mark here, sent after it (join never sees it neither
+            # done nor queued).
+            back = len(self._in)
+            self._out.extend(self._in)
+            self._in.clear()
         try:
             if self._error is None and self._out:
-                self._send(True, check_timeout(True, timeout))
+                self._send(True, timeout)
         finally:
-            with self._lock:
-                self._closed = True
-                self._lock.notify_all()
-            _endpoints.discard(self)
+            try:
+                if self._error is None:
+                    with self._lock:
+                        self._marks += back
+                    self._send_marks(False)
+            finally:
+                with self._lock:
+                    self._closed = True
+                    self._lock.notify_all()
+                _endpoints.discard(self)
 
     def __getattr__(self, name: str) -> Any:
         # Not forwarded to the bridge's actor handle (QueueAdapter forwards
         # to its wrapped queue): an actor method would look like a queue call.
         raise AttributeError(
             f"{type(self).__name__} has no attribute {name!r}: an auto queue reached from another machine "
-            "offers put/get (and _nowait), put_many/get_many, qsize/empty/full, flush, shutdown and close"
+            "offers put/get (and _nowait), put_many/get_many, qsize/empty/full, task_done/join/unfinished_tasks, "
+            "flush, shutdown and close"
         )
 
     def __repr__(self) -> str:

@@ -228,6 +228,34 @@ class AutoUser:
         except Exception as exc:
             return s, f"{type(exc).__name__}: {exc}"
 
+    def get_then_close(self, count: int) -> List[Any]:
+        """``count`` gets (the first prefetches a batch), then close()."""
+        items = [self.q.get(timeout=60) for _ in range(count)]
+        self.q.close()
+        return items
+
+    def mark_done(self, count: int) -> Tuple[int, str]:
+        """``count`` task_done() calls: how many returned, and the exception
+        that ended them ("" if none did)."""
+        for marked in range(count):
+            try:
+                self.q.task_done()
+            except Exception as exc:
+                return marked, f"{type(exc).__name__}: {exc}"
+        return count, ""
+
+    def unfinished(self) -> int:
+        return int(self.q.unfinished_tasks)
+
+    def join(self, timeout: float) -> bool:
+        return bool(self.q.join(timeout))
+
+    def put_and_join(self, items: List[Any], timeout: float) -> bool:
+        """Puts the items (buffered), then join(timeout)."""
+        for item in items:
+            self.q.put(item)
+        return bool(self.q.join(timeout))
+
     def close(self) -> None:
         self.q.close()
 

@@ -174,6 +174,76 @@ def test_bridge_killed_mid_stream(cluster: Tuple[Any, str, str, Any], auto_queue
         local.close()
 
 
+def test_a_remote_consumer_that_closes_puts_back_what_it_prefetched(
+        cluster: Tuple[Any, str, str, Any], auto_queue: QueueDescriptor) -> None:
+    """A remote consumer's first get prefetches a batch; close() puts back
+    the items it did not return: none is lost, and their gets are marked
+    done (each item counts once in unfinished_tasks)."""
+    import ray
+
+    local: Any = resolve_descriptor(auto_queue)
+    [user] = on_second_node(cluster, auto_queue, 1)
+    try:
+        local.put_many(list(range(1000)))
+        assert ray.get(user.get_then_close.remote(3), timeout=WAIT) == [0, 1, 2]
+        rest: List[Any] = []
+        while len(rest) < 997:
+            rest.extend(local.get_many(1000, timeout=10))
+        assert sorted(rest) == list(range(3, 1000))
+        assert local.qsize() == 0
+        assert local.unfinished_tasks == 1000
+    finally:
+        ray.kill(user)
+        local.close()
+
+
+def test_task_done_and_join_across_nodes(cluster: Tuple[Any, str, str, Any], auto_queue: QueueDescriptor) -> None:
+    """task_done() on the second node counts on the queue's machine (sent
+    by the flusher without another call); more marks than items returned
+    there is a ValueError; join() waits on either side for the other's
+    marks, with a timeout that returns False."""
+    import time
+
+    import ray
+
+    local: Any = resolve_descriptor(auto_queue)
+    consumer, producer = on_second_node(cluster, auto_queue, 2)
+    try:
+        local.put_many(list(range(100)))
+        assert sorted(ray.get(consumer.consume.remote(100), timeout=WAIT)) == list(range(100))
+        assert local.join(timeout=0.2) is False
+        assert ray.get(consumer.mark_done.remote(60), timeout=WAIT) == (60, "")
+        deadline = time.monotonic() + 60
+        while local.unfinished_tasks != 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert local.unfinished_tasks == 40
+        assert ray.get(consumer.unfinished.remote(), timeout=WAIT) == 40
+        marked, error = ray.get(consumer.mark_done.remote(41), timeout=WAIT)
+        assert marked == 40 and error.startswith("ValueError: task_done() called more times"), error
+        assert local.join(timeout=60) is True
+        # The other way: a remote producer's join waits for this consumer.
+        joined = producer.put_and_join.remote(list(range(50)), 120)
+        got: List[Any] = []
+        while len(got) < 50:
+            got.extend(local.get_many(50, timeout=60))
+        assert sorted(got) == list(range(50))
+        ready, _ = ray.wait([joined], timeout=0.5)
+        assert not ready, "join returned before the items were marked done"
+        for _ in got:
+            local.task_done()
+        assert ray.get(joined, timeout=WAIT) is True
+        assert ray.get(producer.put_and_join.remote(["x"], 0.3), timeout=WAIT) is False
+        assert local.get(timeout=60) == "x"
+        local.task_done()
+        assert ray.get(producer.join.remote(60), timeout=WAIT) is True
+        ray.get([consumer.close.remote(), producer.close.remote()], timeout=WAIT)
+        assert local.unfinished_tasks == 0
+    finally:
+        ray.kill(consumer)
+        ray.kill(producer)
+        local.close()
+
+
 def test_second_nodes_queue_from_the_head_and_node_death(cluster: Tuple[Any, str, str, Any]) -> None:
     """The other way round: a queue made on the second node ("another
     machine", bridge pinned there) is reached from this driver through the
