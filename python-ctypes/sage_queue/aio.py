@@ -70,7 +70,7 @@ from ._status import (
     RB_ERR_TIMEOUT,
     RB_OK,
 )
-from .errors import ShutDown
+from .errors import ShutDown, keep_undelivered
 
 __all__ = [
     "get_async",
@@ -339,10 +339,14 @@ def _try_get(q: Any) -> Any:
     rc = _lib.get_msg(q._handle, rx.addr, rx.cap, rx.length_addr, 0)
     if rc == RB_OK:
         payload = rx.view[: rx.length.value]
-        loads = q._loads
-        # pickle copies what it keeps (an item with out-of-band buffers gets
-        # copies of them); a custom loads gets a copy.
-        return _oob.loads_any(payload) if loads is None else loads(payload.tobytes())
+        try:
+            # pickle copies what it keeps (an item with out-of-band buffers
+            # gets copies of them); a custom loads gets a copy.
+            return q.decode(payload)
+        except Exception as exc:
+            # Taken from the queue: the exception carries it (not lost).
+            keep_undelivered(exc, [], [payload])
+            raise
     if rc == RB_ERR_EMPTY:
         return _NOTHING
     # Anything else (a message larger than the buffer, shutdown, a closed

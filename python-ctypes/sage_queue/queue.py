@@ -62,6 +62,7 @@ from .errors import (
     InvalidNameError,
     MessageTooLargeError,
     ShutDown,
+    keep_undelivered,
 )
 from .hostid import check_same_host, host_id, host_name
 
@@ -972,10 +973,13 @@ class SageQueue:
                 return self._get_slow(rx, rc, block, deadline)
             size = length.value
         loads = self._loads
-        if loads is None:
-            # pickle copies what it keeps, so the reused buffer is safe
-            # (an item with out-of-band buffers gets copies of them).
-            payload = view[:size]
+        # pickle copies what it keeps, so the reused buffer is safe (an item
+        # with out-of-band buffers gets copies of them).
+        payload = view[:size]
+        try:
+            if loads is not None:
+                # A custom loads might keep a view of its input: a copy.
+                return loads(payload.tobytes())
             if out_of_band:
                 # The last message here had out-of-band buffers (numpy
                 # arrays...), as the next one likely has: its magic
@@ -991,8 +995,10 @@ class SageQueue:
                     raise
             rx.expect_out_of_band(True)
             return _oob_loads(payload, False)
-        # A custom loads might keep a view of its input: give it a copy.
-        return loads(view[:size].tobytes())
+        except Exception as exc:
+            # Taken from the queue: the exception carries it (not lost).
+            keep_undelivered(exc, [], [payload])
+            raise
 
     def _get_slow(
         self, rx: _Receiver, rc: int, block: bool, deadline: Optional[float], from_args: bool = False
@@ -1005,8 +1011,21 @@ class SageQueue:
             # _get_wait reads it where ring_buffer_get_msg puts it.
             rx.length.value = rx.args.needed
         payload = self._get_wait(rx, int(rc), block, deadline, "get")
+        try:
+            return self.decode(payload)
+        except Exception as exc:
+            keep_undelivered(exc, [], [payload])
+            raise
+
+    def decode(self, payload: Any) -> Any:
+        """The item of a raw message (bytes or a buffer: from ``get_bytes``,
+        ``get_many_bytes``, or an exception's ``payloads_left``), as ``get``
+        would return it: this queue's ``loads``, or pickle's, reading the
+        out-of-band buffers of a message that has them."""
         loads = self._loads
-        return _loads_any(payload) if loads is None else loads(bytes(payload))
+        if loads is not None:
+            return loads(bytes(payload))
+        return _loads_any(payload if isinstance(payload, memoryview) else memoryview(payload))
 
     def get_nowait(self) -> Any:
         """``get(block=False)``."""
@@ -1066,15 +1085,16 @@ class SageQueue:
         C call when they are queued; waits for the first as ``get`` does.
         Returns fewer when fewer are queued or when they fill this thread's
         receive buffer (``buffer_size`` bytes). If one item fails to
-        unpickle, the error propagates and the other items of the batch are
-        lost (they were already taken from the queue)."""
+        unpickle, its exception propagates carrying the rest of the batch
+        (taken from the queue already): ``items_received`` (those before
+        it) and ``payloads_left`` (raw messages, the failing one first: see
+        ``decode``)."""
         view, sizes = self._get_packed(max_items, block, timeout, "get_many")
-        loads = self._loads
-        if loads is None:
+        out: List[Any] = []
+        add = out.append
+        if self._loads is None:
             # Each payload is unpickled as it is cut from the view: one pass
             # and no list of views (~5 % of a 512-byte get_many).
-            out: List[Any] = []
-            add = out.append
             at = 0
             try:
                 for size in sizes:
@@ -1083,10 +1103,19 @@ class SageQueue:
                     at = end
                 return out
             except pickle.UnpicklingError:
-                # One carries out-of-band buffers (unpickling has no effect
-                # on the queue: doing it again is safe).
-                return [_loads_any(p) for p in _cut(view, sizes)]
-        return [loads(p.tobytes()) for p in _cut(view, sizes)]
+                pass  # one carries out-of-band buffers (or is broken): the rest below
+            except Exception as exc:
+                keep_undelivered(exc, out, _cut(view, sizes)[len(out):])
+                raise
+        done = len(out)  # by the loop above
+        left = _cut(view, sizes)[done:]
+        try:
+            for payload in left:
+                add(self.decode(payload))
+            return out
+        except Exception as exc:
+            keep_undelivered(exc, out, left[len(out) - done :])
+            raise
 
     def get_many_bytes(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[bytes]:
         """``get_many`` for raw bytes (no unpickling)."""

@@ -46,7 +46,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .descriptor import QueueDescriptor, metadata_value
-from .errors import QueueUnavailableError, ShutDown
+from .errors import QueueUnavailableError, ShutDown, keep_undelivered
 from .hostid import check_same_host, host_id
 from .queue import SageQueue
 from .transport_base import QueueAdapter, check_timeout
@@ -430,7 +430,11 @@ class RemoteAutoQueue(QueueAdapter):
         with self._lock:
             payload = self._in.popleft()
             self._returned += 1
-        return pickle.loads(payload)
+        try:
+            return pickle.loads(payload)
+        except Exception as exc:
+            keep_undelivered(exc, [], [payload], "pickle.loads(payload)")
+            raise
 
     def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
         """Up to ``max_items`` items (at least one): prefetched ones first,
@@ -444,7 +448,14 @@ class RemoteAutoQueue(QueueAdapter):
         with self._lock:
             payloads = [self._in.popleft() for _ in range(min(max_items, len(self._in)))]
             self._returned += len(payloads)
-        return [pickle.loads(p) for p in payloads]
+        items: List[Any] = []
+        try:
+            for payload in payloads:
+                items.append(pickle.loads(payload))
+        except Exception as exc:
+            keep_undelivered(exc, items, payloads[len(items):], "pickle.loads(payload)")
+            raise
+        return items
 
     # ------------------------------------------------------------ tasks
 

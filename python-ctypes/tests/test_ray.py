@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -489,6 +490,42 @@ def test_auto_endpoint_semantics(auto_desc: Callable[..., QueueDescriptor], monk
             remote.get(timeout=60)
         with pytest.raises(ShutDown):
             remote.put_many([1], timeout=5)
+    finally:
+        remote.close()
+        local.close()
+
+
+class Gone:
+    """An item whose class the remote endpoint will not find (removed
+    from this module while it is queued)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def test_auto_endpoint_unpickling_failures_lose_nothing(auto_desc: Callable[..., QueueDescriptor],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An item the remote endpoint cannot unpickle: its exception carries
+    the rest of what the endpoint had taken (items_received,
+    payloads_left), in get_many and get."""
+    desc = auto_desc()
+    local: Any = resolve_descriptor(desc)
+    monkeypatch.setenv("SAGE_QUEUE_HOST_ID", OTHER_HOST)
+    remote: Any = resolve_descriptor(desc.to_json())
+    try:
+        local.put_many([1, Gone(2), 3, Gone(4)])
+        with monkeypatch.context() as patch:
+            patch.delattr(sys.modules[__name__], "Gone")
+            with pytest.raises(AttributeError) as many:
+                remote.get_many(3, timeout=60)  # prefetches the four, returns at most three
+            with pytest.raises(AttributeError) as one:
+                remote.get(timeout=60)
+        assert cast(Any, many.value).items_received == [1]
+        left = [pickle.loads(p) for p in cast(Any, many.value).payloads_left]
+        assert [type(x).__name__ for x in left] == ["Gone", "int"] and left[0].value == 2 and left[1] == 3
+        assert cast(Any, one.value).items_received == []
+        assert [pickle.loads(p).value for p in cast(Any, one.value).payloads_left] == [4]
+        assert local.qsize() == 0
     finally:
         remote.close()
         local.close()
