@@ -12,6 +12,7 @@ Every message says what happened and what to do about it.
 
 from __future__ import annotations
 
+import pickle
 import queue as _stdlib_queue
 from typing import Any, List, Optional, Sequence
 
@@ -189,3 +190,16 @@ def keep_undelivered(
         f"and the raw messages (this one first) in exc.payloads_left: {decode} of each gives its item "
         "once the cause is fixed"
     )
+
+
+def loads_each(payloads: Sequence[bytes]) -> List[Any]:
+    """``pickle.loads`` of each payload (messages a get took), in order; if
+    one fails, its exception carries the rest (``keep_undelivered``)."""
+    items: List[Any] = []
+    try:
+        for payload in payloads:
+            items.append(pickle.loads(payload))
+    except Exception as exc:
+        keep_undelivered(exc, items, payloads[len(items) :], "pickle.loads(payload)")
+        raise
+    return items

@@ -46,7 +46,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .descriptor import QueueDescriptor, metadata_value
-from .errors import QueueUnavailableError, ShutDown, keep_undelivered
+from .errors import QueueUnavailableError, ShutDown, loads_each
 from .hostid import check_same_host, host_id
 from .queue import SageQueue
 from .transport_base import QueueAdapter, check_timeout
@@ -430,11 +430,7 @@ class RemoteAutoQueue(QueueAdapter):
         with self._lock:
             payload = self._in.popleft()
             self._returned += 1
-        try:
-            return pickle.loads(payload)
-        except Exception as exc:
-            keep_undelivered(exc, [], [payload], "pickle.loads(payload)")
-            raise
+        return loads_each([payload])[0]
 
     def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
         """Up to ``max_items`` items (at least one): prefetched ones first,
@@ -448,14 +444,7 @@ class RemoteAutoQueue(QueueAdapter):
         with self._lock:
             payloads = [self._in.popleft() for _ in range(min(max_items, len(self._in)))]
             self._returned += len(payloads)
-        items: List[Any] = []
-        try:
-            for payload in payloads:
-                items.append(pickle.loads(payload))
-        except Exception as exc:
-            keep_undelivered(exc, items, payloads[len(items):], "pickle.loads(payload)")
-            raise
-        return items
+        return loads_each(payloads)
 
     # ------------------------------------------------------------ tasks
 

@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 
 from sage_queue import SageQueue
+from sage_queue.descriptor import resolve_descriptor, start_rpc_queue_server
+
+from conftest import unique_name
 
 ME = sys.modules[__name__]
 
@@ -132,3 +135,24 @@ def test_decode_reads_raw_messages_as_get_would(make_queue: Callable[..., SageQu
     q.put_many([{"k": [1, 2]}, array])
     first, second = (q.decode(p) for p in q.get_many_bytes(10, timeout=10))
     assert first == {"k": [1, 2]} and np.array_equal(second, array)
+
+
+def test_rpc_queue_unpickling_failures_lose_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rpc type's get/get_many unpickle in the caller: the same."""
+    server = start_rpc_queue_server()
+    try:
+        q: Any = resolve_descriptor(server.descriptor(unique_name("rpcu")))
+        q.put_many([1, Gone(2), 3, Gone(4)])
+        with monkeypatch.context() as patch:
+            without_gone(patch)
+            with pytest.raises(AttributeError) as many:
+                q.get_many(3, timeout=60)
+            with pytest.raises(AttributeError) as one:
+                q.get(timeout=60)
+        assert cast(Any, many.value).items_received == [1]
+        assert [pickle.loads(p) for p in cast(Any, many.value).payloads_left] == [Gone(2), 3]
+        assert cast(Any, one.value).items_received == []
+        assert [pickle.loads(p) for p in cast(Any, one.value).payloads_left] == [Gone(4)]
+        assert q.qsize() == 0
+    finally:
+        server.stop()
