@@ -266,7 +266,7 @@ static void producer(const run_t *run, shared_t *s, uint32_t id, uint64_t count)
     uint32_t size = run->size;
     endpoint_t ep = open_endpoint(run);
     ring_buffer_t *rb = ep.rb;
-    spsc_producer_t ref;
+    spsc_producer_t ref = {0}; /* set below when used (GCC cannot tell) */
     if (run->impl == IMPL_REF) ref = spsc_producer(run->ref);
     wait_go(s);
     unsigned spins = 0;
@@ -308,7 +308,7 @@ static void consumer(const run_t *run, shared_t *s) {
     uint32_t size = run->size;
     endpoint_t ep = open_endpoint(run);
     ring_buffer_t *rb = ep.rb;
-    spsc_consumer_t ref;
+    spsc_consumer_t ref = {0}; /* set below when used (GCC cannot tell) */
     if (run->impl == IMPL_REF) ref = spsc_consumer(run->ref);
     uint64_t n = 0, sum = 0;
     unsigned spins = 0;
@@ -634,6 +634,57 @@ static void round_trip(int rounds, int pinned, double *median_us, double *p99_us
     forget_all();
 }
 
+/* The same ping-pong over two reference rings, each side spinning (pause
+ * hint) instead of blocking: the hardware's own round trip (the lines of
+ * two rings crossing between the cores twice), measured in the same run as
+ * the blocking one, so that its figure can be read against the machine's
+ * state. Median and p99 in microseconds; NAN if the rings cannot be made. */
+static void round_trip_ref(int rounds, int pinned, double *median_us, double *p99_us) {
+    *median_us = *p99_us = NAN;
+    spsc_ring_t *ping = spsc_create(65536), *pong = spsc_create(65536);
+    if (!ping || !pong) {
+        if (ping) spsc_destroy(ping);
+        if (pong) spsc_destroy(pong);
+        return;
+    }
+    pid_t child = fork();
+    if (child == 0) {
+        die_with_parent();
+        if (pinned) pin_to(1);
+        spsc_consumer_t in = spsc_consumer(ping);
+        spsc_producer_t out = spsc_producer(pong);
+        char buf[64];
+        uint32_t len;
+        for (int i = 0; i < rounds; i++) {
+            while (spsc_get(&in, buf, sizeof buf, &len) != 1) CPU_RELAX();
+            while (!spsc_put(&out, buf, len)) CPU_RELAX();
+        }
+        _exit(0);
+    }
+    cpu_set_t old;
+    sched_getaffinity(0, sizeof old, &old);
+    if (pinned) pin_to(0);
+    spsc_producer_t out = spsc_producer(ping);
+    spsc_consumer_t in = spsc_consumer(pong);
+    uint64_t *samples = malloc(sizeof(uint64_t) * rounds);
+    char buf[64] = "ping";
+    uint32_t len;
+    for (int i = 0; i < rounds; i++) {
+        uint64_t t0 = now_ns();
+        while (!spsc_put(&out, buf, 32)) CPU_RELAX();
+        while (spsc_get(&in, buf, sizeof buf, &len) != 1) CPU_RELAX();
+        samples[i] = now_ns() - t0;
+    }
+    sched_setaffinity(0, sizeof old, &old);
+    waitpid(child, NULL, 0);
+    qsort(samples, rounds, sizeof *samples, cmp_u64);
+    *median_us = samples[rounds / 2] / 1e3;
+    *p99_us = samples[(int)(rounds * 0.99)] / 1e3;
+    free(samples);
+    spsc_destroy(ping);
+    spsc_destroy(pong);
+}
+
 /* --------------------------------------------------------------- report */
 
 static const char *verdict(double value, double bound, int at_least) {
@@ -777,11 +828,19 @@ int main(void) {
     /* Blocking round trip. */
     double rt_med, rt_p99, rtp_med = NAN, rtp_p99 = NAN;
     int rounds = (int)(50000 * scale) + 100;
+    double ref_med, ref_p99, refp_med = NAN, refp_p99 = NAN;
     round_trip(rounds, 0, &rt_med, &rt_p99);
-    if (can_pin) round_trip(rounds, 1, &rtp_med, &rtp_p99);
-    printf("\nround trip put->get->put->get, blocking put_msg/get_msg, 32 bytes (us)\n");
-    printf("  not pinned: median %.2f, p99 %.2f\n", rt_med, rt_p99);
-    if (can_pin) printf("  pinned:     median %.2f, p99 %.2f\n", rtp_med, rtp_p99);
+    round_trip_ref(rounds, 0, &ref_med, &ref_p99);
+    if (can_pin) {
+        round_trip(rounds, 1, &rtp_med, &rtp_p99);
+        round_trip_ref(rounds, 1, &refp_med, &refp_p99);
+    }
+    printf("\nround trip put->get->put->get, 32 bytes (us): blocking put_msg/get_msg; the reference ring, spinning\n");
+    printf("  not pinned: median %.2f, p99 %.2f   reference: median %.2f, p99 %.2f\n", rt_med, rt_p99, ref_med,
+           ref_p99);
+    if (can_pin)
+        printf("  pinned:     median %.2f, p99 %.2f   reference: median %.2f, p99 %.2f\n", rtp_med, rtp_p99, refp_med,
+               refp_p99);
 
     printf("\ntargets (issue 11 and DESIGN.md; medians of this run)\n");
     target_row("in-process put+get 64 B, ours / legacy write+read", ratio(inproc_msg64, inproc_legacy64), "x", "<=",
@@ -793,6 +852,8 @@ int main(void) {
     target_row("legacy write/read 4 KiB records / put_msg+get_msg", legacy_ratio_4k, "x", ">=", 0.9, 1);
     target_row("1->1 512 B, 64 KiB ring / 4 MiB ring", ratio(by_ring[0], by_ring[3]), "x", ">=", 0.7, 1);
     target_row("blocking round trip p50, pinned (us)", rtp_med, "", "<=", 1.0, 0);
+    printf("  %-58s %12.2f   (the machine's floor in this run, no target)\n",
+           "  the reference ring's spinning round trip p50, pinned (us)", refp_med);
     target_row("1->1 512 B not pinned, put_msg/get_msg (M/s)", unpinned_msg512 / 1e6, "", ">=", 4.0, 1);
     target_row("4->4 64 B not pinned, put_msg/get_msg (M/s)", mpmc_msg / 1e6, "", ">=", 2.0, 1);
     printf("\nsteadiness: the reference ring's fastest run of one configuration was %.1fx its slowest%s\n", ref_spread,
