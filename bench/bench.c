@@ -589,6 +589,18 @@ static double inproc(impl_t impl, uint32_t size) {
 
 /* ------------------------------------------------------------ round trip */
 
+/* After a ping-pong's timed loop (`samples`, one per round): this process's
+ * affinity back to `old`, the child reaped, median and p99 in microseconds. */
+static void rt_finish(uint64_t *samples, int rounds, const cpu_set_t *old, pid_t child, double *median_us,
+                      double *p99_us) {
+    sched_setaffinity(0, sizeof *old, old);
+    waitpid(child, NULL, 0);
+    qsort(samples, rounds, sizeof *samples, cmp_u64);
+    *median_us = samples[rounds / 2] / 1e3;
+    *p99_us = samples[(int)(rounds * 0.99)] / 1e3;
+    free(samples);
+}
+
 /* Ping-pong between two processes over two queues, blocking gets: the
  * round trip put -> get -> put -> get. Fills median and p99 in microseconds. */
 static void round_trip(int rounds, int pinned, double *median_us, double *p99_us) {
@@ -621,12 +633,7 @@ static void round_trip(int rounds, int pinned, double *median_us, double *p99_us
         ring_buffer_get_msg(pong, buf, sizeof buf, &len, RB_WAIT_FOREVER);
         samples[i] = now_ns() - t0;
     }
-    sched_setaffinity(0, sizeof old, &old);
-    waitpid(child, NULL, 0);
-    qsort(samples, rounds, sizeof *samples, cmp_u64);
-    *median_us = samples[rounds / 2] / 1e3;
-    *p99_us = samples[(int)(rounds * 0.99)] / 1e3;
-    free(samples);
+    rt_finish(samples, rounds, &old, child, median_us, p99_us);
     ring_buffer_close(ping);
     ring_buffer_close(pong);
     ring_buffer_destroy(a);
@@ -675,12 +682,7 @@ static void round_trip_ref(int rounds, int pinned, double *median_us, double *p9
         while (spsc_get(&in, buf, sizeof buf, &len) != 1) CPU_RELAX();
         samples[i] = now_ns() - t0;
     }
-    sched_setaffinity(0, sizeof old, &old);
-    waitpid(child, NULL, 0);
-    qsort(samples, rounds, sizeof *samples, cmp_u64);
-    *median_us = samples[rounds / 2] / 1e3;
-    *p99_us = samples[(int)(rounds * 0.99)] / 1e3;
-    free(samples);
+    rt_finish(samples, rounds, &old, child, median_us, p99_us);
     spsc_destroy(ping);
     spsc_destroy(pong);
 }
