@@ -16,9 +16,10 @@ per producer is kept (one flush at a time). A remote consumer's ``get``
 fetches up to ``batch_size`` items in one call and serves the following
 gets from them (prefetch); ``close()`` puts back the prefetched items it
 did not return (at the queue's end: they are behind items put since).
-``task_done()`` marks one of the items the endpoint returned; the marks go
-to the bridge as puts do (with the next call, or ``flush_delay`` after the
-first), and ``join()`` sends them first.
+``task_done()`` marks one of the items the endpoint returned; the flusher
+sends the marks ``flush_delay`` after the first, as it sends puts, and
+``join()``, ``unfinished_tasks``, ``flush()`` and ``close()`` send them
+first.
 
 **What can be lost** (everything else is delivered exactly once while every
 process lives): a remote consumer that dies loses the items it prefetched
@@ -450,10 +451,9 @@ class RemoteAutoQueue(QueueAdapter):
 
     def task_done(self) -> None:
         """Marks one item this endpoint returned as processed
-        (``queue.Queue.task_done``). The mark reaches the queue with this
-        endpoint's next bridge call, or ``flush_delay`` after the first
-        one; ``join``, ``unfinished_tasks``, ``flush`` and ``close`` send
-        it first. ValueError if this endpoint returned fewer items than it
+        (``queue.Queue.task_done``). The flusher sends it ``flush_delay``
+        after the first mark not yet sent; ``join``, ``unfinished_tasks``,
+        ``flush`` and ``close`` send the marks first. ValueError if this endpoint returned fewer items than it
         was told are done (stricter than ``queue.Queue``, which counts the
         whole queue's: mark an item where it was received)."""
         with self._lock:
