@@ -70,7 +70,8 @@ from ._status import (
     RB_ERR_TIMEOUT,
     RB_OK,
 )
-from .errors import ShutDown, keep_undelivered
+from ._undelivered import QUEUE_DECODE, decode_each
+from .errors import ShutDown
 
 __all__ = [
     "get_async",
@@ -339,14 +340,10 @@ def _try_get(q: Any) -> Any:
     rc = _lib.get_msg(q._handle, rx.addr, rx.cap, rx.length_addr, 0)
     if rc == RB_OK:
         payload = rx.view[: rx.length.value]
-        try:
-            # pickle copies what it keeps (an item with out-of-band buffers
-            # gets copies of them); a custom loads gets a copy.
-            return q.decode(payload)
-        except Exception as exc:
-            # Taken from the queue: the exception carries it (not lost).
-            keep_undelivered(exc, [], [payload])
-            raise
+        # pickle copies what it keeps (an item with out-of-band buffers gets
+        # copies of them); a custom loads gets a copy. Taken from the queue:
+        # a failure's exception carries it (not lost).
+        return decode_each([payload], q.decode, how=QUEUE_DECODE)[0]
     if rc == RB_ERR_EMPTY:
         return _NOTHING
     # Anything else (a message larger than the buffer, shutdown, a closed

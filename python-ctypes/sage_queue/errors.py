@@ -12,9 +12,8 @@ Every message says what happened and what to do about it.
 
 from __future__ import annotations
 
-import pickle
 import queue as _stdlib_queue
-from typing import Any, List, Optional, Sequence
+from typing import Optional
 
 __all__ = [
     "ShutDown",
@@ -166,40 +165,3 @@ class QueueUnavailableError(SageQueueError, ConnectionError):
 class QueueAuthenticationError(QueueUnavailableError, PermissionError):
     """An RPC queue server refused the descriptor's auth key."""
 
-
-def keep_undelivered(
-    exc: BaseException, received: List[Any], left: Sequence[Any], decode: str = "the queue's decode(payload)"
-) -> None:
-    """Attaches to ``exc``, raised while unpickling messages a get already
-    took from the queue, what that call took and cannot return, so that
-    nothing is lost: ``exc.items_received`` (the items unpickled before the
-    failing one) and ``exc.payloads_left`` (the raw messages, as bytes: the
-    failing one first, then the rest of the batch). ``decode`` names the
-    call that turns one back into its item."""
-    payloads = [bytes(p) for p in left]
-    try:
-        exc.items_received = received  # type: ignore[attr-defined]
-        exc.payloads_left = payloads  # type: ignore[attr-defined]
-    except AttributeError:  # an exception type without a __dict__: at least say so
-        pass
-    if not hasattr(exc, "add_note"):  # Python < 3.11
-        return
-    exc.add_note(
-        f"sage_queue: this get had taken {len(payloads)} message(s) from the queue that it could not "
-        f"return; none is lost: the {len(received)} item(s) unpickled before are in exc.items_received, "
-        f"and the raw messages (this one first) in exc.payloads_left: {decode} of each gives its item "
-        "once the cause is fixed"
-    )
-
-
-def loads_each(payloads: Sequence[bytes]) -> List[Any]:
-    """``pickle.loads`` of each payload (messages a get took), in order; if
-    one fails, its exception carries the rest (``keep_undelivered``)."""
-    items: List[Any] = []
-    try:
-        for payload in payloads:
-            items.append(pickle.loads(payload))
-    except Exception as exc:
-        keep_undelivered(exc, items, payloads[len(items) :], "pickle.loads(payload)")
-        raise
-    return items

@@ -57,12 +57,12 @@ from ._status import (
     RB_OK,
     error_for,
 )
+from ._undelivered import QUEUE_DECODE, decode_each, keep_undelivered
 from .errors import (
     ClosedQueueError,
     InvalidNameError,
     MessageTooLargeError,
     ShutDown,
-    keep_undelivered,
 )
 from .hostid import check_same_host, host_id, host_name
 
@@ -1011,11 +1011,7 @@ class SageQueue:
             # _get_wait reads it where ring_buffer_get_msg puts it.
             rx.length.value = rx.args.needed
         payload = self._get_wait(rx, int(rc), block, deadline, "get")
-        try:
-            return self.decode(payload)
-        except Exception as exc:
-            keep_undelivered(exc, [], [payload])
-            raise
+        return decode_each([payload], self.decode, how=QUEUE_DECODE)[0]
 
     def decode(self, payload: Any) -> Any:
         """The item of a raw message (bytes or a buffer: from ``get_bytes``,
@@ -1107,15 +1103,7 @@ class SageQueue:
             except Exception as exc:
                 keep_undelivered(exc, out, _cut(view, sizes)[len(out):])
                 raise
-        done = len(out)  # by the loop above
-        left = _cut(view, sizes)[done:]
-        try:
-            for payload in left:
-                add(self.decode(payload))
-            return out
-        except Exception as exc:
-            keep_undelivered(exc, out, left[len(out) - done :])
-            raise
+        return decode_each(_cut(view, sizes)[len(out) :], self.decode, out, QUEUE_DECODE)
 
     def get_many_bytes(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[bytes]:
         """``get_many`` for raw bytes (no unpickling)."""

@@ -46,8 +46,9 @@ from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ._undelivered import decode_each
 from .descriptor import QueueDescriptor, metadata_value
-from .errors import QueueUnavailableError, ShutDown, loads_each
+from .errors import QueueUnavailableError, ShutDown
 from .hostid import check_same_host, host_id
 from .queue import SageQueue
 from .transport_base import QueueAdapter, check_timeout
@@ -330,6 +331,19 @@ class RemoteAutoQueue(QueueAdapter):
             except (QueueUnavailableError, ShutDown):
                 return  # recorded (_error) or final; callers see it on their next call
 
+    def _pend(self, payloads: Iterable[bytes] = (), marks: int = 0) -> None:
+        """Under the lock: puts and ``task_done()`` marks for the flusher to
+        send. The first pending one starts the ``flush_delay`` and wakes the
+        flusher, which sleeps while nothing is pending (one wake-up per
+        batch)."""
+        idle = not self._out and not self._marks
+        self._out.extend(payloads)
+        self._marks += marks
+        if idle:
+            self._first_at = time.monotonic()
+            self._start_flusher()
+            self._lock.notify_all()
+
     def _start_flusher(self) -> None:
         if self._flusher is None:
             self._flusher = threading.Thread(target=self._flush_loop, name=f"auto-flush-{self.queue_id}",
@@ -345,13 +359,8 @@ class RemoteAutoQueue(QueueAdapter):
         payload = pickle.dumps(item, _PROTOCOL)
         with self._lock:
             self._check()
-            if not self._out and not self._marks:
-                self._first_at = time.monotonic()
-            self._out.append(payload)
+            self._pend([payload])
             count = len(self._out)
-            if count == 1:  # the flusher sleeps until a buffer starts (one wake-up per batch)
-                self._start_flusher()
-                self._lock.notify_all()
         if block and timeout is None:
             if count >= self._batch:
                 self._send(True, None)
@@ -370,11 +379,7 @@ class RemoteAutoQueue(QueueAdapter):
         payloads = [pickle.dumps(item, _PROTOCOL) for item in items]
         with self._lock:
             self._check()
-            if not self._out and not self._marks:
-                self._first_at = time.monotonic()
-            self._out.extend(payloads)
-            self._start_flusher()
-            self._lock.notify_all()
+            self._pend(payloads)
         try:
             self._send(block, timeout)
         except Full as full:
@@ -431,7 +436,7 @@ class RemoteAutoQueue(QueueAdapter):
         with self._lock:
             payload = self._in.popleft()
             self._returned += 1
-        return loads_each([payload])[0]
+        return decode_each([payload])[0]
 
     def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
         """Up to ``max_items`` items (at least one): prefetched ones first,
@@ -445,7 +450,7 @@ class RemoteAutoQueue(QueueAdapter):
         with self._lock:
             payloads = [self._in.popleft() for _ in range(min(max_items, len(self._in)))]
             self._returned += len(payloads)
-        return loads_each(payloads)
+        return decode_each(payloads)
 
     # ------------------------------------------------------------ tasks
 
@@ -453,24 +458,18 @@ class RemoteAutoQueue(QueueAdapter):
         """Marks one item this endpoint returned as processed
         (``queue.Queue.task_done``). The flusher sends it ``flush_delay``
         after the first mark not yet sent; ``join``, ``unfinished_tasks``,
-        ``flush`` and ``close`` send the marks first. ValueError if this endpoint returned fewer items than it
-        was told are done (stricter than ``queue.Queue``, which counts the
-        whole queue's: mark an item where it was received)."""
-        with self._lock:
+        ``flush`` and ``close`` send the marks first. ValueError if this
+        endpoint returned fewer items than it was told are done (stricter
+        than ``queue.Queue``, which counts the whole queue's: mark an item
+        where it was received)."""
+        with self._lock:  # a Condition's RLock: _raise_mark_error takes it again
             self._check()
-            error, self._mark_error = self._mark_error, None
-            if error is not None:
-                raise error
+            self._raise_mark_error()
             if self._returned == 0:
                 raise ValueError(f"task_done() called more times than this endpoint of {self._where} returned "
                                  "items (mark each item done in the process that received it)")
             self._returned -= 1
-            if not self._out and not self._marks:
-                self._first_at = time.monotonic()
-            self._marks += 1
-            if self._marks == 1:  # the flusher sleeps until something is pending
-                self._start_flusher()
-                self._lock.notify_all()
+            self._pend(marks=1)
 
     def join(self, timeout: Optional[float] = None) -> bool:
         """Blocks until every item put (by any process) was marked done, as

@@ -47,8 +47,9 @@ from multiprocessing.managers import BaseManager, BaseProxy
 from typing import Any, Dict, Iterable, List, Optional, Tuple, cast
 
 from ._lib import ENV_VAR, LIBRARY_PATH
+from ._undelivered import decode_each
 from .descriptor import QueueDescriptor, metadata_value
-from .errors import QueueAuthenticationError, QueueUnavailableError, loads_each
+from .errors import QueueAuthenticationError, QueueUnavailableError
 from .transport_base import QueueAdapter, check_timeout
 
 __all__ = ["RpcQueue", "RpcQueueServer", "start_rpc_queue_server", "rpc_metadata", "AUTHKEY_BYTES"]
@@ -348,7 +349,7 @@ class RpcQueue(QueueAdapter):
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """As ``queue.Queue.get`` (the wait happens in the server)."""
-        return loads_each([self._queue.get(block, check_timeout(block, timeout))])[0]
+        return decode_each([self._queue.get(block, check_timeout(block, timeout))])[0]
 
     def put_many(self, items: Iterable[Any], block: bool = True, timeout: Optional[float] = None) -> int:
         """Puts every item in one round trip (each waits up to ``timeout``)."""
@@ -359,7 +360,7 @@ class RpcQueue(QueueAdapter):
         """Up to ``max_items`` items (at least one) in one round trip."""
         if max_items < 1:
             raise ValueError(f"max_items must be >= 1, not {max_items}")
-        return loads_each(self._queue.get_many(max_items, block, check_timeout(block, timeout)))
+        return decode_each(self._queue.get_many(max_items, block, check_timeout(block, timeout)))
 
 
 # ---------------------------------------------------------------- server process entry point
