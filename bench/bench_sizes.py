@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import itertools
 import multiprocessing as mp
 import os
 import pickle
@@ -235,6 +234,25 @@ def warmup_count(size: Size, n: int) -> int:
     return max(1, min(n // 10, WARMUP_BYTES // size.nbytes))
 
 
+def send_warm_then_run(send: Callable[[int], None], warm: int, n: int, start: Any) -> None:
+    """A producer's two passes: ``send(count)`` sends items 0 .. count - 1.
+    The warm-up's, then, once ``start`` is set (the clock starts), the run's."""
+    send(warm)
+    start.wait()
+    send(n)
+
+
+def warm_then_run(take: Callable[[int, Tuple[int, ...]], Dict[int, Any]], warm: int, n: int,
+                  warmed: Any) -> Dict[int, Any]:
+    """A consumer's two passes: ``take(count, keep)`` takes and checks
+    items 0 .. count - 1 and returns those of ``keep``. The warm-up's (none
+    kept), ``warmed`` set (the clock starts), then the run's, whose kept
+    items it returns."""
+    take(warm, ())
+    warmed.set()
+    return take(n, _kept(n))
+
+
 # ---------------------------------------------------------------- contenders
 # A contender makes a channel in the parent (before the fork), and gives the
 # producer and the consumer (forked processes) their loops. The producer
@@ -288,22 +306,22 @@ class _PutGet(Contender):
             for i in range(count):
                 put(pool[i % VARIANTS])
 
-        send(warm)
-        start.wait()
-        send(n)
+        send_warm_then_run(send, warm, n, start)
         put(None)
 
     def consume(self, items: Items, n: int, warm: int, warmed: Any) -> float:
-        get, check, keep = self.get_fn(), items.check_one, _kept(n)
-        for i in range(warm):
-            check(get(), i)
-        warmed.set()
-        kept = {}
-        for i in range(n):
-            item = get()
-            check(item, i)
-            if i in keep:
-                kept[i] = item
+        get, check = self.get_fn(), items.check_one
+
+        def take(count: int, keep: Tuple[int, ...]) -> Dict[int, Any]:
+            kept = {}
+            for i in range(count):
+                item = get()
+                check(item, i)
+                if i in keep:
+                    kept[i] = item
+            return kept
+
+        kept = warm_then_run(take, warm, n, warmed)
         t_end = time.monotonic()
         items.check_end(get(), kept)
         return t_end
@@ -339,9 +357,7 @@ class SageQueueMany(SageQueuePutGet):
                 put_many(batch if take == BATCH else batch[:take])
                 left -= take
 
-        send(warm)
-        start.wait()
-        send(n)
+        send_warm_then_run(send, warm, n, start)
         self.q.put(None)
 
     def consume(self, items: Items, n: int, warm: int, warmed: Any) -> float:
@@ -359,9 +375,7 @@ class SageQueueMany(SageQueuePutGet):
                 i += len(batch)
             return kept
 
-        take(warm, ())
-        warmed.set()
-        kept = take(n, _kept(n))
+        kept = warm_then_run(take, warm, n, warmed)
         t_end = time.monotonic()
         items.check_end(self.q.get(), kept)
         return t_end
@@ -473,9 +487,7 @@ class Iceoryx2(Contender):
                 memmove(sample.payload_ptr, addresses[i % VARIANTS], nbytes)
                 sample.assume_init().send()
 
-        send(warm)
-        start.wait()
-        send(n)
+        send_warm_then_run(send, warm, n, start)
         loan(1).assume_init().send()  # the end
         # The publisher (and its data segment) lives until the subscriber is done.
         if not self.done.wait(RUN_TIMEOUT):
@@ -490,45 +502,45 @@ class Iceoryx2(Contender):
 
     def consume(self, items: Items, n: int, warm: int, warmed: Any) -> float:
         subscriber = self.subscriber
-        receive, check, keep = subscriber.receive, items.check_one, _kept(n)
+        receive, check = subscriber.receive, items.check_one
         pickled, copy_out, nbytes, yield_cpu = items.size.is_pickle, self.copy_out, self.nbytes, os.sched_yield
         if not pickled:
             dtype, shape = items.dtype, items.shape
-        kept = {}
-        keeping: Tuple[int, ...] = ()
-        # The warm-up's items 0 .. warm - 1, None (the clock starts), the run's.
-        for i in itertools.chain(range(warm), (None,), range(n)):
-            if i is None:
-                warmed.set()
-                keeping = keep
-                continue
-            sample = receive()
-            while sample is None:
-                yield_cpu()  # a no-op on an idle machine, fair on a busy one
+
+        def take(count: int, keep: Tuple[int, ...]) -> Dict[int, Any]:
+            kept = {}
+            for i in range(count):
                 sample = receive()
-            payload = sample.payload()
-            if payload.len() != nbytes:
-                raise AssertionError(f"item {i}: a sample of {payload.len()} bytes")
-            view = payload.as_memory_view()
-            if pickled:
-                item = pickle.loads(bytes(view) if copy_out else view)
-            else:
-                item = np.frombuffer(view, dtype).reshape(shape)
-                if copy_out:
-                    item = item.copy()
-            check(item, i)
-            if i in keeping:
-                kept[i] = (item, sample)  # a view lives as long as its sample
+                while sample is None:
+                    yield_cpu()  # a no-op on an idle machine, fair on a busy one
+                    sample = receive()
+                payload = sample.payload()
+                if payload.len() != nbytes:
+                    raise AssertionError(f"item {i}: a sample of {payload.len()} bytes")
+                view = payload.as_memory_view()
+                if pickled:
+                    item = pickle.loads(bytes(view) if copy_out else view)
+                else:
+                    item = np.frombuffer(view, dtype).reshape(shape)
+                    if copy_out:
+                        item = item.copy()
+                check(item, i)
+                if i in keep:
+                    kept[i] = (item, sample)  # a view lives as long as its sample
+            return kept
+
+        kept = warm_then_run(take, warm, n, warmed)
         t_end = time.monotonic()
         sample = receive()
         while sample is None:
             sample = receive()
         if sample.payload().len() != 1:
             raise AssertionError("more items than were sent")
-        for i, (item, _) in kept.items():
-            items.check_full(item, i)
+        for i in kept:
+            items.check_full(kept[i][0], i)
+        # Every sample (and view of one) let go before the subscriber goes.
         kept.clear()
-        del item, sample, view, payload
+        del sample
         subscriber.delete()
         self.done.set()
         return t_end
