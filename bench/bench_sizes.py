@@ -5,8 +5,8 @@ One producer process -> one consumer process, in the same run on the same
 machine, for each item size:
 
   * 512-byte pickles (a bytes object whose pickle is 512 bytes);
-  * numpy float64 arrays of 64 KiB, 1 MiB, 16 MiB and 64 MiB (2-D, 128
-    columns).
+  * numpy float64 arrays of 64 KiB, 256 KiB, 1 MiB, 16 MiB and 64 MiB (2-D,
+    128 columns).
 
 Contenders (each as its users would call it):
 
@@ -50,7 +50,7 @@ The targets of issue 14 (item 7) are marked met or not met: 512 B pickles
 
 Run: make bench-sizes (part of make bench), or
 RING_BUFFER_LIB=build/libring_buffer.so .venv/bin/python bench/bench_sizes.py
-[--quick] [--runs N] [--sizes 512,64K,1M,16M,64M] [--plot PATH].
+[--quick] [--runs N] [--sizes 512,64K,256K,1M,16M,64M] [--plot PATH].
 --runs N repeats the whole measurement N times and prints each run's ratios
 and their median (the table and the plot show medians). The plot (log-log
 items/s against item size) goes to docs/bench_sizes.png unless --plot says
@@ -136,12 +136,13 @@ SIZES: Dict[str, Size] = {
         # fastest, iceoryx2, shortest): a full run in 1-3 minutes.
         Size("512", 512, 200_000, 100_000, 5_000, 2_000),
         Size("64K", 64 << 10, 30_000, 10_000, 1_000, 300),
+        Size("256K", 256 << 10, 10_000, 2_500, 400, 100),
         Size("1M", 1 << 20, 5_000, 600, 200, 40),
         Size("16M", 16 << 20, 300, 24, 20, 6),
         Size("64M", 64 << 20, 20, 6, 4, 3),
     )
 }
-SIZE_NAMES = {"512": "512 B", "64K": "64 KiB", "1M": "1 MiB", "16M": "16 MiB", "64M": "64 MiB"}
+SIZE_NAMES = {"512": "512 B", "64K": "64 KiB", "256K": "256 KiB", "1M": "1 MiB", "16M": "16 MiB", "64M": "64 MiB"}
 COLUMNS = 128  # arrays are (rows, 128) float64
 
 

@@ -244,7 +244,7 @@ static void test_small_and_overflowing_sizes(void) {
 
     /* Unknown flag bits are refused too (and create nothing). */
     n = test_name("badflags");
-    EXPECT_NULL(ring_buffer_create_ex(n, 1024, 0, 8), RB_ERR_INVALID_ARG); /* 4: RB_OPEN_NO_POOL */
+    EXPECT_NULL(ring_buffer_create_ex(n, 1024, 0, 16), RB_ERR_INVALID_ARG); /* 4: NO_POOL, 8: POOL_MEDIUM */
     EXPECT_NULL(ring_buffer_create_ex(n, 1024, 0, 0x80000000u), RB_ERR_INVALID_ARG);
     EXPECT_NULL(ring_buffer_open_ex(n, RB_CREATE_EXCLUSIVE), RB_ERR_INVALID_ARG);
     CHECK(!object_exists(n));

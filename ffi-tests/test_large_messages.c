@@ -15,7 +15,8 @@
  * ring_buffer_get_msg_lease (the bytes lent where they lie, valid after the
  * handle is closed, given back once; a forked child's copy frees nothing; a
  * consumer killed while holding one loses only its item, and
- * ring_buffer_reclaim frees its slot). */
+ * ring_buffer_reclaim frees its slot); and medium messages in slots from
+ * handles opened with RB_OPEN_POOL_MEDIUM. */
 #include "check.h"
 
 #include <dirent.h>
@@ -574,6 +575,52 @@ static void test_leases_across_processes(void) {
     done_named(rb, name);
 }
 
+/* Medium messages (RING_BUFFER_POOLED_FROM bytes or more that fit in the
+ * ring) take a free slot from a handle opened with RB_OPEN_POOL_MEDIUM, and
+ * the ring from any other: lent by ring_buffer_get_msg_lease, copied by
+ * ring_buffer_get_msg, in order either way. */
+static void test_medium_messages(void) {
+    stage = "medium messages";
+    const char *name = test_name("medium");
+    const uint32_t ring = 1u << 20, medium = RING_BUFFER_POOLED_FROM + 1000;
+    ring_buffer_t *plain = ring_buffer_create_ex(name, ring, 0, RB_CREATE_EXCLUSIVE);
+    REQUIRE(plain != NULL);
+    ring_buffer_t *pooled = ring_buffer_open_ex(name, RB_OPEN_POOL_MEDIUM);
+    REQUIRE(pooled != NULL);
+    ring_buffer_t *no_pool = ring_buffer_open_ex(name, RB_OPEN_POOL_MEDIUM | RB_OPEN_NO_POOL);
+    REQUIRE(no_pool != NULL);
+    put_seq(pooled, 0, RING_BUFFER_POOLED_FROM - 1); /* shorter: the ring */
+    CHECK_EQ(slot_files(name), 0);
+    put_seq(pooled, 1, medium);
+    put_seq(pooled, 2, medium);
+    CHECK_EQ(slot_files(name), 2);
+    put_seq(plain, 3, medium);
+    put_seq(no_pool, 4, medium);
+    CHECK_EQ(slot_files(name), 2);
+    CHECK_EQ(side_objects(name), 2);
+    uint32_t len = 0;
+    void *data = NULL;
+    ring_buffer_lease_t *lease = NULL;
+    static unsigned char buf[1u << 20];
+    for (uint32_t seq = 0; seq < 5; seq++) {
+        bool lent_from_slot = seq == 1 || seq == 2;
+        if (seq == 2) {
+            /* Copied out by the plain get, its slot freed. */
+            CHECK_EQ(ring_buffer_get_msg(plain, buf, sizeof buf, &len, RB_NO_WAIT), RB_OK);
+            CHECK(len == medium && lent_intact(buf, len, seq));
+            continue;
+        }
+        CHECK_EQ(ring_buffer_get_msg_lease(plain, buf, sizeof buf, &len, &data, &lease, RB_NO_WAIT), RB_OK);
+        CHECK((lease != NULL) == lent_from_slot && lent_intact(data, len, seq));
+        CHECK_EQ(ring_buffer_lease_release(lease), RB_OK);
+    }
+    EXPECT_CODE(ring_buffer_get_msg(plain, buf, sizeof buf, &len, RB_NO_WAIT), RB_ERR_EMPTY);
+    CHECK_EQ(ring_buffer_reclaim(name), 0);
+    ring_buffer_close(pooled);
+    ring_buffer_close(no_pool);
+    done_named(plain, name);
+}
+
 int main(void) {
     rbt_init();
     atexit(remove_own_side_objects);
@@ -586,5 +633,6 @@ int main(void) {
     test_consumer_killed();
     test_leases();
     test_leases_across_processes();
+    test_medium_messages();
     return rbt_finish("test_large_messages");
 }

@@ -79,9 +79,9 @@ static void test_create_ex_open_ex(void) {
     EXPECT_NULL(ring_buffer_create_ex("", 1024, 0, 0), RB_ERR_INVALID_NAME);
     EXPECT_NULL(ring_buffer_create_ex("a/b", 1024, 0, 0), RB_ERR_INVALID_NAME);
     EXPECT_NULL(ring_buffer_create_ex(sized_name(64), 1024, 0, 0), RB_ERR_INVALID_NAME);
-    /* Unknown flag bits (4 is RB_OPEN_NO_POOL). */
-    const uint32_t bad_flags[] = {8, 16, 0x100, 0x80000000u, 0xFFFFFFFFu,
-                                  RB_CREATE_EXCLUSIVE | 8};
+    /* Unknown flag bits (4 is RB_OPEN_NO_POOL, 8 RB_OPEN_POOL_MEDIUM). */
+    const uint32_t bad_flags[] = {16, 32, 0x100, 0x80000000u, 0xFFFFFFFFu,
+                                  RB_CREATE_EXCLUSIVE | 16};
     for (size_t i = 0; i < sizeof bad_flags / sizeof bad_flags[0]; i++)
         EXPECT_NULL(ring_buffer_create_ex(name, 1024, 0, bad_flags[i]), RB_ERR_INVALID_ARG);
     /* Mode bits beyond 0777 (sticky, setgid, setuid, garbage). */
@@ -149,7 +149,10 @@ static void test_create_ex_open_ex(void) {
     o = ring_buffer_open_ex(n666, RB_OPEN_NO_POOL | RB_OPEN_ALLOW_FOREIGN_OWNER);
     CHECK(o != NULL);
     if (o) ring_buffer_close(o);
-    EXPECT_NULL(ring_buffer_open_ex(n666, 8), RB_ERR_INVALID_ARG);
+    o = ring_buffer_open_ex(n666, RB_OPEN_POOL_MEDIUM);
+    CHECK(o != NULL);
+    if (o) ring_buffer_close(o);
+    EXPECT_NULL(ring_buffer_open_ex(n666, 16), RB_ERR_INVALID_ARG);
     EXPECT_NULL(ring_buffer_open_ex(n666, 0x80000000u), RB_ERR_INVALID_ARG);
     EXPECT_NULL(ring_buffer_open_ex(NULL, 0), RB_ERR_INVALID_ARG);
     EXPECT_NULL(ring_buffer_open_ex("", 0), RB_ERR_INVALID_NAME);

@@ -60,6 +60,15 @@ pub const RING_BUFFER_HEADER_SIZE: u32 = 200;
 /// Bytes of the 4-byte little-endian length prefix framing every message.
 pub const RING_BUFFER_FRAME_PREFIX: u32 = 4;
 
+/// *Medium* messages, of this many bytes or more that fit in the ring, go
+/// into a free slot of the queue's pool, their descriptor through the ring,
+/// when the producer's handle asks for it (`RB_OPEN_POOL_MEDIUM`,
+/// `Options::pool_medium`; Python's `SageQueue` does). A consumer that takes
+/// them with `ring_buffer_get_msg_lease` copies nothing; in the ring, it
+/// would copy every byte out. With no slot free, such a message goes
+/// through the ring.
+pub const RING_BUFFER_POOLED_FROM: u32 = 0x1_0000;
+
 /// The shared header at offset 0 of every queue object, byte for byte the
 /// legacy `ring_buffer_t`. Handles returned by this library point here.
 ///

@@ -205,6 +205,8 @@ pub(crate) struct Access {
     pub(crate) allow_foreign_owner: bool,
     /// Put long messages into the queue's pool (`crate::pool`).
     pub(crate) pool: bool,
+    /// Put medium messages there too (`Options::pool_medium`).
+    pub(crate) pool_medium: bool,
 }
 
 /// A mapped, validated queue object. Dropping it unmaps the object and
@@ -262,7 +264,7 @@ impl Mapping {
                 dev: st.st_dev,
                 ino: st.st_ino,
             },
-            pool: Pool::new(access.pool),
+            pool: Pool::new(access.pool, access.pool_medium),
             patience: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -319,7 +321,7 @@ impl Mapping {
                 dev: st.st_dev,
                 ino: st.st_ino,
             },
-            pool: Pool::new(access.pool),
+            pool: Pool::new(access.pool, access.pool_medium),
             patience: std::sync::atomic::AtomicU64::new(0),
         };
         mapping.view().validate_extension()?;

@@ -310,6 +310,9 @@ pub(crate) struct Pool {
     /// Whether this handle puts messages into the pool (it takes them out
     /// either way).
     put: bool,
+    /// Whether it also puts medium messages there (see
+    /// `Options::pool_medium`).
+    medium: bool,
 }
 
 struct Table {
@@ -349,11 +352,19 @@ const MISSING_FOR: Duration = if cfg!(test) {
 };
 
 impl Pool {
-    pub(crate) fn new(put: bool) -> Pool {
+    pub(crate) fn new(put: bool, medium: bool) -> Pool {
         Pool {
             table: AtomicPtr::new(ptr::null_mut()),
             put,
+            medium: put && medium,
         }
+    }
+
+    /// Whether this handle puts medium messages (of
+    /// `RING_BUFFER_POOLED_FROM` bytes or more that fit in the ring) into
+    /// the pool when a slot is free.
+    pub(crate) fn takes_medium(&self) -> bool {
+        self.medium
     }
 
     /// This process's table, made on first use (and in a forked child).

@@ -5,14 +5,16 @@
 //! with inherited handles, and the failure model with SIGKILLs at exact
 //! places (failpoints): a dead producer's claim freed by the next user, a
 //! consumer killed during the copy losing nothing, one killed after taking
-//! losing only its item.
+//! losing only its item. Medium messages (`RING_BUFFER_POOLED_FROM` bytes or
+//! more that fit in the ring) from handles opened with `pool_medium`.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{fork, fresh, pattern, refused_while_full, wait_child, Exit};
-use ring_buffer::{Error, Queue};
+use ring_buffer::layout::RING_BUFFER_POOLED_FROM;
+use ring_buffer::{Error, Options, Queue};
 
 /// The side objects of queue `name` now: (pool slots, one-shot objects).
 fn side_objects(name: &str) -> (usize, usize) {
@@ -154,6 +156,81 @@ fn full_timeout_and_shutdown_free_the_claimed_slot() {
     assert_eq!(Queue::reclaim(&c.0).unwrap(), 0, "nothing left claimed");
 }
 
+/// A handle opened with `pool_medium` on a queue `name` (removed by the
+/// caller's guard).
+fn medium_handle(name: &str) -> Queue {
+    Queue::open_with(name, &Options::default().pool_medium(true)).unwrap()
+}
+
+/// Medium messages (`RING_BUFFER_POOLED_FROM` bytes or more, that fit in the
+/// ring) go into a slot from a handle that asks for it, and through the ring
+/// from one that does not (or has no pool); shorter ones always go through
+/// the ring. Every one arrives whole and in order.
+#[test]
+fn medium_messages_take_a_slot_only_from_handles_that_ask() {
+    let (plain, c) = fresh("pool_medium", 1 << 20);
+    let medium = medium_handle(&c.0);
+    let no_pool =
+        Queue::open_with(&c.0, &Options::default().pool(false).pool_medium(true)).unwrap();
+    let from = RING_BUFFER_POOLED_FROM as usize;
+    let below = pattern(from - 1, 1);
+    let at = pattern(from, 2);
+    let above = pattern(300_000, 3);
+    medium.send(&below).unwrap();
+    assert_eq!(side_objects(&c.0), (0, 0), "shorter: through the ring");
+    medium.send(&at).unwrap();
+    medium.send(&above).unwrap();
+    assert_eq!(side_objects(&c.0), (2, 0), "medium: one slot each");
+    plain.send(&above).unwrap();
+    no_pool.send(&above).unwrap();
+    assert_eq!(side_objects(&c.0), (2, 0), "without pool_medium: the ring");
+    for want in [&below, &at, &above, &above, &above] {
+        assert_eq!(&plain.recv().unwrap(), want);
+    }
+    assert_eq!(Queue::reclaim(&c.0).unwrap(), 0, "nothing left claimed");
+}
+
+/// A medium message that finds every slot busy goes through the ring, never
+/// into a one-shot side object, and waits for no slot.
+#[test]
+fn medium_messages_go_through_the_ring_when_every_slot_is_busy() {
+    let (q, c) = fresh("pool_medium_busy", 1 << 20);
+    let medium = medium_handle(&c.0);
+    let msgs: Vec<Vec<u8>> = (0..11u8).map(|i| pattern(70_000, i)).collect();
+    for m in &msgs {
+        medium.send(m).unwrap();
+    }
+    assert_eq!(side_objects(&c.0), (8, 0), "8 slots, then the ring");
+    for m in &msgs {
+        assert_eq!(&q.recv().unwrap(), m);
+    }
+    assert_eq!(Queue::reclaim(&c.0).unwrap(), 0);
+}
+
+/// A try-once put of a medium message into a full ring is refused without
+/// keeping a slot: `Full`, then the slot serves the next message.
+#[test]
+fn a_refused_medium_message_keeps_no_slot() {
+    let (q, c) = fresh("pool_medium_full", 1 << 20);
+    let medium = medium_handle(&c.0);
+    let msg = pattern(100_000, 7);
+    // (The filler from the plain handle: from `medium` it would take a slot.)
+    let filler = vec![0u8; q.max_message_len() as usize];
+    q.send(&filler).unwrap();
+    assert_eq!(medium.try_send(&msg), Err(Error::Full));
+    assert_eq!(
+        medium.send_timeout(&msg, Duration::from_millis(20)),
+        Err(Error::Timeout)
+    );
+    assert_eq!(Queue::reclaim(&c.0).unwrap(), 0, "nothing left claimed");
+    assert_eq!(q.recv().unwrap(), filler);
+    medium.send(&msg).unwrap();
+    medium.send(&msg).unwrap();
+    assert_eq!(side_objects(&c.0), (2, 0));
+    assert_eq!(q.recv().unwrap(), msg);
+    assert_eq!(q.recv().unwrap(), msg);
+}
+
 /// A child that inherited a handle (and this process's descriptors of the
 /// slots) uses slots of its own making, and the parent receives everything.
 #[test]
@@ -218,6 +295,31 @@ mod killed {
         assert_eq!(Queue::reclaim(&c.0).unwrap(), 1, "the dead claim freed");
         let next = pattern(8000, 10);
         q.send(&next).unwrap();
+        assert_eq!(q.recv().unwrap(), next);
+        assert_eq!(side_objects(&c.0), (1, 0), "the same slot again");
+    }
+
+    /// The same for a medium message, which fits in the ring: the dead
+    /// producer's slot is freed, and nothing of it arrives.
+    #[test]
+    fn producer_killed_before_publishing_a_medium_message_leaves_a_claim_the_next_user_frees() {
+        let (q, c) = fresh("pool_kill_medium", 1 << 20);
+        let name = c.0.clone();
+        let child = fork(|| {
+            let q = medium_handle(&name);
+            failpoint::arm("slot_written", 1);
+            let _ = q.send(&pattern(100_000, 9));
+            0
+        });
+        assert_eq!(
+            wait_child(child, Duration::from_secs(10)),
+            Exit::Signal(libc::SIGKILL)
+        );
+        assert_eq!(side_objects(&c.0), (1, 0));
+        assert_eq!(q.try_recv(), Err(Error::Empty));
+        assert_eq!(Queue::reclaim(&c.0).unwrap(), 1, "the dead claim freed");
+        let next = pattern(100_000, 10);
+        medium_handle(&c.0).send(&next).unwrap();
         assert_eq!(q.recv().unwrap(), next);
         assert_eq!(side_objects(&c.0), (1, 0), "the same slot again");
     }

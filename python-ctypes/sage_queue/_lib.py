@@ -54,12 +54,14 @@ __all__ = [
     "RB_CREATE_EXCLUSIVE",
     "RB_OPEN_ALLOW_FOREIGN_OWNER",
     "RB_OPEN_NO_POOL",
+    "RB_OPEN_POOL_MEDIUM",
     "RB_WAIT_FOREVER",
     "RB_NO_WAIT",
     "MAX_NAME_LEN",
     "RING_BUFFER_MIN_SIZE",
     "RING_BUFFER_MAX_SIZE",
     "RING_BUFFER_FRAME_PREFIX",
+    "RING_BUFFER_POOLED_FROM",
     "RingBufferStats",
     "RingBufferStatsEx",
     "RingBufferRef",
@@ -79,12 +81,14 @@ LIB_FILE = "libring_buffer.so"
 RB_CREATE_EXCLUSIVE = 1
 RB_OPEN_ALLOW_FOREIGN_OWNER = 2
 RB_OPEN_NO_POOL = 4
+RB_OPEN_POOL_MEDIUM = 8
 RB_WAIT_FOREVER = -1
 RB_NO_WAIT = 0
 MAX_NAME_LEN = 64
 RING_BUFFER_MIN_SIZE = 1024
 RING_BUFFER_MAX_SIZE = 2**31
 RING_BUFFER_FRAME_PREFIX = 4
+RING_BUFFER_POOLED_FROM = 65536
 
 # A function that only a library of this project exports (not the legacy C
 # ring_buffer.so, which has the same file name on some systems).

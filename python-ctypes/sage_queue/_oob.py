@@ -478,8 +478,8 @@ def _block_type(capacity: int) -> Any:
 def received_in_place(obj: Any) -> bool:
     """Whether ``obj`` (a numpy array, a memoryview, ...) was received
     without a copy: its memory is shared memory a queue lent it (an item
-    larger than the ring, see ``SageQueue``), given back when the last
-    object using it is gone."""
+    that went out of line: larger than the ring, or of 64 KiB or more, see
+    ``SageQueue``), given back when the last object using it is gone."""
     base: Any = obj
     while getattr(base, "base", None) is not None and not isinstance(base, memoryview):
         base = base.base

@@ -337,7 +337,7 @@ _NOTHING = object()
 def _try_get(q: Any) -> Any:
     """``q.get(False)``, returning ``_NOTHING`` instead of raising Empty."""
     rx = q._receiver()
-    rc = _lib.get_msg(q._handle, rx.addr, rx.cap, rx.length_addr, 0)
+    rc = _lib.get_msg(q._handle, rx.addr, rx.cap_arg, rx.length_addr, 0)
     if rc == RB_OK:
         payload = rx.view[: rx.length.value]
         # pickle copies what it keeps (an item with out-of-band buffers gets

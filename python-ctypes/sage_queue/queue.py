@@ -285,6 +285,18 @@ def _next_wait(deadline: Optional[float]) -> int:
 # ---------------------------------------------------------------- buffers
 
 
+def _first_cap(cap: int) -> int:
+    """The bytes a get's first C call offers of a receive buffer of ``cap``:
+    less than ``RING_BUFFER_POOLED_FROM``. A message that long may sit in a
+    slot of the queue's pool, which the first call would copy out of the
+    slot (system calls included) for ``loads`` to copy again; refused
+    (``RB_ERR_BUFFER_TOO_SMALL``, nothing taken), it is asked for with
+    ``ring_buffer_get_msg_lease``, which lends it where it lies (numpy
+    arrays are built on it) or copies it into the buffer if it is in the
+    ring. One more call for messages of 64 KiB and more."""
+    return min(cap, _lib.RING_BUFFER_POOLED_FROM - 1)
+
+
 class _Receiver:
     """One thread's receive buffer: reused for every get, never reallocated
     on the hot path. The C calls get plain addresses (``addr``,
@@ -301,6 +313,8 @@ class _Receiver:
         self.buf = ctypes.create_string_buffer(cap)
         self.addr = ctypes.addressof(self.buf)
         self.cap = cap
+        # What a get's first call offers (see _first_cap).
+        first = _first_cap(cap)
         # Not .cast("B"): pickle.loads takes a slice of the plain view ~25%
         # faster (measured), and both hold the same bytes.
         self.view = memoryview(self.buf)
@@ -315,12 +329,12 @@ class _Receiver:
         self.lease_addr = ctypes.addressof(self.lease)
         # The same values as ready-made ctypes arguments (see _SLICE_ARG).
         self.addr_arg = c_void_p(self.addr)
-        self.cap_arg = c_uint32(cap)
+        self.cap_arg = c_uint32(first)
         self.length_arg = c_void_p(self.length_addr)
         # A blocking get's arguments in one struct (ring_buffer_get_msg_args:
         # one argument for ctypes to convert instead of five, and the length
         # as the result; ~0.33 us less per get).
-        self.args = _lib.RingBufferGetArgs(handle.value if handle is not None else None, self.addr, cap, 0, _SLICE_NS)
+        self.args = _lib.RingBufferGetArgs(handle.value if handle is not None else None, self.addr, first, 0, _SLICE_NS)
         args_arg = c_void_p(ctypes.addressof(self.args))
         # What get() needs, in one tuple: unpacking it costs less than five
         # attribute loads on the hot path. The last: whether the last
@@ -359,7 +373,9 @@ class SageQueue:
     all, removed with the queue or by ``sage-queue gc`` while free), or,
     when the pool has no room or ``pool=False``, in an object of its own
     (``..x<id>``, removed when it is received); only a small descriptor goes
-    through the ring. A handle opened with ``pool=False`` never puts items
+    through the ring. So does one of 64 KiB (``RING_BUFFER_POOLED_FROM``)
+    or more that fits in the ring, when a slot is free (else through the
+    ring): its consumer then copies nothing out of the ring. A handle opened with ``pool=False`` never puts items
     into slots (it still receives those others put there). A consumer
     receives such an item without a copy: numpy arrays and other
     out-of-band buffers are views of the shared memory, lent to them until
@@ -1411,10 +1427,14 @@ def _reattach(
 
 
 def _pool_flag(pool: bool) -> int:
-    """The open flag for a handle with (``True``) or without the queue's pool."""
+    """The open flags for a handle with (``True``) or without the queue's
+    pool. With it, medium items (``RING_BUFFER_POOLED_FROM`` bytes or more,
+    that fit in the ring) go into a free slot too: this package's gets
+    borrow them there (see ``_first_cap``) instead of copying them out of
+    the ring."""
     if not isinstance(pool, bool):
         raise TypeError(f"pool must be True or False, not {pool!r}")
-    return 0 if pool else _lib.RB_OPEN_NO_POOL
+    return _lib.RB_OPEN_POOL_MEDIUM if pool else _lib.RB_OPEN_NO_POOL
 
 
 # ---------------------------------------------------------------- module functions

@@ -78,3 +78,13 @@ def hold_one_item(q: SageQueue, ready: Any) -> None:
     ready.set()
     signal.pause()
     del item
+
+
+def put_medium_arrays(q: SageQueue, nbytes: List[int]) -> None:
+    """Puts one float64 array of each size in ``nbytes``, array ``i`` full of
+    ``i``."""
+    import numpy as np
+
+    for i, n in enumerate(nbytes):
+        q.put(np.full(n // 8, float(i)))
+    q.close()

@@ -138,7 +138,7 @@ def test_bad_sizes_are_refused_with_the_choices() -> None:
     result = subprocess.run([sys.executable, str(BENCH), "--sizes", "2M"], env=child_env(),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert "512,64K,1M,16M,64M" in result.stderr and "'2M'" in result.stderr
+    assert "512,64K,256K,1M,16M,64M" in result.stderr and "'2M'" in result.stderr
 
 
 def test_readme_shows_the_committed_plot() -> None:

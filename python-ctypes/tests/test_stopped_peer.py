@@ -28,10 +28,13 @@ from sage_queue._status import Status
 
 from conftest import child_env
 
+# pool=False: its 1 MiB messages go through the ring, copied under the
+# locks (from the pool, a medium message would hold the writer lock only
+# for its descriptor).
 STREAM = r"""
 import sys
 from sage_queue import open_queue
-q = open_queue(sys.argv[1])
+q = open_queue(sys.argv[1], pool=False)
 payload = b"s" * (1 << 20)
 print("streaming", flush=True)
 while True:

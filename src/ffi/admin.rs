@@ -5,7 +5,9 @@ use std::ptr;
 
 use super::boundary::{call, last_error, status};
 use super::handles;
-use super::{RB_CREATE_EXCLUSIVE, RB_OPEN_ALLOW_FOREIGN_OWNER, RB_OPEN_NO_POOL};
+use super::{
+    RB_CREATE_EXCLUSIVE, RB_OPEN_ALLOW_FOREIGN_OWNER, RB_OPEN_NO_POOL, RB_OPEN_POOL_MEDIUM,
+};
 use crate::error::{Error, RbStatus};
 use crate::inspect::{self, RingBufferInfo};
 use crate::layout::{RingBuffer, RingBufferStatsEx};
@@ -40,7 +42,8 @@ pub extern "C" fn ring_buffer_version() -> *const c_char {
 /// `RB_ERR_EXISTS` if the queue exists, otherwise it is opened (size and
 /// mode ignored); `RB_OPEN_ALLOW_FOREIGN_OWNER` accepts an existing queue of
 /// another user; `RB_OPEN_NO_POOL` keeps this handle's messages longer than
-/// the ring out of the queue's pool. NULL on failure (see
+/// the ring out of the queue's pool; `RB_OPEN_POOL_MEDIUM` puts its medium
+/// messages there too. NULL on failure (see
 /// `ring_buffer_last_error()`).
 ///
 /// # Safety
@@ -55,15 +58,11 @@ pub unsafe extern "C" fn ring_buffer_create_ex(
     call(ptr::null_mut(), || {
         // SAFETY: forwarded contract.
         let name = unsafe { handles::name(name)? };
-        let known = RB_CREATE_EXCLUSIVE | RB_OPEN_ALLOW_FOREIGN_OWNER | RB_OPEN_NO_POOL;
-        if flags & !known != 0 || size == 0 {
+        if flags & !(RB_CREATE_EXCLUSIVE | OPEN_FLAGS) != 0 || size == 0 {
             return Err(Error::InvalidArg);
         }
         let size = buffer_size_for(size).ok_or(Error::InvalidArg)?;
-        let options = Options::default()
-            .mode(if mode == 0 { 0o600 } else { mode })
-            .allow_foreign_owner(flags & RB_OPEN_ALLOW_FOREIGN_OWNER != 0)
-            .pool(flags & RB_OPEN_NO_POOL == 0);
+        let options = open_options(flags).mode(if mode == 0 { 0o600 } else { mode });
         let queue = if flags & RB_CREATE_EXCLUSIVE != 0 {
             Queue::create_named(&name, size, &options)?
         } else {
@@ -74,7 +73,8 @@ pub unsafe extern "C" fn ring_buffer_create_ex(
 }
 
 /// Opens the existing queue `name`; `flags` may hold
-/// `RB_OPEN_ALLOW_FOREIGN_OWNER` and `RB_OPEN_NO_POOL`. NULL on failure.
+/// `RB_OPEN_ALLOW_FOREIGN_OWNER`, `RB_OPEN_NO_POOL` and
+/// `RB_OPEN_POOL_MEDIUM`. NULL on failure.
 ///
 /// # Safety
 /// `name` must be NULL or a NUL-terminated string.
@@ -83,14 +83,23 @@ pub unsafe extern "C" fn ring_buffer_open_ex(name: *const c_char, flags: u32) ->
     call(ptr::null_mut(), || {
         // SAFETY: forwarded contract.
         let name = unsafe { handles::name(name)? };
-        if flags & !(RB_OPEN_ALLOW_FOREIGN_OWNER | RB_OPEN_NO_POOL) != 0 {
+        if flags & !OPEN_FLAGS != 0 {
             return Err(Error::InvalidArg);
         }
-        let options = Options::default()
-            .allow_foreign_owner(flags & RB_OPEN_ALLOW_FOREIGN_OWNER != 0)
-            .pool(flags & RB_OPEN_NO_POOL == 0);
-        Queue::open_named(&name, &options).map(handles::register)
+        Queue::open_named(&name, &open_options(flags)).map(handles::register)
     })
+}
+
+/// The flags `ring_buffer_open_ex` takes (and `ring_buffer_create_ex`, with
+/// `RB_CREATE_EXCLUSIVE`).
+const OPEN_FLAGS: u32 = RB_OPEN_ALLOW_FOREIGN_OWNER | RB_OPEN_NO_POOL | RB_OPEN_POOL_MEDIUM;
+
+/// The options `flags` (checked against `OPEN_FLAGS`) ask for.
+fn open_options(flags: u32) -> Options {
+    Options::default()
+        .allow_foreign_owner(flags & RB_OPEN_ALLOW_FOREIGN_OWNER != 0)
+        .pool(flags & RB_OPEN_NO_POOL == 0)
+        .pool_medium(flags & RB_OPEN_POOL_MEDIUM != 0)
 }
 
 /// Processes that have the queue open right now (each open handle holds a

@@ -2,7 +2,8 @@
 //! and `ring_buffer_lease_release`.
 //!
 //! A message longer than the ring arrives in a slot of the queue's pool or in
-//! a one-shot side object (see `crate::pool`, `crate::side`). Copying it out
+//! a one-shot side object (see `crate::pool`, `crate::side`); so may a
+//! medium one (in a slot, see `RB_OPEN_POOL_MEDIUM`). Copying it out
 //! costs as much as sending it; a lease hands the caller its bytes where they
 //! are, for as long as the caller needs them (Python builds numpy arrays on
 //! them), and frees the slot when given back.
@@ -85,8 +86,8 @@ fn map_private(file: &File) -> Result<MmapMut> {
 }
 
 /// Takes one whole message as `ring_buffer_get_msg` does, except that a
-/// message that went out of line (longer than the ring) is not copied: its
-/// bytes are lent. `*out_data` = their address (page-aligned; writable,
+/// message that went out of line (longer than the ring, or medium: see
+/// `RB_OPEN_POOL_MEDIUM`) is not copied: its bytes are lent. `*out_data` = their address (page-aligned; writable,
 /// and the writes stay with this lease),
 /// `*out_len` = their length, `*out_lease` = the lease, which the caller
 /// gives back with `ring_buffer_lease_release` once done with the bytes. The

@@ -34,7 +34,9 @@ use crate::sync::deadline::Wait;
 /// A message longer than the ring is written into a side shared-memory
 /// object `/dev/shm/sage_ringbuf_<queue>..<id>` (mode 0600) and a small
 /// descriptor goes through the ring; the consumer's get returns the whole
-/// message and removes the object. `RB_ERR_TOO_LARGE` only if /dev/shm has
+/// message and removes the object. (Into a free slot of the queue's pool,
+/// `..p<k>`, kept for reuse, when one can take it; so does a medium message,
+/// see `RB_OPEN_POOL_MEDIUM`, or else through the ring.) `RB_ERR_TOO_LARGE` only if /dev/shm has
 /// no room for it, or on a legacy (version 1) object or a raw byte stream.
 /// The messages queued out of line hold at most 128 MiB together (or one
 /// message alone): past that the call waits for the consumers as for a
@@ -144,7 +146,7 @@ pub unsafe extern "C" fn ring_buffer_put_msgv(
 }
 
 /// Takes one whole message as `ring_buffer_get_msg` does, except that a
-/// message that went out of line (longer than the ring) is not copied: its
+/// message that went out of line (see `ring_buffer_put_msg`) is not copied: its
 /// side object, taken from the queue (its name is removed from /dev/shm),
 /// is handed over as a read-only descriptor in `*out_fd`, which the caller
 /// owns (map it with `mmap(PROT_READ [| PROT_WRITE], MAP_PRIVATE)` or read
@@ -343,9 +345,10 @@ pub unsafe extern "C" fn ring_buffer_get_msg_args(args: *mut RingBufferGetArgs) 
 /// order, as many of the `count` messages as fit, under one lock and with
 /// one wake-up. Returns how many (at least 1) or a negative code;
 /// `RB_ERR_TOO_LARGE` at once, nothing put, if any message can go neither
-/// through the ring nor out of line. A message longer than the ring goes out
-/// of line (see `ring_buffer_put_msg`) alone: first in the batch, it is put
-/// by itself (returns 1); later, the batch stops before it.
+/// through the ring nor out of line. A message that goes out of line (see
+/// `ring_buffer_put_msg`: longer than the ring, or medium with
+/// `RB_OPEN_POOL_MEDIUM`) goes alone: first in the batch, it is put by
+/// itself (returns 1); later, the batch stops before it.
 ///
 /// # Safety
 /// `datas` and `lens` must be readable arrays of `count` elements, each
