@@ -337,14 +337,21 @@ class _Receiver:
         self.args = _lib.RingBufferGetArgs(handle.value if handle is not None else None, self.addr, first, 0, _SLICE_NS)
         args_arg = c_void_p(ctypes.addressof(self.args))
         # What get() needs, in one tuple: unpacking it costs less than five
-        # attribute loads on the hot path. The last: whether the last
-        # message this buffer received carried out-of-band buffers (see
-        # get).
-        self.hot = (args_arg, self.addr_arg, self.cap_arg, self.length_arg, self.view, self.length, False)
+        # attribute loads on the hot path. The last two: whether the last
+        # message this buffer received carried out-of-band buffers, and
+        # whether the last one was lent (see get).
+        self.hot = (args_arg, self.addr_arg, self.cap_arg, self.length_arg, self.view, self.length, False, False)
 
     def expect_out_of_band(self, expected: bool) -> None:
-        """Sets the last element of ``hot``."""
-        self.hot = self.hot[:6] + (expected,)
+        """Sets the 7th element of ``hot``."""
+        self.hot = self.hot[:6] + (expected,) + self.hot[7:]
+
+    def expect_lent(self, expected: bool) -> None:
+        """Sets the last element of ``hot``: a get asks for a lease first
+        (one call instead of two for a stream of items that go out of
+        line)."""
+        if self.hot[7] is not expected:
+            self.hot = self.hot[:7] + (expected,)
 
     def lens_for(self, count: int) -> "array.array[int]":
         """A uint32 array of at least ``count`` elements (grows, never shrinks)."""
@@ -976,7 +983,12 @@ class SageQueue:
             rx = self._tls.rx
         except AttributeError:
             rx = self._receiver()
-        args, addr, cap, length_ptr, view, length, out_of_band = rx.hot
+        args, addr, cap, length_ptr, view, length, out_of_band, lent = rx.hot
+        if lent:
+            # The last item was lent (out of line): so is the next, likely.
+            # (An item in the ring clears this, see _get_wait.)
+            wait_ns, deadline = _first_wait(block, timeout)
+            return self._get_slow(rx, RB_ERR_BUFFER_TOO_SMALL, block, deadline)
         if block and timeout is None:
             # The common case, with one C call when a message is there.
             size = _get_msg_args(args)
@@ -1088,6 +1100,7 @@ class SageQueue:
             rc = _get_msg_lease(self._handle, addr, cap, rx.length_addr, rx.data_addr, rx.lease_addr, wait_ns)
             if rc == RB_OK:
                 lease = rx.lease.value
+                rx.expect_lent(bool(lease))
                 if lease:
                     return _lent(rx.data.value or 0, rx.length.value, lease)
                 return view[: rx.length.value]
