@@ -86,10 +86,11 @@ impl View<'_> {
         }
         let capacity = self.ring.capacity();
         let out_of_line = self.name.is_some() && self.stream_is_framed();
-        let pooled = out_of_line && self.pool.is_some_and(|pool| pool.takes_medium());
+        // (Asked only of medium messages: small ones skip the pool's flag.)
+        let pooled = || out_of_line && self.pool.is_some_and(|pool| pool.takes_medium());
         let first_large = (0..batch.count()).find(|&i| {
             let len = batch.len_of(i);
-            !fits_ever(len, capacity) || (pooled && len >= POOLED_FROM)
+            !fits_ever(len, capacity) || (len >= POOLED_FROM && pooled())
         });
         // A batch with a message that can go nowhere puts nothing.
         let impossible = |i: usize| {
