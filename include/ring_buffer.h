@@ -46,7 +46,8 @@
 /**
  * `ring_buffer_create_ex`/`ring_buffer_open_ex` flag: this handle also puts
  * *medium* messages, of `RING_BUFFER_POOLED_FROM` bytes or more that fit in
- * the ring, into a free slot of the queue's pool (else through the ring).
+ * the ring, into a slot of the queue's pool (with every slot busy, after a
+ * brief wait for one, through the ring).
  * For consumers that take them with `ring_buffer_get_msg_lease`, which then
  * copies nothing; consumers that copy every message out
  * (`ring_buffer_get_msg`) pay the slot's system calls instead (measured
@@ -116,7 +117,8 @@
  * when the producer's handle asks for it (`RB_OPEN_POOL_MEDIUM`,
  * `Options::pool_medium`; Python's `SageQueue` does). A consumer that takes
  * them with `ring_buffer_get_msg_lease` copies nothing; in the ring, it
- * would copy every byte out. With no slot free, such a message goes
+ * would copy every byte out. With every slot busy, such a message waits
+ * for one briefly, as a message longer than the ring does, then goes
  * through the ring.
  */
 #define RING_BUFFER_POOLED_FROM 65536

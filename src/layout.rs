@@ -65,7 +65,8 @@ pub const RING_BUFFER_FRAME_PREFIX: u32 = 4;
 /// when the producer's handle asks for it (`RB_OPEN_POOL_MEDIUM`,
 /// `Options::pool_medium`; Python's `SageQueue` does). A consumer that takes
 /// them with `ring_buffer_get_msg_lease` copies nothing; in the ring, it
-/// would copy every byte out. With no slot free, such a message goes
+/// would copy every byte out. With every slot busy, such a message waits
+/// for one briefly, as a message longer than the ring does, then goes
 /// through the ring.
 pub const RING_BUFFER_POOLED_FROM: u32 = 0x1_0000;
 

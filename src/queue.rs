@@ -61,8 +61,9 @@ impl Options {
 
     /// Also put *medium* messages, of
     /// [`RING_BUFFER_POOLED_FROM`](crate::layout::RING_BUFFER_POOLED_FROM)
-    /// bytes or more that fit in the ring, into a free slot of the pool
-    /// (else through the ring; default: no; nothing without
+    /// bytes or more that fit in the ring, into a slot of the pool (with
+    /// every slot busy, after a brief wait, through the ring; default: no;
+    /// nothing without
     /// [`Options::pool`]). For consumers that borrow them where they lie
     /// (`ring_buffer_get_msg_lease`; Python's `SageQueue`, which turns
     /// this option on): they copy nothing, where a message in the ring is copied out byte by byte from

@@ -41,7 +41,8 @@ pub const RB_OPEN_NO_POOL: u32 = 4;
 
 /// `ring_buffer_create_ex`/`ring_buffer_open_ex` flag: this handle also puts
 /// *medium* messages, of `RING_BUFFER_POOLED_FROM` bytes or more that fit in
-/// the ring, into a free slot of the queue's pool (else through the ring).
+/// the ring, into a slot of the queue's pool (with every slot busy, after a
+/// brief wait for one, through the ring).
 /// For consumers that take them with `ring_buffer_get_msg_lease`, which then
 /// copies nothing; consumers that copy every message out
 /// (`ring_buffer_get_msg`) pay the slot's system calls instead (measured
