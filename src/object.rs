@@ -10,7 +10,7 @@ use std::ffi::CStr;
 use std::fs::File;
 use std::io::{self, Read};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -81,6 +81,19 @@ pub(crate) fn lstat(path: &CStr) -> Result<libc::stat> {
     }
     // SAFETY: initialised by the successful lstat.
     Ok(unsafe { st.assume_init() })
+}
+
+/// A descriptor of the file `path` names, for `fstat` only (`O_PATH`: it
+/// reads nothing and holds no `flock`).
+pub(crate) fn open_for_stat(path: &CStr) -> Result<OwnedFd> {
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `path` is NUL-terminated; the flags create nothing.
+    let fd = unsafe { libc::open(path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(Error::last_os());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `flock(2)`, retried when a signal interrupts it.
@@ -260,11 +273,8 @@ impl Mapping {
             name: name.clone(),
             version: RING_BUFFER_VERSION,
             buffer_size,
-            id: FileId {
-                dev: st.st_dev,
-                ino: st.st_ino,
-            },
-            pool: Pool::new(access.pool, access.pool_medium),
+            id: FileId::of(&st),
+            pool: Pool::new(access.pool, access.pool_medium, FileId::of(&st)),
             patience: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -317,11 +327,8 @@ impl Mapping {
             name: name.clone(),
             version,
             buffer_size,
-            id: FileId {
-                dev: st.st_dev,
-                ino: st.st_ino,
-            },
-            pool: Pool::new(access.pool, access.pool_medium),
+            id: FileId::of(&st),
+            pool: Pool::new(access.pool, access.pool_medium, FileId::of(&st)),
             patience: std::sync::atomic::AtomicU64::new(0),
         };
         mapping.view().validate_extension()?;

@@ -48,12 +48,12 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -61,7 +61,8 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::error::{Error, Result};
 use crate::name::QueueName;
 use crate::object::{
-    flock, fstat, link_unnamed, lock_shared_bounded, lstat, open_path, unnamed_object,
+    flock, fstat, link_unnamed, lock_shared_bounded, lstat, open_for_stat, open_path,
+    unnamed_object, FileId,
 };
 use crate::ops::Outgoing;
 use crate::side;
@@ -313,6 +314,12 @@ pub(crate) struct Pool {
     /// Whether it also puts medium messages there (see
     /// `Options::pool_medium`).
     medium: bool,
+    /// The queue object this pool belongs to, and, once a consumer takes a
+    /// lease, a descriptor of it (`None` if it could not be opened, or
+    /// named another object by then) by which a lease's release tells with
+    /// one `fstat` whether the queue may have been removed (see `Lease`).
+    queue_id: FileId,
+    queue_file: OnceLock<Option<Arc<OwnedFd>>>,
 }
 
 struct Table {
@@ -352,12 +359,25 @@ const MISSING_FOR: Duration = if cfg!(test) {
 };
 
 impl Pool {
-    pub(crate) fn new(put: bool, medium: bool) -> Pool {
+    pub(crate) fn new(put: bool, medium: bool, queue_id: FileId) -> Pool {
         Pool {
             table: AtomicPtr::new(ptr::null_mut()),
             put,
             medium: put && medium,
+            queue_id,
+            queue_file: OnceLock::new(),
         }
+    }
+
+    /// A descriptor of this pool's queue object, opened on first use.
+    fn queue_file(&self, queue: &QueueName) -> Option<Arc<OwnedFd>> {
+        self.queue_file
+            .get_or_init(|| {
+                let fd = open_for_stat(queue.path()).ok()?;
+                let st = fstat(fd.as_raw_fd()).ok()?;
+                (FileId::of(&st) == self.queue_id).then(|| Arc::new(fd))
+            })
+            .clone()
     }
 
     /// Whether this handle puts medium messages (of
@@ -691,6 +711,7 @@ impl Pool {
             len,
             pid: current_pid(),
             consumed: false,
+            queue_file: self.queue_file(queue),
         };
         let map = slot.map_covering(len)?;
         // Acquire pairs with the producer's claim; the message bytes are
@@ -746,6 +767,8 @@ pub(crate) struct Lease {
     len: u64,
     pid: u32,
     consumed: bool,
+    /// The queue object's descriptor (see `Pool::queue_file`).
+    queue_file: Option<Arc<OwnedFd>>,
 }
 
 impl Lease {
@@ -782,8 +805,15 @@ impl Drop for Lease {
                 .compare_exchange(self.gen, 0, Release, Relaxed);
             // Removed while the message was lent: the slot goes too, now
             // that it is free (a queue of that name made since has slots of
-            // its own: `unlink_if_same`).
-            if matches!(lstat(self.slot.queue.path()), Err(Error::NotFound)) {
+            // its own: `unlink_if_same`). Only a queue object without a
+            // name left can have been removed: that `fstat` (0.6 us here)
+            // spares the name's lookup (`lstat`, 1.6 us) on every release
+            // but those after a removal.
+            let unnamed = self
+                .queue_file
+                .as_ref()
+                .is_none_or(|fd| fstat(fd.as_raw_fd()).map_or(true, |st| st.st_nlink == 0));
+            if unnamed && matches!(lstat(self.slot.queue.path()), Err(Error::NotFound)) {
                 let _ = side::unlink_if_same(&self.slot.path, &self.slot.file);
             }
         }
