@@ -53,7 +53,7 @@ use std::os::unix::fs::FileExt;
 use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -318,6 +318,8 @@ pub(crate) struct Pool {
     /// lease, a descriptor of it (`None` if it could not be opened, or
     /// named another object by then) by which a lease's release tells with
     /// one `fstat` whether the queue may have been removed (see `Lease`).
+    /// Leases hold it weakly: a descriptor keeps the object's memory, which
+    /// must go with the last handle, not with the last lease.
     queue_id: FileId,
     queue_file: OnceLock<Option<Arc<OwnedFd>>>,
 }
@@ -370,14 +372,15 @@ impl Pool {
     }
 
     /// A descriptor of this pool's queue object, opened on first use.
-    fn queue_file(&self, queue: &QueueName) -> Option<Arc<OwnedFd>> {
+    fn queue_file(&self, queue: &QueueName) -> Weak<OwnedFd> {
         self.queue_file
             .get_or_init(|| {
                 let fd = open_for_stat(queue.path()).ok()?;
                 let st = fstat(fd.as_raw_fd()).ok()?;
                 (FileId::of(&st) == self.queue_id).then(|| Arc::new(fd))
             })
-            .clone()
+            .as_ref()
+            .map_or_else(Weak::new, Arc::downgrade)
     }
 
     /// Whether this handle puts medium messages (of
@@ -767,8 +770,9 @@ pub(crate) struct Lease {
     len: u64,
     pid: u32,
     consumed: bool,
-    /// The queue object's descriptor (see `Pool::queue_file`).
-    queue_file: Option<Arc<OwnedFd>>,
+    /// The queue object's descriptor while a handle's pool keeps it (see
+    /// `Pool::queue_file`).
+    queue_file: Weak<OwnedFd>,
 }
 
 impl Lease {
@@ -808,10 +812,10 @@ impl Drop for Lease {
             // its own: `unlink_if_same`). Only a queue object without a
             // name left can have been removed: that `fstat` (0.6 us here)
             // spares the name's lookup (`lstat`, 1.6 us) on every release
-            // but those after a removal.
+            // but those after a removal (or after the handle's close).
             let unnamed = self
                 .queue_file
-                .as_ref()
+                .upgrade()
                 .is_none_or(|fd| fstat(fd.as_raw_fd()).map_or(true, |st| st.st_nlink == 0));
             if unnamed && matches!(lstat(self.slot.queue.path()), Err(Error::NotFound)) {
                 let _ = side::unlink_if_same(&self.slot.path, &self.slot.file);

@@ -240,3 +240,36 @@ def test_get_many_lends_medium_items_after_the_first(make_queue: Callable[..., S
         calls.append(len(q.get_many(8, timeout=10)))
     assert calls[0] == 1 and max(calls) == 8, calls
     assert reclaim(q.name) == 0
+
+
+def _open_inodes() -> List[int]:
+    """Inodes of the files this process has open (descriptors, O_PATH ones
+    included) or mapped."""
+    inodes = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            inodes.append(os.stat(f"/proc/self/fd/{fd}").st_ino)
+        except OSError:
+            pass  # the listing's own descriptor, closed since
+    with open("/proc/self/maps") as maps:
+        inodes += [int(line.split()[4]) for line in maps if len(line.split()) > 4]
+    return inodes
+
+
+def test_a_lent_item_keeps_no_hold_on_its_queue(make_queue: Callable[..., SageQueue]) -> None:
+    """An array lent from the pool outlives its queue's handle and name
+    without keeping the queue object open (its memory goes with the last
+    handle, whatever the ring's size), and its slot goes when it does."""
+    q = make_queue(pool=True)
+    ring = os.stat(SHM / f"sage_ringbuf_{q.name}").st_ino
+    q.put(np.arange(100_000, dtype=np.float64))
+    a = q.get(timeout=10)
+    assert received_in_place(a)
+    q.close()
+    destroy_queue(q.name)
+    assert ring not in _open_inodes()
+    assert side_objects(q.name) == (["p0"], []), "lent: kept until let go"
+    assert float(a[-1]) == 99_999.0
+    del a
+    gc.collect()
+    assert side_objects(q.name) == ([], [])
