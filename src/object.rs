@@ -266,15 +266,15 @@ impl Mapping {
         };
         flock(&file, libc::LOCK_SH)?;
         link_unnamed(&file, name.path())?;
-        let st = fstat(fd)?;
+        let id = FileId::of(&fstat(fd)?);
         Ok(Mapping {
             map,
             file,
             name: name.clone(),
             version: RING_BUFFER_VERSION,
             buffer_size,
-            id: FileId::of(&st),
-            pool: Pool::new(access.pool, access.pool_medium, FileId::of(&st)),
+            id,
+            pool: Pool::new(access.pool, access.pool_medium, id),
             patience: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -321,14 +321,15 @@ impl Mapping {
         }
         let size = expected.expect("checked above");
         let map = MmapOptions::new().len(size as usize).map_raw(&file)?;
+        let id = FileId::of(&st);
         let mapping = Mapping {
             map,
             file,
             name: name.clone(),
             version,
             buffer_size,
-            id: FileId::of(&st),
-            pool: Pool::new(access.pool, access.pool_medium, FileId::of(&st)),
+            id,
+            pool: Pool::new(access.pool, access.pool_medium, id),
             patience: std::sync::atomic::AtomicU64::new(0),
         };
         mapping.view().validate_extension()?;

@@ -63,13 +63,13 @@ impl Options {
     /// [`RING_BUFFER_POOLED_FROM`](crate::layout::RING_BUFFER_POOLED_FROM)
     /// bytes or more that fit in the ring, into a slot of the pool (with
     /// every slot busy, after a brief wait, through the ring; default: no;
-    /// nothing without
-    /// [`Options::pool`]). For consumers that borrow them where they lie
-    /// (`ring_buffer_get_msg_lease`; Python's `SageQueue`, which turns
-    /// this option on): they copy nothing, where a message in the ring is copied out byte by byte from
-    /// the producer's core. Consumers that copy every message out pay the
-    /// slot's system calls instead (measured with `ring_buffer_get_msg`,
-    /// 1 -> 1 process: 0.56-0.71x the messages/s at 64-256 KiB).
+    /// nothing without [`Options::pool`]). For consumers that borrow them
+    /// where they lie (`ring_buffer_get_msg_lease`; Python's `SageQueue`,
+    /// which turns this option on): they copy nothing, where a message in
+    /// the ring is copied out byte by byte from the producer's core.
+    /// Consumers that copy every message out pay the slot's system calls
+    /// instead (measured with `ring_buffer_get_msg`, 1 -> 1 process:
+    /// 0.56-0.71x the messages/s at 64-256 KiB).
     pub fn pool_medium(mut self, pool_medium: bool) -> Self {
         self.pool_medium = pool_medium;
         self

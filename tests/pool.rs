@@ -304,17 +304,9 @@ mod killed {
     #[test]
     fn producer_killed_before_publishing_a_medium_message_leaves_a_claim_the_next_user_frees() {
         let (q, c) = fresh("pool_kill_medium", 1 << 20);
-        let name = c.0.clone();
-        let child = fork(|| {
-            let q = medium_handle(&name);
-            failpoint::arm("slot_written", 1);
-            let _ = q.send(&pattern(100_000, 9));
-            0
+        killed_child(&c.0, "slot_written", |_| {
+            let _ = medium_handle(&c.0).send(&pattern(100_000, 9));
         });
-        assert_eq!(
-            wait_child(child, Duration::from_secs(10)),
-            Exit::Signal(libc::SIGKILL)
-        );
         assert_eq!(side_objects(&c.0), (1, 0));
         assert_eq!(q.try_recv(), Err(Error::Empty));
         assert_eq!(Queue::reclaim(&c.0).unwrap(), 1, "the dead claim freed");

@@ -299,7 +299,7 @@ def _first_cap(cap: int) -> int:
     ``ring_buffer_get_msg_lease``, which lends it where it lies (numpy
     arrays are built on it) or copies it into the buffer if it is in the
     ring. One more call for messages of 64 KiB and more."""
-    return min(cap, _lib.RING_BUFFER_POOLED_FROM - 1)
+    return min(cap, _POOLED_FROM - 1)
 
 
 class _Receiver:
@@ -387,8 +387,9 @@ class SageQueue:
     (``..x<id>``, removed when it is received); only a small descriptor goes
     through the ring. So does one of 64 KiB (``RING_BUFFER_POOLED_FROM``)
     or more that fits in the ring, when a slot is free (else through the
-    ring): its consumer then copies nothing out of the ring. A handle opened with ``pool=False`` never puts items
-    into slots (it still receives those others put there). A consumer
+    ring): its consumer then copies nothing out of the ring. A handle
+    opened with ``pool=False`` never puts items into slots (it still
+    receives those others put there). A consumer
     receives such an item without a copy: numpy arrays and other
     out-of-band buffers are views of the shared memory, lent to them until
     the last of them is gone (see ``received_in_place``); keeping many of
@@ -992,7 +993,7 @@ class SageQueue:
         if lent:
             # The last item was lent (out of line): so is the next, likely.
             # (An item in the ring clears this, see _get_wait.)
-            wait_ns, deadline = _first_wait(block, timeout)
+            _, deadline = _first_wait(block, timeout)
             return self._get_slow(rx, RB_ERR_BUFFER_TOO_SMALL, block, deadline)
         if block and timeout is None:
             # The common case, with one C call when a message is there.

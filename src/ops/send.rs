@@ -4,6 +4,7 @@ use super::{Frames, Role};
 use crate::error::{Error, Result};
 use crate::frame::frame_len;
 use crate::layout::RING_BUFFER_POOLED_FROM;
+use crate::pool::Claim;
 use crate::segment::View;
 use crate::side::{Outbound, DESCRIPTOR_FLAG, MAX_DESCRIPTOR_LEN};
 use crate::sync::deadline::Wait;
@@ -121,26 +122,36 @@ impl View<'_> {
     /// 8,000 items lent with the wait, 7,969-7,992 without it, at the same
     /// rate.)
     fn send_pooled<O: Outgoing + ?Sized>(&self, msg: &O, wait: Wait) -> Result<usize> {
+        // (A try-once call that cannot put a descriptor now gets `Full`
+        // from `send_frames`, with nothing copied into a slot.)
         let claim = match (self.name, self.pool) {
-            // Not worth copying the message into a slot if a try-once call
-            // cannot put its descriptor now (`send_frames` says `Full`).
-            (Some(name), Some(pool))
-                if wait != Wait::Try
-                    || u64::from(self.available_write()?)
-                        >= frame_len(MAX_DESCRIPTOR_LEN as u32) =>
-            {
+            (Some(name), Some(pool)) if self.descriptor_may_fit(wait)? => {
                 pool.put(name, msg, 0, wait != Wait::Try)
             }
             _ => None,
         };
-        let Some(claim) = claim else {
-            return self.send_frames(msg, 1, 0, wait);
-        };
+        match claim {
+            Some(claim) => self.publish_claim(claim, wait).map(|()| 1),
+            None => self.send_frames(msg, 1, 0, wait),
+        }
+    }
+
+    /// Whether a message that goes out of line is worth copying out: not
+    /// for a try-once call that cannot put its descriptor now (checked
+    /// again, under the lock, when it is put).
+    fn descriptor_may_fit(&self, wait: Wait) -> Result<bool> {
+        Ok(wait != Wait::Try
+            || u64::from(self.available_write()?) >= frame_len(MAX_DESCRIPTOR_LEN as u32))
+    }
+
+    /// Publishes the descriptor of the message `claim` holds in a slot of
+    /// the pool, or frees the slot if it cannot (full, timeout, shutdown).
+    fn publish_claim(&self, claim: Claim, wait: Wait) -> Result<()> {
         let descriptor = claim.descriptor();
         match self.send_frames(&[&descriptor[..]][..], 1, DESCRIPTOR_FLAG, wait) {
-            Ok(n) => {
+            Ok(_) => {
                 crate::failpoint::hit("slot_published");
-                Ok(n)
+                Ok(())
             }
             Err(e) => {
                 claim.discard();
@@ -166,10 +177,7 @@ impl View<'_> {
         if self.is_shut_down() {
             return Err(Error::Shutdown);
         }
-        // Not worth copying the message out if a try-once call cannot put
-        // its descriptor now (checked again, under the lock, below).
-        let descriptor_frame = frame_len(MAX_DESCRIPTOR_LEN as u32);
-        if wait == Wait::Try && u64::from(self.available_write()?) < descriptor_frame {
+        if !self.descriptor_may_fit(wait)? {
             return Err(Error::Full);
         }
         // Nor while the out-of-line messages queued are over their budget.
@@ -178,17 +186,7 @@ impl View<'_> {
         // side object of its own.
         let may_wait = wait != Wait::Try;
         if let Some(claim) = self.pool.and_then(|pool| pool.put(name, msg, 0, may_wait)) {
-            let descriptor = claim.descriptor();
-            return match self.send_frames(&[&descriptor[..]][..], 1, DESCRIPTOR_FLAG, wait) {
-                Ok(_) => {
-                    crate::failpoint::hit("slot_published");
-                    Ok(())
-                }
-                Err(e) => {
-                    claim.discard();
-                    Err(e)
-                }
-            };
+            return self.publish_claim(claim, wait);
         }
         let side = Outbound::create(name, msg, 0)?;
         let descriptor = side.descriptor();
