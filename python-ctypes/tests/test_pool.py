@@ -214,6 +214,78 @@ def test_every_get_lends_medium_items(make_queue: Callable[..., SageQueue]) -> N
     assert reclaim(q.name) == 0
 
 
+def _explode(data: bytes) -> Any:
+    raise RuntimeError(f"cannot rebuild {len(data)} bytes here")
+
+
+class _Unloadable:
+    """Pickles (in band, 200 KB: lent from a slot) and fails to unpickle."""
+
+    def __reduce__(self) -> Tuple[Any, Tuple[bytes]]:
+        return _explode, (b"u" * 200_000,)
+
+
+def test_lent_arrays_of_a_kind_seen_are_rebuilt_from_their_prefix(
+    make_queue: Callable[..., SageQueue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A get after a lent item asks for a lease first and rebuilds an array
+    whose message starts as one already rebuilt (the same dtype, shape and
+    writability) from that prefix, without parsing the message again
+    (_oob.loads runs once per kind). Other lent messages (several buffers,
+    bytes, a plain pickle, an array of another layout) take the general
+    path, and one that fails to unpickle is carried by its exception."""
+    from sage_queue import _oob
+
+    parsed: List[int] = []
+    general = _oob.loads
+
+    def counted(payload: memoryview, owned: bool) -> Any:
+        parsed.append(len(payload))
+        return general(payload, owned)
+
+    monkeypatch.setattr(_oob, "loads", counted)
+    q = make_queue(pool=True)
+    frozen = np.arange(200_000, dtype=np.uint8)
+    frozen.flags.writeable = False
+    kinds: List[Any] = [
+        np.full(16_384, 1.5),  # 128 KiB of float64
+        np.arange(256 * 128, dtype=np.int32).reshape(256, 128),
+        frozen,
+        {"a": np.full(10_000, 2.0), "b": np.full(10_000, 3.0)},  # two buffers
+        b"v" * 300_000,  # one buffer, not an array
+        np.asfortranarray(np.arange(20_000.0).reshape(100, 200)),
+    ]
+    for round_ in range(3):
+        for item in kinds:
+            # One at a time, let go of at once: a slot for each.
+            q.put(item)
+            got = q.get(timeout=10)
+            assert same_item(got, item), (round_, item)
+            if isinstance(item, np.ndarray):
+                assert received_in_place(got) and got.flags.writeable == item.flags.writeable
+            del got
+    # The first message of each out-of-band kind (the bytes' is a plain
+    # pickle), then only the kinds not rebuilt from a prefix: the dict's
+    # (two buffers) and the F-order array's.
+    assert len(parsed) == 5 + 2 * 2, parsed
+    q.put(np.full(16_384, 4.0))
+    q.put(_Unloadable())
+    assert float(q.get(timeout=10)[0]) == 4.0
+    with pytest.raises(RuntimeError, match="cannot rebuild") as info:
+        q.get(timeout=10)
+    left = info.value.payloads_left  # type: ignore[attr-defined]
+    assert len(left) == 1 and len(left[0]) > 200_000
+    assert q.qsize() == 0
+
+
+def same_item(a: Any, b: Any) -> bool:
+    if isinstance(b, np.ndarray):
+        return type(a) is np.ndarray and a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+    if isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_item(a[k], b[k]) for k in b)
+    return bool(a == b)
+
+
 def test_get_many_lends_medium_items_after_the_first(make_queue: Callable[..., SageQueue]) -> None:
     """get_many copies the medium items of its first batch out of their
     slots; once it has seen one, it takes them one per call, lent as get
