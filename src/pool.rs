@@ -7,32 +7,51 @@
 //! that is about three times the copy itself). So a queue keeps up to
 //! [`SLOTS`] side objects of its own, `sage_ringbuf_<q>..p<k>`, each mapped
 //! once by each process that uses it: a message that finds a free slot large
-//! enough costs one copy into shared memory, no system call but the `flock`s
-//! below, and a consumer that takes a [`Lease`] copies nothing out.
+//! enough costs one copy into shared memory and one `fstat` (see
+//! [`SlotFile::still_named`]), and a consumer that takes a [`Lease`] copies
+//! nothing out.
 //!
 //! # A slot's life
 //!
 //! A slot file starts with a header page ([`SlotHeader`]); the message's
-//! bytes follow it. The header's `state` is 0 while the slot is free, and
-//! the generation `g` of the message it holds from the producer's claim
-//! (compare-and-swap 0 → g) to the consumer's release (g → 0). The message's
-//! descriptor frame names it `p<k>_<g>`.
+//! bytes follow it. The header's `state` word is 0 while the slot is free,
+//! and `g << 32 | h` from the producer's claim (compare-and-swap 0 → state)
+//! to the consumer's release (state → 0): `g` is the generation of the
+//! message it holds (1 to 2^32 - 2), which its descriptor frame names
+//! (`p<k>_<g>`), and `h` says who holds it. The producer's claim puts its
+//! thread id there; the consumer that takes the descriptor (under the
+//! reader lock, the descriptor still queued) puts its process id (a lease
+//! may be let go of by any of its threads).
 //!
-//! Who holds a claimed slot is told by shared `flock`s on its file, which the
-//! kernel drops when a process dies: the producer holds one from before its
-//! claim until its descriptor is published (or the slot freed again), the
-//! consumer from before it looks at the slot (under the reader lock, the
-//! descriptor still queued) until it releases the message. So a slot that is
-//! not free, that nobody holds a `flock` on and that no queued descriptor
-//! names belongs to a process that died: the reclaimer
+//! So a claimed slot that no queued descriptor names, and whose holder is
+//! dead, belongs to a process that died: the reclaimer
 //! (`View::reclaim_side_objects`, which holds the reader lock and an
-//! exclusive `flock` on the slot) frees it. It takes that `flock` before it
-//! reads the queued frames: a producer lets go of its slot only after
-//! publishing, so a slot the reclaimer could lock is named by the frames it
-//! reads if it ever will be. A consumer killed while copying
-//! leaves the descriptor queued and the slot claimed: the next consumer takes
-//! it. Threads of one process share its descriptor of a slot file (and so its
-//! `flock`): they count their holds, and the last one unlocks.
+//! exclusive `flock` on the slot) frees it. It judges the holder before it
+//! reads the queued frames: a dead producer publishes nothing more, so the
+//! frames then name the slot if anything ever will. A consumer killed
+//! while copying leaves the descriptor queued and the slot claimed: the
+//! next consumer takes it (and puts its own id there). Ids are judged as
+//! conservatively as the queue's lock owners (`crate::sync::owner`): a
+//! zombie or a task that took a dead one's id keeps the slot for now.
+//!
+//! Producers and consumers judged by id make no system call for it (a
+//! `flock` and its release were two per message on each side: ~1 us of a
+//! 64 KiB array's ~7 us get). But ids cannot be judged on a queue whose
+//! processes live in different pid namespaces (`FLAG_MIXED_PID_NS`): there
+//! `h` is [`FLOCKED`], and who holds the slot is told by shared `flock`s
+//! on its file, which the kernel drops when a process dies: the producer
+//! holds one from before its claim until after its descriptor is published,
+//! the consumer from before it looks at the slot until it releases the
+//! message; a reclaimer whose exclusive `flock` went through finds no
+//! holder. Threads of one process share its descriptor of a slot file (and
+//! so its `flock`): they count their holds, and the last one unlocks. A
+//! holder that judged by id just before the flag was set keeps its slot
+//! until the queue is removed if it dies: a reclaimer never judges an id
+//! once the flag is set, so that no live holder is ever robbed (as a lock
+//! of a dead owner is waited for there).
+//!
+//! A free slot is removed (`sage-queue gc`) only after a compare-and-swap
+//! 0 → [`REMOVED`], which no claim can follow.
 //!
 //! # Bounds
 //!
@@ -66,7 +85,7 @@ use crate::object::{
 };
 use crate::ops::Outgoing;
 use crate::side;
-use crate::sync::owner::current_pid;
+use crate::sync::owner::{current_pid, current_tid, may_be_alive};
 
 /// Slots per queue.
 pub(crate) const SLOTS: usize = 8;
@@ -88,11 +107,38 @@ const GROW_STEP: u64 = 64 << 10;
 /// few system calls; anything longer is not one of ours).
 const HOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A slot's state once a reclaimer removes the free slot (or is about to):
+/// never free again, so no claim can follow.
+const REMOVED: u64 = u64::MAX;
+
+/// Largest generation (`REMOVED`'s high half is none).
+const GEN_MAX: u64 = (1 << 32) - 2;
+
+/// The holder half of a slot's state when its holders hold `flock`s on its
+/// file (pid namespaces mixed): no thread or process id is this large.
+const FLOCKED: u32 = u32::MAX - 1;
+
+/// A slot's state while `holder` holds message `gen`.
+fn slot_state(gen: u64, holder: u32) -> u64 {
+    gen << 32 | u64::from(holder)
+}
+
+/// The generation of the message a state says the slot holds.
+fn generation(state: u64) -> u64 {
+    state >> 32
+}
+
+/// Who a state says holds the slot: a thread or process id, or [`FLOCKED`].
+fn holder(state: u64) -> u32 {
+    state as u32
+}
+
 /// The first bytes of a slot file.
 #[repr(C)]
 struct SlotHeader {
     magic: AtomicU64,
-    /// 0: free; else the generation of the message the slot holds.
+    /// 0: free; [`REMOVED`]; else `g << 32 | h` (see the module's text):
+    /// the generation of the message the slot holds, and who holds it.
     state: AtomicU64,
     /// Source of generations (any value works: only equality is used).
     generations: AtomicU64,
@@ -124,7 +170,7 @@ pub(crate) fn parse_message_id(id: &[u8]) -> Option<(usize, u64)> {
     let at = rest.iter().position(|&b| b == b'_')?;
     let k = slot_of_file_id(&id[..=at])?;
     let gen = std::str::from_utf8(&rest[at + 1..]).ok()?.parse().ok()?;
-    (gen != 0).then_some((k, gen))
+    (1..=GEN_MAX).contains(&gen).then_some((k, gen))
 }
 
 /// Whether a descriptor's id names a slot's message (not a one-shot side
@@ -145,7 +191,8 @@ pub(crate) struct SlotFile {
 }
 
 struct Local {
-    /// Claims and leases of this process that hold the `flock`.
+    /// Claims and leases of this process that hold the `flock` (pid
+    /// namespaces mixed, see the module's text).
     holds: u32,
     /// The latest mapping (of the file's size when it was made).
     map: Option<Arc<MmapRaw>>,
@@ -494,21 +541,23 @@ impl Pool {
     /// long, all busy, the pool full, `/dev/shm` full): the caller uses a
     /// one-shot side object.
     /// `may_wait`: when every slot is busy, wait a moment for one (see
-    /// `WAIT_FOR_SLOT`); false for a put that tries once.
+    /// `WAIT_FOR_SLOT`); false for a put that tries once. `flocked`: the
+    /// queue's pid namespaces are mixed (see the module's text).
     pub(crate) fn put<O: Outgoing + ?Sized>(
         &self,
         queue: &QueueName,
         msg: &O,
         index: usize,
         may_wait: bool,
+        flocked: bool,
     ) -> Option<Claim> {
         let len = msg.len_of(index) as u64;
         if !self.put || len > POOL_BYTES {
             return None;
         }
-        let claim = match self.claim(queue, len) {
+        let claim = match self.claim(queue, len, flocked) {
             Some(claim) => claim,
-            None if may_wait => self.wait_for_slot(queue, len)?,
+            None if may_wait => self.wait_for_slot(queue, len, flocked)?,
             None => return None,
         };
         let patient = &self.table().patient;
@@ -533,7 +582,7 @@ impl Pool {
     /// Waits up to the table's `wait_for_slot_ns` for a slot this process has
     /// open to be freed, unless the last wait found none (then at once
     /// `None`, until a claim succeeds again).
-    fn wait_for_slot(&self, queue: &QueueName, len: u64) -> Option<Claim> {
+    fn wait_for_slot(&self, queue: &QueueName, len: u64, flocked: bool) -> Option<Claim> {
         let table = self.table();
         if !table.patient.load(Relaxed) {
             return None;
@@ -543,7 +592,7 @@ impl Pool {
         loop {
             // A freed slot shows as a state word of 0 (try_claim looks at
             // it before any system call).
-            if let Some(claim) = self.claim_open(queue, len) {
+            if let Some(claim) = self.claim_open(queue, len, flocked) {
                 return Some(claim);
             }
             if start.elapsed() >= patience {
@@ -555,9 +604,9 @@ impl Pool {
     }
 
     /// A slot this process has open and mapped large enough: no system
-    /// call but the flock (and no `open` of the slots that do not exist:
-    /// 2.6 us each, failing).
-    fn claim_open(&self, queue: &QueueName, len: u64) -> Option<Claim> {
+    /// call but `try_claim`'s (and no `open` of the slots that do not
+    /// exist: 2.6 us each, failing).
+    fn claim_open(&self, queue: &QueueName, len: u64, flocked: bool) -> Option<Claim> {
         let cached = self
             .table()
             .files
@@ -566,7 +615,7 @@ impl Pool {
             .clone();
         for (k, slot) in cached.iter().enumerate() {
             if let Some(slot) = slot.as_ref().filter(|s| s.mapped_capacity() >= len) {
-                if let Some(claim) = self.try_claim(queue, k, slot.clone(), len) {
+                if let Some(claim) = self.try_claim(queue, k, slot.clone(), len, flocked) {
                     return Some(claim);
                 }
             }
@@ -574,8 +623,8 @@ impl Pool {
         None
     }
 
-    fn claim(&self, queue: &QueueName, len: u64) -> Option<Claim> {
-        if let Some(claim) = self.claim_open(queue, len) {
+    fn claim(&self, queue: &QueueName, len: u64, flocked: bool) -> Option<Claim> {
+        if let Some(claim) = self.claim_open(queue, len, flocked) {
             return Some(claim);
         }
         // Any free slot, grown if the pool has room; then a new slot.
@@ -595,7 +644,7 @@ impl Pool {
         };
         for (k, slot) in slots.into_iter().enumerate() {
             if let Some(slot) = slot.filter(|_| room(k)) {
-                if let Some(claim) = self.try_claim(queue, k, slot, len) {
+                if let Some(claim) = self.try_claim(queue, k, slot, len, flocked) {
                     return Some(claim);
                 }
             }
@@ -605,7 +654,7 @@ impl Pool {
         // opened and tried.
         for k in (0..SLOTS).filter(|&k| capacities[k] == 0 && room(k)) {
             if let Ok(slot) = self.file(queue, k, true, false) {
-                if let Some(claim) = self.try_claim(queue, k, slot, len) {
+                if let Some(claim) = self.try_claim(queue, k, slot, len, flocked) {
                     return Some(claim);
                 }
             }
@@ -613,57 +662,61 @@ impl Pool {
         None
     }
 
-    /// Claims slot `k` (`slot`) if it is free, grown to `len` bytes.
+    /// Claims slot `k` (`slot`) if it is free, grown to `len` bytes (held
+    /// by this thread's id, or with a `flock` if `flocked`).
     fn try_claim(
         &self,
         queue: &QueueName,
         k: usize,
         slot: Arc<SlotFile>,
         len: u64,
+        flocked: bool,
     ) -> Option<Claim> {
         let Ok(map) = slot.map_covering(0) else {
             return None;
         };
-        // A slot claimed now would fail the claim below: not worth the two
-        // `flock`s (a consumer still holding its last message keeps one or
-        // two slots busy, which a producer met on nearly every put). Relaxed:
-        // only a hint; the compare-and-swap decides.
-        if header(&map).state.load(Relaxed) != 0 {
+        // A slot claimed now would fail the claim below: not worth a
+        // generation or a `flock` (a consumer still holding its last message
+        // keeps one or two slots busy, which a producer meets on nearly
+        // every put). Relaxed: only a hint; the compare-and-swap decides.
+        match header(&map).state.load(Relaxed) {
+            0 => {}
+            REMOVED => {
+                // Removed by a reclaimer: this process lets go of that file.
+                drop(map);
+                let _ = self.file(queue, k, false, true);
+                return None;
+            }
+            _ => return None,
+        }
+        if flocked && !slot.hold(false) {
             return None;
         }
-        if !slot.hold(false) {
-            return None;
-        }
-        let gen = match header(&map)
-            .generations
-            .fetch_add(1, Relaxed)
-            .wrapping_add(1)
-        {
-            0 => 1,
-            g => g,
-        };
-        // Acquire pairs with the Release by which the last consumer freed
-        // the slot: its reads of the old message come before our writes.
-        if header(&map)
-            .state
-            .compare_exchange(0, gen, AcqRel, Relaxed)
-            .is_err()
-        {
-            slot.unhold();
-            return None;
-        }
-        // From here the claim's drop ends the hold, and `discard` frees it.
+        // From here the claim's drop ends the hold, and frees the slot if
+        // it holds a message that was not published.
         let mut claim = Claim {
             slot,
             map,
             k,
-            gen,
+            state: 0,
             len,
+            flocked,
+            published: false,
         };
+        // 1 ..= GEN_MAX, whatever the shared counter holds.
+        let gen = header(&claim.map).generations.fetch_add(1, Relaxed) % GEN_MAX + 1;
+        let state = slot_state(gen, if flocked { FLOCKED } else { current_tid() });
+        // Acquire pairs with the Release by which the last consumer freed
+        // the slot: its reads of the old message come before our writes.
+        header(&claim.map)
+            .state
+            .compare_exchange(0, state, AcqRel, Relaxed)
+            .ok()?;
+        claim.state = state;
         // The queue may have been removed and made again since this
         // process opened the slot: a consumer would open another file.
         if !claim.slot.still_named() {
-            claim.discard();
+            drop(claim);
             let _ = self.file(queue, k, false, true);
             return None;
         }
@@ -681,18 +734,22 @@ impl Pool {
                 claim.map = map;
                 Some(claim)
             }
-            Err(_) => {
-                claim.discard();
-                None
-            }
+            Err(_) => None,
         }
     }
 
     /// The message of generation `gen` in slot `k`, `len` bytes, for a
     /// consumer that holds the reader lock with its descriptor at the head:
-    /// held (the `flock`) until the lease is dropped. `Corrupt` if the slot
-    /// does not hold that message.
-    pub(crate) fn take(&self, queue: &QueueName, k: usize, gen: u64, len: u64) -> Result<Lease> {
+    /// held (by this process's id, or its `flock` if `flocked`) until the
+    /// lease is dropped. `Corrupt` if the slot does not hold that message.
+    pub(crate) fn take(
+        &self,
+        queue: &QueueName,
+        k: usize,
+        gen: u64,
+        len: u64,
+        flocked: bool,
+    ) -> Result<Lease> {
         let mut slot = self
             .file(queue, k, false, false)
             .map_err(|_| Error::Corrupt)?;
@@ -703,23 +760,35 @@ impl Pool {
         }
         // Waiting: only a reclaimer holds the file exclusively, for a few
         // system calls.
-        if !slot.hold(true) {
+        if flocked && !slot.hold(true) {
             return Err(Error::Corrupt);
         }
         // From here the lease's drop ends the hold.
         let mut lease = Lease {
             slot: slot.clone(),
             map: None,
-            gen,
+            state: slot_state(gen, if flocked { FLOCKED } else { current_pid() }),
             len,
             pid: current_pid(),
             consumed: false,
+            flocked,
             queue_file: self.queue_file(queue),
         };
         let map = slot.map_covering(len)?;
-        // Acquire pairs with the producer's claim; the message bytes are
-        // ordered by the ring's publication (its Release, our Acquire).
-        if header(&map).state.load(Acquire) != gen {
+        // Ours now: its producer (or a consumer killed while copying it)
+        // no longer holds it. Acquire pairs with the producer's claim; the
+        // message bytes are ordered by the ring's publication (its Release,
+        // our Acquire).
+        let state = &header(&map).state;
+        let now = state.load(Acquire);
+        if now == REMOVED || generation(now) != gen {
+            return Err(Error::Corrupt);
+        }
+        if now != lease.state
+            && state
+                .compare_exchange(now, lease.state, AcqRel, Acquire)
+                .is_err()
+        {
             return Err(Error::Corrupt);
         }
         lease.map = Some(map);
@@ -727,34 +796,45 @@ impl Pool {
     }
 }
 
-/// A slot claimed by this producer, holding its message.
+/// A slot claimed by this producer, holding its message. Dropped before
+/// [`Claim::published`], it frees the slot.
 pub(crate) struct Claim {
     slot: Arc<SlotFile>,
     map: Arc<MmapRaw>,
     k: usize,
-    gen: u64,
+    /// The slot's state of the claim (0 until the claim succeeds).
+    state: u64,
     len: u64,
+    /// Held with a `flock` (see the module's text).
+    flocked: bool,
+    published: bool,
 }
 
 impl Claim {
     /// The descriptor payload that names this message.
     pub(crate) fn descriptor(&self) -> Vec<u8> {
-        side::descriptor_payload(self.len, &message_id(self.k, self.gen))
+        side::descriptor_payload(self.len, &message_id(self.k, generation(self.state)))
     }
 
-    /// Frees the slot: its descriptor was not published.
-    pub(crate) fn discard(self) {
-        // Release pairs with the next claimer's Acquire.
-        let _ = header(&self.map)
-            .state
-            .compare_exchange(self.gen, 0, Release, Relaxed);
+    /// Its descriptor is queued: the slot is the consumers' to take.
+    pub(crate) fn published(mut self) {
+        self.published = true;
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        // Published (a queued descriptor names it now) or freed.
-        self.slot.unhold();
+        if !self.published && self.state != 0 {
+            // Release pairs with the next claimer's Acquire. (It fails only
+            // if a reclaimer judged the claim dead: it was not.)
+            let _ = header(&self.map)
+                .state
+                .compare_exchange(self.state, 0, Release, Relaxed);
+        }
+        if self.flocked {
+            // Published (a queued descriptor names it now) or freed.
+            self.slot.unhold();
+        }
     }
 }
 
@@ -766,10 +846,13 @@ pub(crate) struct Lease {
     slot: Arc<SlotFile>,
     /// `None` only while being made.
     map: Option<Arc<MmapRaw>>,
-    gen: u64,
+    /// The slot's state while the message is lent to this process.
+    state: u64,
     len: u64,
     pid: u32,
     consumed: bool,
+    /// Held with a `flock` (see the module's text).
+    flocked: bool,
     /// The queue object's descriptor while a handle's pool keeps it (see
     /// `Pool::queue_file`).
     queue_file: Weak<OwnedFd>,
@@ -806,7 +889,7 @@ impl Drop for Lease {
             // reads of the message come first.
             let _ = header(map)
                 .state
-                .compare_exchange(self.gen, 0, Release, Relaxed);
+                .compare_exchange(self.state, 0, Release, Relaxed);
             // Removed while the message was lent: the slot goes too, now
             // that it is free (a queue of that name made since has slots of
             // its own: `unlink_if_same`). Only a queue object without a
@@ -821,13 +904,15 @@ impl Drop for Lease {
                 let _ = side::unlink_if_same(&self.slot.path, &self.slot.file);
             }
         }
-        self.slot.unhold();
+        if self.flocked {
+            self.slot.unhold();
+        }
     }
 }
 
 /// A slot file held exclusively by a reclaimer (with the reader lock): no
-/// producer or consumer holds it, so if it is claimed, its claimer has
-/// published its descriptor or died.
+/// producer or consumer holds its `flock`, and no consumer takes its
+/// message meanwhile.
 pub(crate) struct LockedSlot {
     slot: SlotFile,
     map: Arc<MmapRaw>,
@@ -844,28 +929,44 @@ pub(crate) fn lock_slot(queue: &QueueName, k: usize) -> Option<LockedSlot> {
 }
 
 impl LockedSlot {
-    /// Whether a message holds the slot (free slots need no look at the
-    /// queued frames).
-    pub(crate) fn is_claimed(&self) -> bool {
-        header(&self.map).state.load(Acquire) != 0
+    /// The slot's state if its holder is gone, to be freed by
+    /// [`LockedSlot::free_if_orphan`] unless a queued descriptor names its
+    /// message: a `flock` holder (this lock says none is left), or an id
+    /// the kernel knows nothing of (or garbage), unless `mixed` (pid
+    /// namespaces: ids are never judged). `None` for a free slot or a
+    /// live holder's. Called before the queued frames are read: a dead
+    /// producer publishes nothing more.
+    pub(crate) fn orphan_candidate(&self, mixed: bool) -> Option<u64> {
+        let state = header(&self.map).state.load(Acquire);
+        let gone = match holder(state) {
+            _ if state == 0 => false,
+            FLOCKED => true,
+            id => !mixed && !may_be_alive(id),
+        };
+        gone.then_some(state)
     }
 
-    /// Frees the slot if it is claimed and `queued(id)` says no queued
-    /// descriptor names its message (the caller read the queued frames
-    /// after taking the lock: every descriptor its claimer published is
-    /// among them). Whether it did.
-    pub(crate) fn free_if_orphan(&self, queued: impl Fn(&[u8]) -> bool) -> bool {
-        let state = &header(&self.map).state;
-        let gen = state.load(Acquire);
-        gen != 0
-            && !queued(&message_id(self.slot.k, gen))
-            && state.compare_exchange(gen, 0, Release, Relaxed).is_ok()
+    /// Frees the slot if it is still in `state` (from `orphan_candidate`)
+    /// and `queued(id)` says no queued descriptor names its message (the
+    /// caller read the queued frames after judging). Whether it did.
+    pub(crate) fn free_if_orphan(&self, state: u64, queued: impl Fn(&[u8]) -> bool) -> bool {
+        !queued(&message_id(self.slot.k, generation(state)))
+            && header(&self.map)
+                .state
+                .compare_exchange(state, 0, Release, Relaxed)
+                .is_ok()
     }
 
-    /// Removes the slot if it is free (processes that have it open notice
-    /// at their next claim or take, see [`SlotFile::still_named`]).
+    /// Removes the slot if it is free: marked [`REMOVED`] first, so that no
+    /// producer claims it meanwhile (processes that have it open let go of
+    /// it at their next claim or take).
     pub(crate) fn remove_if_free(&self) {
-        if !self.is_claimed() {
+        let state = &header(&self.map).state;
+        // Relaxed: the message bytes are nobody's (free, or removed by a
+        // reclaimer that died before the unlink).
+        if state.load(Relaxed) == REMOVED
+            || state.compare_exchange(0, REMOVED, Relaxed, Relaxed).is_ok()
+        {
             let _ = side::unlink_if_same(&self.slot.path, &self.slot.file);
         }
     }
@@ -915,6 +1016,85 @@ mod tests {
             for _ in 0..8 {
                 assert_eq!(q.recv().unwrap(), big);
             }
+        }
+
+        /// Slot 0's state word, in this handle's mapping.
+        fn state_of(q: &Queue) -> &AtomicU64 {
+            let files = table_of(q).files.lock().unwrap();
+            let map = files[0]
+                .as_ref()
+                .expect("slot 0 open")
+                .map_covering(0)
+                .unwrap();
+            // SAFETY: the mapping lives as long as the slot's file, which the
+            // handle's table keeps (no test here removes it).
+            unsafe { &*(&header(&map).state as *const AtomicU64) }
+        }
+
+        /// The id of a thread that has ended (and left `/proc`).
+        fn dead_tid() -> u32 {
+            let tid = std::thread::spawn(current_tid).join().unwrap();
+            assert!(crate::sync::owner::tests::until_gone(tid));
+            tid
+        }
+
+        /// Who holds a slot is told by ids, judged by the reclaimer: a live
+        /// producer thread or consumer process keeps it, a dead one's slot
+        /// is freed unless a queued descriptor names its message; on a queue
+        /// of mixed pid namespaces ids are never judged (kept), and holders
+        /// that announce themselves with `flock`s are judged by them.
+        #[test]
+        fn slots_are_held_by_ids_judged_by_the_reclaimer() {
+            let (_removed, q, _other) = two_handles("holders");
+            // What the next user's open runs (`Queue::reclaim` also removes
+            // the slots it finds free).
+            let reclaim = |q: &Queue| q.view().reclaim_side_objects(false).unwrap();
+            let big = vec![3u8; 5000];
+            q.send(&big).unwrap();
+            let state = state_of(&q);
+            let queued = state.load(Relaxed);
+            assert_eq!(holder(queued), current_tid(), "the producer's thread");
+            assert_eq!(reclaim(&q), 0, "queued: kept");
+            // A consumer that took it and let go before consuming it (as one
+            // killed while copying): its process's id, the descriptor still
+            // queued; the next consumer takes it over.
+            let (k, gen) = (0, generation(queued));
+            let lease = q
+                .view()
+                .pool
+                .unwrap()
+                .take(q.view().name.unwrap(), k, gen, big.len() as u64, false)
+                .unwrap();
+            assert_eq!(state.load(Relaxed), slot_state(gen, current_pid()));
+            drop(lease);
+            assert_eq!(reclaim(&q), 0, "still queued: kept");
+            assert_eq!(q.recv().unwrap(), big);
+            assert_eq!(state.load(Relaxed), 0, "consumed: free");
+            let leave = |holder: u32| state.store(slot_state(9, holder), Relaxed);
+            leave(dead_tid());
+            assert_eq!(reclaim(&q), 1, "a dead producer's claim");
+            assert_eq!(state.load(Relaxed), 0);
+            leave(current_tid());
+            assert_eq!(reclaim(&q), 0, "a live thread's");
+            leave(current_pid());
+            assert_eq!(reclaim(&q), 0, "a live process's");
+            leave(FLOCKED);
+            let slot = table_of(&q).files.lock().unwrap()[0].clone().unwrap();
+            assert!(slot.hold(false));
+            assert_eq!(reclaim(&q), 0, "a held flock");
+            slot.unhold();
+            assert_eq!(reclaim(&q), 1, "no flock left");
+            // Mixed pid namespaces: a dead id is not judged; claims take a
+            // flock and say so.
+            let flags = &q.view().ext.unwrap().identity.flags;
+            flags.fetch_or(crate::layout::FLAG_MIXED_PID_NS, Relaxed);
+            leave(dead_tid());
+            assert_eq!(reclaim(&q), 0, "ids not judged");
+            state.store(0, Relaxed);
+            q.send(&big).unwrap();
+            assert_eq!(holder(state.load(Relaxed)), FLOCKED);
+            assert_eq!(q.recv().unwrap(), big);
+            assert_eq!(state.load(Relaxed), 0);
         }
 
         fn side_files(name: &str) -> (usize, usize) {
@@ -1022,13 +1202,16 @@ mod tests {
     fn ids_round_trip() {
         assert_eq!(parse_message_id(&message_id(3, 17)), Some((3, 17)));
         assert_eq!(
-            parse_message_id(&message_id(7, u64::MAX)),
-            Some((7, u64::MAX))
+            parse_message_id(&message_id(7, GEN_MAX)),
+            Some((7, GEN_MAX))
         );
         assert_eq!(slot_of_file_id(&file_id(5)), Some(5));
+        // Generations are 1 ..= GEN_MAX (a state's high half, not REMOVED's).
         for bad in [
             &b"p8_1"[..],
             b"p1_0",
+            b"p1_4294967295",
+            b"p1_18446744073709551615",
             b"p1_",
             b"p_1",
             b"p12_3",

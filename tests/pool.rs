@@ -368,6 +368,30 @@ mod killed {
         );
     }
 
+    /// A producer stopped after writing into its slot, before publishing,
+    /// is alive: `Queue::reclaim` (which judges the producer's thread id,
+    /// its only mark on the slot) keeps its claim, and once resumed it
+    /// publishes the message.
+    #[test]
+    fn a_stopped_producer_keeps_its_claim() {
+        let (q, c) = fresh("pool_stop_write", 1024);
+        let name = c.0.clone();
+        let producer = fork(|| {
+            let q = Queue::open(&name).unwrap();
+            failpoint::arm_stop("slot_written", 1);
+            q.send(&pattern(8000, 21)).unwrap();
+            0
+        });
+        stopped(producer);
+        assert_eq!(Queue::reclaim(&c.0).unwrap(), 0, "a live producer's claim");
+        resume(producer);
+        assert_eq!(wait_child(producer, Duration::from_secs(10)), Exit::Code(0));
+        assert_eq!(
+            q.recv_timeout(Duration::from_secs(5)).unwrap(),
+            pattern(8000, 21)
+        );
+    }
+
     /// Killed after publishing, before letting go of the slot: the message
     /// is delivered and the slot freed as usual.
     #[test]

@@ -35,7 +35,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use crate::error::{Error, Result};
 use crate::frame::Tracker;
-use crate::layout::{Side, FLAG_RAW_STREAM};
+use crate::layout::{Side, FLAG_MIXED_PID_NS, FLAG_RAW_STREAM};
 use crate::segment::View;
 use crate::sync::deadline::Wait;
 use crate::sync::lock::LockGuard;
@@ -336,6 +336,16 @@ impl<'a> View<'a> {
     fn stream_is_framed(&self) -> bool {
         self.ext
             .is_some_and(|e| e.identity.flags.load(Relaxed) & FLAG_RAW_STREAM == 0)
+    }
+
+    /// Whether the queue's processes live in more than one pid namespace
+    /// (see [`FLAG_MIXED_PID_NS`]): thread and process ids cannot be judged
+    /// then, and the holders of the pool's slots announce themselves with
+    /// `flock`s (see `crate::pool`). The flag only ever goes from clear to
+    /// set (by an opener, before it takes any lock).
+    fn pid_namespaces_mixed(&self) -> bool {
+        self.ext
+            .is_some_and(|e| e.identity.flags.load(Acquire) & FLAG_MIXED_PID_NS != 0)
     }
 
     /// Records that the stream holds bytes that are not whole frames.

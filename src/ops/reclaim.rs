@@ -51,16 +51,27 @@ impl View<'_> {
         if !self.stream_is_framed() {
             return Ok(0);
         }
-        // Free slots are nobody's: only claimed slots and one-shot objects
-        // need the queued frames, a walk as long as the queue (skipped at
-        // the opens of a queue whose slots are all free).
+        // The slots whose holders are gone, judged before the frames are
+        // read (see `crate::pool`).
+        let mixed = self.pid_namespaces_mixed();
+        let candidates: Vec<_> = slots
+            .iter()
+            .filter_map(|s| s.orphan_candidate(mixed).map(|state| (s, state)))
+            .collect();
+        // Free slots and those of live holders are nobody's orphans: only
+        // the candidates and one-shot objects need the queued frames, a walk
+        // as long as the queue (skipped at the opens of a queue whose slots
+        // are all free).
         let mut freed = 0;
-        if !unused.is_empty() || slots.iter().any(pool::LockedSlot::is_claimed) {
+        if !unused.is_empty() || !candidates.is_empty() {
             let Some(referenced) = self.queued_side_ids()? else {
                 return Ok(0);
             };
             let queued = |id: &[u8]| referenced.iter().any(|r| r == id);
-            freed = slots.iter().filter(|s| s.free_if_orphan(queued)).count()
+            freed = candidates
+                .iter()
+                .filter(|(s, state)| s.free_if_orphan(*state, queued))
+                .count()
                 + unused
                     .into_iter()
                     .filter(|u| !queued(&u.id))

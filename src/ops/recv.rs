@@ -105,7 +105,9 @@ impl View<'_> {
     fn take_large(&self, d: &Descriptor) -> Result<Taken> {
         let name = self.name.ok_or(Error::Corrupt)?;
         match (pool::parse_message_id(&d.id), self.pool) {
-            (Some((k, gen)), Some(pool)) => pool.take(name, k, gen, d.len).map(Taken::Slot),
+            (Some((k, gen)), Some(pool)) => pool
+                .take(name, k, gen, d.len, self.pid_namespaces_mixed())
+                .map(Taken::Slot),
             (Some(_), None) => Err(Error::Corrupt),
             (None, _) => d.open(name).map(Taken::File),
         }

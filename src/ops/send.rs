@@ -126,7 +126,7 @@ impl View<'_> {
         // from `send_frames`, with nothing copied into a slot.)
         let claim = match (self.name, self.pool) {
             (Some(name), Some(pool)) if self.descriptor_may_fit(wait)? => {
-                pool.put(name, msg, 0, wait != Wait::Try)
+                pool.put(name, msg, 0, wait != Wait::Try, self.pid_namespaces_mixed())
             }
             _ => None,
         };
@@ -148,16 +148,11 @@ impl View<'_> {
     /// the pool, or frees the slot if it cannot (full, timeout, shutdown).
     fn publish_claim(&self, claim: Claim, wait: Wait) -> Result<()> {
         let descriptor = claim.descriptor();
-        match self.send_frames(&[&descriptor[..]][..], 1, DESCRIPTOR_FLAG, wait) {
-            Ok(_) => {
-                crate::failpoint::hit("slot_published");
-                Ok(())
-            }
-            Err(e) => {
-                claim.discard();
-                Err(e)
-            }
-        }
+        // On an error the claim's drop frees the slot.
+        self.send_frames(&[&descriptor[..]][..], 1, DESCRIPTOR_FLAG, wait)?;
+        claim.published();
+        crate::failpoint::hit("slot_published");
+        Ok(())
     }
 
     /// Puts one message longer than the ring: its bytes into a free slot of
@@ -185,7 +180,11 @@ impl View<'_> {
         // A free slot of the queue's pool first (no new pages), else a
         // side object of its own.
         let may_wait = wait != Wait::Try;
-        if let Some(claim) = self.pool.and_then(|pool| pool.put(name, msg, 0, may_wait)) {
+        let flocked = self.pid_namespaces_mixed();
+        if let Some(claim) = self
+            .pool
+            .and_then(|pool| pool.put(name, msg, 0, may_wait, flocked))
+        {
             return self.publish_claim(claim, wait);
         }
         let side = Outbound::create(name, msg, 0)?;

@@ -230,6 +230,14 @@ fn thread_status(tid: u32) -> Status {
     }
 }
 
+/// Whether `id` may name a live thread or process of our pid namespace:
+/// false only for a number no task can have and for one the kernel knows
+/// nothing of. A zombie, or a task that took over a dead one's id, counts
+/// as live: the caller keeps what it holds (see `crate::pool`).
+pub(crate) fn may_be_alive(id: u32) -> bool {
+    id != 0 && id <= PID_MAX_LIMIT && signalable(id)
+}
+
 /// Whether the kernel knows a task with this id in our pid namespace
 /// (signal 0 checks without sending; EPERM: it exists, another user's).
 fn signalable(tid: u32) -> bool {
