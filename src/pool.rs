@@ -30,9 +30,9 @@
 //! reads the queued frames: a dead producer publishes nothing more, so the
 //! frames then name the slot if anything ever will. A consumer killed
 //! while copying leaves the descriptor queued and the slot claimed: the
-//! next consumer takes it (and puts its own id there). Ids are judged as
-//! conservatively as the queue's lock owners (`crate::sync::owner`): a
-//! zombie or a task that took a dead one's id keeps the slot for now.
+//! next consumer takes it (and puts its own id there). Ids are judged
+//! conservatively (`crate::sync::owner::may_be_alive`): a zombie, or a task
+//! that took a dead one's id, keeps the slot for now.
 //!
 //! Producers and consumers judged by id make no system call for it (a
 //! `flock` and its release were two per message on each side: ~1 us of a
@@ -45,10 +45,10 @@
 //! message; a reclaimer whose exclusive `flock` went through finds no
 //! holder. Threads of one process share its descriptor of a slot file (and
 //! so its `flock`): they count their holds, and the last one unlocks. A
-//! holder that judged by id just before the flag was set keeps its slot
-//! until the queue is removed if it dies: a reclaimer never judges an id
-//! once the flag is set, so that no live holder is ever robbed (as a lock
-//! of a dead owner is waited for there).
+//! holder that marked its slot with its id just before the flag was set
+//! keeps the slot until the queue is removed if it dies: a reclaimer never
+//! judges an id once the flag is set, so that no live holder is ever robbed
+//! (as a lock of a dead owner is waited for there).
 //!
 //! A free slot is removed (`sage-queue gc`) only after a compare-and-swap
 //! 0 → [`REMOVED`], which no claim can follow.
@@ -59,8 +59,9 @@
 //! file, whatever a neighbour writes into a header), and only while all the
 //! queue's slots together stay within [`POOL_BYTES`]. Longer messages, and
 //! messages that find every slot busy (consumers still hold what they
-//! received), take a one-shot side object as before. The slots go when the
-//! queue is removed (a slot lent out then goes when its lease does), and
+//! received), take a one-shot side object as before. The slots' names go
+//! when the queue is removed (a lent slot's memory when its lease does; one
+//! a `flock` holds, its name too), and
 //! `Queue::reclaim` (`sage-queue gc`) removes the free ones nobody holds: a
 //! process that had one mapped lets go of it at its next claim or take of
 //! that slot ([`SlotFile::still_named`]).
