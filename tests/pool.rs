@@ -332,23 +332,30 @@ mod killed {
         assert_eq!(unsafe { libc::kill(child, libc::SIGCONT) }, 0);
     }
 
+    /// A producer of `pattern(8000, seed)` into queue `name`, stopped after
+    /// writing it into its slot, before publishing it.
+    fn stopped_producer(name: &str, seed: u8) -> libc::pid_t {
+        let producer = fork(|| {
+            let q = Queue::open(name).unwrap();
+            failpoint::arm_stop("slot_written", 1);
+            q.send(&pattern(8000, seed)).unwrap();
+            0
+        });
+        stopped(producer);
+        producer
+    }
+
     /// A reclaimer that looked at the slot while its producer was still
-    /// writing it, and went on only after the producer published and let go
-    /// of it, must not free it: it locks the slots before it reads the
-    /// queued descriptors (the other way round, the descriptor it did not
-    /// see named a slot it then found unheld, and the consumer got
-    /// `Corrupt`: the large chaos suite stalled on that).
+    /// writing it, and went on only after the producer published and
+    /// ended, must not free it: it judges the slot's holder before it reads
+    /// the queued descriptors (the other way round, the descriptor it did
+    /// not see named a slot whose holder it then found gone, and the
+    /// consumer got `Corrupt`: the large chaos suite stalled on that).
     #[test]
     fn a_reclaimer_never_frees_a_slot_published_while_it_looked() {
         let (q, c) = fresh("pool_reclaim_race", 1024);
         let name = c.0.clone();
-        let producer = fork(|| {
-            let q = Queue::open(&name).unwrap();
-            failpoint::arm_stop("slot_written", 1);
-            q.send(&pattern(8000, 20)).unwrap();
-            0
-        });
-        stopped(producer);
+        let producer = stopped_producer(&name, 20);
         let reclaimer = fork(|| {
             failpoint::arm_stop("reclaim_locked", 1);
             Queue::reclaim(&name).unwrap() as i32
@@ -375,14 +382,7 @@ mod killed {
     #[test]
     fn a_stopped_producer_keeps_its_claim() {
         let (q, c) = fresh("pool_stop_write", 1024);
-        let name = c.0.clone();
-        let producer = fork(|| {
-            let q = Queue::open(&name).unwrap();
-            failpoint::arm_stop("slot_written", 1);
-            q.send(&pattern(8000, 21)).unwrap();
-            0
-        });
-        stopped(producer);
+        let producer = stopped_producer(&c.0, 21);
         assert_eq!(Queue::reclaim(&c.0).unwrap(), 0, "a live producer's claim");
         resume(producer);
         assert_eq!(wait_child(producer, Duration::from_secs(10)), Exit::Code(0));
