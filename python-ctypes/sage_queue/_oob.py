@@ -392,7 +392,7 @@ def loads(payload: memoryview, owned: bool) -> Any:
 #: for pickles that are not so rebuilt (each is looked at once).
 _ARRAY_LAYOUTS: Dict[bytes, Any] = {}
 
-#: ``loads_lent``'s table: the prefix (header, pickle, padding) of a
+#: ``_loads_lent``'s table: the prefix (header, pickle, padding) of a
 #: one-buffer message -> how to rebuild its array (as ``_ARRAY_LAYOUTS``).
 _LENT_LAYOUTS: Dict[bytes, Any] = {}
 

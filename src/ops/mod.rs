@@ -341,11 +341,16 @@ impl<'a> View<'a> {
     /// Whether the queue's processes live in more than one pid namespace
     /// (see [`FLAG_MIXED_PID_NS`]): thread and process ids cannot be judged
     /// then, and the holders of the pool's slots announce themselves with
-    /// `flock`s (see `crate::pool`). The flag only ever goes from clear to
-    /// set (by an opener, before it takes any lock).
+    /// `flock`s (see `crate::pool`).
     fn pid_namespaces_mixed(&self) -> bool {
+        // Relaxed: the flag only ever goes from clear to set, by an opener
+        // of another namespace before it takes any lock or slot. So that
+        // opener sees it set (it marks its slots FLOCKED, and as a
+        // reclaimer judges no id), and every id a slot holds is one of the
+        // creator's namespace, which a reclaimer that saw the flag clear
+        // there may judge.
         self.ext
-            .is_some_and(|e| e.identity.flags.load(Acquire) & FLAG_MIXED_PID_NS != 0)
+            .is_some_and(|e| e.identity.flags.load(Relaxed) & FLAG_MIXED_PID_NS != 0)
     }
 
     /// Records that the stream holds bytes that are not whole frames.
