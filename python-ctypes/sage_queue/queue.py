@@ -149,6 +149,7 @@ _LARGE = _oob.LARGE
 _PLAIN = frozenset({bytes, str, bytearray, int, float, bool, type(None)})
 _SIZED = frozenset({bytes, str, bytearray})
 _loads_any = _oob.loads_any
+_loads_lent = _oob.loads_lent
 _oob_loads = _oob.loads
 _has_magic = _oob.has_magic
 _lent = _oob.lent
@@ -1053,7 +1054,7 @@ class SageQueue:
             if self._loads is not None:
                 return decode_each([payload], self.decode, how=QUEUE_DECODE)[0]
             try:
-                return _loads_any(payload)
+                return _loads_lent(payload)
             except Exception as exc:
                 # Taken from the queue: the exception carries it (not lost).
                 keep_undelivered(exc, [], [payload])
