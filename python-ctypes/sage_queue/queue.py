@@ -303,6 +303,22 @@ def _first_cap(cap: int) -> int:
     return min(cap, _POOLED_FROM - 1)
 
 
+def _taken(rx: "_Receiver", view: memoryview) -> memoryview:
+    """What a ``ring_buffer_get_msg_lease`` call that returned ``RB_OK`` took
+    into ``rx``'s out-parameters: a view of the bytes lent where they lie
+    (the item went out of line; the lease ends with the last view of it), or
+    of the message it copied into ``view``'s buffer (from the ring). Sets
+    ``rx``'s lent mode to match (see ``_Receiver.expect_lent``)."""
+    lease = rx.lease.value
+    if lease:
+        if not rx.hot[7]:
+            rx.expect_lent(True)
+        return _lent(rx.data.value or 0, rx.length.value, lease)
+    if rx.hot[7]:
+        rx.expect_lent(False)
+    return view[: rx.length.value]
+
+
 class _Receiver:
     """One thread's receive buffer: reused for every get, never reallocated
     on the hot path. The C calls get plain addresses (``addr``,
@@ -1045,21 +1061,17 @@ class SageQueue:
         else:
             wait_ns, deadline = _first_wait(block, timeout)
         rc = _get_msg_lease(self._handle, rx.addr, rx.cap, rx.length_addr, rx.data_addr, rx.lease_addr, wait_ns)
-        if rc == RB_OK:
-            lease = rx.lease.value
-            if not lease:
-                rx.expect_lent(False)
-                return decode_each([rx.view[: rx.length.value]], self.decode, how=QUEUE_DECODE)[0]
-            payload = _lent(rx.data.value or 0, rx.length.value, lease)
-            if self._loads is not None:
-                return decode_each([payload], self.decode, how=QUEUE_DECODE)[0]
-            try:
-                return _loads_lent(payload)
-            except Exception as exc:
-                # Taken from the queue: the exception carries it (not lost).
-                keep_undelivered(exc, [], [payload])
-                raise
-        payload = self._get_wait(rx, rc, block, deadline, "get")
+        if rc != RB_OK:
+            payload = self._get_wait(rx, rc, block, deadline, "get")
+        else:
+            payload = _taken(rx, rx.view)
+            if rx.hot[7] and self._loads is None:
+                try:
+                    return _loads_lent(payload)
+                except Exception as exc:
+                    # Taken from the queue: the exception carries it (not lost).
+                    keep_undelivered(exc, [], [payload])
+                    raise
         return decode_each([payload], self.decode, how=QUEUE_DECODE)[0]
 
     def _get_slow(
@@ -1133,11 +1145,7 @@ class SageQueue:
             # copied into the buffer.
             rc = _get_msg_lease(self._handle, addr, cap, rx.length_addr, rx.data_addr, rx.lease_addr, wait_ns)
             if rc == RB_OK:
-                lease = rx.lease.value
-                rx.expect_lent(bool(lease))
-                if lease:
-                    return _lent(rx.data.value or 0, rx.length.value, lease)
-                return view[: rx.length.value]
+                return _taken(rx, view)
 
     def get_many(self, max_items: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
         """Removes and returns up to ``max_items`` items (at least one), in one
