@@ -693,27 +693,32 @@ impl Pool {
         if flocked && !slot.hold(false) {
             return None;
         }
+        // 1 ..= GEN_MAX, whatever the shared counter holds.
+        let gen = header(&map).generations.fetch_add(1, Relaxed) % GEN_MAX + 1;
+        let state = slot_state(gen, if flocked { FLOCKED } else { current_tid() });
+        // Acquire pairs with the Release by which the last consumer freed
+        // the slot: its reads of the old message come before our writes.
+        if header(&map)
+            .state
+            .compare_exchange(0, state, AcqRel, Relaxed)
+            .is_err()
+        {
+            if flocked {
+                slot.unhold();
+            }
+            return None;
+        }
         // From here the claim's drop ends the hold, and frees the slot if
-        // it holds a message that was not published.
+        // its message was not published.
         let mut claim = Claim {
             slot,
             map,
             k,
-            state: 0,
+            state,
             len,
             flocked,
             published: false,
         };
-        // 1 ..= GEN_MAX, whatever the shared counter holds.
-        let gen = header(&claim.map).generations.fetch_add(1, Relaxed) % GEN_MAX + 1;
-        let state = slot_state(gen, if flocked { FLOCKED } else { current_tid() });
-        // Acquire pairs with the Release by which the last consumer freed
-        // the slot: its reads of the old message come before our writes.
-        header(&claim.map)
-            .state
-            .compare_exchange(0, state, AcqRel, Relaxed)
-            .ok()?;
-        claim.state = state;
         // The queue may have been removed and made again since this
         // process opened the slot: a consumer would open another file.
         if !claim.slot.still_named() {
@@ -803,7 +808,7 @@ pub(crate) struct Claim {
     slot: Arc<SlotFile>,
     map: Arc<MmapRaw>,
     k: usize,
-    /// The slot's state of the claim (0 until the claim succeeds).
+    /// The slot's state of the claim.
     state: u64,
     len: u64,
     /// Held with a `flock` (see the module's text).
@@ -825,7 +830,7 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        if !self.published && self.state != 0 {
+        if !self.published {
             // Release pairs with the next claimer's Acquire. (It fails only
             // if a reclaimer judged the claim dead: it was not.)
             let _ = header(&self.map)
