@@ -354,6 +354,13 @@ pub(crate) const FLAG_RAW_STREAM: u32 = 1;
 /// one is waited for (calls with a deadline time out).
 pub(crate) const FLAG_MIXED_PID_NS: u32 = 2;
 
+/// [`Identity::flags`] bit, set (for good) by this library's removal of the
+/// queue's name, just before it unlinks it (`crate::object::unlink`). The
+/// names of the queue's pool slots go with it and may then name the slots
+/// of a new queue of that name: until this is set, a process that has a
+/// slot file open takes it to be still named (`crate::pool`).
+pub(crate) const FLAG_REMOVED: u32 = 4;
+
 /// Written once at creation, read at open to validate the block.
 #[repr(C, align(64))]
 #[cfg_attr(loom, derive(Default))]
@@ -362,7 +369,7 @@ pub(crate) struct Identity {
     pub magic: AtomicU64,
     /// `size_of::<Extension>()` of the creator.
     pub size: AtomicU32,
-    /// [`FLAG_RAW_STREAM`], [`FLAG_MIXED_PID_NS`], or 0.
+    /// [`FLAG_RAW_STREAM`], [`FLAG_MIXED_PID_NS`], [`FLAG_REMOVED`], or 0.
     pub flags: AtomicU32,
     /// `task_done` calls so far; `messages_in - tasks_done` tasks are open.
     pub tasks_done: AtomicU64,

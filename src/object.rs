@@ -19,7 +19,7 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    object_size, RING_BUFFER_HEADER_SIZE, RING_BUFFER_MAGIC, RING_BUFFER_MAX_SIZE,
+    object_size, FLAG_REMOVED, RING_BUFFER_HEADER_SIZE, RING_BUFFER_MAGIC, RING_BUFFER_MAX_SIZE,
     RING_BUFFER_MIN_SIZE, RING_BUFFER_VERSION,
 };
 use crate::name::{QueueName, SHM_DIR};
@@ -384,12 +384,56 @@ impl Drop for Mapping {
 /// the ring still queued are dropped with the queue's name (a handle still
 /// open that takes one of their descriptors gets `Corrupt` for it).
 pub(crate) fn unlink(name: &QueueName) -> Result<()> {
+    mark_removed(name);
     // SAFETY: the path is NUL-terminated.
     if unsafe { libc::unlink(name.path().as_ptr()) } != 0 {
         return Err(Error::last_os());
     }
     let _ = crate::side::remove_unused_of_missing_queue(name);
     Ok(())
+}
+
+/// Sets [`FLAG_REMOVED`] on the version-2 object called `name`, whose name
+/// is about to go: the processes that have it open then ask, at each claim
+/// and take, whether the names of its pool's slots are still theirs (see
+/// `crate::pool`). Best effort, as the removal itself is by name: anything
+/// that is not a well-formed version-2 object this process may write is
+/// left as it is (its slots are then checked as often as ever).
+fn mark_removed(name: &QueueName) {
+    let Ok(file) = open_path(name.path(), true) else {
+        return;
+    };
+    let Ok(st) = fstat(file.as_raw_fd()) else {
+        return;
+    };
+    let mut header = [0u8; 16];
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || file.read_exact_at(&mut header, 0).is_err() {
+        return;
+    }
+    let word = |at: usize| u32::from_ne_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let magic = u64::from_ne_bytes(header[0..8].try_into().expect("8 bytes"));
+    let (version, buffer_size) = (word(8), word(12));
+    let size = object_size(version, buffer_size);
+    if magic != RING_BUFFER_MAGIC
+        || version != RING_BUFFER_VERSION
+        || !buffer_size.is_power_of_two()
+        || !(RING_BUFFER_MIN_SIZE..=RING_BUFFER_MAX_SIZE).contains(&buffer_size)
+        || size != Some(st.st_size as u64)
+    {
+        return;
+    }
+    let Ok(map) = MmapOptions::new().len(st.st_size as usize).map_raw(&file) else {
+        return;
+    };
+    // SAFETY: `map` covers exactly `object_size(version, buffer_size)` bytes
+    // of a file of that size (checked above; tmpfs files do not shrink
+    // under a mapping but by `ftruncate`, a neighbour's fault that `View`
+    // documents), page-aligned, for as long as `view` lives.
+    let view = unsafe { View::new(map.as_mut_ptr(), version, buffer_size) };
+    if let Some(ext) = view.ext {
+        // Relaxed: nothing is published with it (see `View::queue_marks`).
+        ext.identity.flags.fetch_or(FLAG_REMOVED, Relaxed);
+    }
 }
 
 /// Unlinks `name` only if it still names the object `id` (and not a newer

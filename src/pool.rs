@@ -7,9 +7,8 @@
 //! that is about three times the copy itself). So a queue keeps up to
 //! [`SLOTS`] side objects of its own, `sage_ringbuf_<q>..p<k>`, each mapped
 //! once by each process that uses it: a message that finds a free slot large
-//! enough costs one copy into shared memory and one `fstat` (see
-//! [`SlotFile::still_named`]), and a consumer that takes a [`Lease`] copies
-//! nothing out.
+//! enough costs one copy into shared memory and no system call, and a
+//! consumer that takes a [`Lease`] copies nothing out.
 //!
 //! # A slot's life
 //!
@@ -64,7 +63,23 @@
 //! a `flock` holds, its name too), and
 //! `Queue::reclaim` (`sage-queue gc`) removes the free ones nobody holds: a
 //! process that had one mapped lets go of it at its next claim or take of
-//! that slot ([`SlotFile::still_named`]).
+//! that slot.
+//!
+//! # Names
+//!
+//! A process keeps each slot file it met open, and takes it to be the one
+//! the slot's name names without asking the kernel at every message (an
+//! `fstat` was a twentieth of a 64 KiB array's put and of its get). It asks
+//! ([`SlotFile::still_named`]), and opens the name again if not:
+//! * at every claim and take once the queue's name was removed by this
+//!   library ([`FLAG_REMOVED`]): a new queue of that name may have slots of
+//!   its own under the same names;
+//! * when a slot it has open was removed by a reclaimer (its state says
+//!   [`REMOVED`], which no claim follows) or holds another message than the
+//!   descriptor a take is for;
+//! * and at least every [`NAME_CHECK_NS`] for each slot, for slot files
+//!   removed by hand (a producer that wrote into one would send its
+//!   consumers a name that names nothing).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -86,7 +101,11 @@ use crate::object::{
 };
 use crate::ops::Outgoing;
 use crate::side;
+use crate::sync::deadline::coarse_monotonic_ns;
 use crate::sync::owner::{current_pid, current_tid, may_be_alive};
+
+#[cfg(doc)]
+use crate::layout::FLAG_REMOVED;
 
 /// Slots per queue.
 pub(crate) const SLOTS: usize = 8;
@@ -118,6 +137,19 @@ const GEN_MAX: u64 = (1 << 32) - 2;
 /// The holder half of a slot's state when its holders hold `flock`s on its
 /// file (pid namespaces mixed): no thread or process id is this large.
 const FLOCKED: u32 = u32::MAX - 1;
+
+/// How long a process takes a slot file it has open to be still named
+/// without asking (see "Names" in the module's text).
+pub(crate) const NAME_CHECK_NS: u64 = 100_000_000;
+
+/// What a caller of the pool knows of its queue, from the queue's flags.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct QueueMarks {
+    /// `FLAG_MIXED_PID_NS`: holders take `flock`s (see the module's text).
+    pub mixed_pid_ns: bool,
+    /// `FLAG_REMOVED`: slot names may name another queue's slots now.
+    pub removed: bool,
+}
 
 /// A slot's state while `holder` holds message `gen`.
 fn slot_state(gen: u64, holder: u32) -> u64 {
@@ -189,6 +221,9 @@ pub(crate) struct SlotFile {
     queue: QueueName,
     k: usize,
     local: Mutex<Local>,
+    /// When the name was last found to be this file's
+    /// ([`coarse_monotonic_ns`]).
+    named_at: AtomicU64,
 }
 
 struct Local {
@@ -227,6 +262,7 @@ impl SlotFile {
                 holds: 0,
                 map: None,
             }),
+            named_at: AtomicU64::new(coarse_monotonic_ns()),
         };
         let map = slot.map_covering(0)?;
         if header(&map).magic.load(Relaxed) != MAGIC {
@@ -330,14 +366,34 @@ impl SlotFile {
     }
 
     /// Whether the slot's name is still this file (the queue may have been
-    /// removed and made again).
+    /// removed and made again, the slot removed by a reclaimer or by hand).
     fn still_named(&self) -> bool {
         // Slots are only ever linked (`link_unnamed`, which never replaces
         // a name) and unlinked: a file that still has a link is still named
         // by its slot's name. `fstat` costs a fifth of an `lstat` of the
-        // path, on every claim and take.
-        fstat(self.file.as_raw_fd()).is_ok_and(|st| st.st_nlink > 0)
+        // path.
+        #[cfg(test)]
+        NAME_CHECKS.with(|n| n.set(n.get() + 1));
+        let named = fstat(self.file.as_raw_fd()).is_ok_and(|st| st.st_nlink > 0);
+        if named {
+            self.named_at.store(coarse_monotonic_ns(), Relaxed);
+        }
+        named
     }
+
+    /// Whether a claim or take must ask [`Self::still_named`] first (see
+    /// "Names" in the module's text).
+    fn name_in_doubt(&self, queue_removed: bool) -> bool {
+        // Relaxed: a time, of this process's own checks.
+        queue_removed
+            || coarse_monotonic_ns().saturating_sub(self.named_at.load(Relaxed)) >= NAME_CHECK_NS
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// `still_named` calls of this thread (for the tests).
+    static NAME_CHECKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// The header of a slot file's mapping.
@@ -370,6 +426,9 @@ pub(crate) struct Pool {
     /// must go with the last handle, not with the last lease.
     queue_id: FileId,
     queue_file: OnceLock<Option<Arc<OwnedFd>>>,
+    /// The queue's [`QueueMarks::removed`] as a call last passed it (it
+    /// stays set once set).
+    queue_removed: AtomicBool,
 }
 
 struct Table {
@@ -416,7 +475,23 @@ impl Pool {
             medium: put && medium,
             queue_id,
             queue_file: OnceLock::new(),
+            queue_removed: AtomicBool::new(false),
         }
+    }
+
+    /// Takes in what a call says of the queue; returns whether holders
+    /// take `flock`s.
+    fn note(&self, marks: QueueMarks) -> bool {
+        // Relaxed: as the flag it copies (see `View::queue_marks`).
+        if marks.removed && !self.queue_removed.load(Relaxed) {
+            self.queue_removed.store(true, Relaxed);
+        }
+        marks.mixed_pid_ns
+    }
+
+    /// Whether a claim or take of `slot` must ask whether it is still named.
+    fn name_in_doubt(&self, slot: &SlotFile) -> bool {
+        slot.name_in_doubt(self.queue_removed.load(Relaxed))
     }
 
     /// A descriptor of this pool's queue object, opened on first use.
@@ -550,12 +625,13 @@ impl Pool {
         msg: &O,
         index: usize,
         may_wait: bool,
-        flocked: bool,
+        marks: QueueMarks,
     ) -> Option<Claim> {
         let len = msg.len_of(index) as u64;
         if !self.put || len > POOL_BYTES {
             return None;
         }
+        let flocked = self.note(marks);
         let claim = match self.claim(queue, len, flocked) {
             Some(claim) => claim,
             None if may_wait => self.wait_for_slot(queue, len, flocked)?,
@@ -720,8 +796,9 @@ impl Pool {
             published: false,
         };
         // The queue may have been removed and made again since this
-        // process opened the slot: a consumer would open another file.
-        if !claim.slot.still_named() {
+        // process opened the slot (or the slot removed by hand): a
+        // consumer would open another file.
+        if self.name_in_doubt(&claim.slot) && !claim.slot.still_named() {
             drop(claim);
             let _ = self.file(queue, k, false, true);
             return None;
@@ -746,24 +823,46 @@ impl Pool {
 
     /// The message of generation `gen` in slot `k`, `len` bytes, for a
     /// consumer that holds the reader lock with its descriptor at the head:
-    /// held (by this process's id, or its `flock` if `flocked`) until the
-    /// lease is dropped. `Corrupt` if the slot does not hold that message.
+    /// held (by this process's id, or its `flock` if pid namespaces are
+    /// mixed) until the lease is dropped. `Corrupt` if the slot does not
+    /// hold that message.
     pub(crate) fn take(
         &self,
         queue: &QueueName,
         k: usize,
         gen: u64,
         len: u64,
-        flocked: bool,
+        marks: QueueMarks,
     ) -> Result<Lease> {
+        let flocked = self.note(marks);
+        let reopen = || self.file(queue, k, false, true).map_err(|_| Error::Corrupt);
         let mut slot = self
             .file(queue, k, false, false)
             .map_err(|_| Error::Corrupt)?;
-        if !slot.still_named() {
-            slot = self
-                .file(queue, k, false, true)
-                .map_err(|_| Error::Corrupt)?;
+        let asked = self.name_in_doubt(&slot);
+        if asked && !slot.still_named() {
+            slot = reopen()?;
         }
+        match self.take_from(queue, slot.clone(), gen, len, flocked) {
+            // A file that holds another message may have lost its name
+            // since this process opened it (removed by a reclaimer or by
+            // hand): the message is in the file the name names now.
+            Err(Error::Corrupt) if !asked && !slot.still_named() => {
+                self.take_from(queue, reopen()?, gen, len, flocked)
+            }
+            taken => taken,
+        }
+    }
+
+    /// `take` from `slot`, the file its name named lately.
+    fn take_from(
+        &self,
+        queue: &QueueName,
+        slot: Arc<SlotFile>,
+        gen: u64,
+        len: u64,
+        flocked: bool,
+    ) -> Result<Lease> {
         // Waiting: only a reclaimer holds the file exclusively, for a few
         // system calls.
         if flocked && !slot.hold(true) {
@@ -1024,6 +1123,50 @@ mod tests {
             }
         }
 
+        /// A stream through a slot asks the kernel whether the slot is still
+        /// named (`still_named`, an `fstat`) only when in doubt: not at every
+        /// claim and take (one each was a twentieth of a 64 KiB message's
+        /// put and of its get), but at each once the queue's name was
+        /// removed, and otherwise once a while (for slot files removed by
+        /// hand).
+        #[test]
+        fn slot_names_are_checked_only_when_in_doubt() {
+            let (_removed, q, _other) = two_handles("named");
+            let big = vec![5u8; 5000];
+            let checks = || NAME_CHECKS.with(|n| n.get());
+            let round_trips = |n: usize| {
+                for _ in 0..n {
+                    q.send(&big).unwrap();
+                    assert_eq!(q.recv().unwrap(), big);
+                }
+            };
+            round_trips(1);
+            let (before, start) = (checks(), std::time::Instant::now());
+            round_trips(50);
+            // One slot, one process: at most one check per interval (two if
+            // one fell between a claim and its take).
+            let intervals = start.elapsed().as_nanos() as u64 / NAME_CHECK_NS + 1;
+            assert!(
+                checks() - before <= 2 * intervals,
+                "{} checks for 50 messages in {intervals} intervals",
+                checks() - before
+            );
+            std::thread::sleep(Duration::from_nanos(NAME_CHECK_NS + 20_000_000));
+            let before = checks();
+            round_trips(1);
+            assert!((1..=2).contains(&(checks() - before)), "due after a while");
+            // The name removed (here only the mark): every claim and take asks.
+            q.view()
+                .ext
+                .unwrap()
+                .identity
+                .flags
+                .fetch_or(crate::layout::FLAG_REMOVED, Relaxed);
+            let before = checks();
+            round_trips(5);
+            assert_eq!(checks() - before, 10, "a claim and a take per message");
+        }
+
         /// Slot 0's state word, in this handle's mapping.
         fn state_of(q: &Queue) -> &AtomicU64 {
             let files = table_of(q).files.lock().unwrap();
@@ -1069,7 +1212,13 @@ mod tests {
                 .view()
                 .pool
                 .unwrap()
-                .take(q.view().name.unwrap(), k, gen, big.len() as u64, false)
+                .take(
+                    q.view().name.unwrap(),
+                    k,
+                    gen,
+                    big.len() as u64,
+                    QueueMarks::default(),
+                )
                 .unwrap();
             assert_eq!(state.load(Relaxed), slot_state(gen, current_pid()));
             drop(lease);

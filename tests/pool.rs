@@ -102,6 +102,76 @@ fn a_handle_lets_go_of_the_slots_reclaim_removed() {
     assert_eq!(still_open(&removed), 0, "removed slots let go of");
 }
 
+/// A queue removed and made again under its name: the handles of the old
+/// queue still deliver their messages to each other. The names of its slots
+/// went with it and name the new queue's slots now, so a consumer of the old
+/// queue that had never opened a slot opens the new queue's: its producer,
+/// which has the old slot open, must not write into that file (no name
+/// leads to it any more), and asks whether the name is still its file at
+/// every claim once the queue is marked removed.
+#[test]
+fn handles_of_a_removed_queue_still_deliver_once_it_is_made_again() {
+    let (old, c) = fresh("pool_remade", 1024);
+    let old_consumer = Queue::open(&c.0).unwrap();
+    old.send(&pattern(8000, 1)).unwrap();
+    assert_eq!(old.recv().unwrap(), pattern(8000, 1));
+    assert_eq!(side_objects(&c.0), (1, 0));
+    Queue::remove(&c.0).unwrap();
+    assert_eq!(side_objects(&c.0), (0, 0), "its free slot went with it");
+    let new = Queue::create(&c.0, 1024).unwrap();
+    let new_consumer = Queue::open(&c.0).unwrap();
+    new.send(&pattern(8000, 2)).unwrap();
+    old.send(&pattern(8000, 3)).unwrap();
+    old.send(&pattern(9000, 4)).unwrap();
+    assert_eq!(old_consumer.recv().unwrap(), pattern(8000, 3));
+    assert_eq!(new_consumer.recv().unwrap(), pattern(8000, 2));
+    assert_eq!(old.recv().unwrap(), pattern(9000, 4));
+    drop((old, old_consumer));
+    new.send(&pattern(8000, 5)).unwrap();
+    assert_eq!(new_consumer.recv().unwrap(), pattern(8000, 5));
+}
+
+/// A consumer that has a slot open which `Queue::reclaim` removed since
+/// (free, nobody held it) takes the next message of that slot from the file
+/// its producer made under the name since: the old file holds no such
+/// message, so it asks whether that file is still named, and opens the
+/// name again.
+#[test]
+fn a_consumer_finds_the_message_in_a_slot_made_again_after_reclaim() {
+    let (producer, c) = fresh("pool_made_again", 1024);
+    let consumer = Queue::open(&c.0).unwrap();
+    producer.send(&pattern(8000, 1)).unwrap();
+    assert_eq!(consumer.recv().unwrap(), pattern(8000, 1));
+    assert_eq!(Queue::reclaim(&c.0).unwrap(), 0);
+    assert_eq!(side_objects(&c.0), (0, 0), "the free slot removed");
+    for seed in 2..6 {
+        producer.send(&pattern(8000, seed)).unwrap();
+        assert_eq!(consumer.recv().unwrap(), pattern(8000, seed));
+    }
+    assert_eq!(side_objects(&c.0), (1, 0));
+}
+
+/// A slot file removed by hand while its producer has it open: within
+/// `NAME_CHECK_NS` (0.1 s) the producer asks whether it is still named and
+/// makes the slot again, so a consumer that opens it by name finds its
+/// messages. (Until then it may write into the removed file, which only
+/// consumers that have it open can read: removing a queue's files by hand
+/// is not a way to use it.)
+#[test]
+fn a_slot_file_removed_by_hand_is_made_again_within_a_tenth_of_a_second() {
+    let (producer, c) = fresh("pool_by_hand", 1024);
+    producer.send(&pattern(8000, 1)).unwrap();
+    assert_eq!(producer.recv().unwrap(), pattern(8000, 1));
+    std::fs::remove_file(format!("/dev/shm/sage_ringbuf_{}..p0", c.0)).unwrap();
+    std::thread::sleep(Duration::from_millis(130));
+    let consumer = Queue::open(&c.0).unwrap();
+    for seed in 2..5 {
+        producer.send(&pattern(8000, seed)).unwrap();
+        assert_eq!(consumer.recv().unwrap(), pattern(8000, seed));
+    }
+    assert_eq!(side_objects(&c.0), (1, 0));
+}
+
 #[test]
 fn queued_messages_fill_the_slots_then_take_one_shot_objects() {
     let (q, c) = fresh("pool_busy", 1024);

@@ -35,7 +35,8 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use crate::error::{Error, Result};
 use crate::frame::Tracker;
-use crate::layout::{Side, FLAG_MIXED_PID_NS, FLAG_RAW_STREAM};
+use crate::layout::{Side, FLAG_MIXED_PID_NS, FLAG_RAW_STREAM, FLAG_REMOVED};
+use crate::pool;
 use crate::segment::View;
 use crate::sync::deadline::Wait;
 use crate::sync::lock::LockGuard;
@@ -351,6 +352,20 @@ impl<'a> View<'a> {
         // there may judge.
         self.ext
             .is_some_and(|e| e.identity.flags.load(Relaxed) & FLAG_MIXED_PID_NS != 0)
+    }
+
+    /// What the pool needs to know of this queue's flags, loaded once.
+    fn queue_marks(&self) -> pool::QueueMarks {
+        // Relaxed: both flags only ever go from clear to set. The namespace
+        // flag as `pid_namespaces_mixed` says; the removal flag is a hint
+        // that slot names may name another queue's slots now, as good as an
+        // `fstat` of the slot file at the same moment (a removal right after
+        // either goes unseen until the next call).
+        let flags = self.ext.map_or(0, |e| e.identity.flags.load(Relaxed));
+        pool::QueueMarks {
+            mixed_pid_ns: flags & FLAG_MIXED_PID_NS != 0,
+            removed: flags & FLAG_REMOVED != 0,
+        }
     }
 
     /// Records that the stream holds bytes that are not whole frames.

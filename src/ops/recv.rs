@@ -106,7 +106,7 @@ impl View<'_> {
         let name = self.name.ok_or(Error::Corrupt)?;
         match (pool::parse_message_id(&d.id), self.pool) {
             (Some((k, gen)), Some(pool)) => pool
-                .take(name, k, gen, d.len, self.pid_namespaces_mixed())
+                .take(name, k, gen, d.len, self.queue_marks())
                 .map(Taken::Slot),
             (Some(_), None) => Err(Error::Corrupt),
             (None, _) => d.open(name).map(Taken::File),

@@ -126,7 +126,7 @@ impl View<'_> {
         // from `send_frames`, with nothing copied into a slot.)
         let claim = match (self.name, self.pool) {
             (Some(name), Some(pool)) if self.descriptor_may_fit(wait)? => {
-                pool.put(name, msg, 0, wait != Wait::Try, self.pid_namespaces_mixed())
+                pool.put(name, msg, 0, wait != Wait::Try, self.queue_marks())
             }
             _ => None,
         };
@@ -180,10 +180,10 @@ impl View<'_> {
         // A free slot of the queue's pool first (no new pages), else a
         // side object of its own.
         let may_wait = wait != Wait::Try;
-        let flocked = self.pid_namespaces_mixed();
+        let marks = self.queue_marks();
         if let Some(claim) = self
             .pool
-            .and_then(|pool| pool.put(name, msg, 0, may_wait, flocked))
+            .and_then(|pool| pool.put(name, msg, 0, may_wait, marks))
         {
             return self.publish_claim(claim, wait);
         }

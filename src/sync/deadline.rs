@@ -14,6 +14,20 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Nanoseconds on `CLOCK_MONOTONIC_COARSE`: the clock as of the last tick
+/// (a few milliseconds behind at most), read in a few nanoseconds, for
+/// checks that come due after tens of milliseconds.
+pub(crate) fn coarse_monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: as in `monotonic_ns`; CLOCK_MONOTONIC_COARSE exists since
+    // Linux 2.6.32.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Longest a try-once operation waits for a lock held by another process
 /// (copies of very large messages legitimately hold it a while).
 pub(crate) const TRY_LOCK_GRACE_NS: u64 = 100_000_000;
