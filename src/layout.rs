@@ -275,6 +275,14 @@ pub(crate) const fn extension_offset(buffer_size: u32) -> u64 {
     (RING_BUFFER_HEADER_SIZE as u64 + buffer_size as u64 + 63) & !63
 }
 
+/// Offset of the extension block's flags word ([`Identity::flags`]) in a
+/// version-2 object with this data-area size.
+pub(crate) const fn flags_offset(buffer_size: u32) -> u64 {
+    extension_offset(buffer_size)
+        + offset_of!(Extension, identity) as u64
+        + offset_of!(Identity, flags) as u64
+}
+
 /// Exact size of a well-formed object of `version` with this data-area size,
 /// or `None` for a version this library does not know.
 pub(crate) const fn object_size(version: u32, buffer_size: u32) -> Option<u64> {

@@ -10,20 +10,21 @@ use std::ffi::CStr;
 use std::fs::File;
 use std::io::{self, Read};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    object_size, FLAG_REMOVED, RING_BUFFER_HEADER_SIZE, RING_BUFFER_MAGIC, RING_BUFFER_MAX_SIZE,
-    RING_BUFFER_MIN_SIZE, RING_BUFFER_VERSION,
+    flags_offset, object_size, FLAG_REMOVED, RING_BUFFER_HEADER_SIZE, RING_BUFFER_MAGIC,
+    RING_BUFFER_MAX_SIZE, RING_BUFFER_MIN_SIZE, RING_BUFFER_VERSION,
 };
 use crate::name::{QueueName, SHM_DIR};
-use crate::pool::Pool;
+use crate::pool::{Pool, QueueObject};
 use crate::segment::{self, View};
 
 /// Identity of an object file, to tell "the object I mapped" from "whatever
@@ -81,19 +82,6 @@ pub(crate) fn lstat(path: &CStr) -> Result<libc::stat> {
     }
     // SAFETY: initialised by the successful lstat.
     Ok(unsafe { st.assume_init() })
-}
-
-/// A descriptor of the file `path` names, for `fstat` only (`O_PATH`: it
-/// reads nothing and holds no `flock`).
-pub(crate) fn open_for_stat(path: &CStr) -> Result<OwnedFd> {
-    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: `path` is NUL-terminated; the flags create nothing.
-    let fd = unsafe { libc::open(path.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(Error::last_os());
-    }
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `flock(2)`, retried when a signal interrupts it.
@@ -225,7 +213,8 @@ pub(crate) struct Access {
 /// A mapped, validated queue object. Dropping it unmaps the object and
 /// closes the descriptor, which releases this handle's `flock`.
 pub(crate) struct Mapping {
-    map: MmapRaw,
+    /// Shared with the pool (weakly, see `crate::pool::QueueObject`).
+    map: Arc<MmapRaw>,
     /// Kept open for the shared `flock` it holds: it marks this process as
     /// attached until the mapping is dropped.
     #[allow(dead_code)]
@@ -258,7 +247,7 @@ impl Mapping {
             0 | libc::EOPNOTSUPP => {}
             e => return Err(Error::from_errno(e)),
         }
-        let map = MmapOptions::new().len(size as usize).map_raw(&file)?;
+        let map = Arc::new(MmapOptions::new().len(size as usize).map_raw(&file)?);
         // SAFETY: `map` is a fresh, zero-filled, page-aligned mapping of the
         // whole object, which nobody else can reach before the link below.
         unsafe {
@@ -268,13 +257,17 @@ impl Mapping {
         link_unnamed(&file, name.path())?;
         let id = FileId::of(&fstat(fd)?);
         Ok(Mapping {
-            map,
             file,
             name: name.clone(),
             version: RING_BUFFER_VERSION,
             buffer_size,
             id,
-            pool: Pool::new(access.pool, access.pool_medium, id),
+            pool: Pool::new(
+                access.pool,
+                access.pool_medium,
+                queue_object(&map, RING_BUFFER_VERSION, buffer_size),
+            ),
+            map,
             patience: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -320,16 +313,20 @@ impl Mapping {
             return Err(Error::Incompatible);
         }
         let size = expected.expect("checked above");
-        let map = MmapOptions::new().len(size as usize).map_raw(&file)?;
+        let map = Arc::new(MmapOptions::new().len(size as usize).map_raw(&file)?);
         let id = FileId::of(&st);
         let mapping = Mapping {
-            map,
             file,
             name: name.clone(),
             version,
             buffer_size,
             id,
-            pool: Pool::new(access.pool, access.pool_medium, id),
+            pool: Pool::new(
+                access.pool,
+                access.pool_medium,
+                queue_object(&map, version, buffer_size),
+            ),
+            map,
             patience: std::sync::atomic::AtomicU64::new(0),
         };
         mapping.view().validate_extension()?;
@@ -391,6 +388,17 @@ pub(crate) fn unlink(name: &QueueName) -> Result<()> {
     }
     let _ = crate::side::remove_unused_of_missing_queue(name);
     Ok(())
+}
+
+/// The pool's view of a queue object mapped whole by `map` (`None` for a
+/// legacy object: it has no flags, and carries no descriptors).
+fn queue_object(map: &Arc<MmapRaw>, version: u32, buffer_size: u32) -> Option<QueueObject> {
+    (version == RING_BUFFER_VERSION).then(|| {
+        let at = flags_offset(buffer_size) as usize;
+        // SAFETY: `map` covers the whole version-2 object, extension block
+        // included, whose flags word is a 4-aligned `AtomicU32`.
+        unsafe { QueueObject::new(map, at) }
+    })
 }
 
 /// Sets [`FLAG_REMOVED`] on the version-2 object called `name`, whose name

@@ -83,12 +83,12 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -96,15 +96,13 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::error::{Error, Result};
 use crate::name::QueueName;
 use crate::object::{
-    flock, fstat, link_unnamed, lock_shared_bounded, lstat, open_for_stat, open_path,
-    unnamed_object, FileId,
+    flock, fstat, link_unnamed, lock_shared_bounded, lstat, open_path, unnamed_object,
 };
 use crate::ops::Outgoing;
 use crate::side;
 use crate::sync::deadline::coarse_monotonic_ns;
 use crate::sync::owner::{current_pid, current_tid, may_be_alive};
 
-#[cfg(doc)]
 use crate::layout::FLAG_REMOVED;
 
 /// Slots per queue.
@@ -418,14 +416,10 @@ pub(crate) struct Pool {
     /// Whether it also puts medium messages there (see
     /// `Options::pool_medium`).
     medium: bool,
-    /// The queue object this pool belongs to, and, once a consumer takes a
-    /// lease, a descriptor of it (`None` if it could not be opened, or
-    /// named another object by then) by which a lease's release tells with
-    /// one `fstat` whether the queue may have been removed (see `Lease`).
-    /// Leases hold it weakly: a descriptor keeps the object's memory, which
-    /// must go with the last handle, not with the last lease.
-    queue_id: FileId,
-    queue_file: OnceLock<Option<Arc<OwnedFd>>>,
+    /// The queue object this pool belongs to, as its handle maps it (`None`
+    /// for a legacy object, which carries no descriptors): by it a lease's
+    /// release tells whether the queue's name was removed (see `Lease`).
+    queue: Option<QueueObject>,
     /// The queue's [`QueueMarks::removed`] as a call last passed it (it
     /// stays set once set).
     queue_removed: AtomicBool,
@@ -468,13 +462,12 @@ const MISSING_FOR: Duration = if cfg!(test) {
 };
 
 impl Pool {
-    pub(crate) fn new(put: bool, medium: bool, queue_id: FileId) -> Pool {
+    pub(crate) fn new(put: bool, medium: bool, queue: Option<QueueObject>) -> Pool {
         Pool {
             table: AtomicPtr::new(ptr::null_mut()),
             put,
             medium: put && medium,
-            queue_id,
-            queue_file: OnceLock::new(),
+            queue,
             queue_removed: AtomicBool::new(false),
         }
     }
@@ -492,18 +485,6 @@ impl Pool {
     /// Whether a claim or take of `slot` must ask whether it is still named.
     fn name_in_doubt(&self, slot: &SlotFile) -> bool {
         slot.name_in_doubt(self.queue_removed.load(Relaxed))
-    }
-
-    /// A descriptor of this pool's queue object, opened on first use.
-    fn queue_file(&self, queue: &QueueName) -> Weak<OwnedFd> {
-        self.queue_file
-            .get_or_init(|| {
-                let fd = open_for_stat(queue.path()).ok()?;
-                let st = fstat(fd.as_raw_fd()).ok()?;
-                (FileId::of(&st) == self.queue_id).then(|| Arc::new(fd))
-            })
-            .as_ref()
-            .map_or_else(Weak::new, Arc::downgrade)
     }
 
     /// Whether this handle puts medium messages (of
@@ -843,26 +824,19 @@ impl Pool {
         if asked && !slot.still_named() {
             slot = reopen()?;
         }
-        match self.take_from(queue, slot.clone(), gen, len, flocked) {
+        match self.take_from(slot.clone(), gen, len, flocked) {
             // A file that holds another message may have lost its name
             // since this process opened it (removed by a reclaimer or by
             // hand): the message is in the file the name names now.
             Err(Error::Corrupt) if !asked && !slot.still_named() => {
-                self.take_from(queue, reopen()?, gen, len, flocked)
+                self.take_from(reopen()?, gen, len, flocked)
             }
             taken => taken,
         }
     }
 
     /// `take` from `slot`, the file its name named lately.
-    fn take_from(
-        &self,
-        queue: &QueueName,
-        slot: Arc<SlotFile>,
-        gen: u64,
-        len: u64,
-        flocked: bool,
-    ) -> Result<Lease> {
+    fn take_from(&self, slot: Arc<SlotFile>, gen: u64, len: u64, flocked: bool) -> Result<Lease> {
         // Waiting: only a reclaimer holds the file exclusively, for a few
         // system calls.
         if flocked && !slot.hold(true) {
@@ -877,7 +851,7 @@ impl Pool {
             pid: current_pid(),
             consumed: false,
             flocked,
-            queue_file: self.queue_file(queue),
+            queue: self.queue.clone(),
         };
         let map = slot.map_covering(len)?;
         // Ours now: its producer (or a consumer killed while copying it)
@@ -898,6 +872,42 @@ impl Pool {
         }
         lease.map = Some(map);
         Ok(lease)
+    }
+}
+
+/// A pool's queue object as its handle maps it, and where its flags lie.
+/// Leases hold the mapping weakly: it must go with the handle, not with the
+/// last lease.
+#[derive(Clone)]
+pub(crate) struct QueueObject {
+    map: Weak<MmapRaw>,
+    flags_at: usize,
+}
+
+impl QueueObject {
+    /// `map` maps a whole version-2 queue object, whose extension block's
+    /// flags word lies `flags_at` bytes in.
+    ///
+    /// # Safety
+    /// `flags_at + 4 <= map.len()`, and `flags_at` is a multiple of 4 (as
+    /// `crate::layout::flags_offset` is).
+    pub(crate) unsafe fn new(map: &Arc<MmapRaw>, flags_at: usize) -> QueueObject {
+        QueueObject {
+            map: Arc::downgrade(map),
+            flags_at,
+        }
+    }
+
+    /// Whether the queue's name was removed ([`FLAG_REMOVED`]); `None` once
+    /// its handle is closed.
+    fn removed(&self) -> Option<bool> {
+        let map = self.map.upgrade()?;
+        // SAFETY: an aligned word within the mapping (`new`'s contract),
+        // which `map` keeps mapped; other processes write it only
+        // atomically.
+        let flags = unsafe { &*(map.as_ptr().add(self.flags_at) as *const AtomicU32) };
+        // Relaxed: as `View::queue_marks` loads it.
+        Some(flags.load(Relaxed) & FLAG_REMOVED != 0)
     }
 }
 
@@ -958,9 +968,8 @@ pub(crate) struct Lease {
     consumed: bool,
     /// Held with a `flock` (see the module's text).
     flocked: bool,
-    /// The queue object's descriptor while a handle's pool keeps it (see
-    /// `Pool::queue_file`).
-    queue_file: Weak<OwnedFd>,
+    /// The queue object, while its handle maps it (see `Pool::queue`).
+    queue: Option<QueueObject>,
 }
 
 impl Lease {
@@ -997,14 +1006,16 @@ impl Drop for Lease {
                 .compare_exchange(self.state, 0, Release, Relaxed);
             // Removed while the message was lent: the slot goes too, now
             // that it is free (a queue of that name made since has slots of
-            // its own: `unlink_if_same`). Only a queue object without a
-            // name left can have been removed: that `fstat` (0.6 us here)
-            // spares the name's lookup (`lstat`, 1.6 us) on every release
-            // but those after a removal (or after the handle's close).
+            // its own: `unlink_if_same`). Only a queue marked removed can
+            // have been (by this library: one removed by hand leaves the
+            // slot's name to `sage-queue gc`): that load spares the name's
+            // lookup (`lstat`, 1.6 us) on every release but those after a
+            // removal (or after the handle's close).
             let unnamed = self
-                .queue_file
-                .upgrade()
-                .is_none_or(|fd| fstat(fd.as_raw_fd()).map_or(true, |st| st.st_nlink == 0));
+                .queue
+                .as_ref()
+                .and_then(QueueObject::removed)
+                .unwrap_or(true);
             if unnamed && matches!(lstat(self.slot.queue.path()), Err(Error::NotFound)) {
                 let _ = side::unlink_if_same(&self.slot.path, &self.slot.file);
             }
