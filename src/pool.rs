@@ -80,6 +80,9 @@
 //! * and at least every [`NAME_CHECK_NS`] for each slot, for slot files
 //!   removed by hand (a producer that wrote into one would send its
 //!   consumers a name that names nothing).
+//!
+//! A lease's release learns from the same mark whether the queue's name
+//! went while the message was lent (its slot's name then goes with it).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -94,6 +97,7 @@ use std::time::{Duration, Instant};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
+use crate::layout::FLAG_REMOVED;
 use crate::name::QueueName;
 use crate::object::{
     flock, fstat, link_unnamed, lock_shared_bounded, lstat, open_path, unnamed_object,
@@ -102,8 +106,6 @@ use crate::ops::Outgoing;
 use crate::side;
 use crate::sync::deadline::coarse_monotonic_ns;
 use crate::sync::owner::{current_pid, current_tid, may_be_alive};
-
-use crate::layout::FLAG_REMOVED;
 
 /// Slots per queue.
 pub(crate) const SLOTS: usize = 8;
