@@ -298,22 +298,8 @@ impl Mapping {
             // Removed between our open and our lock.
             return Err(Error::NotFound);
         }
-        let mut header = [0u8; RING_BUFFER_HEADER_SIZE as usize];
-        if (st.st_size as u64) < u64::from(RING_BUFFER_HEADER_SIZE) {
-            return Err(Error::Incompatible);
-        }
-        file.read_exact_at(&mut header, 0)?;
-        let word = |at: usize| u32::from_ne_bytes(header[at..at + 4].try_into().expect("4 bytes"));
-        let magic = u64::from_ne_bytes(header[0..8].try_into().expect("8 bytes"));
-        let (version, buffer_size) = (word(8), word(12));
-        let valid_size = buffer_size.is_power_of_two()
-            && (RING_BUFFER_MIN_SIZE..=RING_BUFFER_MAX_SIZE).contains(&buffer_size);
-        let expected = object_size(version, buffer_size);
-        if magic != RING_BUFFER_MAGIC || !valid_size || expected != Some(st.st_size as u64) {
-            return Err(Error::Incompatible);
-        }
-        let size = expected.expect("checked above");
-        let map = Arc::new(MmapOptions::new().len(size as usize).map_raw(&file)?);
+        let (version, buffer_size) = geometry(&file, &st)?;
+        let map = Arc::new(MmapOptions::new().len(st.st_size as usize).map_raw(&file)?);
         let id = FileId::of(&st);
         let mapping = Mapping {
             file,
@@ -390,6 +376,30 @@ pub(crate) fn unlink(name: &QueueName) -> Result<()> {
     Ok(())
 }
 
+/// The version and data-area size of the object `file` (whose `fstat` is
+/// `st`) as its header states them, validated: magic, a power-of-two size
+/// within bounds, and a file exactly as long as that version's layout of
+/// that size. `Incompatible` otherwise.
+fn geometry(file: &File, st: &libc::stat) -> Result<(u32, u32)> {
+    let mut header = [0u8; RING_BUFFER_HEADER_SIZE as usize];
+    if (st.st_size as u64) < u64::from(RING_BUFFER_HEADER_SIZE) {
+        return Err(Error::Incompatible);
+    }
+    file.read_exact_at(&mut header, 0)?;
+    let word = |at: usize| u32::from_ne_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let magic = u64::from_ne_bytes(header[0..8].try_into().expect("8 bytes"));
+    let (version, buffer_size) = (word(8), word(12));
+    let valid_size = buffer_size.is_power_of_two()
+        && (RING_BUFFER_MIN_SIZE..=RING_BUFFER_MAX_SIZE).contains(&buffer_size);
+    if magic != RING_BUFFER_MAGIC
+        || !valid_size
+        || object_size(version, buffer_size) != Some(st.st_size as u64)
+    {
+        return Err(Error::Incompatible);
+    }
+    Ok((version, buffer_size))
+}
+
 /// The pool's view of a queue object mapped whole by `map` (`None` for a
 /// legacy object: it has no flags, and carries no descriptors).
 fn queue_object(map: &Arc<MmapRaw>, version: u32, buffer_size: u32) -> Option<QueueObject> {
@@ -414,27 +424,17 @@ fn mark_removed(name: &QueueName) {
     let Ok(st) = fstat(file.as_raw_fd()) else {
         return;
     };
-    let mut header = [0u8; 16];
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG || file.read_exact_at(&mut header, 0).is_err() {
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return;
     }
-    let word = |at: usize| u32::from_ne_bytes(header[at..at + 4].try_into().expect("4 bytes"));
-    let magic = u64::from_ne_bytes(header[0..8].try_into().expect("8 bytes"));
-    let (version, buffer_size) = (word(8), word(12));
-    let size = object_size(version, buffer_size);
-    if magic != RING_BUFFER_MAGIC
-        || version != RING_BUFFER_VERSION
-        || !buffer_size.is_power_of_two()
-        || !(RING_BUFFER_MIN_SIZE..=RING_BUFFER_MAX_SIZE).contains(&buffer_size)
-        || size != Some(st.st_size as u64)
-    {
+    let Ok((version @ RING_BUFFER_VERSION, buffer_size)) = geometry(&file, &st) else {
         return;
-    }
+    };
     let Ok(map) = MmapOptions::new().len(st.st_size as usize).map_raw(&file) else {
         return;
     };
     // SAFETY: `map` covers exactly `object_size(version, buffer_size)` bytes
-    // of a file of that size (checked above; tmpfs files do not shrink
+    // of a file of that size (`geometry`; tmpfs files do not shrink
     // under a mapping but by `ftruncate`, a neighbour's fault that `View`
     // documents), page-aligned, for as long as `view` lives.
     let view = unsafe { View::new(map.as_mut_ptr(), version, buffer_size) };

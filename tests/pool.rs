@@ -144,10 +144,7 @@ fn a_consumer_finds_the_message_in_a_slot_made_again_after_reclaim() {
     assert_eq!(consumer.recv().unwrap(), pattern(8000, 1));
     assert_eq!(Queue::reclaim(&c.0).unwrap(), 0);
     assert_eq!(side_objects(&c.0), (0, 0), "the free slot removed");
-    for seed in 2..6 {
-        producer.send(&pattern(8000, seed)).unwrap();
-        assert_eq!(consumer.recv().unwrap(), pattern(8000, seed));
-    }
+    deliver(&producer, &consumer, 2..6);
     assert_eq!(side_objects(&c.0), (1, 0));
 }
 
@@ -165,11 +162,17 @@ fn a_slot_file_removed_by_hand_is_made_again_within_a_tenth_of_a_second() {
     std::fs::remove_file(format!("/dev/shm/sage_ringbuf_{}..p0", c.0)).unwrap();
     std::thread::sleep(Duration::from_millis(130));
     let consumer = Queue::open(&c.0).unwrap();
-    for seed in 2..5 {
+    deliver(&producer, &consumer, 2..5);
+    assert_eq!(side_objects(&c.0), (1, 0));
+}
+
+/// Sends an 8000-byte message of each seed (longer than a 1 KiB ring: into
+/// a slot) and checks that `consumer` receives it before the next.
+fn deliver(producer: &Queue, consumer: &Queue, seeds: std::ops::Range<u8>) {
+    for seed in seeds {
         producer.send(&pattern(8000, seed)).unwrap();
         assert_eq!(consumer.recv().unwrap(), pattern(8000, seed));
     }
-    assert_eq!(side_objects(&c.0), (1, 0));
 }
 
 #[test]

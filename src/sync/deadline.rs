@@ -2,30 +2,29 @@
 
 use std::time::Duration;
 
-/// Nanoseconds on `CLOCK_MONOTONIC`.
-fn monotonic_ns() -> u64 {
+/// Nanoseconds on `clock`.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists
-    // on Linux, so the call cannot fail.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: `ts` is a valid, writable timespec; the clocks asked for
+    // (CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE since Linux 2.6.32) always
+    // exist, so the call cannot fail.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Nanoseconds on `CLOCK_MONOTONIC`.
+fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// Nanoseconds on `CLOCK_MONOTONIC_COARSE`: the clock as of the last tick
 /// (a few milliseconds behind at most), read in a few nanoseconds, for
 /// checks that come due after tens of milliseconds.
 pub(crate) fn coarse_monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: as in `monotonic_ns`; CLOCK_MONOTONIC_COARSE exists since
-    // Linux 2.6.32.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
 }
 
 /// Longest a try-once operation waits for a lock held by another process
