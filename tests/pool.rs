@@ -113,8 +113,7 @@ fn a_handle_lets_go_of_the_slots_reclaim_removed() {
 fn handles_of_a_removed_queue_still_deliver_once_it_is_made_again() {
     let (old, c) = fresh("pool_remade", 1024);
     let old_consumer = Queue::open(&c.0).unwrap();
-    old.send(&pattern(8000, 1)).unwrap();
-    assert_eq!(old.recv().unwrap(), pattern(8000, 1));
+    deliver(&old, &old, 1..2);
     assert_eq!(side_objects(&c.0), (1, 0));
     Queue::remove(&c.0).unwrap();
     assert_eq!(side_objects(&c.0), (0, 0), "its free slot went with it");
@@ -127,8 +126,7 @@ fn handles_of_a_removed_queue_still_deliver_once_it_is_made_again() {
     assert_eq!(new_consumer.recv().unwrap(), pattern(8000, 2));
     assert_eq!(old.recv().unwrap(), pattern(9000, 4));
     drop((old, old_consumer));
-    new.send(&pattern(8000, 5)).unwrap();
-    assert_eq!(new_consumer.recv().unwrap(), pattern(8000, 5));
+    deliver(&new, &new_consumer, 5..6);
 }
 
 /// A consumer that has a slot open which `Queue::reclaim` removed since
@@ -140,8 +138,7 @@ fn handles_of_a_removed_queue_still_deliver_once_it_is_made_again() {
 fn a_consumer_finds_the_message_in_a_slot_made_again_after_reclaim() {
     let (producer, c) = fresh("pool_made_again", 1024);
     let consumer = Queue::open(&c.0).unwrap();
-    producer.send(&pattern(8000, 1)).unwrap();
-    assert_eq!(consumer.recv().unwrap(), pattern(8000, 1));
+    deliver(&producer, &consumer, 1..2);
     assert_eq!(Queue::reclaim(&c.0).unwrap(), 0);
     assert_eq!(side_objects(&c.0), (0, 0), "the free slot removed");
     deliver(&producer, &consumer, 2..6);
@@ -157,8 +154,7 @@ fn a_consumer_finds_the_message_in_a_slot_made_again_after_reclaim() {
 #[test]
 fn a_slot_file_removed_by_hand_is_made_again_within_a_tenth_of_a_second() {
     let (producer, c) = fresh("pool_by_hand", 1024);
-    producer.send(&pattern(8000, 1)).unwrap();
-    assert_eq!(producer.recv().unwrap(), pattern(8000, 1));
+    deliver(&producer, &producer, 1..2);
     std::fs::remove_file(format!("/dev/shm/sage_ringbuf_{}..p0", c.0)).unwrap();
     std::thread::sleep(Duration::from_millis(130));
     let consumer = Queue::open(&c.0).unwrap();
