@@ -826,19 +826,19 @@ impl Pool {
         if asked && !slot.still_named() {
             slot = reopen()?;
         }
-        match self.take_from(slot.clone(), gen, len, flocked) {
+        match self.take_from(&slot, gen, len, flocked) {
             // A file that holds another message may have lost its name
             // since this process opened it (removed by a reclaimer or by
             // hand): the message is in the file the name names now.
             Err(Error::Corrupt) if !asked && !slot.still_named() => {
-                self.take_from(reopen()?, gen, len, flocked)
+                self.take_from(&reopen()?, gen, len, flocked)
             }
             taken => taken,
         }
     }
 
     /// `take` from `slot`, the file its name named lately.
-    fn take_from(&self, slot: Arc<SlotFile>, gen: u64, len: u64, flocked: bool) -> Result<Lease> {
+    fn take_from(&self, slot: &Arc<SlotFile>, gen: u64, len: u64, flocked: bool) -> Result<Lease> {
         // Waiting: only a reclaimer holds the file exclusively, for a few
         // system calls.
         if flocked && !slot.hold(true) {

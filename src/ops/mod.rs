@@ -339,28 +339,22 @@ impl<'a> View<'a> {
             .is_some_and(|e| e.identity.flags.load(Relaxed) & FLAG_RAW_STREAM == 0)
     }
 
-    /// Whether the queue's processes live in more than one pid namespace
-    /// (see [`FLAG_MIXED_PID_NS`]): thread and process ids cannot be judged
-    /// then, and the holders of the pool's slots announce themselves with
-    /// `flock`s (see `crate::pool`).
-    fn pid_namespaces_mixed(&self) -> bool {
-        // Relaxed: the flag only ever goes from clear to set, by an opener
-        // of another namespace before it takes any lock or slot. So that
-        // opener sees it set (it marks its slots FLOCKED, and as a
-        // reclaimer judges no id), and every id a slot holds is one of the
-        // creator's namespace, which a reclaimer that saw the flag clear
-        // there may judge.
-        self.ext
-            .is_some_and(|e| e.identity.flags.load(Relaxed) & FLAG_MIXED_PID_NS != 0)
-    }
-
-    /// What the pool needs to know of this queue's flags, loaded once.
+    /// What the pool needs to know of this queue's flags, loaded once:
+    /// whether its processes live in more than one pid namespace (see
+    /// [`FLAG_MIXED_PID_NS`]: thread and process ids cannot be judged then,
+    /// and the holders of the pool's slots announce themselves with
+    /// `flock`s, see `crate::pool`), and whether its name was removed
+    /// ([`FLAG_REMOVED`]).
     fn queue_marks(&self) -> pool::QueueMarks {
         // Relaxed: both flags only ever go from clear to set. The namespace
-        // flag as `pid_namespaces_mixed` says; the removal flag is a hint
-        // that slot names may name another queue's slots now, as good as an
-        // `fstat` of the slot file at the same moment (a removal right after
-        // either goes unseen until the next call).
+        // flag by an opener of another namespace before it takes any lock
+        // or slot: so that opener sees it set (it marks its slots FLOCKED,
+        // and as a reclaimer judges no id), and every id a slot holds is
+        // one of the creator's namespace, which a reclaimer that saw the
+        // flag clear there may judge. The removal flag is a hint that slot
+        // names may name another queue's slots now, as good as an `fstat`
+        // of the slot file at the same moment (a removal right after either
+        // goes unseen until the next call).
         let flags = self.ext.map_or(0, |e| e.identity.flags.load(Relaxed));
         pool::QueueMarks {
             mixed_pid_ns: flags & FLAG_MIXED_PID_NS != 0,

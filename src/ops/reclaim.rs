@@ -53,7 +53,7 @@ impl View<'_> {
         }
         // The slots whose holders are gone, judged before the frames are
         // read (see `crate::pool`).
-        let mixed = self.pid_namespaces_mixed();
+        let mixed = self.queue_marks().mixed_pid_ns;
         let candidates: Vec<_> = slots
             .iter()
             .filter_map(|s| s.orphan_candidate(mixed).map(|state| (s, state)))
