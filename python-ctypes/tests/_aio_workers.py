@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import threading
 import time
 from typing import Any, List, Tuple
 
@@ -69,6 +70,32 @@ async def _idle_waiters(q: SageQueue, ready: SageQueue, out: SageQueue) -> None:
     joiner.cancel()
     await asyncio.gather(*getters, joiner, return_exceptions=True)
     out.put(first)
+
+
+def sleep_in_slices(ready: SageQueue, seconds: float) -> None:
+    """The idle-CPU test's reference, in a process of its own: two threads
+    wait on a ``threading.Event`` (a futex wait with a timeout, as the C
+    waits are) in slices of 0.1 s, as two waiter threads do (``aio``'s
+    ``WAIT_SLICE``, fixed here: a library that waited in shorter slices is
+    what the test is for),
+    while the main thread sleeps. What the machine charges it is what it
+    charges any process that waits so: this VM at times charges each such
+    thread ~0.5 % of a CPU (``time.sleep`` slices about half that). Says
+    "sleeping" once its threads run, and ends ``seconds`` later."""
+    stop = threading.Event()
+
+    def waiter() -> None:
+        while not stop.wait(0.1):
+            pass
+
+    threads = [threading.Thread(target=waiter) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    ready.put("sleeping")
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
 
 
 def run_idle_waiters(q: SageQueue, ready: SageQueue, out: SageQueue) -> None:
