@@ -161,6 +161,39 @@ def test_put_many_get_many_order_and_counts(make_queue: Callable[..., SageQueue]
     assert received == items
 
 
+def test_get_many_of_items_of_one_length(make_queue: Callable[..., SageQueue]) -> None:
+    """Batches whose payloads are all of one length are cut with slices kept
+    per length (``queue._uniform_slices``): every item arrives whole and in
+    order, whether the batch is shorter than the kept list (cut from it),
+    longer (the list grows), of a new length once more lengths than are
+    kept were seen (the cache starts again), or too short or too long to
+    use them."""
+    from sage_queue import queue as queue_module
+
+    q = make_queue(1 << 20)
+    first = queue_module._UNIFORM_FROM
+    longest = queue_module._UNIFORM_TO
+    lengths = range(10, 10 + queue_module._UNIFORM_LENGTHS + 3)
+    counts = [first, first - 1, 3 * first, 300, first + 1, longest, longest + 5]
+    for n, length in enumerate(lengths):
+        for count in counts if n < 2 else counts[:1]:
+            items = [bytes([(n + k) % 256]) * length for k in range(count)]
+            assert len({len(pickle.dumps(i, pickle.HIGHEST_PROTOCOL)) for i in items}) == 1
+            assert q.put_many(items) == count
+            received: List[Any] = []
+            while len(received) < count:
+                received += q.get_many(count, timeout=10)
+            assert received == items, (length, count)
+            if first <= count <= longest:  # went the way under test
+                assert len(pickle.dumps(items[0], pickle.HIGHEST_PROTOCOL)) in queue_module._uniform
+    assert len(queue_module._uniform) <= queue_module._UNIFORM_LENGTHS
+    # One length apart in the middle: the plain loop.
+    items = [b"a" * 100] * 20
+    items[10] = b"b" * 101
+    q.put_many(items)
+    assert q.get_many(100, timeout=10) == items
+
+
 def test_put_many_of_plain_items_from_any_iterable(make_queue: Callable[..., SageQueue]) -> None:
     # put_many pickles a batch of plain items (bytes, str, numbers, ...) in one
     # comprehension and packs it without the out-of-band bookkeeping; a batch

@@ -34,6 +34,17 @@ class Gone:
         return type(other).__name__ == "Gone" and getattr(other, "value", None) == self.value
 
 
+class Here:
+    """An item the consumer finds, pickled as long as a ``Gone`` of the same
+    value (a class name of the same length, in the same module)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Here and other.value == self.value
+
+
 def without_gone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(ME, "Gone")
 
@@ -68,6 +79,24 @@ def test_get_many_failing_midway_returns_the_batch_through_the_exception(
             q.get_many(100, timeout=10)
     assert q.qsize() == 0  # taken, and carried by the exception
     check_carried(info.value, [1, "two"], sent[2:], q)
+
+
+def test_get_many_failing_midway_in_a_batch_of_one_length(
+        make_queue: Callable[..., SageQueue], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose payloads are all of one length is cut by slices made
+    once per length (see ``queue._uniform_slices``): a failure there carries
+    the batch the same way."""
+    q = make_queue()
+    sent: List[Any] = [Here(k) for k in range(12)]
+    sent[7] = Gone(7)
+    assert len({len(pickle.dumps(item, pickle.HIGHEST_PROTOCOL)) for item in sent}) == 1
+    q.put_many(sent)
+    with monkeypatch.context() as patch:
+        without_gone(patch)
+        with pytest.raises(AttributeError, match="Gone") as info:
+            q.get_many(100, timeout=10)
+    assert q.qsize() == 0
+    check_carried(info.value, sent[:7], sent[7:], q)
 
 
 def test_get_many_failing_after_an_out_of_band_item(
