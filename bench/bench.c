@@ -6,8 +6,9 @@
  * and tail on their own cache lines, each side caching the other's index)
  * and, where its headers are installed, Boost.Interprocess message_queue
  * (boost_mq.cpp; otherwise a line says it was skipped). Also the in-process
- * cost of one put+get, ring sizes 64 KiB to 4 MiB, and the blocking round
- * trip. Every configuration runs several times, interleaved, and the median
+ * cost of one put+get (next to the legacy library's unlocked write+read,
+ * modelled in legacy_model.h), ring sizes 64 KiB to 4 MiB, and the blocking
+ * round trip. Every configuration runs several times, interleaved, and the median
  * is reported; every cross-process run checks that each message arrived
  * exactly once and whole (counts and checksums), so a fast wrong answer
  * cannot pass for a result. The last table compares the medians with the
@@ -34,6 +35,7 @@
 #include <unistd.h>
 
 #include "ring_buffer.h"
+#include "legacy_model.h"
 #include "spsc_ref.h"
 #ifdef RB_BENCH_BOOST
 #include "boost_mq.h"
@@ -184,9 +186,9 @@ static uint64_t verify(const uint8_t *buf, uint32_t size) {
 
 /* ------------------------------------------------- cross-process runs */
 
-typedef enum { IMPL_MSG, IMPL_LEGACY, IMPL_REF, IMPL_BOOST } impl_t;
+typedef enum { IMPL_MSG, IMPL_LEGACY, IMPL_REF, IMPL_BOOST, IMPL_LEGACY_LIB } impl_t;
 static const char *const impl_label[] = {"put_msg/get_msg", "legacy write/read", "reference ring",
-                                         "Boost mq"};
+                                         "Boost mq", "legacy library"};
 
 /* Results and the start signal, shared with the forked workers. */
 typedef struct {
@@ -248,6 +250,8 @@ static endpoint_t open_endpoint(const run_t *run) {
         break;
     case IMPL_REF:
         break;
+    case IMPL_LEGACY_LIB: /* in-process only */
+        _exit(2);
     }
     return ep;
 }
@@ -294,6 +298,8 @@ static void producer(const run_t *run, shared_t *s, uint32_t id, uint64_t count)
             if (boost_mq_send(ep.mq, buf, size) != 0) _exit(4);
 #endif
             break;
+        case IMPL_LEGACY_LIB: /* in-process only */
+            _exit(2);
         }
     }
     atomic_fetch_sub(&s->producers_left, 1);
@@ -401,6 +407,8 @@ static double throughput(impl_t impl, int producers, int consumers, uint32_t siz
         if (!mq) exit(1);
 #endif
         break;
+    case IMPL_LEGACY_LIB: /* in-process only */
+        abort();
     }
     shared_t *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (s == MAP_FAILED) abort();
@@ -505,7 +513,7 @@ static double inproc(impl_t impl, uint32_t size) {
     const uint64_t iters = (uint64_t)(1000000 * scale) + 1000;
     char name[64];
     snprintf(name, sizeof name, "bench_inproc_%d_%d", (int)getpid(), (int)impl);
-    ring_buffer_t *rb = NULL;
+    ring_buffer_t *rb = NULL, *model = NULL;
     spsc_ring_t *r = NULL;
     spsc_producer_t p;
     spsc_consumer_t c;
@@ -516,6 +524,9 @@ static double inproc(impl_t impl, uint32_t size) {
     case IMPL_MSG:
     case IMPL_LEGACY:
         rb = create_queue(name, ring);
+        break;
+    case IMPL_LEGACY_LIB:
+        if (!(model = legacy_model_create(ring))) exit(1);
         break;
     case IMPL_REF:
         if (!(r = spsc_create(ring))) exit(1);
@@ -552,6 +563,10 @@ static double inproc(impl_t impl, uint32_t size) {
                 wrong |= ring_buffer_write(rb, buf, size + 4) != (int)(size + 4);
                 wrong |= ring_buffer_read(rb, out, size + 4) != (int)(size + 4);
                 break;
+            case IMPL_LEGACY_LIB:
+                wrong |= legacy_model_write(model, buf, size + 4) != (int)(size + 4);
+                wrong |= legacy_model_read(model, out, size + 4) != (int)(size + 4);
+                break;
             case IMPL_REF:
                 wrong |= spsc_put(&p, buf, size) != 1;
                 wrong |= spsc_get(&c, out, MAX_MSG, &len) != 1 || len != size;
@@ -571,6 +586,7 @@ static double inproc(impl_t impl, uint32_t size) {
         ring_buffer_destroy(name);
     }
     if (r) spsc_destroy(r);
+    if (model) legacy_model_destroy(model);
 #if HAVE_BOOST
     if (mq) {
         boost_mq_close(mq);
@@ -764,17 +780,20 @@ int main(void) {
                "(make bench-c BOOST_INCLUDE=<dir> points at another copy)\n");
 
     /* In-process cost of one put+get. */
+    /* "legacy library": the legacy library's unlocked write and read, as
+     * bench/legacy_model.h models them (issue 11's yardstick); "legacy
+     * write/read": this library's legacy calls. */
     printf("\nin-process cost of one put+get (ns, one thread, ring 1 MiB)\n");
-    printf("  %-8s %16s %18s %16s %12s\n", "size", impl_label[IMPL_MSG], impl_label[IMPL_LEGACY], impl_label[IMPL_REF],
-           impl_label[IMPL_BOOST]);
+    printf("  %-8s %16s %18s %16s %16s %12s\n", "size", impl_label[IMPL_MSG], impl_label[IMPL_LEGACY],
+           impl_label[IMPL_LEGACY_LIB], impl_label[IMPL_REF], impl_label[IMPL_BOOST]);
     const uint32_t inproc_sizes[] = {8, 64, 512, 4096};
-    double inproc_msg64 = NAN, inproc_legacy64 = NAN;
+    double inproc_msg64 = NAN, inproc_model64 = NAN;
     for (size_t i = 0; i < sizeof inproc_sizes / sizeof *inproc_sizes; i++) {
         uint32_t size = inproc_sizes[i];
-        double m = inproc(IMPL_MSG, size), l = inproc(IMPL_LEGACY, size), r = inproc(IMPL_REF, size);
-        double b = HAVE_BOOST ? inproc(IMPL_BOOST, size) : NAN;
-        if (size == 64) inproc_msg64 = m, inproc_legacy64 = l;
-        printf("  %5u B  %16.1f %18.1f %16.1f %12.1f\n", size, m, l, r, b);
+        double m = inproc(IMPL_MSG, size), l = inproc(IMPL_LEGACY, size), lib = inproc(IMPL_LEGACY_LIB, size);
+        double r = inproc(IMPL_REF, size), b = HAVE_BOOST ? inproc(IMPL_BOOST, size) : NAN;
+        if (size == 64) inproc_msg64 = m, inproc_model64 = lib;
+        printf("  %5u B  %16.1f %18.1f %16.1f %16.1f %12.1f\n", size, m, l, lib, r, b);
     }
 
     /* 1 -> 1 processes, pinned and not, message sizes 8 B .. 64 KiB. */
@@ -866,8 +885,8 @@ int main(void) {
                refp_p99);
 
     printf("\ntargets (issue 11 and DESIGN.md; medians of this run)\n");
-    target_row("in-process put+get 64 B, ours / legacy write+read", ratio(inproc_msg64, inproc_legacy64), "x", "<=",
-               1.5, 0);
+    target_row("in-process put+get 64 B, ours / legacy library write+read", ratio(inproc_msg64, inproc_model64), "x",
+               "<=", 1.5, 0);
     target_row("pinned 1->1 64 B, ours / reference ring", ratio(pinned_msg[1], pinned_ref[1]), "x", ">=", 0.7, 1);
     target_row("pinned 1->1 512 B, ours / reference ring", ratio(pinned_msg[2], pinned_ref[2]), "x", ">=", 0.9, 1);
     target_row("4->4 64 B, ours / Boost message_queue", HAVE_BOOST ? ratio(mpmc_msg, mpmc_boost) : NAN, "x", ">=",
