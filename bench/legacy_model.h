@@ -18,15 +18,13 @@
 
 #include "ring_buffer.h"
 
-#define LEGACY_MODEL_MAGIC 0x53414745424C4B52ull /* "SAGEBLKR" */
-
 /* A header and `size` data bytes (a power of two) in an anonymous mapping.
  * NULL on failure. */
 static inline ring_buffer_t *legacy_model_create(uint32_t size) {
     void *p = mmap(NULL, sizeof(ring_buffer_t) + size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
     ring_buffer_t *rb = p;
-    rb->magic = LEGACY_MODEL_MAGIC;
+    rb->magic = RING_BUFFER_MAGIC;
     rb->version = 1;
     rb->buffer_size = size;
     return rb;
@@ -39,7 +37,7 @@ static inline void legacy_model_destroy(ring_buffer_t *rb) {
 /* `len` bytes in, all or nothing: `len`, or -1 (one byte always stays
  * free, as `ring_buffer_available_write` says). */
 static inline int legacy_model_write(ring_buffer_t *rb, const void *data, uint32_t len) {
-    if (!rb || !data || len == 0 || rb->magic != LEGACY_MODEL_MAGIC) return -1;
+    if (!rb || !data || len == 0 || rb->magic != RING_BUFFER_MAGIC) return -1;
     uint64_t head = rb->head, tail = rb->tail;
     uint32_t size = rb->buffer_size;
     if (size - (uint32_t)(tail - head) - 1 < len) return -1;
@@ -55,7 +53,7 @@ static inline int legacy_model_write(ring_buffer_t *rb, const void *data, uint32
 
 /* `len` bytes out, all or nothing: `len`, or -1. */
 static inline int legacy_model_read(ring_buffer_t *rb, void *data, uint32_t len) {
-    if (!rb || !data || len == 0 || rb->magic != LEGACY_MODEL_MAGIC) return -1;
+    if (!rb || !data || len == 0 || rb->magic != RING_BUFFER_MAGIC) return -1;
     uint64_t head = rb->head, tail = rb->tail;
     uint32_t size = rb->buffer_size;
     if ((uint32_t)(tail - head) < len) return -1;
