@@ -10,7 +10,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use super::wait::{MAX_PATIENCE_NS, PATIENT_BATCH, PATIENT_FROM};
+use super::wait::{drain_ns, MAX_PATIENCE_NS, PATIENT_BATCH, PATIENT_FROM};
 use crate::error::Error;
 use crate::Queue;
 
@@ -194,4 +194,20 @@ fn a_consumer_of_large_messages_yields_and_one_of_small_messages_sleeps() {
         Err(Error::Timeout)
     );
     assert!(ext.reader.waits.load(SeqCst) > waits, "never slept");
+}
+
+#[test]
+fn a_producer_keeps_off_for_half_of_what_is_queued_at_a_copy_pace_bounded() {
+    // A small ring's worth: no keeping off (its consumer is soon done).
+    assert_eq!(drain_ns(0), 0);
+    assert_eq!(drain_ns(4 << 10), 0);
+    assert_eq!(drain_ns((32 << 10) - 1), 0);
+    // From there, half of the queued bytes at 16 bytes a nanosecond.
+    assert_eq!(drain_ns(32 << 10), 1_024);
+    assert_eq!(drain_ns(64 << 10), 2_048);
+    assert_eq!(drain_ns(1 << 20), 32_768);
+    // At most 64 us (2 MiB queued), whatever the ring.
+    assert_eq!(drain_ns(2 << 20), 65_536);
+    assert_eq!(drain_ns(4 << 20), 65_536);
+    assert_eq!(drain_ns(u64::MAX), 65_536);
 }

@@ -69,8 +69,9 @@ const POOLED_FROM: usize = RING_BUFFER_POOLED_FROM as usize;
 enum Attempt {
     /// This many messages were published.
     Sent(usize),
-    /// Not even the first message fit; `head` was this.
-    NoRoom(u64),
+    /// Not even the first message fit; `head` was this, and this many
+    /// bytes were queued from it.
+    NoRoom { head: u64, queued: u64 },
 }
 
 impl View<'_> {
@@ -217,8 +218,11 @@ impl View<'_> {
                     self.wake_peers(Role::Writer);
                     return Ok(n);
                 }
-                Attempt::NoRoom(_) if wait == Wait::Try => return Err(Error::Full),
-                Attempt::NoRoom(head) => self.wait_for_room(head, wait)?,
+                Attempt::NoRoom { .. } if wait == Wait::Try => return Err(Error::Full),
+                Attempt::NoRoom { head, queued } => {
+                    self.let_consumers_drain(queued, wait);
+                    self.wait_for_room(head, wait)?
+                }
             }
         }
     }
@@ -264,7 +268,10 @@ impl View<'_> {
             sent += 1;
         }
         if sent == 0 {
-            return Ok(Attempt::NoRoom(head));
+            return Ok(Attempt::NoRoom {
+                head,
+                queued: tail - head,
+            });
         }
         self.publish(Role::Writer, tail, pos, Frames::Whole(sent as u64));
         Ok(Attempt::Sent(sent))
