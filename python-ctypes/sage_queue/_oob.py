@@ -292,6 +292,21 @@ def array_pieces(item: Any, kind: type) -> Optional[Pieces]:
     return Pieces.of_array(known[0], known[1], item, known[2])
 
 
+def arrays_nbytes(items: List[Any]) -> Optional[int]:
+    """If every one of ``items`` is exactly a numpy ndarray whose dtype
+    holds no Python objects (so that pickling it cannot fail), their bytes
+    together; otherwise None."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None or not items or set(map(type, items)) != {numpy.ndarray}:
+        return None
+    total = 0
+    for item in items:
+        if item.dtype.hasobject:
+            return None
+        total += item.nbytes
+    return total
+
+
 def array_vectors(item: Any, kind: type) -> Optional[Tuple[Any, Any, Any, Any]]:
     """``put``'s shortest path for a writable C-contiguous array of a kind
     ``array_pieces`` has seen (its dtype, shape and writability): the

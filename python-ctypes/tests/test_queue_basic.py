@@ -265,6 +265,79 @@ def test_put_many_of_mid_sized_items_counts_what_went_in(make_queue: Callable[..
     assert shut.value.items_put == 0
 
 
+def test_put_many_of_large_items_puts_each_as_soon_as_it_is_made(
+    make_queue: Callable[..., SageQueue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Items that cannot fail to serialise (numpy arrays without objects;
+    # plain items, some large) and are large on average go in one at a
+    # time, each put as soon as it is made. Made all first, a batch kept a
+    # consumer that had taken the previous one waiting past its patience:
+    # it slept once per batch (1 -> 1, 64 KiB arrays: 105k items/s against
+    # put's 235k).
+    import numpy as np
+
+    import sage_queue.queue as sq
+    from sage_queue import _lib
+
+    log: List[str] = []
+
+    def logged(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            out = fn(*args)
+            if out is not None:
+                log.append(name)
+            return out
+
+        return call
+
+    for name in ("_array_vectors", "_array_pieces", "_dumps_large"):
+        monkeypatch.setattr(sq, name, logged("made", getattr(sq, name)))
+    monkeypatch.setattr(_lib, "put_msgv", logged("put", _lib.put_msgv))
+    q = make_queue()
+    arrays = [np.full(8192, float(i)) for i in range(4)]
+    big = [b"B" * (200 << 10), b"C" * (200 << 10), "small", 7]
+    for batch, sent in ((arrays, 4), (arrays, 4), (big, 2)):
+        log.clear()
+        assert q.put_many(batch) == len(batch)
+        assert log == ["made", "put"] * sent
+        received = [q.get(timeout=10) for _ in batch]
+        for got, item in zip(received, batch):
+            assert (got == item).all() if isinstance(item, np.ndarray) else got == item
+        del received
+    assert q.qsize() == 0
+
+
+def test_put_many_of_large_arrays_counts_what_went_in(make_queue: Callable[..., SageQueue]) -> None:
+    # As plain items: a batch put one at a time that stops part-way says
+    # how many went in, and the rest are not lost to the next call.
+    import numpy as np
+
+    q = make_queue(1 << 16)  # room for one 40 kB array at a time
+    arrays = [np.full(5000, float(i)) for i in range(4)]
+    with pytest.raises(queue.Full) as info:
+        q.put_many(arrays, block=False)
+    assert info.value.items_put == 1  # type: ignore[attr-defined]
+    with pytest.raises(queue.Full) as info:
+        q.put_many(arrays[1:], timeout=0.05)
+    assert info.value.items_put == 0  # type: ignore[attr-defined]
+    assert (q.get() == arrays[0]).all()
+    received: List[Any] = []
+
+    def consume() -> None:
+        while len(received) < len(arrays) - 1:
+            received.append(q.get(timeout=30))
+
+    t = threading.Thread(target=consume)
+    t.start()
+    assert q.put_many(arrays[1:]) == 3
+    t.join(60)
+    assert [float(a[0]) for a in received] == [1.0, 2.0, 3.0]
+    q.shutdown()
+    with pytest.raises(sage_queue.ShutDown) as shut:
+        q.put_many(arrays)
+    assert shut.value.items_put == 0
+
+
 def test_get_many_bounds(make_queue: Callable[..., SageQueue]) -> None:
     q = make_queue()
     assert q.put_many([]) == 0
