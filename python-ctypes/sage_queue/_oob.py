@@ -33,7 +33,7 @@ import pickle
 import struct
 import sys
 from ctypes import POINTER, c_char_p, c_int, c_ssize_t, c_uint32, c_void_p
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from . import _lib
 
@@ -292,12 +292,12 @@ def array_pieces(item: Any, kind: type) -> Optional[Pieces]:
     return Pieces.of_array(known[0], known[1], item, known[2])
 
 
-def arrays_nbytes(items: List[Any]) -> Optional[int]:
-    """If every one of ``items`` is exactly a numpy ndarray whose dtype
-    holds no Python objects (so that pickling it cannot fail), their bytes
-    together; otherwise None."""
+def arrays_nbytes(items: List[Any], kinds: Set[type]) -> Optional[int]:
+    """If every one of ``items`` (whose types are ``kinds``) is exactly a
+    numpy ndarray whose dtype holds no Python objects (so that pickling it
+    cannot fail), their bytes together; otherwise None."""
     numpy = sys.modules.get("numpy")
-    if numpy is None or not items or set(map(type, items)) != {numpy.ndarray}:
+    if numpy is None or kinds != {numpy.ndarray}:
         return None
     total = 0
     for item in items:

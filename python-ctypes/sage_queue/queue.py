@@ -43,7 +43,7 @@ import time
 from ctypes import c_uint32, c_uint64, c_void_p
 from dataclasses import dataclass
 from queue import Empty, Full
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from . import _lib, _oob, aio
 from ._status import (
@@ -163,13 +163,14 @@ _NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number"
 _EACH_FROM = 32 << 10
 
 
-def _unfailing_bytes(items: List[Any]) -> Optional[int]:
-    """If no item of ``items`` can fail to serialise (all of plain types, or
-    all numpy arrays that hold no Python objects), their bytes together
-    (str counted by characters); otherwise None."""
-    if set(map(type, items)) <= _PLAIN:
+def _unfailing_bytes(items: List[Any], kinds: Set[type]) -> Optional[int]:
+    """If no item of ``items`` (whose types are ``kinds``) can fail to
+    serialise (all of plain types, or all numpy arrays that hold no Python
+    objects), their bytes together (str counted by characters); otherwise
+    None."""
+    if kinds <= _PLAIN:
         return sum(len(i) for i in items if type(i) in _SIZED)
-    return _oob.arrays_nbytes(items)
+    return _oob.arrays_nbytes(items, kinds)
 
 
 def _pickle_each(item: Any) -> bytes:
@@ -184,11 +185,11 @@ _POOLED_FROM = _lib.RING_BUFFER_POOLED_FROM
 _FEW = 16
 
 
-def _plain_bytes(items: List[Any]) -> Optional[int]:
-    """If every item is pickled at once by ``put`` (see ``_PLAIN``: of plain
-    types only, the sized ones shorter than ``_LARGE``), the total length of
-    the sized ones (str counted by characters); otherwise None."""
-    kinds = set(map(type, items))
+def _plain_bytes(items: List[Any], kinds: Set[type]) -> Optional[int]:
+    """If every item (whose types are ``kinds``) is pickled at once by
+    ``put`` (see ``_PLAIN``: of plain types only, the sized ones shorter
+    than ``_LARGE``), the total length of the sized ones (str counted by
+    characters); otherwise None."""
     if not kinds <= _PLAIN:
         return None
     if kinds.isdisjoint(_SIZED):
@@ -885,7 +886,8 @@ class SageQueue:
         if dumps is None:
             if type(items) is not list:
                 items = list(items)
-            plain_bytes = _plain_bytes(items)
+            kinds = set(map(type, items))
+            plain_bytes = _plain_bytes(items, kinds)
             if plain_bytes is not None:
                 if items and plain_bytes >= _EACH_FROM * len(items):
                     return self._put_each(items, block, timeout, _pickle_each)
@@ -893,7 +895,7 @@ class SageQueue:
                 # packing skips what only out-of-band items need.
                 plain: List[bytes] = list(map(_pickle_dumps, items, itertools.repeat(_PROTOCOL, len(items))))
                 return self._put_packed(plain, block, timeout, "put_many", plain=True)
-            each_bytes = _unfailing_bytes(items)
+            each_bytes = _unfailing_bytes(items, kinds)
             if items and each_bytes is not None and each_bytes >= _EACH_FROM * len(items):
                 # Some are large (out of line), or all are numpy arrays.
                 return self._put_each(items, block, timeout, self._put_message)
