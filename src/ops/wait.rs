@@ -253,8 +253,8 @@ impl View<'_> {
     /// (or until the deadline, or a shutdown). Each look takes that
     /// position's cache line from the consumer's core, and its next
     /// publication then waits for the line to come back: a producer that
-    /// looked every few hundred nanoseconds while the ring stayed full, as
-    /// the spin in [`Self::wait_until`] does, made every receive of its
+    /// looked every 10-100 nanoseconds while the ring stayed full, as the
+    /// spin in [`Self::wait_until`] does, made every receive of its
     /// consumer pay that miss. Kept off, it then finds room for many
     /// messages at once (1 -> 1 process, Python put/get of 512-byte pickles
     /// checked by the consumer, default 1 MiB ring, so 32 us: 925k against
