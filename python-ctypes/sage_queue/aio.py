@@ -463,10 +463,17 @@ def _check_wait(q: Any, rc: int, what: str) -> None:
 async def put_many_async(q: Any, items: Iterable[Any], timeout: Optional[float] = None) -> int:
     """``put_many`` awaited: puts every item in order, as many per C call as
     fit, awaiting room in between; returns how many (all). Every item is
-    serialised and size-checked before anything is put. If it ends early
+    serialised and size-checked before anything is put, except in batches
+    that ``put_many`` puts one at a time (items that cannot fail to
+    serialise, 32 KiB or more on average), each put as soon as it is made
+    (a size check can then stop it part-way). If it ends early
     (``queue.Full`` at the timeout, ``CancelledError``, ``ShutDown``...),
     the exception's ``items_put`` says how many of the first items were put
     (the rest were not)."""
+    if type(items) is not list:
+        items = list(items)
+    if q._puts_each(items):
+        return await _put_each(q, items, timeout)
     payloads: List[Any] = []
     try:
         for item in items:
@@ -474,6 +481,39 @@ async def put_many_async(q: Any, items: Iterable[Any], timeout: Optional[float] 
         return await _put_payloads(q, payloads, timeout)
     finally:
         _oob.release_all(payloads)
+
+
+async def _put_each(q: Any, items: List[Any], timeout: Optional[float]) -> int:
+    """``put_many_async`` of items that cannot fail to serialise, large on
+    average (``SageQueue._puts_each``): each made and put in turn, as
+    ``put_many`` puts them. Made all first, a batch of 64 KiB arrays kept
+    the consumer waiting long enough to sleep once per batch (1 -> 1,
+    batches of 16: 106k items/s, against 150k with ``put_async``)."""
+    count = len(items)
+    deadline = _deadline(timeout)
+    done = 0
+    try:
+        for item in items:
+            payload = q._payload(item)
+            try:
+                size = len(payload)
+                q._check_sendable(size, "put_many_async")
+                spun = False
+                while True:
+                    if type(payload) is bytes:
+                        rc = _lib.put_msg(q._handle, payload, size, 0)
+                    else:
+                        rc = _lib.put_msgv(q._handle, *payload.vectors(), 0)
+                    if rc == RB_OK:
+                        break
+                    spun = await _await_room(q, rc, size, deadline, done, count, spun)
+            finally:
+                _oob.release_all([payload])
+            done += 1
+    except BaseException as exc:
+        exc.items_put = done  # type: ignore[attr-defined]
+        raise
+    return count
 
 
 async def _put_payloads(q: Any, payloads: List[Any], timeout: Optional[float]) -> int:
@@ -505,18 +545,28 @@ async def _put_payloads(q: Any, payloads: List[Any], timeout: Optional[float]) -
             if rc > 0:
                 done += rc
                 continue
-            _check_put(q, rc, sizes[done], "put_many_async", deadline, done, count)
-            if not spun and _lib.wait_writable(q._handle, sizes[done], _SPIN_NS) != RB_ERR_TIMEOUT:
-                spun = True
-                continue
-            spun = False
-            _check_wait(q, await _wait(q, _WRITE, sizes[done], deadline), "put_many_async")
+            spun = await _await_room(q, rc, sizes[done], deadline, done, count, spun)
     except BaseException as exc:
         exc.items_put = done  # type: ignore[attr-defined]
         raise
     finally:
         del joined  # kept alive until here: the C calls read its bytes
     return count
+
+
+async def _await_room(
+    q: Any, rc: int, size: int, deadline: Optional[float], done: int, count: int, spun: bool
+) -> bool:
+    """After a try-once put of ``size`` bytes that put nothing (``rc``):
+    raises as ``put_many`` would (``done`` of ``count`` items put), or waits
+    until there may be room: in a short C wait on the loop's thread, unless
+    the previous wait (``spun``) was one and found nothing, then through a
+    waiter thread. Returns whether this wait was the short one."""
+    _check_put(q, rc, size, "put_many_async", deadline, done, count)
+    if not spun and _lib.wait_writable(q._handle, size, _SPIN_NS) != RB_ERR_TIMEOUT:
+        return True
+    _check_wait(q, await _wait(q, _WRITE, size, deadline), "put_many_async")
+    return False
 
 
 def _fitting(sizes: "array.array[int]", inline: List[bool], start: int, ring: int) -> int:

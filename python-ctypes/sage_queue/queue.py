@@ -995,6 +995,16 @@ class SageQueue:
                 wait_ns = max(_next_wait(deadline), 0)
         return count
 
+    def _puts_each(self, items: List[Any]) -> bool:
+        """Whether ``items`` are put one at a time, each as soon as it is
+        made (``_put_each``; ``sage_queue.aio``'s too): with the default
+        codec, items that cannot fail to serialise, ``_EACH_FROM`` bytes or
+        more on average."""
+        if self._dumps is not None or not items:
+            return False
+        size = _unfailing_bytes(items, set(map(type, items)))
+        return size is not None and size >= _EACH_FROM * len(items)
+
     def _put_message(self, item: Any) -> Union[bytes, _oob.Pieces, _ArrayVectors]:
         """``put``'s message for ``item`` (``_put_each``): the C call's
         vectors when it is a numpy array that takes put's shortest path

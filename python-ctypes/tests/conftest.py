@@ -39,6 +39,19 @@ _counter = itertools.count()
 SHM = Path("/dev/shm")
 
 
+def logged(log: List[str], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, which also appends ``name`` to ``log`` whenever it returns
+    something other than None (tests of the order of calls)."""
+
+    def call(*args: Any) -> Any:
+        out = fn(*args)
+        if out is not None:
+            log.append(name)
+        return out
+
+    return call
+
+
 def unique_name(tag: str = "q") -> str:
     name = f"{RUN_PREFIX}{tag}{next(_counter)}"
     assert len(name.encode()) < 64

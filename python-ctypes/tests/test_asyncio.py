@@ -40,6 +40,7 @@ from test_zero_copy import allocated_while, backed_by_mapping, same, side_object
 from sage_queue import ClosedQueueError, SageQueue, ShutDown, aio
 
 import _aio_workers
+from conftest import logged
 
 FORK = mp.get_context("fork")
 SPAWN = mp.get_context("spawn")
@@ -158,6 +159,42 @@ def test_async_puts_send_buffers_out_of_band(make_queue: Callable[..., SageQueue
     assert allocated_while(lambda: run(q.put_many_async([blob, blob]))) < 1 << 20
     assert [q.get(timeout=30) for _ in range(3)] == [blob] * 3
     assert side_objects(q) == side_objects(small) == []
+
+
+def test_put_many_async_of_large_items_puts_each_as_soon_as_it_is_made(
+    make_queue: Callable[..., SageQueue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As put_many: items that cannot fail to serialise, large on average,
+    are each put as soon as they are made (made all first, a batch of
+    64 KiB arrays kept the consumer waiting long enough to sleep once per
+    batch: 106k items/s, against 150k with put_async); a batch that stops
+    part-way says how many went in."""
+    import sage_queue.queue as sq
+    from sage_queue import _lib
+
+    log: List[str] = []
+    for name in ("_array_pieces", "_dumps_large"):
+        monkeypatch.setattr(sq, name, logged(log, "made", getattr(sq, name)))
+    monkeypatch.setattr(_lib, "put_msgv", logged(log, "put", _lib.put_msgv))
+    q, small = make_queue(), make_queue(1 << 16)
+    arrays = [np.full(8192, float(i)) for i in range(4)]
+    big = [b"B" * (200 << 10), b"C" * (200 << 10), "small", 7]
+
+    async def main() -> None:
+        for batch, sent in ((arrays, 4), (big, 2)):
+            log.clear()
+            assert await q.put_many_async(batch) == len(batch)
+            assert log == ["made", "put"] * sent
+            assert same([await q.get_async(timeout=30) for _ in batch], batch)
+        # Room for one 40 kB array at a time.
+        mid = [np.full(5000, float(i)) for i in range(3)]
+        with pytest.raises(Full) as info:
+            await small.put_many_async(mid, timeout=0.05)
+        assert info.value.items_put == 1  # type: ignore[attr-defined]
+
+    run(main())
+    assert same(small.get(timeout=30), np.full(5000, 0.0))
+    assert small.qsize() == q.qsize() == 0
 
 
 def test_timeouts_and_errors_match_the_blocking_calls(make_queue: Callable[..., SageQueue]) -> None:

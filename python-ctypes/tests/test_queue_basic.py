@@ -22,7 +22,7 @@ from sage_queue import (
 )
 from sage_queue.descriptor import DEFAULT_SHM_MAXSIZE
 
-from conftest import SHM
+from conftest import SHM, logged
 
 
 def test_put_get_fifo_and_types(make_queue: Callable[..., SageQueue]) -> None:
@@ -293,19 +293,9 @@ def test_put_many_of_large_items_puts_each_as_soon_as_it_is_made(
     from sage_queue import _lib
 
     log: List[str] = []
-
-    def logged(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any) -> Any:
-            out = fn(*args)
-            if out is not None:
-                log.append(name)
-            return out
-
-        return call
-
     for name in ("_array_vectors", "_array_pieces", "_dumps_large"):
-        monkeypatch.setattr(sq, name, logged("made", getattr(sq, name)))
-    monkeypatch.setattr(_lib, "put_msgv", logged("put", _lib.put_msgv))
+        monkeypatch.setattr(sq, name, logged(log, "made", getattr(sq, name)))
+    monkeypatch.setattr(_lib, "put_msgv", logged(log, "put", _lib.put_msgv))
     q = make_queue()
     arrays = [np.full(8192, float(i)) for i in range(4)]
     big = [b"B" * (200 << 10), b"C" * (200 << 10), "small", 7]
