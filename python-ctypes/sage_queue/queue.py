@@ -163,19 +163,21 @@ _NEGATIVE_TIMEOUT = "'timeout' must be a non-negative number"
 _EACH_FROM = 32 << 10
 
 
-def _unfailing_bytes(items: List[Any], kinds: Set[type]) -> Optional[int]:
-    """If no item of ``items`` (whose types are ``kinds``) can fail to
-    serialise (all of plain types, or all numpy arrays that hold no Python
-    objects), their bytes together (str counted by characters); otherwise
-    None."""
-    if kinds <= _PLAIN:
-        return sum(len(i) for i in items if type(i) in _SIZED)
-    return _oob.arrays_nbytes(items, kinds)
-
-
-def _pickle_each(item: Any) -> bytes:
-    """A plain item's message (``_put_each``)."""
-    return _pickle_dumps(item, _PROTOCOL)
+def _one_at_a_time(items: List[Any], kinds: Set[type], plain_bytes: Optional[int]) -> bool:
+    """Whether ``put_many`` (and ``sage_queue.aio``'s) puts ``items``, whose
+    types are ``kinds``, one at a time, each as soon as it is made
+    (``SageQueue._put_each``): when none can fail to serialise (all of plain
+    types, or all numpy arrays that hold no Python objects) and they are
+    ``_EACH_FROM`` bytes or more on average (str counted by characters).
+    ``plain_bytes`` is ``_plain_bytes(items, kinds)``, which the caller
+    needs anyway."""
+    if plain_bytes is not None:
+        size: Optional[int] = plain_bytes
+    elif kinds <= _PLAIN:  # plain, some of them large
+        size = sum(len(i) for i in items if type(i) in _SIZED)
+    else:
+        size = _oob.arrays_nbytes(items, kinds)
+    return bool(items) and size is not None and size >= _EACH_FROM * len(items)
 
 
 #: Items of this many bytes or more may have come out of line, from a pool
@@ -875,8 +877,8 @@ class SageQueue:
         error leaves the queue untouched. Items larger than the ring go out
         of line, each in its own call; so do batches of 32 KiB and more on
         average of plain items (bytes, str, numbers) or of numpy arrays
-        (which cannot fail to pickle), each put as soon as it is made. If ``block`` is False or ``timeout``
-        passes before all are in, raises ``queue.Full`` with ``items_put``
+        (which cannot fail to pickle), each put as soon as it is made. If
+        ``block`` is False or ``timeout`` passes before all are in, raises ``queue.Full`` with ``items_put``
         set on it (the first ``items_put`` items were put, the rest were
         not); ``MessageTooLargeError`` (/dev/shm has no room for an item)
         carries ``items_put`` the same way.
@@ -888,17 +890,13 @@ class SageQueue:
                 items = list(items)
             kinds = set(map(type, items))
             plain_bytes = _plain_bytes(items, kinds)
+            if _one_at_a_time(items, kinds, plain_bytes):
+                return self._put_each(items, block, timeout)
             if plain_bytes is not None:
-                if items and plain_bytes >= _EACH_FROM * len(items):
-                    return self._put_each(items, block, timeout, _pickle_each)
                 # Nothing goes out of band: one comprehension, and the
                 # packing skips what only out-of-band items need.
                 plain: List[bytes] = list(map(_pickle_dumps, items, itertools.repeat(_PROTOCOL, len(items))))
                 return self._put_packed(plain, block, timeout, "put_many", plain=True)
-            each_bytes = _unfailing_bytes(items, kinds)
-            if items and each_bytes is not None and each_bytes >= _EACH_FROM * len(items):
-                # Some are large (out of line), or all are numpy arrays.
-                return self._put_each(items, block, timeout, self._put_message)
             payloads = []
             add = payloads.append
             # put's three paths (see put and _pieces), with one buffer
@@ -933,17 +931,12 @@ class SageQueue:
             payloads = [_as_bytes(dumps(item), "dumps") for item in items]
         return self._put_packed(payloads, block, timeout, "put_many")
 
-    def _put_each(
-        self,
-        items: List[Any],
-        block: bool,
-        timeout: Optional[float],
-        make: Callable[[Any], Union[bytes, _oob.Pieces, _ArrayVectors]],
-    ) -> int:
+    def _put_each(self, items: List[Any], block: bool, timeout: Optional[float]) -> int:
         """``put_many`` of items that cannot fail to serialise, of
-        ``_EACH_FROM`` bytes and more on average: each made into its message
-        by ``make`` and put as ``put`` does, one at a time, so nothing is
-        lost by not serialising the whole batch before the first put.
+        ``_EACH_FROM`` bytes and more on average (``_one_at_a_time``): each
+        made into its message (``_put_message``) and put as ``put`` does,
+        one at a time, so nothing is lost by not serialising the whole batch
+        before the first put.
         Plain items: pickling them all first and joining them would copy
         each once more, in fresh memory each batch (measured 1 -> 1 at
         64 KiB: 73k items/s joined, 82k one at a time, 79k with ``put``; at
@@ -958,7 +951,7 @@ class SageQueue:
         if block and timeout is None:
             wait_ns = _SLICE_ARG  # as put: converted once
         for done, item in enumerate(items):
-            message = make(item)
+            message = self._put_message(item)
             try:
                 if isinstance(message, bytes):
                     rc = _put_msg(self._handle, message, len(message), wait_ns)
@@ -996,14 +989,13 @@ class SageQueue:
         return count
 
     def _puts_each(self, items: List[Any]) -> bool:
-        """Whether ``items`` are put one at a time, each as soon as it is
-        made (``_put_each``; ``sage_queue.aio``'s too): with the default
-        codec, items that cannot fail to serialise, ``_EACH_FROM`` bytes or
-        more on average."""
-        if self._dumps is not None or not items:
+        """Whether ``put_many`` puts ``items`` one at a time (for
+        ``sage_queue.aio``): with the default codec, as ``_one_at_a_time``
+        says."""
+        if self._dumps is not None:
             return False
-        size = _unfailing_bytes(items, set(map(type, items)))
-        return size is not None and size >= _EACH_FROM * len(items)
+        kinds = set(map(type, items))
+        return _one_at_a_time(items, kinds, _plain_bytes(items, kinds))
 
     def _put_message(self, item: Any) -> Union[bytes, _oob.Pieces, _ArrayVectors]:
         """``put``'s message for ``item`` (``_put_each``): the C call's
